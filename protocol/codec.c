@@ -183,16 +183,42 @@ static int rd_skip(rd_t *r, int depth)
     }
     r->p++;
     switch (t) {
-    case 0xcc: case 0xd0: n = 1; break;
-    case 0xcd: case 0xd1: n = 2; break;
-    case 0xca: case 0xce: case 0xd2: n = 4; break;
-    case 0xcb: case 0xcf: case 0xd3: n = 8; break;
-    case 0xd4: n = 2; break;
-    case 0xd5: n = 3; break;
-    case 0xd6: n = 5; break;
-    case 0xd7: n = 9; break;
-    case 0xd8: n = 17; break;
-    case 0xc7: case 0xc8: case 0xc9:
+    case 0xcc:
+    case 0xd0:
+        n = 1;
+        break;
+    case 0xcd:
+    case 0xd1:
+        n = 2;
+        break;
+    case 0xca:
+    case 0xce:
+    case 0xd2:
+        n = 4;
+        break;
+    case 0xcb:
+    case 0xcf:
+    case 0xd3:
+        n = 8;
+        break;
+    case 0xd4:
+        n = 2;
+        break;
+    case 0xd5:
+        n = 3;
+        break;
+    case 0xd6:
+        n = 5;
+        break;
+    case 0xd7:
+        n = 9;
+        break;
+    case 0xd8:
+        n = 17;
+        break;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9:
         if (!rd_be(r, 1 << (t - 0xc7), &n))
             return 0;
         n += 1; /* the ext type byte */
@@ -458,8 +484,8 @@ static int decode_body(rd_t *r, size_t max_payload, hr_frame_t *f, const char **
         }
         break;
     case HR_OP_GAP:
-        if (n != 5 || !rd_uint(r, &f->sid) || !rd_str(r, &f->topic) ||
-            !rd_uint(r, &f->first_seq) || !rd_uint(r, &f->last_seq))
+        if (n != 5 || !rd_uint(r, &f->sid) || !rd_str(r, &f->topic) || !rd_uint(r, &f->first_seq) ||
+            !rd_uint(r, &f->last_seq))
             BAD("GAP takes sid, topic, first_seq and last_seq");
         break;
     default:
@@ -539,18 +565,30 @@ int hr_lp_next(const void *buf, size_t len, size_t max_frame, hr_slice_t *body, 
 const char *hr_op_name(int op)
 {
     switch (op) {
-    case HR_OP_HELLO: return "HELLO";
-    case HR_OP_PUB: return "PUB";
-    case HR_OP_SUB: return "SUB";
-    case HR_OP_UNSUB: return "UNSUB";
-    case HR_OP_PING: return "PING";
-    case HR_OP_PONG: return "PONG";
-    case HR_OP_WELCOME: return "WELCOME";
-    case HR_OP_MSG: return "MSG";
-    case HR_OP_ACK: return "ACK";
-    case HR_OP_ERR: return "ERR";
-    case HR_OP_GAP: return "GAP";
-    default: return "?";
+    case HR_OP_HELLO:
+        return "HELLO";
+    case HR_OP_PUB:
+        return "PUB";
+    case HR_OP_SUB:
+        return "SUB";
+    case HR_OP_UNSUB:
+        return "UNSUB";
+    case HR_OP_PING:
+        return "PING";
+    case HR_OP_PONG:
+        return "PONG";
+    case HR_OP_WELCOME:
+        return "WELCOME";
+    case HR_OP_MSG:
+        return "MSG";
+    case HR_OP_ACK:
+        return "ACK";
+    case HR_OP_ERR:
+        return "ERR";
+    case HR_OP_GAP:
+        return "GAP";
+    default:
+        return "?";
     }
 }
 

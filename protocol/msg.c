@@ -77,8 +77,8 @@ static int fixed_write(void *data, const char *p, size_t n)
     return 0;
 }
 
-hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload,
-                              hr_slice_t reply, hr_slice_t headers_raw, int replay)
+hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload, hr_slice_t reply,
+                              hr_slice_t headers_raw, int replay)
 {
     int nopts = (reply.n > 0) + (headers_raw.n > 0) + (replay != 0);
     size_t len = sz_str(topic.n) + sz_uint(seq) + sz_bin(payload.n);
@@ -118,6 +118,60 @@ hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload
         }
     }
     assert(w.left == 0);
+    return m;
+}
+
+/* Length of the msgpack str/uint/bin element at `p` (bodies we encoded). */
+static size_t elem_len(const uint8_t *p)
+{
+    uint8_t t = p[0];
+    if (t <= 0x7f)
+        return 1;
+    if ((t & 0xe0) == 0xa0)
+        return 1 + (t & 0x1fu);
+    switch (t) {
+    case 0xcc:
+        return 2;
+    case 0xcd:
+        return 3;
+    case 0xce:
+        return 5;
+    case 0xcf:
+        return 9;
+    case 0xd9:
+    case 0xc4:
+        return 2 + p[1];
+    case 0xda:
+    case 0xc5:
+        return 3 + ((size_t)p[1] << 8 | p[2]);
+    case 0xdb:
+    case 0xc6:
+        return 5 + ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4]);
+    default:
+        return 0;
+    }
+}
+
+hr_msg_t *hr_msg_new_replay(const hr_msg_t *live)
+{
+    static const uint8_t pair[] = {0xa6, 'r', 'e', 'p', 'l', 'a', 'y', 0xc3};
+    const uint8_t *b = hr_msg_bytes(live);
+    size_t extra = sizeof(pair) + (live->arr == 0x95);
+    hr_msg_t *m = hr_msg_new(0, NULL, live->len + extra);
+    if (!m)
+        return NULL;
+    memcpy(m->data, b, live->len);
+    if (live->arr == 0x95) {
+        m->data[live->len] = 0x81; /* a new opts map with one entry */
+    } else {
+        size_t off = 0;
+        for (int i = 0; i < 3; i++) /* topic, seq, payload */
+            off += elem_len(b + off);
+        assert(off < live->len && (b[off] & 0xf0) == 0x80 && b[off] < 0x8f);
+        m->data[off]++; /* our opts maps are fixmaps of at most 3 entries */
+    }
+    memcpy(m->data + live->len + (live->arr == 0x95), pair, sizeof(pair));
+    m->arr = 0x96;
     return m;
 }
 
