@@ -156,6 +156,11 @@ static long parse_ws(hb_conn_t *c, const uint8_t *p, size_t n)
     return (long)off;
 }
 
+static void herald_thread_exit(void)
+{
+    hr_buf_destroy(&scratch);
+}
+
 static long herald_parse(hb_conn_t *c, const uint8_t *p, size_t n)
 {
     return c->ws ? parse_ws(c, p, n) : parse_tcp(c, p, n);
@@ -170,4 +175,5 @@ const hb_adapter_t hb_adapter_herald = {
     .parse = herald_parse,
     .native_reply = 1,
     .ws = 1,
+    .thread_exit = herald_thread_exit,
 };

@@ -116,6 +116,8 @@ typedef struct hb_adapter_s {
     int native_reply;
     /** Whether the broker can be driven over WebSocket by this adapter. */
     int ws;
+    /** Called by each generator thread as it ends (frees per-thread state); may be NULL. */
+    void (*thread_exit)(void);
 } hb_adapter_t;
 
 extern const hb_adapter_t hb_adapter_nats;

@@ -463,6 +463,10 @@ notes:
 
     /* Say plainly where Herald stands on the headline figure. */
     hb_headline_t hh = hb_headline(herald);
+    if (hh.value <= 0) {
+        fprintf(f, "Herald's %s could not be measured in this run.\n\n", hh.label);
+        return;
+    }
     const hb_result_t *best = NULL;
     double bestv = 0;
     for (int c = 0; c < ncol; c++) {

@@ -53,6 +53,9 @@ int hb_scenario_plan(const char *name, int smoke, hb_plan_t *pl)
         p->subs = smoke ? 10 : 100;
         p->stalled = 1;
         p->size = 128;
+        /* A small window keeps what a healthy subscriber may owe far below any output
+         * limit, so only the stalled one can reach it. */
+        p->window = smoke ? 2000 : 10000;
     } else if (!strcmp(name, "reqrep")) {
         p->pubs = smoke ? 2 : 10;
         p->subs = 1; /* the responder */
