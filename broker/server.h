@@ -92,6 +92,7 @@ typedef struct hr_stats_s {
     uint64_t slow_consumers;
     uint64_t errors[12]; /* by ERR code */
     uint64_t refused_conns;
+    uint64_t http_status[12]; /* HTTP responses on the WebSocket port, by http.c's table */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
