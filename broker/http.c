@@ -292,6 +292,17 @@ static int metric(hr_buf_t *b, const char *name, const char *type, const char *h
     return bprintf(b, "# HELP herald_%s %s\n# TYPE herald_%s %s\n", name, help, name, type);
 }
 
+/* One metric without labels, after `r` (the chain's status so far) is HR_OK. */
+static int simple(hr_buf_t *b, int r, const char *name, const char *type, const char *help,
+                  uint64_t v)
+{
+    if (r == HR_OK)
+        r = metric(b, name, type, help);
+    if (r == HR_OK)
+        r = bprintf(b, "herald_%s %llu\n", name, (unsigned long long)v);
+    return r;
+}
+
 /*
  * Renders the worker's state in the Prometheus text format (version 0.0.4).
  * Everything comes from counters the hot path already keeps, except the
@@ -316,71 +327,36 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     for (int t = 0; t < HR_T_COUNT && r == HR_OK; t++)
         r = bprintf(b, "herald_connections_total{transport=\"%s\"} %llu\n", tnames[t],
                     (unsigned long long)st->conns_total[t]);
-    if (r == HR_OK)
-        r = metric(b, "connections_refused_total", "counter",
-                   "Connections refused by max-connections.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_connections_refused_total %llu\n",
-                    (unsigned long long)st->refused_conns);
+    r = simple(b, r, "connections_refused_total", "counter",
+               "Connections refused by max-connections.", st->refused_conns);
     if (r == HR_OK)
         r = metric(b, "http_responses_total", "counter",
                    "HTTP responses on the WebSocket port by status (101: upgraded).");
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]) && r == HR_OK; i++)
         r = bprintf(b, "herald_http_responses_total{status=\"%d\"} %llu\n", statuses[i],
                     (unsigned long long)st->http_status[i]);
-    if (r == HR_OK)
-        r = metric(b, "subscriptions", "gauge", "Active subscriptions.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_subscriptions %zu\n", s->index.nsubs);
-    if (r == HR_OK)
-        r = metric(b, "patterns", "gauge", "Distinct subscribed patterns.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_patterns %zu\n", s->index.npatterns);
-    if (r == HR_OK)
-        r = metric(b, "topics", "gauge", "Topics with state (sequence, history).");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_topics %zu\n", s->engine.topics.count);
-    if (r == HR_OK)
-        r = metric(b, "messages_in_total", "counter", "Messages published.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_messages_in_total %llu\n", (unsigned long long)st->msgs_in);
-    if (r == HR_OK)
-        r = metric(b, "bytes_in_total", "counter", "Bytes read from clients.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_bytes_in_total %llu\n", (unsigned long long)st->bytes_in);
-    if (r == HR_OK)
-        r = metric(b, "deliveries_total", "counter", "Messages queued to subscribers.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_deliveries_total %llu\n", (unsigned long long)st->deliveries);
-    if (r == HR_OK)
-        r = metric(b, "bytes_out_total", "counter", "Bytes written to clients.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_bytes_out_total %llu\n", (unsigned long long)st->bytes_out);
-    if (r == HR_OK)
-        r = metric(b, "slow_consumers_total", "counter", "Connections closed as slow consumers.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_slow_consumers_total %llu\n",
-                    (unsigned long long)st->slow_consumers);
+    r = simple(b, r, "subscriptions", "gauge", "Active subscriptions.", s->index.nsubs);
+    r = simple(b, r, "patterns", "gauge", "Distinct subscribed patterns.", s->index.npatterns);
+    r = simple(b, r, "topics", "gauge", "Topics with state (sequence, history).",
+               s->engine.topics.count);
+    r = simple(b, r, "messages_in_total", "counter", "Messages published.", st->msgs_in);
+    r = simple(b, r, "bytes_in_total", "counter", "Bytes read from clients.", st->bytes_in);
+    r = simple(b, r, "deliveries_total", "counter", "Messages queued to subscribers.",
+               st->deliveries);
+    r = simple(b, r, "bytes_out_total", "counter", "Bytes written to clients.", st->bytes_out);
+    r = simple(b, r, "slow_consumers_total", "counter", "Connections closed as slow consumers.",
+               st->slow_consumers);
     if (r == HR_OK)
         r = metric(b, "errors_total", "counter", "ERR frames by code.");
     for (unsigned i = 1; i < sizeof(err_names) / sizeof(err_names[0]) && r == HR_OK; i++)
         r = bprintf(b, "herald_errors_total{code=\"%u\",name=\"%s\"} %llu\n", i, err_names[i],
                     (unsigned long long)st->errors[i]);
-    if (r == HR_OK)
-        r = metric(b, "output_queue_bytes", "gauge", "Bytes queued for clients, not yet written.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_output_queue_bytes %zu\n", outq);
-    if (r == HR_OK)
-        r = metric(b, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_output_inflight_bytes %zu\n", inflight);
-    if (r == HR_OK)
-        r = metric(b, "history_bytes", "gauge", "Bytes of retained history.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_history_bytes %zu\n", s->engine.hist_bytes);
-    if (r == HR_OK)
-        r = metric(b, "history_messages", "gauge", "Retained history messages.");
-    if (r == HR_OK)
-        r = bprintf(b, "herald_history_messages %zu\n", s->engine.hist_msgs);
+    r = simple(b, r, "output_queue_bytes", "gauge", "Bytes queued for clients, not yet written.",
+               outq);
+    r = simple(b, r, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.",
+               inflight);
+    r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history.", s->engine.hist_bytes);
+    r = simple(b, r, "history_messages", "gauge", "Retained history messages.",
+               s->engine.hist_msgs);
     return r;
 }

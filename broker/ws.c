@@ -188,6 +188,19 @@ static void stop(ws_t *w, uint16_t code)
     wslay_event_shutdown_read(w->ctx);
 }
 
+/*
+ * Queues what wslay produced so far (pongs) before a message is
+ * dispatched, so the answers leave in the order the frames came.
+ */
+static void flush_ctl(hr_conn_t *c, ws_t *w)
+{
+    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 && w->ctl.len &&
+        !wslay_event_get_close_sent(w->ctx)) {
+        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+        hr_buf_reset(&w->ctl);
+    }
+}
+
 static void cb_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *a, void *ud)
 {
@@ -234,6 +247,7 @@ static void cb_frame_chunk(wslay_event_context_ptr ctx,
     if (w->op == WSLAY_BINARY_FRAME && w->fin && a->data_length == w->frame_len) {
         /* The whole message in one chunk: hand wslay's (unmasked) bytes over as they are. */
         w->dispatched = 1;
+        flush_ctl(c, w);
         hr__conn_on_frame(c, (const char *)a->data, a->data_length);
         return;
     }
@@ -249,8 +263,10 @@ static void cb_frame_end(wslay_event_context_ptr ctx, void *ud)
         (w->op != WSLAY_BINARY_FRAME && w->op != WSLAY_CONTINUATION_FRAME))
         return;
     w->in_msg = 0;
-    if (!w->dispatched && !(c->flags & HR_C_CLOSING))
+    if (!w->dispatched && !(c->flags & HR_C_CLOSING)) {
+        flush_ctl(c, w);
         hr__conn_on_frame(c, (const char *)w->msg.base, w->msg.len);
+    }
     hr_buf_destroy(&w->msg); /* an idle connection keeps no message buffer */
 }
 
