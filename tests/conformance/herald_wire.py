@@ -7,7 +7,9 @@ and sent over plain sockets, so the suite checks the broker against the
 document, not against itself.
 """
 
+import base64
 import collections
+import hashlib
 import itertools
 import os
 import re
@@ -141,7 +143,8 @@ class Conn:
             raise Closed("connection closed by broker")
         self.buf += chunk
 
-    def _take_frame(self):
+    def _take_body(self):
+        """Cuts one complete frame body out of the input buffer, or returns None."""
         if len(self.buf) < 4:
             return None
         n = struct.unpack(">I", self.buf[:4])[0]
@@ -149,6 +152,12 @@ class Conn:
             return None
         body = bytes(self.buf[4:4 + n])
         del self.buf[:4 + n]
+        return body
+
+    def _take_frame(self):
+        body = self._take_body()
+        if body is None:
+            return None
         f = msgpack.unpackb(body, raw=False, strict_map_key=False)
         if not isinstance(f, list) or not f or not isinstance(f[0], int):
             raise AssertionError("broker sent a body that is not an opcode array: %r" % body[:64])
@@ -323,3 +332,155 @@ class Broker:
 def wait_readable(sock, timeout):
     r, _, _ = select.select([sock], [], [], timeout)
     return bool(r)
+
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WsConn(Conn):
+    """A raw RFC 6455 client: one binary message per frame body, masked client frames.
+
+    Control frames are handled here: a ping is answered with a pong, a close frame
+    records its code in .close_code and ends the stream (Closed)."""
+
+    def __init__(self, port, protocols=("herald.v1",), auto_pong=True, path="/"):
+        super().__init__(port, auto_pong=auto_pong)
+        self.close_code = None
+        self.text_messages = []
+        self._frag = None
+        key = base64.b64encode(os.urandom(16)).decode()
+        req = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
+               "Connection: Upgrade", "Sec-WebSocket-Key: " + key, "Sec-WebSocket-Version: 13"]
+        if protocols:
+            req.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
+        self.sock.sendall(("\r\n".join(req) + "\r\n\r\n").encode())
+        deadline = time.monotonic() + TIMEOUT
+        while b"\r\n\r\n" not in self.buf:
+            try:
+                Conn._read_some(self, deadline)
+            except Closed:
+                raise AssertionError("connection closed during the WebSocket handshake: %r"
+                                     % bytes(self.buf)) from None
+        head, _, rest = bytes(self.buf).partition(b"\r\n\r\n")
+        self.buf = bytearray(rest)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        if self.status != 101:
+            raise AssertionError("WebSocket upgrade refused: %s" % lines[0])
+        want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        if self.headers.get("sec-websocket-accept") != want:
+            raise AssertionError("bad Sec-WebSocket-Accept %r" % self.headers.get("sec-websocket-accept"))
+        self.protocol = self.headers.get("sec-websocket-protocol")
+
+    def ws_send(self, opcode, payload, fin=True, mask=True):
+        """Sends one WebSocket frame (client frames are masked)."""
+        b0 = (0x80 if fin else 0) | opcode
+        n = len(payload)
+        if n < 126:
+            hdr = struct.pack(">BB", b0, (0x80 if mask else 0) | n)
+        elif n < 65536:
+            hdr = struct.pack(">BBH", b0, (0x80 if mask else 0) | 126, n)
+        else:
+            hdr = struct.pack(">BBQ", b0, (0x80 if mask else 0) | 127, n)
+        if mask:
+            key = os.urandom(4)
+            hdr += key
+            payload = bytes(b ^ key[i & 3] for i, b in enumerate(payload)) if n < 4096 else \
+                _mask_fast(payload, key)
+        self.send_raw(hdr + payload)
+
+    def send(self, obj):
+        self.ws_send(0x2, pack(obj))
+
+    def _take_body(self):
+        while True:
+            b = self.buf
+            if len(b) < 2:
+                return None
+            fin, op = b[0] & 0x80, b[0] & 0x0F
+            masked, n = b[1] & 0x80, b[1] & 0x7F
+            off = 2
+            if n == 126:
+                if len(b) < 4:
+                    return None
+                n = struct.unpack(">H", b[2:4])[0]
+                off = 4
+            elif n == 127:
+                if len(b) < 10:
+                    return None
+                n = struct.unpack(">Q", b[2:10])[0]
+                off = 10
+            if masked:
+                raise AssertionError("server frames must not be masked")
+            if len(b) < off + n:
+                return None
+            payload = bytes(b[off:off + n])
+            del b[:off + n]
+            if op == 0x8:  # close
+                self.close_code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else 1005
+                self.eof = True
+                try:
+                    self.ws_send(0x8, payload[:2])
+                except OSError:
+                    pass
+                return None
+            if op == 0x9:  # ping
+                self.ws_send(0xA, payload)
+                continue
+            if op == 0xA:  # pong
+                continue
+            if op == 0x1:
+                self.text_messages.append(payload)
+                continue
+            if op == 0x2:
+                if fin:
+                    return payload
+                self._frag = bytearray(payload)
+                continue
+            if op == 0x0 and self._frag is not None:
+                self._frag += payload
+                if fin:
+                    out, self._frag = bytes(self._frag), None
+                    return out
+                continue
+            raise AssertionError("unexpected WebSocket opcode %d from the server" % op)
+
+
+def _mask_fast(payload, key):
+    n = len(payload)
+    k = int.from_bytes((key * (n // 4 + 1))[:n], "big")
+    return (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
+
+
+def http_get(port, path, timeout=TIMEOUT):
+    """A plain HTTP/1.1 GET on the WebSocket port. Returns (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                   % path).encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                hdrs = {}
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    k, _, v = line.partition(":")
+                    hdrs[k.strip().lower()] = v.strip()
+                if "content-length" in hdrs and len(body) >= int(hdrs["content-length"]):
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if "content-length" in hdrs:
+        body = body[:int(hdrs["content-length"])]
+    return int(lines[0].split()[1]), hdrs, body

@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from herald_wire import (ACK, E_GAP, E_HEARTBEAT, E_PERM, E_PROTO, E_SHUTDOWN, E_SID, E_SLOW,  # noqa: E402
                          E_TOOBIG, E_TOPIC, ERR, HELLO, MSG, PING, PONG, PUB, SUB, TIMEOUT,
-                         UNSUB, WELCOME, Broker, Closed, Conn, MiB, Timeout, describe, frame,
-                         lp, msg_opts, pack)
+                         UNSUB, WELCOME, Broker, Closed, Conn, MiB, Timeout, WsConn, describe,
+                         frame, http_get, lp, msg_opts, pack)
 
 BROKER = None  # the shared broker with default settings
 
@@ -1389,6 +1389,119 @@ class TestSlowConsumer(Case):
 
 
 # ==========================================================================================
+class TestWebSocket(Case):
+    """The WebSocket transport of docs/protocol.md, with a raw RFC 6455 client."""
+
+    def setUp(self):
+        super().setUp()
+        if not self.b.ws_port:
+            self.skipTest("the broker announced no ws= port in its ready file")
+
+    def ws(self, hello=True, **kw):
+        c = WsConn(self.b.ws_port, **kw)
+        self.conns.append(c)
+        if hello:
+            c.hello()
+        return c
+
+    def test_subprotocol_echoed(self):
+        c = self.ws(hello=False)
+        self.assertEqual(c.protocol, "herald.v1")
+        w = c.hello()
+        self.assertEqual(w["v"], 1)
+
+    def test_no_subprotocol_accepted(self):
+        c = self.ws(hello=False, protocols=())
+        self.assertIsNone(c.protocol)
+        c.hello()
+        self.assertQuiet(c)
+
+    def test_ws_and_tcp_interoperate(self):
+        t = self.topic()
+        w = self.ws()
+        tcp = self.connect()
+        w.sub(1, t)
+        tcp.sub(2, t)
+        w.sync()
+        tcp.sync()
+        self.pub_acked(w, t, b"from ws", headers={"h": "1"})
+        self.pub_acked(tcp, t, b"from tcp")
+        for c, sid in ((w, 1), (tcp, 2)):
+            got = self.collect(c, 2)
+            self.assertEqual([(m[1], m[3], m[4]) for m in got],
+                             [(sid, 1, b"from ws"), (sid, 2, b"from tcp")])
+            self.assertEqual(msg_opts(got[0]).get("headers"), {"h": "1"})
+
+    def test_fragmented_message_is_one_frame(self):
+        c = self.ws()
+        body = pack([PING, 77])
+        c.ws_send(0x2, body[:1], fin=False)
+        c.ws_send(0x0, body[1:2], fin=False)
+        c.ws_send(0x0, body[2:], fin=True)
+        self.assertEqual(c.expect(PONG), [PONG, 77])
+
+    def test_pipelined_pings_in_order(self):
+        c = self.ws()
+        for i in range(50):
+            c.send([PING, i])
+        self.assertEqual([f[1] for f in self.collect(c, 50, op=PONG)], list(range(50)))
+
+    def test_text_message_refused_1003(self):
+        c = self.ws()
+        c.ws_send(0x1, b'[5, 1]')
+        frames = c.wait_closed()
+        self.assertEqual(c.close_code, 1003)
+        self.assertTrue(all(f[0] == ERR for f in frames), [describe(f) for f in frames])
+
+    def test_err1_then_close_1002(self):
+        c = self.ws()
+        c.ws_send(0x2, b"\xc1")
+        frames = c.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_PROTO)])
+        self.assertEqual(c.close_code, 1002)
+
+    def test_first_frame_not_hello_1002(self):
+        c = self.ws(hello=False)
+        c.send([PING, 1])
+        frames = c.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_PROTO)])
+        self.assertEqual(c.close_code, 1002)
+
+    def test_err2_then_close_1009(self):
+        c = self.ws()
+        body = pack([PUB, self.topic(), b"x" * c.welcome["max_frame"]])
+        try:
+            c.ws_send(0x2, body)
+        except OSError:
+            pass
+        frames = c.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_TOOBIG)])
+        self.assertEqual(c.close_code, 1009)
+
+    def test_recoverable_errors_keep_ws_open(self):
+        c = self.ws()
+        c.pub("$SYS.x", b"", ack=3)
+        self.assertErrOpen(c, E_PERM, ref=3)
+        c.sub(4, "a..b")
+        self.assertErrOpen(c, E_TOPIC, ref=4)
+        c.unsub(99)
+        self.assertErrOpen(c, E_SID, ref=99)
+
+    def test_http_healthz_and_metrics(self):
+        status, _, _ = http_get(self.b.ws_port, "/healthz")
+        self.assertEqual(status, 200)
+        status, hdrs, body = http_get(self.b.ws_port, "/metrics")
+        self.assertEqual(status, 200)
+        self.assertIn("text/plain", hdrs.get("content-type", ""))
+        text = body.decode("utf-8")
+        samples = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        self.assertTrue(samples, "no metric samples in /metrics")
+        for ln in samples:
+            self.assertRegex(ln, r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? [-+0-9.eEInfa]+( \d+)?$")
+
+
+
+# ==========================================================================================
 class TestShutdown(Case):
     def setUp(self):
         super().setUp()
@@ -1410,6 +1523,11 @@ class TestShutdown(Case):
             p.pub(t, b"%d" % i)
         p.sync()
         idle = self.connect(hello=False)
+        ws = None
+        if self.broker.ws_port:
+            ws = WsConn(self.broker.ws_port)
+            self.conns.append(ws)
+            ws.hello()
         self.broker.signal(signal.SIGTERM)
         for s in subs:
             frames = s.wait_closed(TIMEOUT * 2)
@@ -1420,6 +1538,10 @@ class TestShutdown(Case):
         frames = p.wait_closed(TIMEOUT * 2)
         self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_SHUTDOWN)])
         idle.wait_closed(TIMEOUT * 2)
+        if ws is not None:
+            frames = ws.wait_closed(TIMEOUT * 2)
+            self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_SHUTDOWN)])
+            self.assertEqual(ws.close_code, 1001)
         rc = self.broker.wait(TIMEOUT * 2)
         self.assertEqual(rc, 0, "exit status; log:\n" + self.broker.log_text())
         with self.assertRaises(OSError):
