@@ -321,7 +321,7 @@ class Broker:
     def log_text(self):
         self.log.flush()
         with open(self.log.name, "rb") as fh:
-            return fh.read().decode("utf-8", "replace")[-4000:]
+            return fh.read().decode("utf-8", "replace")[-8000:]
 
     def cleanup(self):
         self.kill()

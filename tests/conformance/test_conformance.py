@@ -1172,7 +1172,7 @@ class TestReplay(Case):
 class TestHistoryLimits(Case):
     @classmethod
     def setUpClass(cls):
-        cls.broker = Broker("--history-max-msgs", "4")
+        cls.broker = Broker("--history-msgs", "4")
 
     @classmethod
     def tearDownClass(cls):
@@ -1357,7 +1357,7 @@ class TestSlowConsumer(Case):
         th.start()
         p = self.connect()
         chunk = b"s" * (256 * 1024)
-        n = int(os.environ.get("HERALD_SLOW_CONSUMER_MB", "256")) * 4
+        n = int(os.environ.get("HERALD_SLOW_CONSUMER_MB", "64")) * 4
         for i in range(n):
             p.pub(t, chunk)
             if i % 32 == 31:
