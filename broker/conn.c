@@ -11,6 +11,7 @@
 #define CLOSE_LINGER_MS 2000        /* how long a closing connection may take to drain */
 #define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
 
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
 
@@ -190,7 +191,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Lingering close: read and discard until the peer closes (or the
      * deadline passes), so unread input cannot turn our FIN into a RST that
      * would destroy the ERR frame before the client reads it. */
-    if (uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read) != 0)
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         hr__conn_close_now(c);
 }
 
@@ -282,7 +283,7 @@ static void check_backpressure(hr_conn_t *c)
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
     if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
-        uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read);
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
