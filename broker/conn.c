@@ -41,7 +41,12 @@ static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
             return HR_ENOMEM;
         for (uint32_t i = 0; i < q->n; i++)
             e[i] = q->ents[(q->head + i) % q->cap];
-        free(q->ents);
+        /* The iovecs of a write in flight point at the headers inside the old
+         * array: keep the array the write was built from until it completes. */
+        if (q->inflight && !q->retired)
+            q->retired = q->ents;
+        else
+            free(q->ents);
         q->ents = e;
         q->head = 0;
         q->cap = cap;
@@ -104,6 +109,7 @@ static void oq_free(hr_outq_t *q)
     for (uint32_t i = 0; i < q->n; i++)
         hr_msg_unref(&q->ents[(q->head + i) % q->cap].msg);
     free(q->ents);
+    free(q->retired);
     memset(q, 0, sizeof(*q));
 }
 
@@ -294,6 +300,8 @@ static void on_write(uv_write_t *req, int status)
     hr_conn_t *c = req->data;
     free(req);
     c->wreq = NULL;
+    free(c->out.retired);
+    c->out.retired = NULL;
     if (status < 0) { /* canceled by close, or the peer is gone */
         c->out.inflight = 0;
         hr__conn_close_now(c);
