@@ -264,7 +264,9 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
-    drop_subs(c); /* no more deliveries; queue groups pick someone else */
+    /* No more deliveries (deliver() skips CLOSING connections, queue groups
+     * pick someone else); the subscriptions leave the index in conn_flush(),
+     * because this may run inside a fan-out that is walking the index. */
     if (code == 6) {
         s->stats.slow_consumers++;
         oq_drop_unsent(c);
@@ -323,6 +325,8 @@ static void conn_flush(hr_conn_t *c)
     hr_outq_t *q = &c->out;
     uv_buf_t iov[IOV_BATCH];
     size_t total;
+    if ((c->flags & HR_C_CLOSING) && !(c->flags & HR_C_CLOSED))
+        drop_subs(c); /* deferred from hr__conn_fail(); idempotent */
     if (q->inflight || (c->flags & HR_C_CLOSED))
         return;
     while (q->n) {
@@ -554,6 +558,10 @@ static void fan_group(void *arg, hr_qgroup_t *g)
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
     hr_sub_t *sub = hr__qgroup_pick(g, skip);
+    /* A member closed earlier in this loop turn is still in the group until
+     * its flush: pick another one. */
+    for (uint32_t k = 1; sub && (sub->conn->flags & HR_C_CLOSING) && k < g->n; k++)
+        sub = hr__qgroup_pick(g, skip);
     if (sub)
         deliver(sub->conn, sub->sid, f->m);
 }
