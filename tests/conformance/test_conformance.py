@@ -18,7 +18,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from herald_wire import (ACK, E_GAP, E_HEARTBEAT, E_PERM, E_PROTO, E_SHUTDOWN, E_SID, E_SLOW,  # noqa: E402
+from herald_wire import (ACK, E_GAP, E_HEARTBEAT, E_LIMIT, E_PERM, E_PROTO, E_SHUTDOWN, E_SID, E_SLOW,  # noqa: E402
                          E_TOOBIG, E_TOPIC, ERR, HELLO, MSG, PING, PONG, PUB, SUB, TIMEOUT,
                          UNSUB, WELCOME, Broker, Closed, Conn, MiB, Timeout, WsConn, describe,
                          frame, http_get, lp, msg_opts, pack)
@@ -533,6 +533,66 @@ class TestConfiguredLimits(Case):
         c = self.connect()
         c.send_raw(struct.pack(">I", 5097))
         self.assertErrClose(c, E_TOOBIG)
+
+
+# ==========================================================================================
+class TestLimitReached(Case):
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker("--max-subs", "3", "--max-connections", "4",
+                            "--hello-timeout-ms", "300")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.broker.stop()
+        cls.broker.cleanup()
+        assert rc == 0, rc
+
+    def test_subscription_limit_err7_stays_open(self):
+        c = self.connect()
+        t = self.topic()
+        for sid in (1, 2, 3):
+            c.sub(sid, t)
+        self.assertQuiet(c)
+        c.sub(4, t)
+        self.assertErrOpen(c, E_LIMIT, ref=4)
+        c.sub(2, t + ".x")  # replacing an active sid is not a new subscription
+        self.assertQuiet(c)
+        c.unsub(1)
+        c.sub(4, t)
+        self.assertQuiet(c)
+        self.pub_acked(c, t)
+        self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
+
+    def test_connection_limit_err7_closed(self):
+        others = [self.connect() for _ in range(4)]
+        extra = self.connect(hello=False)
+        frames = extra.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_LIMIT)])
+        extra.close()
+        for c in others:
+            self.assertEqual(c.sync(), [])
+        others[0].close()
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # the freed slot becomes available once the broker saw the closes
+            c = Conn(self.b.port)
+            try:
+                c.hello()
+                c.sync()
+                break
+            except (Closed, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            finally:
+                c.close()
+
+    def test_hello_timeout(self):
+        c = self.connect(hello=False, auto_pong=False)
+        t0 = time.monotonic()
+        frames = c.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_PROTO)])
+        self.assertLess(time.monotonic() - t0, 0.3 + 2 * TIMEOUT / 5)
 
 
 # ==========================================================================================
