@@ -66,29 +66,29 @@ enum hr_frame_flag {
  */
 typedef struct hr_frame_s {
     int op;
-    uint32_t flags;       /* HR_F_* */
-    uint64_t sid;         /* SUB, UNSUB, MSG, GAP; ERR ref */
-    uint64_t id;          /* PING, PONG id; PUB opts.ack; ACK ack */
-    uint64_t seq;         /* MSG, ACK */
-    hr_slice_t topic;     /* PUB, MSG, GAP topic; SUB pattern */
-    hr_slice_t payload;   /* PUB, MSG */
-    hr_slice_t reply;     /* PUB, MSG opts.reply */
-    hr_slice_t headers;   /* PUB, MSG opts.headers: the raw msgpack map, checked map<str,str> */
-    hr_slice_t queue;     /* SUB opts.queue */
-    uint64_t since;       /* SUB opts.since */
-    uint64_t version;     /* HELLO, WELCOME v */
-    hr_slice_t name;      /* HELLO name */
-    hr_slice_t token;     /* HELLO token */
-    hr_slice_t server;    /* WELCOME server */
-    uint64_t client_id;   /* WELCOME */
-    uint64_t worker;      /* WELCOME */
-    uint64_t max_payload; /* WELCOME */
-    uint64_t max_frame;   /* WELCOME */
+    uint32_t flags;        /* HR_F_* */
+    uint64_t sid;          /* SUB, UNSUB, MSG, GAP; ERR ref */
+    uint64_t id;           /* PING, PONG id; PUB opts.ack; ACK ack */
+    uint64_t seq;          /* MSG, ACK */
+    hr_slice_t topic;      /* PUB, MSG, GAP topic; SUB pattern */
+    hr_slice_t payload;    /* PUB, MSG */
+    hr_slice_t reply;      /* PUB, MSG opts.reply */
+    hr_slice_t headers;    /* PUB, MSG opts.headers: the raw msgpack map, checked map<str,str> */
+    hr_slice_t queue;      /* SUB opts.queue */
+    uint64_t since;        /* SUB opts.since */
+    uint64_t version;      /* HELLO, WELCOME v */
+    hr_slice_t name;       /* HELLO name */
+    hr_slice_t token;      /* HELLO token */
+    hr_slice_t server;     /* WELCOME server */
+    uint64_t client_id;    /* WELCOME */
+    uint64_t worker;       /* WELCOME */
+    uint64_t max_payload;  /* WELCOME */
+    uint64_t max_frame;    /* WELCOME */
     uint64_t heartbeat_ms; /* WELCOME */
-    uint64_t code;        /* ERR */
-    hr_slice_t message;   /* ERR */
-    uint64_t first_seq;   /* GAP */
-    uint64_t last_seq;    /* GAP */
+    uint64_t code;         /* ERR */
+    hr_slice_t message;    /* ERR */
+    uint64_t first_seq;    /* GAP */
+    uint64_t last_seq;     /* GAP */
 } hr_frame_t;
 
 /* ---- decoding ---------------------------------------------------------- */
@@ -170,12 +170,12 @@ typedef struct hr_header_s {
 } hr_header_t;
 
 typedef struct hr_pub_opts_s {
-    hr_slice_t reply;           /* empty: none */
-    int has_ack;                /* ask for an ACK carrying `ack` */
+    hr_slice_t reply; /* empty: none */
+    int has_ack;      /* ask for an ACK carrying `ack` */
     uint64_t ack;
     const hr_header_t *headers; /* `nheaders` NUL-terminated pairs, or NULL */
     size_t nheaders;
-    hr_slice_t headers_raw;     /* or: an already encoded map<str,str> */
+    hr_slice_t headers_raw; /* or: an already encoded map<str,str> */
 } hr_pub_opts_t;
 
 typedef struct hr_welcome_s {
@@ -197,8 +197,7 @@ int hr_enc_pong(hr_buf_t *b, uint64_t id);
 int hr_enc_welcome(hr_buf_t *b, const hr_welcome_t *w);
 int hr_enc_ack(hr_buf_t *b, uint64_t ack, uint64_t seq);
 int hr_enc_err(hr_buf_t *b, unsigned code, const char *message, int has_ref, uint64_t ref);
-int hr_enc_gap(hr_buf_t *b, uint64_t sid, hr_slice_t topic, uint64_t first_seq,
-               uint64_t last_seq);
+int hr_enc_gap(hr_buf_t *b, uint64_t sid, hr_slice_t topic, uint64_t first_seq, uint64_t last_seq);
 int hr_enc_msg(hr_buf_t *b, uint64_t sid, hr_slice_t topic, uint64_t seq, hr_slice_t payload,
                hr_slice_t reply, hr_slice_t headers_raw, int replay);
 
@@ -212,12 +211,12 @@ int hr_enc_msg(hr_buf_t *b, uint64_t sid, hr_slice_t topic, uint64_t seq, hr_sli
  * a tiny per-delivery header differs (hr_msg_delivery_header()).
  */
 typedef struct hr_msg_s {
-    uint32_t refs;    /* private */
-    uint32_t off;     /* read-only: start of the bytes (headroom before it) */
-    uint32_t len;     /* read-only: bytes in use from `off` */
-    uint32_t cap;     /* read-only: bytes allocated after the header */
-    uint8_t arr;      /* read-only: for deliveries, the MSG array marker (0x95 / 0x96) */
-    uint8_t data[];   /* private */
+    uint32_t refs;  /* private */
+    uint32_t off;   /* read-only: start of the bytes (headroom before it) */
+    uint32_t len;   /* read-only: bytes in use from `off` */
+    uint32_t cap;   /* read-only: bytes allocated after the header */
+    uint8_t arr;    /* read-only: for deliveries, the MSG array marker (0x95 / 0x96) */
+    uint8_t data[]; /* private */
 } hr_msg_t;
 
 /* Framing kinds for hr_msg_delivery_header() and hr_msg_frame(). */
@@ -231,7 +230,8 @@ static inline const uint8_t *hr_msg_bytes(const hr_msg_t *m)
     return m->data + m->off;
 }
 
-/** New buffer with `headroom` bytes reserved in front and `len` bytes of `p` (or zeroes). NULL on OOM. */
+/** New buffer with `headroom` bytes reserved in front and `len` bytes of `p` (or zeroes). NULL on
+ * OOM. */
 hr_msg_t *hr_msg_new(size_t headroom, const void *p, size_t len);
 /** Adds a reference; returns `m`. */
 hr_msg_t *hr_msg_ref(hr_msg_t *m);
@@ -243,8 +243,14 @@ void hr_msg_unref(hr_msg_t **m);
  * headers or replay is set, the opts map) into a new buffer; one copy of the
  * payload, nothing else. NULL on OOM.
  */
-hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload,
-                              hr_slice_t reply, hr_slice_t headers_raw, int replay);
+hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload, hr_slice_t reply,
+                              hr_slice_t headers_raw, int replay);
+
+/**
+ * Makes the replay variant of a delivery body from hr_msg_new_delivery():
+ * the same message with `replay: true` added to its opts. NULL on OOM.
+ */
+hr_msg_t *hr_msg_new_replay(const hr_msg_t *live);
 
 /**
  * Writes the per-delivery bytes that precede a shared delivery body for

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/* Settings table, command line and configuration file parsing. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+enum kind { K_INT, K_SIZE, K_STR };
+
+typedef struct opt_s {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    size_t cap; /* K_STR: buffer size */
+    int64_t min, max;
+    const char *def;
+    const char *help;
+} opt_t;
+
+#define I(n, f, lo, hi, d, h)                                                                      \
+    {                                                                                              \
+        n, K_INT, offsetof(hr_config_t, f), 0, lo, hi, d, h                                        \
+    }
+#define Z(n, f, lo, hi, d, h)                                                                      \
+    {                                                                                              \
+        n, K_SIZE, offsetof(hr_config_t, f), 0, lo, hi, d, h                                       \
+    }
+#define S(n, f, d, h)                                                                              \
+    {                                                                                              \
+        n, K_STR, offsetof(hr_config_t, f), sizeof(((hr_config_t *)0)->f), 0, 0, d, h              \
+    }
+
+static const opt_t opts[] = {
+    S("bind", bind, "0.0.0.0", "address to listen on"),
+    I("port", port, 0, 65535, "7400", "TCP port (0: any free port)"),
+    I("ws-port", ws_port, 0, 65535, "7401", "WebSocket/HTTP port (0: any free port)"),
+    S("log-level", log_level, "info", "error, warn, info, debug or trace"),
+    S("ready-file", ready_file, "", "write 'tcp=PORT\\nws=PORT\\n' here once listening"),
+    Z("max-payload", max_payload, 1, 64 << 20, "1M", "largest PUB payload (bytes)"),
+    I("max-connections", max_connections, 1, 10000000, "100000", "connections in total"),
+    I("max-subs", max_subs, 1, 10000000, "10000", "subscriptions per connection"),
+    I("max-topics", max_topics, 1, 100000000, "1000000", "topics with state (seq, history)"),
+    I("history-msgs", history_msgs, 0, 1000000, "128", "messages retained per topic (0: none)"),
+    Z("history-bytes", history_bytes, 0, INT64_C(1) << 40, "1M", "bytes retained per topic"),
+    Z("history-total", history_total, 0, INT64_C(1) << 40, "256M", "bytes retained, all topics"),
+    Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
+      "pending output per connection that closes it at once (ERR 6)"),
+    Z("out-soft", out_soft, 1024, INT64_C(1) << 40, "2M",
+      "pending output per connection tolerated for out-soft-ms"),
+    I("out-soft-ms", out_soft_ms, 0, 3600000, "10000", "how long out-soft may be exceeded"),
+    I("heartbeat-ms", heartbeat_ms, 50, 3600000, "30000",
+      "ping clients silent this long; close after two unanswered pings"),
+    I("hello-timeout-ms", hello_timeout_ms, 50, 3600000, "10000",
+      "time a new connection has to send HELLO"),
+    I("shutdown-timeout-ms", shutdown_timeout_ms, 0, 600000, "5000",
+      "time to drain clients on SIGINT/SIGTERM"),
+    S("ws-origins", ws_origins, "", "comma-separated allowed Origins for WebSocket ('': any)"),
+    Z("ws-max-header", ws_max_header, 256, 1 << 20, "8K", "largest HTTP request head"),
+    I("ws-handshake-ms", ws_handshake_ms, 50, 600000, "5000", "time to complete the handshake"),
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const opt_t *find(const char *name)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strcmp(opts[i].name, name) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+/* Integers with an optional K/M/G suffix (powers of 1024) for sizes. */
+static int parse_int(const char *v, int size, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v)
+        return -1;
+    if (size && *end) {
+        int64_t mul = *end == 'K' || *end == 'k'   ? 1024
+                      : *end == 'M' || *end == 'm' ? 1024 * 1024
+                      : *end == 'G' || *end == 'g' ? 1024 * 1024 * 1024
+                                                   : 0;
+        if (!mul || end[1] || n > INT64_MAX / mul)
+            return -1;
+        n *= mul;
+        end++;
+    }
+    if (*end)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+int hr__config_set(hr_config_t *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    const opt_t *o = find(name);
+    char *base = (char *)c;
+    if (!o) {
+        snprintf(err, errlen, "unknown setting '%s'", name);
+        return -1;
+    }
+    if (o->kind == K_STR) {
+        if (strlen(value) >= o->cap) {
+            snprintf(err, errlen, "setting '%s': value too long (max %zu bytes)", name, o->cap - 1);
+            return -1;
+        }
+        if (strcmp(name, "log-level") == 0 && hr__log_parse_level(value) < 0) {
+            snprintf(err, errlen, "setting 'log-level': '%s' is not error|warn|info|debug|trace",
+                     value);
+            return -1;
+        }
+        strcpy(base + o->off, value);
+        return 0;
+    }
+    int64_t n;
+    if (parse_int(value, o->kind == K_SIZE, &n) != 0 || n < o->min || n > o->max) {
+        snprintf(err, errlen, "setting '%s': '%s' is not %s in %" PRId64 "..%" PRId64, name, value,
+                 o->kind == K_SIZE ? "a size" : "an integer", o->min, o->max);
+        return -1;
+    }
+    memcpy(base + o->off, &n, sizeof(n));
+    return 0;
+}
+
+void hr__config_defaults(hr_config_t *c)
+{
+    char err[256];
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < NOPTS; i++)
+        if (hr__config_set(c, opts[i].name, opts[i].def, err, sizeof(err)) != 0)
+            fprintf(stderr, "herald: bad default: %s\n", err);
+}
+
+static void usage(void)
+{
+    printf("Usage: herald [options]\n\nHerald pub/sub broker.\n\nOptions (also valid as "
+           "'name = value' lines in --config FILE):\n");
+    printf("  %-22s %s\n", "--config FILE", "read settings from FILE (later options win)");
+    for (size_t i = 0; i < NOPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof(left), "--%s %s", opts[i].name,
+                 opts[i].kind == K_STR    ? "STR"
+                 : opts[i].kind == K_SIZE ? "SIZE"
+                                          : "N");
+        printf("  %-22s %s (default: %s)\n", left, opts[i].help, *opts[i].def ? opts[i].def : "''");
+    }
+    printf("  %-22s %s\n  %-22s %s\n\nSIZE accepts K, M and G suffixes.\n", "--help",
+           "show this help", "--version", "show the version");
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+        *--e = 0;
+    return s;
+}
+
+int hr__config_file(hr_config_t *c, const char *path)
+{
+    char line[2048], err[256];
+    int lineno = 0, rc = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "herald: cannot read config file '%s': %s\n", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = trim(line);
+        if (!*s || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            fprintf(stderr, "herald: %s:%d: expected 'name = value'\n", path, lineno);
+            rc = -1;
+            break;
+        }
+        *eq = 0;
+        char *name = trim(s), *value = trim(eq + 1);
+        if (strcmp(name, "config") == 0 || hr__config_set(c, name, value, err, sizeof(err)) != 0) {
+            fprintf(stderr, "herald: %s:%d: %s\n", path, lineno,
+                    strcmp(name, "config") == 0 ? "'config' is not allowed in a file" : err);
+            rc = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+int hr__config_args(hr_config_t *c, int argc, char **argv)
+{
+    char err[256], name[64];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *value = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("herald %s\n", HERALD_VERSION);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "herald: unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        a += 2;
+        const char *eq = strchr(a, '=');
+        size_t n = eq ? (size_t)(eq - a) : strlen(a);
+        if (n >= sizeof(name)) {
+            fprintf(stderr, "herald: unknown option '--%s'\n", a);
+            return -1;
+        }
+        memcpy(name, a, n);
+        name[n] = 0;
+        if (eq)
+            value = eq + 1;
+        else if (i + 1 < argc)
+            value = argv[++i];
+        else {
+            fprintf(stderr, "herald: option '--%s' needs a value\n", name);
+            return -1;
+        }
+        if (strcmp(name, "config") == 0) {
+            if (hr__config_file(c, value) != 0)
+                return -1;
+            continue;
+        }
+        if (hr__config_set(c, name, value, err, sizeof(err)) != 0) {
+            fprintf(stderr, "herald: %s\n", err);
+            return -1;
+        }
+    }
+    return 0;
+}

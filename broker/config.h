@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* Broker settings: one table drives the defaults, --help, the command line and the file. */
+#ifndef HERALD_BROKER_CONFIG_H
+#define HERALD_BROKER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct hr_config_s {
+    char bind[64];
+    int64_t port;
+    int64_t ws_port;
+    char log_level[16];
+    char ready_file[512];
+    int64_t max_payload;
+    int64_t max_connections;
+    int64_t max_subs;
+    int64_t max_topics;
+    int64_t history_msgs;
+    int64_t history_bytes;
+    int64_t history_total;
+    int64_t out_hard;
+    int64_t out_soft;
+    int64_t out_soft_ms;
+    int64_t heartbeat_ms;
+    int64_t hello_timeout_ms;
+    int64_t shutdown_timeout_ms;
+    char ws_origins[1024];
+    int64_t ws_max_header;
+    int64_t ws_handshake_ms;
+} hr_config_t;
+
+/** Fills `c` with the defaults. */
+void hr__config_defaults(hr_config_t *c);
+
+/**
+ * Applies the command line (argv[1..]); `--config FILE` is read where it
+ * appears, so later options override it. Returns 0, 1 when --help or
+ * --version printed and the program should exit 0, or -1 after printing an
+ * error naming the bad setting to stderr.
+ */
+int hr__config_args(hr_config_t *c, int argc, char **argv);
+
+/** Applies a `name = value` file (# comments). 0 or -1 after an error on stderr. */
+int hr__config_file(hr_config_t *c, const char *path);
+
+/** Sets one setting by name; 0 or -1 with a message in `err`. */
+int hr__config_set(hr_config_t *c, const char *name, const char *value, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* The interest index: which subscriptions match a topic (exact hash + wildcard trie). */
+#ifndef HERALD_BROKER_INDEX_H
+#define HERALD_BROKER_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "map.h"
+
+struct hr_conn_s;
+typedef struct hr_interest_s hr_interest_t;
+typedef struct hr_qgroup_s hr_qgroup_t;
+typedef struct hr_inode_s hr_inode_t;
+
+/* One subscription. Owned by its connection; linked into one interest list. */
+typedef struct hr_sub_s {
+    struct hr_conn_s *conn; /* owner */
+    uint64_t sid;
+    hr_interest_t *in;  /* private: the list it is in */
+    hr_qgroup_t *group; /* private: its queue group, or NULL */
+    uint32_t pos;       /* private: index in in->subs or group->members */
+    uint16_t plen;
+    uint16_t qlen;
+    char *queue;    /* points into `pattern` storage after the pattern, or NULL */
+    char pattern[]; /* pattern bytes, then queue bytes */
+} hr_sub_t;
+
+/* Members of one queue group (same pattern and queue name). */
+struct hr_qgroup_s {
+    hr_sub_t **members;
+    uint32_t n, cap;
+    uint32_t rr; /* round-robin cursor */
+    uint16_t qlen;
+    char queue[];
+};
+
+/* Subscriptions sharing one pattern: plain ones and queue groups. */
+struct hr_interest_s {
+    hr_sub_t **subs;
+    uint32_t n, cap;
+    hr_qgroup_t **groups;
+    uint32_t ngroups, gcap;
+};
+
+typedef struct hr_index_s {
+    hr_map_t exact;    /* topic -> hr_inode_t* (no wildcard): the common case, one lookup */
+    hr_map_t children; /* (parent pointer, token) -> hr_inode_t* of the wildcard trie */
+    hr_inode_t *root;  /* wildcard trie */
+    size_t nsubs;      /* read-only */
+    size_t npatterns;  /* read-only: distinct patterns with interest */
+} hr_index_t;
+
+typedef struct hr_index_visitor_s {
+    void (*sub)(void *arg, hr_sub_t *s);
+    void (*group)(void *arg, hr_qgroup_t *g);
+    void *arg;
+} hr_index_visitor_t;
+
+int hr__index_init(hr_index_t *ix);
+void hr__index_destroy(hr_index_t *ix);
+
+/** New subscription (not yet indexed); NULL on OOM. Free with hr__sub_free(). */
+hr_sub_t *hr__sub_new(struct hr_conn_s *conn, uint64_t sid, const char *pattern, size_t plen,
+                      const char *queue, size_t qlen);
+void hr__sub_free(hr_sub_t *s);
+
+/** Indexes `s` by its (already validated) pattern. 0 or -1 on OOM. */
+int hr__index_add(hr_index_t *ix, hr_sub_t *s);
+/** Removes `s` from the index (it stays allocated). */
+void hr__index_remove(hr_index_t *ix, hr_sub_t *s);
+/** Visits every plain subscription and every queue group whose pattern matches `topic`. */
+void hr__index_match(const hr_index_t *ix, const char *topic, size_t tlen,
+                     const hr_index_visitor_t *v);
+/** Picks the next member of `g` round-robin, skipping members owned by `skip`; NULL if none. */
+hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, const struct hr_conn_s *skip);
+
+#endif

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT */
+/* Broker logging: one line per event, timestamp, level, connection id. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+int hr__log_level = HR_LOG_INFO;
+
+static const char *const names[] = {"error", "warn", "info", "debug", "trace"};
+
+int hr__log_parse_level(const char *s)
+{
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++)
+        if (strcmp(s, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void hr__log_write(int level, uint64_t conn_id, const char *fmt, ...)
+{
+    char line[1024];
+    struct timespec ts;
+    struct tm tm;
+    int n;
+    va_list ap;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 ts.tv_nsec / 1000000, names[level]);
+    if (conn_id && n > 0 && (size_t)n < sizeof(line))
+        n +=
+            snprintf(line + n, sizeof(line) - (size_t)n, "conn=%llu ", (unsigned long long)conn_id);
+    if (n > 0 && (size_t)n < sizeof(line)) {
+        va_start(ap, fmt);
+        n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line) - 1)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    fwrite(line, 1, (size_t)n, stderr);
+}

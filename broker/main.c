@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* herald: the broker's entry point. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "server.h"
+
+int main(int argc, char **argv)
+{
+    hr_config_t cfg;
+    static hr_server_t srv; /* large (read buffer): not on the stack */
+    int r;
+
+    hr__config_defaults(&cfg);
+    r = hr__config_args(&cfg, argc, argv);
+    if (r != 0)
+        return r > 0 ? 0 : 2;
+    hr__log_level = hr__log_parse_level(cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t *loop = uv_default_loop();
+    if (hr__server_init(&srv, loop, &cfg) != HR_OK || hr__server_start(&srv) != 0) {
+        HR_LOG(HR_LOG_ERROR, 0, "startup failed");
+        hr__server_shutdown(&srv);
+        uv_run(loop, UV_RUN_DEFAULT);
+        hr__server_destroy(&srv);
+        uv_loop_close(loop);
+        return 1;
+    }
+    HR_LOG(HR_LOG_INFO, 0, "herald %s ready (pid %d)", HERALD_VERSION, (int)uv_os_getpid());
+    uv_run(loop, UV_RUN_DEFAULT);
+    hr__server_destroy(&srv);
+    r = uv_loop_close(loop);
+    if (r != 0)
+        HR_LOG(HR_LOG_WARN, 0, "loop closed with handles open: %s", uv_strerror(r));
+    HR_LOG(HR_LOG_INFO, 0, "bye");
+    return 0;
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/* The worker: listeners, the per-turn flush, periodic sweeps, signals and shutdown. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "log.h"
+#include "server.h"
+
+#define SWEEP_MS_MAX 250
+
+const hr_transport_t *hr__ws_transport;
+
+uint64_t hr__now_ms(const hr_server_t *s)
+{
+    return uv_now(s->loop);
+}
+
+static void on_check(uv_check_t *h)
+{
+    hr__conn_flush_all(h->data);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    hr_server_t *s = t->data;
+    uv_update_time(s->loop);
+    uint64_t now = hr__now_ms(s);
+    hr_conn_t *c = s->conns;
+    while (c) {
+        hr_conn_t *next = c->next; /* close is deferred to the close phase */
+        hr__conn_sweep(c, now);
+        c = next;
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    hr_server_t *s = h->data;
+    HR_LOG(HR_LOG_INFO, 0, "%s received: %s", signum == SIGINT ? "SIGINT" : "SIGTERM",
+           s->shutting_down ? "closing every connection now" : "shutting down");
+    if (s->shutting_down) {
+        for (hr_conn_t *c = s->conns; c; c = c->next)
+            hr__conn_close_now(c);
+        return;
+    }
+    hr__server_shutdown(s);
+}
+
+static void on_shutdown_timer(uv_timer_t *t)
+{
+    hr_server_t *s = t->data;
+    HR_LOG(HR_LOG_WARN, 0, "shutdown timeout: closing %zu remaining connections", s->nconns);
+    for (hr_conn_t *c = s->conns; c; c = c->next)
+        hr__conn_close_now(c);
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    hr_listener_t *l = ls->data;
+    hr_server_t *s = l->srv;
+    if (status < 0) {
+        HR_LOG(HR_LOG_WARN, 0, "accept on %s port failed: %s", l->tp->name, uv_strerror(status));
+        return;
+    }
+    hr_conn_t *c = hr__conn_new(s, l->tp);
+    if (!c) {
+        HR_LOG(HR_LOG_WARN, 0, "out of memory accepting a connection");
+        return;
+    }
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+        hr__conn_close_now(c);
+        return;
+    }
+    hr__conn_start(c);
+    if (s->nconns > (size_t)s->cfg.max_connections) {
+        s->stats.refused_conns++;
+        HR_LOG(HR_LOG_WARN, c->id, "refused: max-connections (%lld) reached",
+               (long long)s->cfg.max_connections);
+        hr__conn_fail(c, 7, "connection limit reached");
+    }
+}
+
+int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
+{
+    memset(s, 0, sizeof(*s));
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->max_frame = (size_t)cfg->max_payload + HR_FRAME_SLACK;
+    hr_engine_limits_t lim = {
+        .max_topics = (size_t)cfg->max_topics,
+        .history_msgs = (uint32_t)cfg->history_msgs,
+        .history_bytes = (size_t)cfg->history_bytes,
+        .history_total = (size_t)cfg->history_total,
+    };
+    hr__engine_init(&s->engine, &lim);
+    if (hr__index_init(&s->index) != 0)
+        return HR_ENOMEM;
+    hr_buf_init(&s->scratch);
+    if (hr__auth_init(s) != HR_OK)
+        return HR_EINVAL;
+    uv_check_init(loop, &s->flush_check);
+    s->flush_check.data = s;
+    uv_check_start(&s->flush_check, on_check);
+    uv_timer_init(loop, &s->sweep);
+    s->sweep.data = s;
+    uv_timer_init(loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    uv_signal_init(loop, &s->sigint);
+    uv_signal_init(loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    return HR_OK;
+}
+
+static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp, int port)
+{
+    struct sockaddr_storage ss;
+    int namelen = sizeof(ss);
+    int r;
+    l->srv = s;
+    l->tp = tp;
+    uv_tcp_init(s->loop, &l->tcp);
+    l->tcp.data = l;
+    l->open = 1;
+    if (strchr(s->cfg.bind, ':'))
+        r = uv_ip6_addr(s->cfg.bind, port, (struct sockaddr_in6 *)&ss);
+    else
+        r = uv_ip4_addr(s->cfg.bind, port, (struct sockaddr_in *)&ss);
+    if (r != 0) {
+        fprintf(stderr, "herald: setting 'bind': '%s' is not an IP address\n", s->cfg.bind);
+        return r;
+    }
+    if ((r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) != 0 ||
+        (r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection)) != 0) {
+        fprintf(stderr, "herald: cannot listen on %s port %s:%d: %s\n", tp->name, s->cfg.bind, port,
+                uv_strerror(r));
+        return r;
+    }
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &namelen);
+    l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port);
+    HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", tp->name, s->cfg.bind, l->port);
+    return 0;
+}
+
+static int write_ready_file(hr_server_t *s)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->cfg.ready_file);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "herald: setting 'ready-file': cannot write '%s': %s\n", tmp,
+                strerror(errno));
+        return -1;
+    }
+    fprintf(f, "tcp=%d\nws=%d\npid=%d\n", s->tcp_l.port, s->ws_l.port, (int)uv_os_getpid());
+    fclose(f);
+    return rename(tmp, s->cfg.ready_file);
+}
+
+int hr__server_start(hr_server_t *s)
+{
+    int r = listen_on(s, &s->tcp_l, &hr__tcp_transport, (int)s->cfg.port);
+    if (r == 0 && hr__ws_transport)
+        r = listen_on(s, &s->ws_l, hr__ws_transport, (int)s->cfg.ws_port);
+    if (r != 0)
+        return r;
+    uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
+    if (sweep > SWEEP_MS_MAX)
+        sweep = SWEEP_MS_MAX;
+    if (sweep < 10)
+        sweep = 10;
+    uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    if (*s->cfg.ready_file && write_ready_file(s) != 0)
+        return -1;
+    return 0;
+}
+
+static void close_listener(hr_listener_t *l)
+{
+    if (l->open) {
+        l->open = 0;
+        uv_close((uv_handle_t *)&l->tcp, NULL);
+    }
+}
+
+void hr__server_shutdown(hr_server_t *s)
+{
+    if (!s->shutting_down) {
+        s->shutting_down = 1;
+        close_listener(&s->tcp_l);
+        close_listener(&s->ws_l);
+        for (hr_conn_t *c = s->conns; c; c = c->next)
+            hr__conn_fail(c, 9, "server shutting down");
+        uv_timer_start(&s->shutdown_timer, on_shutdown_timer, (uint64_t)s->cfg.shutdown_timeout_ms,
+                       0);
+    }
+    if (s->nconns)
+        return; /* called again from the last connection's close */
+    HR_LOG(HR_LOG_INFO, 0, "every client drained; exiting");
+    /* Closing every handle lets uv_run() return. */
+    uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+void hr__server_destroy(hr_server_t *s)
+{
+    hr__auth_destroy(s);
+    hr__index_destroy(&s->index);
+    hr__engine_destroy(&s->engine);
+    hr_buf_destroy(&s->scratch);
+}

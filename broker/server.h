@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/* One worker: listeners, connections, output queues, router. Loop thread only. */
+#ifndef HERALD_BROKER_SERVER_H
+#define HERALD_BROKER_SERVER_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "engine.h"
+#include "herald/protocol.h"
+#include "index.h"
+
+typedef struct hr_server_s hr_server_t;
+typedef struct hr_conn_s hr_conn_t;
+
+/* Transport kinds, also the index of per-transport metrics. */
+enum hr_tkind { HR_T_TCP = 0, HR_T_WS = 1, HR_T_COUNT };
+
+/*
+ * A transport turns socket bytes into frame bodies (calling
+ * hr__conn_on_frame()) and knows how a body is framed on the way out.
+ * TCP is the 4-byte length prefix; WebSocket does its handshake and RFC 6455
+ * framing and keeps its state in conn->tdata.
+ */
+typedef struct hr_transport_s {
+    const char *name;
+    int kind;    /* enum hr_tkind */
+    int framing; /* enum hr_framing, for shared delivery headers */
+    /** Bytes arrived (borrowed for the call). */
+    void (*on_data)(hr_conn_t *c, const char *p, size_t n);
+    /** The broker is closing `c` after ERR `code` (0: no ERR): queue any goodbye (close frame). */
+    void (*on_closing)(hr_conn_t *c, unsigned code);
+    /** `c` is being freed: release conn->tdata. */
+    void (*on_free)(hr_conn_t *c);
+    /** Optional: called by the sweep timer; return nonzero to close (timeouts). */
+    int (*on_sweep)(hr_conn_t *c, uint64_t now_ms);
+} hr_transport_t;
+
+/* One queued output item: an optional per-delivery header + a shared body. */
+typedef struct hr_oq_ent_s {
+    hr_msg_t *msg; /* owned ref */
+    uint8_t hlen;
+    uint8_t hdr[HR_DELIVERY_HDR_MAX];
+} hr_oq_ent_t;
+
+typedef struct hr_outq_s {
+    hr_oq_ent_t *ents;
+    uint32_t head, n, cap;
+    uint32_t off;    /* bytes of the head entry already written */
+    size_t bytes;    /* bytes queued and not yet written */
+    size_t inflight; /* bytes handed to uv_write, not yet completed */
+} hr_outq_t;
+
+enum hr_conn_flag {
+    HR_C_HELLO = 1u << 0,    /* HELLO done */
+    HR_C_NO_ECHO = 1u << 1,  /* echo: false */
+    HR_C_CLOSING = 1u << 2,  /* ERR sent or peer gone: no more input, draining */
+    HR_C_PENDING = 1u << 3,  /* in the flush list */
+    HR_C_PAUSED = 1u << 4,   /* reading paused by output backpressure */
+    HR_C_SHUT = 1u << 5,     /* uv_shutdown issued */
+    HR_C_CLOSED = 1u << 6,   /* uv_close issued */
+    HR_C_PROTOCOL = 1u << 7, /* the transport handshake is done: frames flow */
+};
+
+struct hr_conn_s {
+    uv_tcp_t tcp;
+    hr_server_t *srv;
+    const hr_transport_t *tp;
+    void *tdata; /* transport state */
+    void *auth;  /* permissions from auth.c; NULL: unrestricted */
+    uint64_t id;
+    uint32_t flags; /* HR_C_* */
+    uint8_t pings;  /* unanswered server pings */
+    hr_buf_t in;    /* bytes of a partial frame only; empty when idle */
+    hr_outq_t out;
+    hr_sub_t **subs; /* owned */
+    uint32_t nsubs, subcap;
+    uint64_t idle_since;     /* ms: last frame received or ping sent */
+    uint64_t soft_since;     /* ms: when output went over out-soft, 0 if not */
+    uint64_t deadline;       /* ms: force close when CLOSING lasts past this */
+    uv_write_t *wreq;        /* owned while a write is in flight */
+    hr_conn_t *prev, *next;  /* all connections */
+    hr_conn_t *pending_next; /* flush list */
+};
+
+/* Counters exported by /metrics. */
+typedef struct hr_stats_s {
+    uint64_t conns_total[HR_T_COUNT];
+    uint64_t conns[HR_T_COUNT];
+    uint64_t msgs_in, bytes_in;
+    uint64_t deliveries, bytes_out;
+    uint64_t slow_consumers;
+    uint64_t errors[12]; /* by ERR code */
+    uint64_t refused_conns;
+} hr_stats_t;
+
+typedef struct hr_listener_s {
+    uv_tcp_t tcp;
+    hr_server_t *srv;
+    const hr_transport_t *tp;
+    int port; /* bound port */
+    int open;
+} hr_listener_t;
+
+struct hr_server_s {
+    uv_loop_t *loop;
+    hr_config_t cfg;
+    size_t max_frame;
+    hr_listener_t tcp_l, ws_l;
+    uv_check_t flush_check;
+    uv_timer_t sweep;
+    uv_timer_t shutdown_timer;
+    uv_signal_t sigint, sigterm;
+    hr_conn_t *conns;
+    hr_conn_t *pending;
+    size_t nconns;
+    uint64_t next_id;
+    hr_index_t index;
+    hr_engine_t engine;
+    hr_buf_t scratch; /* control frame encoding */
+    hr_stats_t stats;
+    int shutting_down;
+    int exit_code;
+    char rbuf[64 * 1024]; /* loop-wide read buffer */
+};
+
+extern const hr_transport_t hr__tcp_transport;
+/* Set by the WebSocket module when it is linked in (NULL: no WebSocket listener). */
+extern const hr_transport_t *hr__ws_transport;
+
+int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg);
+/** Binds and listens on the configured ports; writes the ready file. */
+int hr__server_start(hr_server_t *s);
+/** Starts a graceful shutdown: stop accepting, ERR 9 to everyone, drain, stop. */
+void hr__server_shutdown(hr_server_t *s);
+void hr__server_destroy(hr_server_t *s);
+uint64_t hr__now_ms(const hr_server_t *s);
+
+/* conn.c */
+hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp);
+void hr__conn_start(hr_conn_t *c);
+/** Handles one complete frame body from the transport. */
+void hr__conn_on_frame(hr_conn_t *c, const char *body, size_t n);
+/** The TCP framing decoder, reused by nothing else but kept public for tests. */
+void hr__conn_lp_data(hr_conn_t *c, const char *p, size_t n);
+/** Queues an ERR that leaves the connection open. */
+void hr__conn_err(hr_conn_t *c, unsigned code, const char *msg, int has_ref, uint64_t ref);
+/** Queues ERR `code` (0: none), lets the transport say goodbye, drains, closes. */
+void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg);
+/** Closes at once (peer gone). */
+void hr__conn_close_now(hr_conn_t *c);
+/** Queues raw, already framed bytes (copied): WebSocket control frames, HTTP responses. */
+int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n);
+/** Queues a body from s->scratch framed for the connection's transport (copied once). */
+int hr__conn_send_scratch(hr_conn_t *c);
+/** Flushes every connection with pending output (once per loop turn). */
+void hr__conn_flush_all(hr_server_t *s);
+/** Periodic checks: heartbeats, HELLO timeout, soft output limit, close deadlines. */
+void hr__conn_sweep(hr_conn_t *c, uint64_t now);
+/** Publishes a message from `from` (NULL: the broker itself). Returns HR_OK or a status. */
+int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
+                       hr_slice_t reply, hr_slice_t headers, uint64_t *seq);
+
+#endif

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/* Growable byte buffer and TCP length-prefix helpers. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/protocol.h"
+
+void hr_buf_init(hr_buf_t *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+void hr_buf_destroy(hr_buf_t *b)
+{
+    free(b->base);
+    memset(b, 0, sizeof(*b));
+}
+
+int hr_buf_reserve(hr_buf_t *b, size_t n)
+{
+    if (b->cap - b->len >= n)
+        return HR_OK;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+        if (cap > SIZE_MAX / 2)
+            goto oom;
+        cap *= 2;
+    }
+    uint8_t *p = realloc(b->base, cap);
+    if (!p)
+        goto oom;
+    b->base = p;
+    b->cap = cap;
+    return HR_OK;
+oom:
+    b->oom = 1;
+    return HR_ENOMEM;
+}
+
+int hr_buf_append(hr_buf_t *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return HR_OK;
+    if (hr_buf_reserve(b, n) != HR_OK)
+        return HR_ENOMEM;
+    memcpy(b->base + b->len, p, n);
+    b->len += n;
+    return HR_OK;
+}
+
+void hr_buf_consume(hr_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->base, b->base + n, b->len - n);
+    b->len -= n;
+}
+
+void hr_buf_reset(hr_buf_t *b)
+{
+    b->len = 0;
+    b->oom = 0;
+}
+
+size_t hr_lp_begin(hr_buf_t *b)
+{
+    static const uint8_t zero[HR_LP_PREFIX];
+    size_t mark = b->len;
+    hr_buf_append(b, zero, sizeof(zero));
+    return mark;
+}
+
+void hr_lp_end(hr_buf_t *b, size_t mark)
+{
+    if (b->oom || b->len < mark + HR_LP_PREFIX)
+        return;
+    size_t n = b->len - mark - HR_LP_PREFIX;
+    uint8_t *p = b->base + mark;
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+}
