@@ -71,7 +71,7 @@ typedef struct conn_s {
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_write_t wreq;
-    hr_buf_t wbuf; /* bytes of the write in flight */
+    hr_buf_t wbuf;  /* bytes of the write in flight */
     hr_client_t *c; /* NULL once detached */
     int writing;
 } conn_t;
@@ -361,8 +361,7 @@ static void sub_decref(hr_sub_t *s)
 static seq_entry_t *seq_get(hr_sub_t *s, const char *topic, size_t n, int create)
 {
     if (s->nseqs_buckets) {
-        for (seq_entry_t *e = s->seqs[hash_str(topic, n) & (s->nseqs_buckets - 1)]; e;
-             e = e->next)
+        for (seq_entry_t *e = s->seqs[hash_str(topic, n) & (s->nseqs_buckets - 1)]; e; e = e->next)
             if (strncmp(e->topic, topic, n) == 0 && e->topic[n] == '\0')
                 return e;
     }
@@ -472,8 +471,8 @@ static void want_flush(hr_client_t *c)
 
 static int send_sub(hr_client_t *c, hr_sub_t *s, int has_since, uint64_t since)
 {
-    ENCODE(&c->out, hr_enc_sub(&c->out, s->sid, slice(s->pattern), slice(s->queue), has_since,
-                               since));
+    ENCODE(&c->out,
+           hr_enc_sub(&c->out, s->sid, slice(s->pattern), slice(s->queue), has_since, since));
     s->sent = 1;
     want_flush(c);
     return HR_OK;
@@ -749,9 +748,8 @@ static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
     if (!s->wildcard) {
         if (s->have_last && f->seq <= s->last) {
             char d[DETAIL_MAX];
-            snprintf(d, sizeof(d), "sequence of %.*s restarted at %llu after %llu",
-                     (int)f->topic.n, f->topic.p, (unsigned long long)f->seq,
-                     (unsigned long long)s->last);
+            snprintf(d, sizeof(d), "sequence of %.*s restarted at %llu after %llu", (int)f->topic.n,
+                     f->topic.p, (unsigned long long)f->seq, (unsigned long long)s->last);
             report(c, HR_EGAP, s, d);
         }
         s->have_last = 1;
@@ -1426,8 +1424,8 @@ int hr_client_drain(hr_client_t *c, uint32_t timeout_ms, hr_done_cb cb, void *ar
     c->state = HR_STATE_DRAINING;
     c->drain_cb = cb;
     c->drain_arg = arg;
-    uv_timer_start(&c->t_drain, drain_timeout_cb,
-                   timeout_ms ? timeout_ms : c->o.request_timeout_ms, 0);
+    uv_timer_start(&c->t_drain, drain_timeout_cb, timeout_ms ? timeout_ms : c->o.request_timeout_ms,
+                   0);
     if (connected(c)) {
         for (hr_sub_t *s = c->subs_head; s; s = s->next)
             if (!s->internal && !s->dead) {
@@ -1659,8 +1657,8 @@ int hr_client_subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t
     return subscribe(c, pattern, opts, cb, arg, 0, out);
 }
 
-int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *queue,
-                              hr_msg_cb cb, void *arg, hr_sub_t **out)
+int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *queue, hr_msg_cb cb,
+                              void *arg, hr_sub_t **out)
 {
     hr_sub_opts_t so;
     if (!queue)

@@ -55,11 +55,11 @@ struct hr_sync_s {
     uv_mutex_t mu;
     uv_cond_t cv; /* connection result, state changes */
     cmd_t *q_head, *q_tail;
-    int state;        /* under mu: mirror of hr_client_state() */
-    int first_status; /* under mu: result of the first connection */
-    int first_done;   /* under mu */
-    int client_gone;  /* under mu */
-    int closing;      /* loop thread */
+    int state;           /* under mu: mirror of hr_client_state() */
+    int first_status;    /* under mu: result of the first connection */
+    int first_done;      /* under mu */
+    int client_gone;     /* under mu */
+    int closing;         /* loop thread */
     hr_sync_sub_t *subs; /* under mu */
     hr_state_cb user_state;
     hr_error_cb user_error;
@@ -68,7 +68,7 @@ struct hr_sync_s {
 
 struct hr_sync_sub_s {
     hr_sync_t *s;
-    hr_sub_t *sub; /* loop thread only */
+    hr_sub_t *sub;              /* loop thread only */
     hr_sync_sub_t *next, *prev; /* s->subs, under mu */
     uv_cond_t cv;
     hr_message_t *head, *tail; /* under mu */
@@ -514,10 +514,10 @@ int hr_sync_subscribe(hr_sync_t *s, const char *pattern, const hr_sub_opts_t *op
     uv_cond_init(&ss->cv);
     hr_client_opts_t d;
     hr_client_opts_init(&d);
-    ss->lim_msgs = opts && opts->pending_msgs_limit ? opts->pending_msgs_limit
-                                                    : d.pending_msgs_limit;
-    ss->lim_bytes = opts && opts->pending_bytes_limit ? opts->pending_bytes_limit
-                                                      : d.pending_bytes_limit;
+    ss->lim_msgs =
+        opts && opts->pending_msgs_limit ? opts->pending_msgs_limit : d.pending_msgs_limit;
+    ss->lim_bytes =
+        opts && opts->pending_bytes_limit ? opts->pending_bytes_limit : d.pending_bytes_limit;
     if (opts)
         cmd->so = *opts;
     int oom = 0;
@@ -633,8 +633,8 @@ int hr_sync_unsubscribe(hr_sync_sub_t **ssp)
     return r;
 }
 
-int hr_sync_request(hr_sync_t *s, const char *topic, const void *data, size_t len,
-                    int timeout_ms, hr_message_t **reply)
+int hr_sync_request(hr_sync_t *s, const char *topic, const void *data, size_t len, int timeout_ms,
+                    hr_message_t **reply)
 {
     if (!s || !topic || !reply || (!data && len))
         return HR_EINVAL;

@@ -226,8 +226,8 @@ int hr_client_subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t
                         hr_msg_cb cb, void *arg, hr_sub_t **out);
 
 /** Shorthand for a queue subscription (hr_client_subscribe with opts.queue). */
-int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *queue,
-                              hr_msg_cb cb, void *arg, hr_sub_t **out);
+int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *queue, hr_msg_cb cb,
+                              void *arg, hr_sub_t **out);
 
 /**
  * Unsubscribes and frees `sub`: no callback for it runs after this returns
@@ -350,8 +350,8 @@ int hr_sync_unsubscribe(hr_sync_sub_t **sub);
  * Sends a request and waits for the reply. On HR_OK `*reply` is owned by
  * the caller. Returns as hr_client_request() or its completion status.
  */
-int hr_sync_request(hr_sync_t *s, const char *topic, const void *data, size_t len,
-                    int timeout_ms, hr_message_t **reply);
+int hr_sync_request(hr_sync_t *s, const char *topic, const void *data, size_t len, int timeout_ms,
+                    hr_message_t **reply);
 
 /** PING round trip: returns once the broker processed everything sent before. */
 int hr_sync_flush(hr_sync_t *s, int timeout_ms);
