@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "log.h"
 #include "server.h"
 
@@ -159,6 +160,7 @@ static void on_close(uv_handle_t *h)
     free(c->subs);
     oq_free(&c->out);
     hr_buf_destroy(&c->in);
+    hr__auth_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
     if (c->prev)
@@ -672,6 +674,10 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
 {
     hr_server_t *s = c->srv;
     hr_sub_t **slot = find_sub(c, f->sid);
+    if (!hr__auth_allowed(c, HR_AUTH_SUB, f->topic)) {
+        hr__conn_err(c, 4, "not permitted to subscribe to this pattern", 1, f->sid);
+        return;
+    }
     if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
         hr__conn_err(c, 7, "subscription limit reached", 1, f->sid);
         return;
@@ -736,6 +742,10 @@ static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char
         hr__conn_err(c, 4, "topics beginning with '$' are reserved for the broker", has_ack, f->id);
         return;
     }
+    if (!hr__auth_allowed(c, HR_AUTH_PUB, f->topic)) {
+        hr__conn_err(c, 4, "not permitted to publish to this topic", has_ack, f->id);
+        return;
+    }
     int r = hr__router_publish(c->srv, c, f->topic, f->payload, f->reply, f->headers, &seq);
     if (r == HR_ELIMIT) {
         hr__conn_err(c, 7, "topic limit reached", has_ack, f->id);
@@ -779,6 +789,10 @@ void hr__conn_on_frame(hr_conn_t *c, const char *body, size_t n)
         }
         if (f.version != HR_PROTOCOL_VERSION) {
             hr__conn_fail(c, 1, "unsupported protocol version (this broker speaks v 1)");
+            return;
+        }
+        if (hr__auth_hello(c, f.token, &why) != HR_OK) {
+            hr__conn_fail(c, 3, why);
             return;
         }
         c->flags |= HR_C_HELLO;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "log.h"
 #include "server.h"
 
@@ -98,6 +99,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     if (hr__index_init(&s->index) != 0)
         return HR_ENOMEM;
     hr_buf_init(&s->scratch);
+    if (hr__auth_init(s) != HR_OK)
+        return HR_EINVAL;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -209,6 +212,7 @@ void hr__server_shutdown(hr_server_t *s)
 
 void hr__server_destroy(hr_server_t *s)
 {
+    hr__auth_destroy(s);
     hr__index_destroy(&s->index);
     hr__engine_destroy(&s->engine);
     hr_buf_destroy(&s->scratch);

@@ -68,6 +68,7 @@ struct hr_conn_s {
     hr_server_t *srv;
     const hr_transport_t *tp;
     void *tdata; /* transport state */
+    void *auth;  /* permissions from auth.c; NULL: unrestricted */
     uint64_t id;
     uint32_t flags; /* HR_C_* */
     uint8_t pings;  /* unanswered server pings */
