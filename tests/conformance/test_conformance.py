@@ -9,9 +9,12 @@ Only python3-msgpack and the standard library are used; see herald_wire.py.
 
 import os
 import random
+import shutil
 import signal
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -379,6 +382,48 @@ class TestMalformed(Case):
         got = self.collect(sub, n)
         self.assertEqual([m[3] for m in got], list(range(1, n + 1)))
         self.assertEqual([m[4] for m in got], [b"%d" % i for i in range(n)])
+
+    def test_mutated_frames(self):
+        # Valid frames with random bytes changed, inserted or cut (the length prefix kept
+        # right): each either works, or gets a recoverable ERR, or gets ERR then close.
+        rnd = random.Random(4321)
+        base = self.topic("mut")
+        seeds = [pack(f) for f in (
+            [PUB, base + ".a", b"payload", {"ack": 1, "reply": "_INBOX.x", "headers": {"k": "v"}}],
+            [SUB, 7, base + ".*", {"queue": "q", "since": 3}],
+            [UNSUB, 7], [PING, 300], [PONG, 2], [PUB, base + ".b", b"x" * 40])]
+        outcomes = {"ok": 0, "err-open": 0, "closed": 0}
+        for i in range(300):
+            body = bytearray(rnd.choice(seeds))
+            for _ in range(rnd.randrange(1, 4)):
+                k = rnd.randrange(len(body))
+                what = rnd.randrange(3)
+                if what == 0:
+                    body[k] = rnd.randrange(256)
+                elif what == 1:
+                    body.insert(k, rnd.randrange(256))
+                elif len(body) > 1:
+                    del body[k]
+            c = self.connect()
+            c.send_raw(lp(bytes(body)) + frame([PING, 424242]))
+            frames = []
+            try:
+                while True:
+                    f = c.recv()
+                    if f == [PONG, 424242]:
+                        break
+                    frames.append(f)
+            except Closed:
+                self.assertTrue(frames and frames[-1][0] == ERR,
+                                "closed without ERR after %r: %s" % (bytes(body), frames))
+                outcomes["closed"] += 1
+            else:
+                errs = [f for f in frames if f[0] == ERR]
+                for f in errs:
+                    self.assertIn(f[1], (E_PERM, E_TOPIC, E_SID, E_GAP, 7), describe(f))
+                outcomes["err-open" if errs else "ok"] += 1
+            c.close()
+        self.assertGreater(outcomes["closed"], 0, outcomes)
 
     def test_error_after_valid_frames_in_same_read(self):
         c = self.connect()
@@ -1587,6 +1632,111 @@ class TestWebSocket(Case):
         for ln in samples:
             self.assertRegex(ln, r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? [-+0-9.eEInfa]+( \d+)?$")
 
+
+
+# ==========================================================================================
+class TestSoftOutputLimit(Case):
+    """Pending output over the soft limit for longer than its grace period closes with ERR 6,
+    even below the hard limit."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "300", "--out-hard", "64M")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.broker.stop()
+        cls.broker.cleanup()
+        assert rc == 0, rc
+
+    def test_soft_limit_held_too_long(self):
+        t = self.topic()
+        slow = self.connect(rcvbuf=4096)
+        slow.sub(1, t)
+        slow.sync()
+        p = self.connect()
+        for _ in range(32):
+            p.pub(t, b"s" * (128 * 1024))  # 4 MiB: over out-soft, far below out-hard
+        self.pub_acked(p, t)
+        time.sleep(1.5)  # the grace period (0.3 s) and a sweep or two
+        got = []
+        try:
+            while True:
+                got.append(slow.recv(TIMEOUT * 2))
+        except Closed:
+            pass
+        self.assertEqual((got[-1][0], got[-1][1]), (ERR, E_SLOW), describe(got[-1])[:80])
+        self.assertLess(len(got) - 1, 33)
+        self.assertQuiet(p)
+
+    def test_short_burst_over_soft_limit_is_tolerated(self):
+        t = self.topic()
+        s = self.connect()
+        s.sub(1, t)
+        s.sync()
+        p = self.connect()
+        for _ in range(8):
+            p.pub(t, b"s" * (128 * 1024))  # 1 MiB at once, read right away
+        self.pub_acked(p, t)
+        self.assertEqual(len(self.collect(s, 9)), 9)
+        time.sleep(0.6)
+        self.assertQuiet(s)
+
+
+# ==========================================================================================
+class TestCommandLine(unittest.TestCase):
+    """Bad settings name themselves and exit non-zero; the config file sets what flags set."""
+
+    def run_herald(self, *args):
+        return subprocess.run([os.environ["HERALD_BIN"], *args], capture_output=True, text=True,
+                              timeout=TIMEOUT * 2, stdin=subprocess.DEVNULL)
+
+    def test_help_and_version(self):
+        r = self.run_herald("--help")
+        self.assertEqual(r.returncode, 0)
+        for flag in ("--port", "--ws-port", "--bind", "--config", "--log-level", "--max-payload",
+                     "--heartbeat-ms"):
+            self.assertIn(flag, r.stdout + r.stderr)
+        r = self.run_herald("--version")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("herald", r.stdout + r.stderr)
+
+    def test_bad_options_name_the_setting(self):
+        for args, name in ((["--bogus", "1"], "bogus"), (["--max-payload", "abc"], "max-payload"),
+                           (["--heartbeat-ms", "-5"], "heartbeat-ms"),
+                           (["--port", "70000"], "port"), (["stray"], "stray")):
+            with self.subTest(args=args):
+                r = self.run_herald(*args)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn(name, r.stderr)
+
+    def test_config_file(self):
+        d = tempfile.mkdtemp(prefix="herald-conformance-conf-")
+        try:
+            good = os.path.join(d, "good.conf")
+            with open(good, "w") as fh:
+                fh.write("# a comment\nheartbeat-ms = 250\nmax-payload = 2K\n")
+            b = Broker("--config", good)
+            try:
+                c = b.connect()
+                self.assertEqual(c.welcome["heartbeat_ms"], 250)
+                self.assertEqual(c.welcome["max_payload"], 2048)
+                self.assertEqual(c.welcome["max_frame"], 2048 + 4096)
+                c.close()
+            finally:
+                self.assertEqual(b.stop(), 0)
+                b.cleanup()
+            bad = os.path.join(d, "bad.conf")
+            with open(bad, "w") as fh:
+                fh.write("heartbeat-ms = soon\n")
+            r = self.run_herald("--config", bad)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("heartbeat-ms", r.stderr)
+            r = self.run_herald("--config", os.path.join(d, "missing.conf"))
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("missing.conf", r.stderr)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 # ==========================================================================================
