@@ -840,6 +840,32 @@ class TestDelivery(Case):
         self.assertEqual([struct.unpack(">I", m[4])[0] for m in msgs], list(range(n)))
         self.assertQuiet(p)
 
+    def test_slow_steady_reader_gets_everything_intact(self):
+        # A subscriber that reads slowly keeps the broker's writes pending while more
+        # deliveries queue up behind them (6 MiB: beyond the socket buffers, below out-hard):
+        # every frame must still arrive intact and in order.
+        t = self.topic()
+        s = self.connect(rcvbuf=4096)
+        s.sub(0xABCDEF, t)
+        s.sync()
+        p = self.connect()
+        n = 1500
+        body = lambda i: (b"%08d" % i) * 512  # noqa: E731
+        p.send_raw(b"".join(frame([PUB, t, body(i)]) for i in range(n)))
+        got = []
+        deadline = time.monotonic() + TIMEOUT * 6
+        while len(got) < n and time.monotonic() < deadline:
+            if len(got) % 4 == 0:
+                time.sleep(0.001)
+            f = s.recv()
+            self.assertEqual(f[0], MSG, describe(f)[:80])
+            got.append(f)
+        self.assertEqual(len(got), n)
+        for i, f in enumerate(got):
+            if f[1:5] != [0xABCDEF, t, i + 1, body(i)]:
+                self.fail("delivery %d corrupted: %s" % (i, describe(f)[:120]))
+        self.assertQuiet(p)
+
     def test_msg_fields_and_binary_payload(self):
         c = self.connect()
         t = self.topic()
