@@ -1710,6 +1710,24 @@ class TestSoftOutputLimit(Case):
         self.assertLess(len(got) - 1, 33)
         self.assertQuiet(p)
 
+    def test_websocket_slow_consumer_1008(self):
+        if not self.b.ws_port:
+            self.skipTest("the broker announced no ws= port in its ready file")
+        t = self.topic()
+        slow = WsConn(self.b.ws_port, rcvbuf=4096)
+        self.conns.append(slow)
+        slow.hello()
+        slow.sub(1, t)
+        slow.sync()
+        p = self.connect()
+        for _ in range(32):
+            p.pub(t, b"w" * (128 * 1024))
+        self.pub_acked(p, t)
+        time.sleep(1.5)
+        frames = slow.wait_closed(TIMEOUT * 2)
+        self.assertEqual((frames[-1][0], frames[-1][1]), (ERR, E_SLOW), describe(frames[-1])[:80])
+        self.assertEqual(slow.close_code, 1008)
+
     def test_short_burst_over_soft_limit_is_tolerated(self):
         t = self.topic()
         s = self.connect()
