@@ -105,7 +105,7 @@ class Conn:
         try:
             self.send_raw(data)
             return True
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except OSError:  # broken pipe, reset, timeout, or already closed after EOF
             return False
 
     def hello(self, **opts):
@@ -139,7 +139,10 @@ class Conn:
         except ConnectionResetError:
             chunk = b""
         if not chunk:
+            # Like any well-behaved client, close our side once the broker closed its side
+            # (the broker lingers until then so that its last ERR frame is not lost).
             self.eof = True
+            self.close()
             raise Closed("connection closed by broker")
         self.buf += chunk
 

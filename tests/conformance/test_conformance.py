@@ -486,6 +486,13 @@ class TestLimits(Case):
                 c.send_raw(struct.pack(">I", n))  # the body never comes
                 self.assertErrClose(c, E_TOOBIG)
 
+    def test_prefix_over_max_frame_with_body_following(self):
+        # The broker must not lose its ERR frame to a reset caused by the unread body.
+        c = self.connect()
+        n = c.welcome["max_frame"] + 1
+        c.try_send_raw(struct.pack(">I", n) + b"\x00" * (256 * 1024))
+        self.assertErrClose(c, E_TOOBIG)
+
     def test_prefix_over_max_frame_before_hello(self):
         c = self.connect(hello=False)
         c.send_raw(struct.pack(">I", 0x7FFFFFFF))
@@ -1064,6 +1071,14 @@ class TestSubscriptions(Case):
         self.assertQuiet(c)
         c.unsub(1)
         self.assertErrOpen(c, E_SID, ref=1)
+
+    def test_err_ref_full_width(self):
+        c = self.connect()
+        big = (1 << 64) - 1
+        c.unsub(big)
+        self.assertErrOpen(c, E_SID, ref=big)
+        c.pub("$SYS.x", b"", ack=big)
+        self.assertErrOpen(c, E_PERM, ref=big)
 
     def test_sids_are_per_connection(self):
         t = self.topic()
@@ -1784,6 +1799,25 @@ class TestShutdown(Case):
         self.assertEqual(rc, 0, "exit status; log:\n" + self.broker.log_text())
         with self.assertRaises(OSError):
             Conn(self.broker.port).sync(1)
+
+    def test_shutdown_with_a_client_that_never_reads(self):
+        self.broker.stop()
+        self.broker.cleanup()
+        self.broker = Broker("--shutdown-timeout-ms", "500")
+        t = self.topic()
+        stuck = self.connect(rcvbuf=4096)
+        stuck.sub(1, t)
+        stuck.sync()
+        p = self.connect()
+        for _ in range(8):
+            p.pub(t, b"z" * (256 * 1024))
+        p.sync()
+        t0 = time.monotonic()
+        self.broker.signal(signal.SIGTERM)
+        rc = self.broker.wait(TIMEOUT * 2)
+        self.assertEqual(rc, 0, "exit status; log:\n" + self.broker.log_text())
+        self.assertLess(time.monotonic() - t0, 0.5 + TIMEOUT)
+        self.assertEqual([(f[0], f[1]) for f in p.wait_closed()], [(ERR, E_SHUTDOWN)])
 
     def test_sigint_exits_0(self):
         c = self.connect()
