@@ -53,17 +53,23 @@ static void err_cb(hr_client_t *c, int status, hr_sub_t *sub, const char *detail
     }
 }
 
+/* Options for a peer at 127.0.0.1:`port` reporting into `p`; `url` must outlive the call. */
+static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+{
+    memset(p, 0, sizeof(*p));
+    snprintf(url, n, "tcp://127.0.0.1:%d", port);
+    hr_client_opts_init(o);
+    o->url = url;
+    o->on_state = st_cb;
+    o->on_error = err_cb;
+    o->arg = p;
+}
+
 static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
 {
     hr_client_opts_t o;
     char url[64];
-    memset(p, 0, sizeof(*p));
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-    hr_client_opts_init(&o);
-    o.url = url;
-    o.on_state = st_cb;
-    o.on_error = err_cb;
-    o.arg = p;
+    peer_opts(&o, p, url, sizeof(url), port);
     o.reconnect_wait_ms = 10;
     o.reconnect_wait_max_ms = 80;
     o.max_reconnect = -1;
@@ -515,12 +521,7 @@ START_TEST(test_reconnect_limit)
     hr_client_opts_t o;
     char url[64];
     uv_loop_init(&loop);
-    memset(&cl, 0, sizeof(cl));
-    hr_client_opts_init(&o);
-    o.url = cfix_url(&F, url, sizeof(url));
-    o.on_state = st_cb;
-    o.on_error = err_cb;
-    o.arg = &cl;
+    peer_opts(&o, &cl, url, sizeof(url), F.port);
     o.max_reconnect = 2;
     o.reconnect_wait_ms = 5;
     ck_assert_int_eq(hr_client_new(&loop, &o, &cl.c), HR_OK);
@@ -542,13 +543,7 @@ START_TEST(test_keepalive_dead_link)
     char url[64];
     uv_loop_init(&loop);
     cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
-    memset(&cl, 0, sizeof(cl));
-    hr_client_opts_init(&o);
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", cfix_proxy_port(px));
-    o.url = url;
-    o.on_state = st_cb;
-    o.on_error = err_cb;
-    o.arg = &cl;
+    peer_opts(&o, &cl, url, sizeof(url), cfix_proxy_port(px));
     o.ping_interval_ms = 50;
     o.max_pings_out = 2;
     o.reconnect_wait_ms = 10;
@@ -580,12 +575,7 @@ START_TEST(test_connect_timeout)
     uv_loop_init(&loop);
     cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
     cfix_proxy_freeze(px);
-    memset(&cl, 0, sizeof(cl));
-    hr_client_opts_init(&o);
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", cfix_proxy_port(px));
-    o.url = url;
-    o.on_state = st_cb;
-    o.arg = &cl;
+    peer_opts(&o, &cl, url, sizeof(url), cfix_proxy_port(px));
     o.connect_timeout_ms = 150;
     uint64_t t0 = uv_hrtime();
     ck_assert_int_eq(hr_client_new(&loop, &o, &cl.c), HR_OK);
