@@ -47,9 +47,10 @@ typedef struct hr_oq_ent_s {
 typedef struct hr_outq_s {
     hr_oq_ent_t *ents;
     uint32_t head, n, cap;
-    uint32_t off;    /* bytes of the head entry already written */
-    size_t bytes;    /* bytes queued and not yet written */
-    size_t inflight; /* bytes handed to uv_write, not yet completed */
+    uint32_t off;         /* bytes of the head entry already written */
+    size_t bytes;         /* bytes queued and not yet written */
+    size_t inflight;      /* bytes handed to uv_write, not yet completed */
+    hr_oq_ent_t *retired; /* outgrown array the write in flight still points into */
 } hr_outq_t;
 
 enum hr_conn_flag {

@@ -23,6 +23,8 @@ typedef struct op_s {
     int kind;
     uint64_t id;
     uint64_t deadline; /* loop time in ms; 0: none */
+    uint64_t mark;     /* flush: PONG seen, waiting until q_deq reaches this */
+    int ponged;
     union {
         hr_ack_cb ack;
         hr_request_cb req;
@@ -108,6 +110,8 @@ struct hr_client_s {
     size_t subs_buckets, nsubs;
     /* delivery queue */
     hr_message_t *q_head, *q_tail;
+    uint64_t q_enq, q_deq; /* messages ever queued / taken off the queue */
+    int flush_waiting;     /* flush ops whose PONG came before their messages were delivered */
     /* pending operations */
     op_t *ops_head, *ops_tail;
     uint64_t deadline_due;
@@ -566,11 +570,11 @@ static void op_complete(hr_client_t *c, op_t *op, int status, uint64_t seq, hr_m
 static void deadline_arm(hr_client_t *c, uint64_t deadline);
 
 /*
- * Fails every op for which `pick` says so. The ops are unlinked first and
- * completed afterwards, because the callbacks may add or remove ops.
+ * Completes with `status` every op for which `pick` says so (all if NULL). The ops are unlinked
+ * first and completed afterwards, because the callbacks may add or remove ops.
  */
-static void ops_fail(hr_client_t *c, int status, int (*pick)(hr_client_t *, op_t *, void *),
-                     void *ctx)
+static void ops_finish(hr_client_t *c, int status, int (*pick)(hr_client_t *, op_t *, void *),
+                       void *ctx)
 {
     op_t *head = NULL, **tail = &head;
     op_t *op = c->ops_head;
@@ -601,7 +605,7 @@ static void deadline_cb(uv_timer_t *t)
     hr_client_t *c = t->data;
     uint64_t now = uv_now(c->loop);
     c->deadline_due = 0;
-    ops_fail(c, HR_ETIMEDOUT, pick_expired, &now);
+    ops_finish(c, HR_ETIMEDOUT, pick_expired, &now);
     uint64_t next = 0;
     for (op_t *op = c->ops_head; op; op = op->next)
         if (op->deadline && (!next || op->deadline < next))
@@ -626,6 +630,11 @@ static void deadline_arm(hr_client_t *c, uint64_t deadline)
 
 static void idle_cb(uv_idle_t *h);
 
+static int pick_flushed(hr_client_t *c, op_t *op, void *ctx)
+{
+    return op->kind == OP_FLUSH && op->ponged && op->mark <= c->q_deq;
+}
+
 static void enqueue(hr_client_t *c, hr_sub_t *s, hr_message_t *m)
 {
     m->qsub = s;
@@ -633,6 +642,7 @@ static void enqueue(hr_client_t *c, hr_sub_t *s, hr_message_t *m)
     s->refs++;
     s->pend_msgs++;
     s->pend_bytes += m->len;
+    c->q_enq++;
     if (c->q_tail)
         c->q_tail->qnext = m;
     else
@@ -651,6 +661,7 @@ static hr_message_t *dequeue(hr_client_t *c)
     if (!c->q_head)
         c->q_tail = NULL;
     m->qnext = NULL;
+    c->q_deq++;
     hr_sub_t *s = m->qsub;
     s->pend_msgs--;
     s->pend_bytes -= m->len;
@@ -683,6 +694,12 @@ static void idle_cb(uv_idle_t *h)
     }
     if (!c->q_head)
         uv_idle_stop(h);
+    if (c->flush_waiting && c->state != HR_STATE_CLOSING) {
+        for (op_t *op = c->ops_head; op; op = op->next)
+            if (pick_flushed(c, op, NULL))
+                c->flush_waiting--;
+        ops_finish(c, HR_OK, pick_flushed, NULL);
+    }
     drain_check(c);
 }
 
@@ -935,7 +952,13 @@ static void on_pong(hr_client_t *c, uint64_t id)
         return;
     }
     op_t *op = op_find(c, OP_FLUSH, id);
-    if (op) {
+    if (op && !op->ponged && c->q_deq < c->q_enq) {
+        /* Complete after the messages that arrived before this PONG. */
+        op->ponged = 1;
+        op->mark = c->q_enq;
+        op->deadline = 0;
+        c->flush_waiting++;
+    } else if (op) {
         op_unlink(c, op);
         op_complete(c, op, HR_OK, 0, NULL);
         drain_check(c);
@@ -1109,6 +1132,8 @@ struct keep_set {
 static int pick_lost(hr_client_t *c, op_t *op, void *ctx)
 {
     struct keep_set *k = ctx;
+    if (op->kind == OP_FLUSH && op->ponged)
+        return 0; /* answered; only waiting for local delivery */
     if (op->kind != OP_ACK)
         return 1;
     for (size_t i = 0; i < k->n; i++)
@@ -1190,7 +1215,7 @@ static void conn_lost(hr_client_t *c, int status)
     c->drain_ponged = 0;
     if (c->state != HR_STATE_DRAINING)
         c->state = HR_STATE_RECONNECTING;
-    ops_fail(c, HR_EDISCONNECTED, pick_lost, &k);
+    ops_finish(c, HR_EDISCONNECTED, pick_lost, &k);
     free(k.ids);
     if (c->state == HR_STATE_CLOSING)
         return;
@@ -1329,7 +1354,7 @@ static void finalize(hr_client_t *c)
         hr_message_unref(&m);
         sub_decref(s);
     }
-    ops_fail(c, HR_ECLOSED, NULL, NULL);
+    ops_finish(c, HR_ECLOSED, NULL, NULL);
     if (c->draining && c->drain_cb) {
         hr_done_cb cb = c->drain_cb;
         c->drain_cb = NULL;

@@ -195,6 +195,7 @@ struct cfix_proxy_s {
     uv_loop_t *loop;
     uv_tcp_t *lis;
     int port, target;
+    int frozen;
     pair_t *pairs;
 };
 
@@ -270,6 +271,8 @@ static void p_connected(uv_connect_t *req, int status)
         pair_close(pr);
         return;
     }
+    if (pr->p->frozen)
+        return;
     uv_read_start((uv_stream_t *)&pr->down, p_alloc, p_read);
     uv_read_start((uv_stream_t *)&pr->up, p_alloc, p_read);
 }
@@ -341,8 +344,18 @@ int cfix_proxy_port(const cfix_proxy_t *p)
     return p->port;
 }
 
+void cfix_proxy_freeze(cfix_proxy_t *p)
+{
+    p->frozen = 1;
+    for (pair_t *pr = p->pairs; pr; pr = pr->next) {
+        uv_read_stop((uv_stream_t *)&pr->down);
+        uv_read_stop((uv_stream_t *)&pr->up);
+    }
+}
+
 void cfix_proxy_break(cfix_proxy_t *p)
 {
+    p->frozen = 0;
     while (p->pairs)
         pair_close(p->pairs);
     if (p->lis) {

@@ -46,6 +46,8 @@ cfix_proxy_t *cfix_proxy_new(uv_loop_t *loop, int target_port);
 int cfix_proxy_port(const cfix_proxy_t *p);
 void cfix_proxy_break(cfix_proxy_t *p);
 int cfix_proxy_resume(cfix_proxy_t *p);
+/** Stops forwarding without closing anything (a dead link); new connections hang too. */
+void cfix_proxy_freeze(cfix_proxy_t *p);
 void cfix_proxy_free(cfix_proxy_t *p);
 
 #endif

@@ -676,6 +676,37 @@ START_TEST(test_slow_consumer)
 }
 END_TEST
 
+/* The broker's heartbeat PINGs are answered: an idle client stays connected. */
+START_TEST(test_server_heartbeat)
+{
+    tc_t t;
+    hr_client_opts_t o;
+    cfix_stop(&F);
+    const char *args[] = {"--heartbeat-ms", "100", "--max-subs", "2", NULL};
+    ck_assert_int_eq(cfix_start(&F, args), 0);
+    cfix_url(&F, URL, sizeof(URL));
+    tc_init(&t);
+    tc_opts(&t, &o, URL);
+    o.ping_interval_ms = 0; /* only the broker pings */
+    hr_client_t *c = tc_connect_opts(&t, &o);
+    cfix_run_for(&t.loop, 700);
+    ck_assert_int_eq(t.disconnected, 0);
+    ck_assert_int_eq(hr_client_state(c), HR_STATE_CONNECTED);
+
+    /* An ERR naming a sid reaches on_error with that subscription. */
+    hr_sub_t *s1, *s2, *s3;
+    ck_assert_int_eq(hr_client_subscribe(c, "a", NULL, coll_cb, NULL, &s1), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(c, "b", NULL, coll_cb, NULL, &s2), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(c, "c", NULL, coll_cb, NULL, &s3), HR_OK);
+    tc_flush(&t, c);
+    ck_assert_int_eq(t.nerr, 1);
+    ck_assert_int_eq(t.last_err, HR_ELIMIT);
+    ck_assert_ptr_eq(t.err_sub, s3);
+    ck_assert_int_eq(hr_client_state(c), HR_STATE_CONNECTED);
+    tc_close(&t);
+}
+END_TEST
+
 Suite *client_suite(void);
 
 Suite *client_suite(void)
@@ -699,6 +730,7 @@ Suite *client_suite(void)
         {"flush", test_flush_states},
         {"drain", test_drain},
         {"slow_consumer", test_slow_consumer},
+        {"heartbeat_err_ref", test_server_heartbeat},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -53,17 +53,23 @@ static void err_cb(hr_client_t *c, int status, hr_sub_t *sub, const char *detail
     }
 }
 
+/* Options for a peer at 127.0.0.1:`port` reporting into `p`; `url` must outlive the call. */
+static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+{
+    memset(p, 0, sizeof(*p));
+    snprintf(url, n, "tcp://127.0.0.1:%d", port);
+    hr_client_opts_init(o);
+    o->url = url;
+    o->on_state = st_cb;
+    o->on_error = err_cb;
+    o->arg = p;
+}
+
 static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
 {
     hr_client_opts_t o;
     char url[64];
-    memset(p, 0, sizeof(*p));
-    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
-    hr_client_opts_init(&o);
-    o.url = url;
-    o.on_state = st_cb;
-    o.on_error = err_cb;
-    o.arg = p;
+    peer_opts(&o, p, url, sizeof(url), port);
     o.reconnect_wait_ms = 10;
     o.reconnect_wait_max_ms = 80;
     o.max_reconnect = -1;
@@ -515,12 +521,7 @@ START_TEST(test_reconnect_limit)
     hr_client_opts_t o;
     char url[64];
     uv_loop_init(&loop);
-    memset(&cl, 0, sizeof(cl));
-    hr_client_opts_init(&o);
-    o.url = cfix_url(&F, url, sizeof(url));
-    o.on_state = st_cb;
-    o.on_error = err_cb;
-    o.arg = &cl;
+    peer_opts(&o, &cl, url, sizeof(url), F.port);
     o.max_reconnect = 2;
     o.reconnect_wait_ms = 5;
     ck_assert_int_eq(hr_client_new(&loop, &o, &cl.c), HR_OK);
@@ -529,6 +530,61 @@ START_TEST(test_reconnect_limit)
     ck_assert(cfix_run_until(&loop, &cl.closed, 5000));
     ck_assert_int_eq(cl.disconnected, 1);
     ck_assert_int_eq(cl.close_status, UV_ECONNREFUSED);
+    cfix_loop_close(&loop);
+}
+END_TEST
+
+/* A link that silently stops carrying bytes is noticed by the client's keepalive. */
+START_TEST(test_keepalive_dead_link)
+{
+    uv_loop_t loop;
+    peer_t cl;
+    hr_client_opts_t o;
+    char url[64];
+    uv_loop_init(&loop);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    peer_opts(&o, &cl, url, sizeof(url), cfix_proxy_port(px));
+    o.ping_interval_ms = 50;
+    o.max_pings_out = 2;
+    o.reconnect_wait_ms = 10;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &cl.c), HR_OK);
+    ck_assert(cfix_run_until(&loop, &cl.connected, 3000));
+    cfix_run_for(&loop, 200); /* pings answered: still connected */
+    ck_assert_int_eq(cl.disconnected, 0);
+    cfix_proxy_freeze(px);
+    uint64_t t0 = uv_hrtime();
+    ck_assert(cfix_run_until(&loop, &cl.disconnected, 3000));
+    ck_assert_int_eq(cl.disc_status, HR_ETIMEDOUT);
+    ck_assert_uint_lt((uv_hrtime() - t0) / 1000000, 1000);
+    cfix_proxy_break(px); /* drop the frozen connections, then accept again */
+    cfix_proxy_resume(px);
+    ck_assert(cfix_run_until(&loop, &cl.reconnected, 5000));
+    peer_close(&loop, &cl);
+    cfix_proxy_free(px);
+    cfix_loop_close(&loop);
+}
+END_TEST
+
+/* A connection that never gets its WELCOME fails after connect_timeout_ms. */
+START_TEST(test_connect_timeout)
+{
+    uv_loop_t loop;
+    peer_t cl;
+    hr_client_opts_t o;
+    char url[64];
+    uv_loop_init(&loop);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    cfix_proxy_freeze(px);
+    peer_opts(&o, &cl, url, sizeof(url), cfix_proxy_port(px));
+    o.connect_timeout_ms = 150;
+    uint64_t t0 = uv_hrtime();
+    ck_assert_int_eq(hr_client_new(&loop, &o, &cl.c), HR_OK);
+    ck_assert(cfix_run_until(&loop, &cl.closed, 3000));
+    ck_assert_int_eq(cl.close_status, HR_ETIMEDOUT);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    ck_assert_uint_ge(ms, 140);
+    ck_assert_uint_lt(ms, 1000);
+    cfix_proxy_free(px);
     cfix_loop_close(&loop);
 }
 END_TEST
@@ -546,6 +602,8 @@ Suite *reconnect_suite(void)
     tcase_add_test(tc, test_disconnect_fails_pending_and_buffer_limit);
     tcase_add_test(tc, test_graceful_shutdown);
     tcase_add_test(tc, test_reconnect_limit);
+    tcase_add_test(tc, test_keepalive_dead_link);
+    tcase_add_test(tc, test_connect_timeout);
     suite_add_tcase(s, tc);
     tc = tcase_create("gap");
     tcase_add_checked_fixture(tc, setup_short_history, teardown);
