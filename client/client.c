@@ -754,31 +754,39 @@ static void on_reply(hr_client_t *c, const hr_frame_t *f)
  * Resume bookkeeping. For an exact topic the broker's `since` replay makes
  * the stream contiguous; for a wildcard the resume point is the smallest
  * last seq over its topics, so topics ahead of it are replayed partly twice
- * and the duplicates are dropped here by their per-topic last seq. A seq at
- * or below the last one on an exact topic cannot happen within one broker
- * lifetime: it means the broker restarted and its sequence began again.
+ * and those duplicates (always marked replay) are dropped here by their
+ * per-topic last seq. A seq at or below the last one that is not such a
+ * replay cannot happen within one broker lifetime: the broker restarted
+ * (unrecognised at WELCOME) and its sequence began again. That is reported
+ * as HR_EGAP and the stream continues from the new seq.
  */
 static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
 {
+    uint64_t *last;
     if (s->queue)
         return 1;
     if (!s->wildcard) {
-        if (s->have_last && f->seq <= s->last) {
-            char d[DETAIL_MAX];
-            snprintf(d, sizeof(d), "sequence of %.*s restarted at %llu after %llu", (int)f->topic.n,
-                     f->topic.p, (unsigned long long)f->seq, (unsigned long long)s->last);
-            report(c, HR_EGAP, s, d);
-        }
-        s->have_last = 1;
-        s->last = f->seq;
-        return 1;
+        last = s->have_last ? &s->last : NULL;
+    } else {
+        seq_entry_t *e = seq_get(s, f->topic.p, f->topic.n, 1);
+        if (!e)
+            return 1; /* out of memory: deliver without dedup rather than lose */
+        last = e->last ? &e->last : NULL;
+        if (!last)
+            e->last = f->seq;
     }
-    seq_entry_t *e = seq_get(s, f->topic.p, f->topic.n, 1);
-    if (!e)
-        return 1; /* out of memory: deliver without dedup rather than lose */
-    if (e->last && f->seq <= e->last)
-        return 0;
-    e->last = f->seq;
+    if (last && f->seq <= *last) {
+        char d[DETAIL_MAX];
+        if (s->wildcard && (f->flags & HR_F_REPLAY))
+            return 0;
+        snprintf(d, sizeof(d), "sequence of %.*s restarted at %llu after %llu", (int)f->topic.n,
+                 f->topic.p, (unsigned long long)f->seq, (unsigned long long)*last);
+        report(c, HR_EGAP, s, d);
+    }
+    if (last)
+        *last = f->seq;
+    else if (!s->wildcard)
+        s->last = f->seq;
     s->have_last = 1;
     return 1;
 }

@@ -31,12 +31,12 @@ struct hr_message_s {
 };
 
 /** Copies a decoded MSG frame into a new message (refcount 1). NULL on OOM. */
-hr_message_t *hr__message_new(const hr_frame_t *f);
+__attribute__((visibility("hidden"))) hr_message_t *hr__message_new(const hr_frame_t *f);
 
 /**
  * Counts one message dropped by a blocking subscription's own queue and, if
  * `notify`, reports HR_ESLOW for `sub` through the client's error callback.
  */
-void hr__sub_dropped(hr_sub_t *sub, int notify);
+__attribute__((visibility("hidden"))) void hr__sub_dropped(hr_sub_t *sub, int notify);
 
 #endif

@@ -356,9 +356,10 @@ START_TEST(test_broker_kill_restart)
     memset(&ACKED, 0, sizeof(ACKED));
     peer_open(&loop, &pub, F.port, 0);
     peer_open(&loop, &sub, F.port, 0);
-    rx_t *r = calloc(1, sizeof(rx_t));
-    hr_sub_t *s;
+    rx_t *r = calloc(1, sizeof(rx_t)), *w = calloc(1, sizeof(rx_t));
+    hr_sub_t *s, *ws;
     ck_assert_int_eq(hr_client_subscribe(sub.c, "tick", NULL, rx_cb, r, &s), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(sub.c, ">", NULL, rx_cb, w, &ws), HR_OK);
     cfix_run_for(&loop, 30);
     ticker_start(&loop, &k, pub.c, 1200);
     uv_timer_start(&k.t, acked_tick, 1, 1);
@@ -408,12 +409,20 @@ START_TEST(test_broker_kill_restart)
     fprintf(stderr, "kill/restart: %d before, %u lost in flight (%d acks failed), %d buffered\n",
             before, missing, ACKED.lost, k.during_outage);
     ck_assert_int_eq(sub.other_errs, 0);
+    ck_assert_int_eq(sub.gaps, 0);
+    /* The wildcard subscription saw exactly the same stream. */
+    ck_assert_int_eq(w->n, r->n);
+    for (int i = 0; i < r->n; i++) {
+        ck_assert_uint_eq(w->seq[i], r->seq[i]);
+        ck_assert_uint_eq(w->val[i], r->val[i]);
+    }
 
     uv_close((uv_handle_t *)&k.t, NULL);
     peer_close(&loop, &pub);
     peer_close(&loop, &sub);
     cfix_loop_close(&loop);
     free(r);
+    free(w);
 }
 END_TEST
 

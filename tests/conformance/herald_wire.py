@@ -346,8 +346,8 @@ class WsConn(Conn):
     Control frames are handled here: a ping is answered with a pong, a close frame
     records its code in .close_code and ends the stream (Closed)."""
 
-    def __init__(self, port, protocols=("herald.v1",), auto_pong=True, path="/"):
-        super().__init__(port, auto_pong=auto_pong)
+    def __init__(self, port, protocols=("herald.v1",), auto_pong=True, path="/", rcvbuf=None):
+        super().__init__(port, auto_pong=auto_pong, rcvbuf=rcvbuf)
         self.close_code = None
         self.text_messages = []
         self._frag = None

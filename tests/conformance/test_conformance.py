@@ -840,6 +840,32 @@ class TestDelivery(Case):
         self.assertEqual([struct.unpack(">I", m[4])[0] for m in msgs], list(range(n)))
         self.assertQuiet(p)
 
+    def test_slow_steady_reader_gets_everything_intact(self):
+        # A subscriber that reads slowly keeps the broker's writes pending while more
+        # deliveries queue up behind them (6 MiB: beyond the socket buffers, below out-hard):
+        # every frame must still arrive intact and in order.
+        t = self.topic()
+        s = self.connect(rcvbuf=4096)
+        s.sub(0xABCDEF, t)
+        s.sync()
+        p = self.connect()
+        n = 1500
+        body = lambda i: (b"%08d" % i) * 512  # noqa: E731
+        p.send_raw(b"".join(frame([PUB, t, body(i)]) for i in range(n)))
+        got = []
+        deadline = time.monotonic() + TIMEOUT * 6
+        while len(got) < n and time.monotonic() < deadline:
+            if len(got) % 4 == 0:
+                time.sleep(0.001)
+            f = s.recv()
+            self.assertEqual(f[0], MSG, describe(f)[:80])
+            got.append(f)
+        self.assertEqual(len(got), n)
+        for i, f in enumerate(got):
+            if f[1:5] != [0xABCDEF, t, i + 1, body(i)]:
+                self.fail("delivery %d corrupted: %s" % (i, describe(f)[:120]))
+        self.assertQuiet(p)
+
     def test_msg_fields_and_binary_payload(self):
         c = self.connect()
         t = self.topic()
@@ -1683,6 +1709,24 @@ class TestSoftOutputLimit(Case):
         self.assertEqual((got[-1][0], got[-1][1]), (ERR, E_SLOW), describe(got[-1])[:80])
         self.assertLess(len(got) - 1, 33)
         self.assertQuiet(p)
+
+    def test_websocket_slow_consumer_1008(self):
+        if not self.b.ws_port:
+            self.skipTest("the broker announced no ws= port in its ready file")
+        t = self.topic()
+        slow = WsConn(self.b.ws_port, rcvbuf=4096)
+        self.conns.append(slow)
+        slow.hello()
+        slow.sub(1, t)
+        slow.sync()
+        p = self.connect()
+        for _ in range(32):
+            p.pub(t, b"w" * (128 * 1024))
+        self.pub_acked(p, t)
+        time.sleep(1.5)
+        frames = slow.wait_closed(TIMEOUT * 2)
+        self.assertEqual((frames[-1][0], frames[-1][1]), (ERR, E_SLOW), describe(frames[-1])[:80])
+        self.assertEqual(slow.close_code, 1008)
 
     def test_short_burst_over_soft_limit_is_tolerated(self):
         t = self.topic()
