@@ -161,6 +161,7 @@ static void on_close(uv_handle_t *h)
     oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
+    hr__limits_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
     if (c->prev)
@@ -746,6 +747,14 @@ static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char
         hr__conn_err(c, 4, "not permitted to publish to this topic", has_ack, f->id);
         return;
     }
+    if ((f->flags & HR_F_REPLY) && !hr__auth_allowed(c, HR_AUTH_REPLY, f->reply)) {
+        hr__conn_err(c, 4, "not permitted to use this reply topic", has_ack, f->id);
+        return;
+    }
+    if (!hr__limits_pub(c)) {
+        hr__conn_err(c, 7, "publish rate limit exceeded (max-pub-rate)", has_ack, f->id);
+        return;
+    }
     int r = hr__router_publish(c->srv, c, f->topic, f->payload, f->reply, f->headers, &seq);
     if (r == HR_ELIMIT) {
         hr__conn_err(c, 7, "topic limit reached", has_ack, f->id);
@@ -844,6 +853,10 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
     if (!(c->flags & HR_C_HELLO)) {
         if (now - c->idle_since >= (uint64_t)s->cfg.hello_timeout_ms)
             hr__conn_fail(c, 1, "no HELLO within hello-timeout-ms");
+        return;
+    }
+    if (hr__auth_expired(c)) {
+        hr__conn_fail(c, 3, "token expired");
         return;
     }
     if (c->soft_since && now - c->soft_since >= (uint64_t)s->cfg.out_soft_ms) {

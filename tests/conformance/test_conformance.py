@@ -455,6 +455,25 @@ class TestOptions(Case):
             self.assertEqual(m[0], MSG)
         self.assertEqual(sorted(m[1] for m in msgs), [1] * 4 + [2] * 4 + [3] * 4 + [4] * 4)
 
+    def test_non_minimal_encodings_accepted(self):
+        c = self.connect()
+        t = self.topic()
+        c.sub(1, t)
+        c.sync()
+        bodies = [
+            b"\x92\x05\xd0\x05",                                   # PING id as int8
+            b"\x92\x05\xcf" + (5).to_bytes(8, "big"),              # PING id as uint64
+            b"\x92\xcc\x05\x05",                                   # opcode as uint8
+            b"\xdc\x00\x02\x05\x05",                               # body as array16
+            b"\x93\x02\xd9" + bytes([len(t)]) + t.encode() + b"\xc4\x01x",  # topic as str8
+            b"\x94\x02" + pack(t) + b"\xc6\x00\x00\x00\x01y\xde\x00\x00",  # bin32, map16
+        ]
+        c.send_raw(b"".join(lp(b) for b in bodies))
+        frames = c.sync()
+        self.assertEqual([describe(f) for f in frames if f[0] == ERR], [])
+        self.assertEqual([f[1] for f in frames if f[0] == PONG], [5, 5, 5, 5])
+        self.assertEqual([f[4] for f in frames if f[0] == MSG], [b"x", b"y"])
+
     def test_integer_widths_accepted(self):
         # sids, ids and seq-like fields may use any msgpack unsigned width.
         c = self.connect()
@@ -592,7 +611,7 @@ class TestLimitReached(Case):
     @classmethod
     def setUpClass(cls):
         cls.broker = Broker("--max-subs", "3", "--max-connections", "4",
-                            "--hello-timeout-ms", "300")
+                            "--hello-timeout-ms", "300", "--max-topics", "3")
 
     @classmethod
     def tearDownClass(cls):
@@ -615,6 +634,25 @@ class TestLimitReached(Case):
         self.assertQuiet(c)
         self.pub_acked(c, t)
         self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
+
+    def test_topic_limit_err7_stays_open(self):
+        c = self.connect()
+        base = self.topic()
+        accepted = []
+        for i in range(4):
+            t = "%s.%d" % (base, i)
+            c.pub(t, b"x", ack=70 + i)
+            f = c.recv()
+            if f[0] == ERR:
+                self.assertEqual((f[1], f[3] if len(f) > 3 else None), (E_LIMIT, 70 + i))
+                break
+            self.assertEqual(f, [ACK, 70 + i, 1])
+            accepted.append(t)
+        else:
+            self.fail("4 topics accepted with --max-topics 3")
+        self.assertQuiet(c)
+        for t in accepted:  # known topics still take messages
+            self.assertEqual(self.pub_acked(c, t), 2)
 
     def test_connection_limit_err7_closed(self):
         others = [self.connect() for _ in range(4)]
@@ -679,7 +717,9 @@ class TestTopics(Case):
         for i, t in enumerate(INVALID_TOPICS):
             with self.subTest(topic=t):
                 c.pub(t, b"x", ack=500 + i)
-                self.assertErrOpen(c, E_TOPIC, ref=500 + i)
+                others = []
+                self.assertErrOpen(c, E_TOPIC, ref=500 + i, others=others)
+                self.assertEqual(others, [], "a refused PUB gets no ACK")
         c.pub("fine", b"x")
         self.assertQuiet(c)
 
@@ -726,7 +766,9 @@ class TestTopics(Case):
         for i, t in enumerate(["$SYS.x", "$SYS", "$foo.bar", "$"]):
             with self.subTest(topic=t):
                 c.pub(t, b"x", ack=40 + i)
-                self.assertErrOpen(c, E_PERM, ref=40 + i)
+                others = []
+                self.assertErrOpen(c, E_PERM, ref=40 + i, others=others)
+                self.assertEqual(others, [], "a refused PUB gets no ACK")
         c.pub("$SYS.y", b"x")
         self.assertErrOpen(c, E_PERM)
         self.pub_acked(c, self.topic(), b"ok")

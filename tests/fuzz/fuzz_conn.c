@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -51,6 +52,18 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++)
         if (hr__config_set(&cfg, set[i][0], set[i][1], err, sizeof(err)) != 0)
             abort();
+    /* Static tokens: "alice-secret-1" is restricted, "svc-secret-22" may do everything. */
+    static char tokens[64];
+    snprintf(tokens, sizeof(tokens), "/tmp/herald-fuzz-tokens-%d", (int)getpid());
+    FILE *f = fopen(tokens, "w");
+    if (!f)
+        abort();
+    fputs("alice alice-secret-1 pub=chat.>,_INBOX.alice.> sub=chat.*,_INBOX.alice.>\n"
+          "svc svc-secret-22 pub=> sub=>,$SYS.>\n",
+          f);
+    fclose(f);
+    if (hr__config_set(&cfg, "auth-tokens-file", tokens, err, sizeof(err)) != 0)
+        abort();
     hr__log_level = -1; /* silent */
     signal(SIGPIPE, SIG_IGN);
     return 0;

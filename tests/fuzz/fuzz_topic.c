@@ -6,6 +6,7 @@
 
 #include "fuzz_check.h"
 #include "herald/protocol.h"
+#include "auth.h"
 #include "index.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -90,6 +91,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (tv)
         CHECK(hr_pattern_validate(T, tn) == HR_OK);
+
+    /* Subscribe permissions: a pattern covers itself, and whatever a covered
+     * pattern matches, the covering one matches too. */
+    if (pv) {
+        CHECK(hr__auth_covers(P, pn, P, pn) == 1);
+        if (p2v && hr__auth_covers(P2, p2n, P, pn)) {
+            if (tv && hr_topic_match(P, pn, T, tn))
+                CHECK(hr_topic_match(P2, p2n, T, tn));
+            if (hr_topic_validate(P, pn) == HR_OK)
+                CHECK(hr_topic_match(P2, p2n, P, pn));
+        }
+    }
 
     if (pv && tv) {
         int m = hr_topic_match(P, pn, T, tn);

@@ -95,13 +95,13 @@ ws-origins = https://a.example,https://b.example
     write(cf, "unknown", b"nonsense = 1\n")
     write(cf, "set", b"max-payload=1G")
     write(cf, "long", b"ready-file = " + b"x" * 600 + b"\n")
-    write(cf, "auth", b"""auth-tokens-file = /nonexistent
-token = alice:s3cret:pub=chat.>,_INBOX.>;sub=chat.*,_INBOX.alice.>
-token = svc:k3y:pub=>;sub=>
+    write(cf, "auth", b"""auth-tokens-file = /nonexistent\nauth-anonymous = pub=a.> sub=b.*
 jwt-hs256-secret = 0123456789abcdef0123456789abcdef
 max-conns-per-ip = 100
 max-pub-rate = 1000
 """)
+    write(cf, "auth_real", b"max-conns-per-ip = 10\nmax-pending = 5\nmax-pub-burst = 3\n"
+          b"jwt-issuer = me\njwt-audience = you\nauth-anonymous = sub=public.>\n")
 
     cn = os.path.join(base, "conn")
 
@@ -129,9 +129,12 @@ max-pub-rate = 1000
     write(cn, "slow", chunks(0, hello + lp(pk(3, 1, ">"))) + chunks(1, hello + b"".join(
         lp(pk(2, "t.%d" % i, b"y" * 1500)) for i in range(12))) + act(0, 20) + act(0, 20))
     write(cn, "timeouts", chunks(0, hello) + act(0, 5) + act(0, 5) + act(0, 5) + act(1, 1) + act(2, 2))
-    write(cn, "token", chunks(0, lp(pk(1, {"v": 1, "token": "alice:s3cret"}))
-                              + lp(pk(2, "chat.x", b"p")) + lp(pk(2, "other", b"p"))
-                              + lp(pk(3, 1, ">"))))
+    write(cn, "token", chunks(0, lp(pk(1, {"v": 1, "token": "alice-secret-1"}))
+                              + lp(pk(2, "chat.x", b"p", {"reply": "_INBOX.alice.1"}))
+                              + lp(pk(2, "other", b"p")) + lp(pk(3, 1, ">")) + lp(pk(3, 2, "chat.*")))
+          + chunks(1, lp(pk(1, {"v": 1, "token": "svc-secret-22"})) + lp(pk(2, "chat.y", b"q")))
+          + chunks(2, lp(pk(1, {"v": 1})) + lp(pk(3, 1, "public.>")) + lp(pk(2, "public.a", b"z"))))
+    write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
 
 
