@@ -85,6 +85,7 @@ struct hr_client_s {
     int port;
     int state;
     int close_status;
+    int user_closed; /* hr_client_close() was called: queued messages are dropped */
     int ever_connected;
     int welcomed; /* current connection got its WELCOME */
     conn_t *conn;
@@ -1354,11 +1355,21 @@ static void ping_cb(uv_timer_t *t)
 
 /* ---- close -------------------------------------------------------------- */
 
+/*
+ * The last step of closing, outside any other callback. Messages that had
+ * arrived are still delivered when the client gave up on its own (the
+ * broker closed and reconnecting is off or exhausted); after
+ * hr_client_close() they are dropped, as documented.
+ */
 static void finalize(hr_client_t *c)
 {
     hr_message_t *m;
     while ((m = dequeue(c)) != NULL) {
         hr_sub_t *s = m->qsub;
+        if (!c->user_closed && !s->dead) {
+            s->delivered++;
+            s->cb(c, s, m, s->arg);
+        }
         hr_message_unref(&m);
         sub_decref(s);
     }
@@ -1421,8 +1432,10 @@ static void begin_close(hr_client_t *c, int status)
 
 void hr_client_close(hr_client_t *c)
 {
-    if (c)
+    if (c && c->state != HR_STATE_CLOSING) {
+        c->user_closed = 1;
         begin_close(c, HR_OK);
+    }
 }
 
 static void drain_timeout_cb(uv_timer_t *t)

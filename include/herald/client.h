@@ -142,7 +142,9 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
 
 /**
  * Closes at once: pending acks, requests and flushes complete with
- * HR_ECLOSED, queued messages are dropped, handles are closed, then
+ * HR_ECLOSED, queued messages are dropped (they are delivered when the
+ * client closes on its own, having given up reconnecting), handles are
+ * closed, then
  * HR_EVENT_CLOSED is reported and the client is freed. Idempotent; safe
  * inside any callback. `c` must not be used after the CLOSED event.
  */
@@ -188,9 +190,10 @@ typedef struct hr_publish_opts_s {
  * before its ACK, or the broker's refusal (HR_EPERM, HR_ETOPIC), or
  * HR_ECLOSED. While not connected the frame is buffered (up to
  * reconnect_buf_bytes) and sent after the next WELCOME.
- * Returns HR_OK, HR_ETOPIC (invalid topic or reply, or a `$` topic),
- * HR_ETOOBIG (payload over the broker's max_payload), HR_EBUFFULL
- * (buffer limit), HR_ECLOSED (closing or draining), HR_ENOMEM, HR_EINVAL.
+ * Returns HR_OK, HR_ETOPIC (invalid topic or reply), HR_EPERM (a `$` topic:
+ * only the broker publishes those), HR_ETOOBIG (payload over the broker's
+ * max_payload), HR_EBUFFULL (buffer limit), HR_ECLOSED (closing or
+ * draining), HR_ENOMEM, HR_EINVAL.
  */
 int hr_client_publish(hr_client_t *c, const char *topic, const void *data, size_t len,
                       const hr_publish_opts_t *opts);
