@@ -611,7 +611,7 @@ class TestLimitReached(Case):
     @classmethod
     def setUpClass(cls):
         cls.broker = Broker("--max-subs", "3", "--max-connections", "4",
-                            "--hello-timeout-ms", "300", "--max-topics", "3")
+                            "--hello-timeout-ms", "500", "--max-topics", "3")
 
     @classmethod
     def tearDownClass(cls):
@@ -634,6 +634,24 @@ class TestLimitReached(Case):
         self.assertQuiet(c)
         self.pub_acked(c, t)
         self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
+
+    def tearDown(self):
+        # The next test needs free connection slots: wait until the broker has seen this
+        # test's connections go (a probe is welcomed again), then let the probe go too.
+        super().tearDown()
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            probe = Conn(self.b.port)
+            try:
+                probe.hello()
+                break
+            except (Closed, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        time.sleep(0.1)
 
     def test_topic_limit_err7_stays_open(self):
         c = self.connect()
@@ -682,7 +700,7 @@ class TestLimitReached(Case):
         t0 = time.monotonic()
         frames = c.wait_closed()
         self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_PROTO)])
-        self.assertLess(time.monotonic() - t0, 0.3 + 2 * TIMEOUT / 5)
+        self.assertLess(time.monotonic() - t0, 0.5 + 2 * TIMEOUT / 5)
 
 
 # ==========================================================================================
@@ -1524,13 +1542,26 @@ class TestHeartbeat(Case):
         self.assertEqual(c.sync(), [])
 
     def test_busy_client_not_pinged(self):
+        # A client whose frames keep coming more often than heartbeat_ms is never pinged. If
+        # this process itself stalls for longer than that, a ping is deserved: tolerate it.
         c = self.connect(auto_pong=False)
-        deadline = time.monotonic() + HB_MS / 1000 * 6
+        hb = HB_MS / 1000
+        deadline = time.monotonic() + hb * 6
+        last = time.monotonic()
+        max_gap = 0.0
         while time.monotonic() < deadline:
+            now = time.monotonic()
+            max_gap = max(max_gap, now - last)
+            last = now
             c.send([PING, 1])
-            f = c.recv()
-            self.assertEqual(f, [PONG, 1], "broker pinged a client that keeps sending")
-            time.sleep(HB_MS / 1000 / 4)
+            while True:
+                f = c.recv()
+                if f == [PONG, 1]:
+                    break
+                self.assertEqual(f[0], PING, describe(f))
+                self.assertGreater(max_gap, hb * 0.75, "broker pinged a client that keeps sending")
+                c.send([PONG, f[1]])
+            time.sleep(hb / 8)
 
 
 # ==========================================================================================
@@ -1724,7 +1755,7 @@ class TestSoftOutputLimit(Case):
 
     @classmethod
     def setUpClass(cls):
-        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "300", "--out-hard", "64M")
+        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "800", "--out-hard", "64M")
 
     @classmethod
     def tearDownClass(cls):
@@ -1741,7 +1772,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"s" * (128 * 1024))  # 4 MiB: over out-soft, far below out-hard
         self.pub_acked(p, t)
-        time.sleep(1.5)  # the grace period (0.3 s) and a sweep or two
+        time.sleep(2.0)  # the grace period (0.8 s) and a sweep or two
         got = []
         try:
             while True:
@@ -1765,7 +1796,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"w" * (128 * 1024))
         self.pub_acked(p, t)
-        time.sleep(1.5)
+        time.sleep(2.0)
         frames = slow.wait_closed(TIMEOUT * 2)
         self.assertEqual((frames[-1][0], frames[-1][1]), (ERR, E_SLOW), describe(frames[-1])[:80])
         self.assertEqual(slow.close_code, 1008)
@@ -1780,7 +1811,7 @@ class TestSoftOutputLimit(Case):
             p.pub(t, b"s" * (128 * 1024))  # 1 MiB at once, read right away
         self.pub_acked(p, t)
         self.assertEqual(len(self.collect(s, 9)), 9)
-        time.sleep(0.6)
+        time.sleep(1.2)
         self.assertQuiet(s)
 
 
