@@ -172,6 +172,17 @@ uint64_t hr_client_max_payload(const hr_client_t *c);
 /** The loop the client runs on. */
 uv_loop_t *hr_client_loop(const hr_client_t *c);
 
+/* Counters since hr_client_new(); payload bytes only. */
+typedef struct hr_client_stats_s {
+    uint64_t msgs_in, bytes_in;   /* MSG frames received for subscriptions and requests */
+    uint64_t msgs_out, bytes_out; /* publishes accepted (sent or buffered) */
+    uint64_t reconnects;          /* successful reconnections */
+    uint64_t dropped;             /* messages dropped by pending limits, all subscriptions */
+} hr_client_stats_t;
+
+/** Copies the client's counters into `*out`. */
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out);
+
 /* ---- publish ------------------------------------------------------------ */
 
 /* Optional publish settings; NULL means none. */

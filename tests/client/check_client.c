@@ -307,6 +307,13 @@ START_TEST(test_pubsub_order_headers_reply)
     for (int i = 0; i < target; i++)
         ck_assert_uint_eq(k->seqs[i], (uint64_t)i + 1);
     ck_assert_uint_eq(hr_sub_delivered(sub), (uint64_t)target);
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.msgs_in, (uint64_t)target);
+    ck_assert_uint_eq(st.msgs_out, (uint64_t)target);
+    ck_assert_uint_eq(st.bytes_out, 5 + 2000 * 8);
+    ck_assert_uint_eq(st.reconnects, 0);
+    ck_assert_uint_eq(st.dropped, 0);
     ck_assert_uint_eq(hr_sub_dropped(sub), 0);
     size_t pm, pb;
     hr_sub_pending(sub, &pm, &pb);
@@ -665,6 +672,9 @@ START_TEST(test_slow_consumer)
     ck_assert_uint_gt(dropped, 0);
     ck_assert_uint_eq((uint64_t)k->n + dropped, 2000);
     ck_assert_int_ge(t.errs_by_status[0], 1); /* HR_ESLOW reported */
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.dropped, dropped);
     ck_assert_ptr_eq(t.err_sub, s);
     /* Received seqs still increase. */
     for (int i = 1; i < k->n && i < MAXN; i++)
