@@ -85,6 +85,7 @@ struct hr_client_s {
     int port;
     int state;
     int close_status;
+    int user_closed; /* hr_client_close() was called: queued messages are dropped */
     int ever_connected;
     int welcomed; /* current connection got its WELCOME */
     conn_t *conn;
@@ -126,6 +127,7 @@ struct hr_client_s {
     uint64_t drain_ping;
     int drain_ponged;
     uint64_t rng;
+    hr_client_stats_t stats;
 };
 
 static void start_connect(hr_client_t *c);
@@ -706,6 +708,7 @@ static void idle_cb(uv_idle_t *h)
 static void slow_consumer(hr_client_t *c, hr_sub_t *s)
 {
     s->dropped++;
+    c->stats.dropped++;
     if (!s->slow) {
         char d[DETAIL_MAX];
         s->slow = 1;
@@ -718,6 +721,7 @@ static void slow_consumer(hr_client_t *c, hr_sub_t *s)
 void hr__sub_dropped(hr_sub_t *sub, int notify)
 {
     sub->dropped++;
+    sub->c->stats.dropped++;
     if (notify) {
         char d[DETAIL_MAX];
         snprintf(d, sizeof(d), "slow consumer: queue of sid %llu full, dropping",
@@ -793,6 +797,8 @@ static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
 
 static void on_msg(hr_client_t *c, const hr_frame_t *f)
 {
+    c->stats.msgs_in++;
+    c->stats.bytes_in += f->payload.n;
     if (c->inbox_sub && f->sid == c->inbox_sub->sid) {
         on_reply(c, f);
         return;
@@ -947,6 +953,7 @@ static void on_welcome(hr_client_t *c, const hr_frame_t *f)
         uv_timer_start(&c->t_ping, ping_cb, c->o.ping_interval_ms, c->o.ping_interval_ms);
     int first = !c->ever_connected;
     c->ever_connected = 1;
+    c->stats.reconnects += !first;
     if (c->state != HR_STATE_DRAINING)
         c->state = HR_STATE_CONNECTED;
     event(c, first ? HR_EVENT_CONNECTED : HR_EVENT_RECONNECTED, HR_OK);
@@ -1354,11 +1361,21 @@ static void ping_cb(uv_timer_t *t)
 
 /* ---- close -------------------------------------------------------------- */
 
+/*
+ * The last step of closing, outside any other callback. Messages that had
+ * arrived are still delivered when the client gave up on its own (the
+ * broker closed and reconnecting is off or exhausted); after
+ * hr_client_close() they are dropped, as documented.
+ */
 static void finalize(hr_client_t *c)
 {
     hr_message_t *m;
     while ((m = dequeue(c)) != NULL) {
         hr_sub_t *s = m->qsub;
+        if (!c->user_closed && !s->dead) {
+            s->delivered++;
+            s->cb(c, s, m, s->arg);
+        }
         hr_message_unref(&m);
         sub_decref(s);
     }
@@ -1421,8 +1438,10 @@ static void begin_close(hr_client_t *c, int status)
 
 void hr_client_close(hr_client_t *c)
 {
-    if (c)
+    if (c && c->state != HR_STATE_CLOSING) {
+        c->user_closed = 1;
         begin_close(c, HR_OK);
+    }
 }
 
 static void drain_timeout_cb(uv_timer_t *t)
@@ -1550,6 +1569,11 @@ uv_loop_t *hr_client_loop(const hr_client_t *c)
     return c->loop;
 }
 
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out)
+{
+    *out = c->stats;
+}
+
 /* ---- public: publish ---------------------------------------------------- */
 
 static int accepting(const hr_client_t *c)
@@ -1604,6 +1628,8 @@ static int publish(hr_client_t *c, const char *topic, const void *data, size_t l
     }
     hr_slice_t t = {topic, tn}, p = {data, len};
     ENCODE(b, hr_enc_pub(b, t, p, &po));
+    c->stats.msgs_out++;
+    c->stats.bytes_out += len;
     if (op)
         op_link(c, op);
     if (b == &c->out)

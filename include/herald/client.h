@@ -142,7 +142,9 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
 
 /**
  * Closes at once: pending acks, requests and flushes complete with
- * HR_ECLOSED, queued messages are dropped, handles are closed, then
+ * HR_ECLOSED, queued messages are dropped (they are delivered when the
+ * client closes on its own, having given up reconnecting), handles are
+ * closed, then
  * HR_EVENT_CLOSED is reported and the client is freed. Idempotent; safe
  * inside any callback. `c` must not be used after the CLOSED event.
  */
@@ -170,6 +172,17 @@ uint64_t hr_client_max_payload(const hr_client_t *c);
 /** The loop the client runs on. */
 uv_loop_t *hr_client_loop(const hr_client_t *c);
 
+/* Counters since hr_client_new(); payload bytes only. */
+typedef struct hr_client_stats_s {
+    uint64_t msgs_in, bytes_in;   /* MSG frames received for subscriptions and requests */
+    uint64_t msgs_out, bytes_out; /* publishes accepted (sent or buffered) */
+    uint64_t reconnects;          /* successful reconnections */
+    uint64_t dropped;             /* messages dropped by pending limits, all subscriptions */
+} hr_client_stats_t;
+
+/** Copies the client's counters into `*out`. */
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out);
+
 /* ---- publish ------------------------------------------------------------ */
 
 /* Optional publish settings; NULL means none. */
@@ -188,9 +201,10 @@ typedef struct hr_publish_opts_s {
  * before its ACK, or the broker's refusal (HR_EPERM, HR_ETOPIC), or
  * HR_ECLOSED. While not connected the frame is buffered (up to
  * reconnect_buf_bytes) and sent after the next WELCOME.
- * Returns HR_OK, HR_ETOPIC (invalid topic or reply, or a `$` topic),
- * HR_ETOOBIG (payload over the broker's max_payload), HR_EBUFFULL
- * (buffer limit), HR_ECLOSED (closing or draining), HR_ENOMEM, HR_EINVAL.
+ * Returns HR_OK, HR_ETOPIC (invalid topic or reply), HR_EPERM (a `$` topic:
+ * only the broker publishes those), HR_ETOOBIG (payload over the broker's
+ * max_payload), HR_EBUFFULL (buffer limit), HR_ECLOSED (closing or
+ * draining), HR_ENOMEM, HR_EINVAL.
  */
 int hr_client_publish(hr_client_t *c, const char *topic, const void *data, size_t len,
                       const hr_publish_opts_t *opts);

@@ -307,6 +307,13 @@ START_TEST(test_pubsub_order_headers_reply)
     for (int i = 0; i < target; i++)
         ck_assert_uint_eq(k->seqs[i], (uint64_t)i + 1);
     ck_assert_uint_eq(hr_sub_delivered(sub), (uint64_t)target);
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.msgs_in, (uint64_t)target);
+    ck_assert_uint_eq(st.msgs_out, (uint64_t)target);
+    ck_assert_uint_eq(st.bytes_out, 5 + 2000 * 8);
+    ck_assert_uint_eq(st.reconnects, 0);
+    ck_assert_uint_eq(st.dropped, 0);
     ck_assert_uint_eq(hr_sub_dropped(sub), 0);
     size_t pm, pb;
     hr_sub_pending(sub, &pm, &pb);
@@ -665,6 +672,9 @@ START_TEST(test_slow_consumer)
     ck_assert_uint_gt(dropped, 0);
     ck_assert_uint_eq((uint64_t)k->n + dropped, 2000);
     ck_assert_int_ge(t.errs_by_status[0], 1); /* HR_ESLOW reported */
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.dropped, dropped);
     ck_assert_ptr_eq(t.err_sub, s);
     /* Received seqs still increase. */
     for (int i = 1; i < k->n && i < MAXN; i++)
@@ -857,6 +867,54 @@ START_TEST(test_fake_broker_statuses)
 }
 END_TEST
 
+/* GAP frames and ERRs naming an ack id reach the right callbacks. */
+START_TEST(test_fake_broker_gap_and_ack_err)
+{
+    tc_t t;
+    fake_t f;
+    hr_client_opts_t o;
+    char url[64];
+    hr_slice_t topic = {"t.x", 3}, none = {NULL, 0}, pay = {"p", 1};
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    fake_welcome(&f.script);
+    /* sid 1 is the first subscription, ack id 2 the publish made after it. */
+    size_t m = hr_lp_begin(&f.script);
+    hr_enc_msg(&f.script, 1, topic, 5, pay, none, none, 0);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_gap(&f.script, 1, topic, 6, 9);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_msg(&f.script, 1, topic, 10, pay, none, none, 0);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_err(&f.script, 4, "not permitted", 1, 2);
+    hr_lp_end(&f.script, m);
+    fake_start(&t.loop, &f);
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", f.port);
+    tc_opts(&t, &o, url);
+    o.reconnect = 0;
+    ck_assert_int_eq(hr_client_new(&t.loop, &o, &t.c), HR_OK);
+    coll_t *k = coll_new();
+    hr_sub_t *s;
+    acks_t a = {0};
+    hr_publish_opts_t po = {.on_ack = ack_cb, .arg = &a};
+    ck_assert_int_eq(hr_client_subscribe(t.c, "t.>", NULL, coll_cb, k, &s), HR_OK);
+    ck_assert_uint_eq(hr_sub_sid(s), 1);
+    ck_assert_int_eq(hr_client_publish(t.c, "t.x", "p", 1, &po), HR_OK);
+    ck_assert(cfix_run_until(&t.loop, &t.closed, 5000));
+    ck_assert_int_eq(k->n, 2);
+    ck_assert_uint_eq(k->seqs[1], 10);
+    ck_assert_int_eq(t.errs_by_status[1], 1); /* HR_EGAP */
+    ck_assert_int_eq(a.n, 1);
+    ck_assert_int_eq(a.status[0], HR_EPERM);
+    hr_buf_destroy(&f.script);
+    cfix_loop_close(&t.loop);
+    coll_free(k);
+}
+END_TEST
+
 Suite *client_suite(void);
 
 Suite *client_suite(void)
@@ -882,6 +940,7 @@ Suite *client_suite(void)
         {"slow_consumer", test_slow_consumer},
         {"heartbeat_err_ref", test_server_heartbeat},
         {"fake_broker", test_fake_broker_statuses},
+        {"fake_broker_gap", test_fake_broker_gap_and_ack_err},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

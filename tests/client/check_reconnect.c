@@ -245,6 +245,10 @@ START_TEST(test_resume_no_gap_no_dup)
         ck_assert_uint_eq(back->val[i], (uint32_t)i + 1);
     ck_assert_int_eq(sub.disconnected, 1);
     ck_assert_int_eq(sub.reconnected, 1);
+    hr_client_stats_t st;
+    hr_client_stats(sub.c, &st);
+    ck_assert_uint_eq(st.reconnects, 1);
+    ck_assert_uint_eq(st.msgs_out, 50);
 
     uv_close((uv_handle_t *)&k.t, NULL);
     peer_close(&loop, &pub);
