@@ -12,6 +12,7 @@
 #define CLOSE_LINGER_MS 2000        /* how long a closing connection may take to drain */
 #define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
 
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
 
@@ -41,7 +42,12 @@ static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
             return HR_ENOMEM;
         for (uint32_t i = 0; i < q->n; i++)
             e[i] = q->ents[(q->head + i) % q->cap];
-        free(q->ents);
+        /* The iovecs of a write in flight point at the headers inside the old
+         * array: keep the array the write was built from until it completes. */
+        if (q->inflight && !q->retired)
+            q->retired = q->ents;
+        else
+            free(q->ents);
         q->ents = e;
         q->head = 0;
         q->cap = cap;
@@ -104,6 +110,7 @@ static void oq_free(hr_outq_t *q)
     for (uint32_t i = 0; i < q->n; i++)
         hr_msg_unref(&q->ents[(q->head + i) % q->cap].msg);
     free(q->ents);
+    free(q->retired);
     memset(q, 0, sizeof(*q));
 }
 
@@ -154,6 +161,7 @@ static void on_close(uv_handle_t *h)
     oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
+    hr__limits_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
     if (c->prev)
@@ -192,7 +200,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Lingering close: read and discard until the peer closes (or the
      * deadline passes), so unread input cannot turn our FIN into a RST that
      * would destroy the ERR frame before the client reads it. */
-    if (uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read) != 0)
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         hr__conn_close_now(c);
 }
 
@@ -259,7 +267,9 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
-    drop_subs(c); /* no more deliveries; queue groups pick someone else */
+    /* No more deliveries (deliver() skips CLOSING connections, queue groups
+     * pick someone else); the subscriptions leave the index in conn_flush(),
+     * because this may run inside a fan-out that is walking the index. */
     if (code == 6) {
         s->stats.slow_consumers++;
         oq_drop_unsent(c);
@@ -284,7 +294,7 @@ static void check_backpressure(hr_conn_t *c)
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
     if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
-        uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read);
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
@@ -295,6 +305,8 @@ static void on_write(uv_write_t *req, int status)
     hr_conn_t *c = req->data;
     free(req);
     c->wreq = NULL;
+    free(c->out.retired);
+    c->out.retired = NULL;
     if (status < 0) { /* canceled by close, or the peer is gone */
         c->out.inflight = 0;
         hr__conn_close_now(c);
@@ -316,6 +328,8 @@ static void conn_flush(hr_conn_t *c)
     hr_outq_t *q = &c->out;
     uv_buf_t iov[IOV_BATCH];
     size_t total;
+    if ((c->flags & HR_C_CLOSING) && !(c->flags & HR_C_CLOSED))
+        drop_subs(c); /* deferred from hr__conn_fail(); idempotent */
     if (q->inflight || (c->flags & HR_C_CLOSED))
         return;
     while (q->n) {
@@ -547,6 +561,10 @@ static void fan_group(void *arg, hr_qgroup_t *g)
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
     hr_sub_t *sub = hr__qgroup_pick(g, skip);
+    /* A member closed earlier in this loop turn is still in the group until
+     * its flush: pick another one. */
+    for (uint32_t k = 1; sub && (sub->conn->flags & HR_C_CLOSING) && k < g->n; k++)
+        sub = hr__qgroup_pick(g, skip);
     if (sub)
         deliver(sub->conn, sub->sid, f->m);
 }
@@ -729,6 +747,14 @@ static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char
         hr__conn_err(c, 4, "not permitted to publish to this topic", has_ack, f->id);
         return;
     }
+    if ((f->flags & HR_F_REPLY) && !hr__auth_allowed(c, HR_AUTH_REPLY, f->reply)) {
+        hr__conn_err(c, 4, "not permitted to use this reply topic", has_ack, f->id);
+        return;
+    }
+    if (!hr__limits_pub(c)) {
+        hr__conn_err(c, 7, "publish rate limit exceeded (max-pub-rate)", has_ack, f->id);
+        return;
+    }
     int r = hr__router_publish(c->srv, c, f->topic, f->payload, f->reply, f->headers, &seq);
     if (r == HR_ELIMIT) {
         hr__conn_err(c, 7, "topic limit reached", has_ack, f->id);
@@ -827,6 +853,10 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
     if (!(c->flags & HR_C_HELLO)) {
         if (now - c->idle_since >= (uint64_t)s->cfg.hello_timeout_ms)
             hr__conn_fail(c, 1, "no HELLO within hello-timeout-ms");
+        return;
+    }
+    if (hr__auth_expired(c)) {
+        hr__conn_fail(c, 3, "token expired");
         return;
     }
     if (c->soft_since && now - c->soft_since >= (uint64_t)s->cfg.out_soft_ms) {
