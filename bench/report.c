@@ -440,7 +440,10 @@ static void write_scenario(FILE *f, const char *scen, hb_result_t *const *rs, in
                 continue;
             double h = herald->ok ? row->get(herald) : NAN;
             double o = col[c]->ok ? row->get(col[c]) : NAN;
-            if (row->dir == 0 || isnan(h) || isnan(o) || o == 0) {
+            /* Under max-rate load latency is queueing inside the window: no ratio. */
+            int queueing = row->kind == 1 && herald->params.rate <= 0 &&
+                           strcmp(herald->scenario, "reqrep") != 0;
+            if (row->dir == 0 || queueing || isnan(h) || isnan(o) || o == 0) {
                 fputs(" |", f);
                 continue;
             }
@@ -509,7 +512,7 @@ notes:
             continue;
         double ratio = hh.value / pv;
         int met = hh.higher_better ? ratio >= targets[t].ratio : ratio <= targets[t].ratio;
-        fprintf(f, "Target %s: %s (%.2fx against %s).\n\n", targets[t].text,
+        fprintf(f, "Target %s: %s (%.3fx against %s).\n\n", targets[t].text,
                 met ? "met" : "**missed**", ratio, display(peer->broker));
     }
     if (!strcmp(scen, "idle")) {
