@@ -6,7 +6,8 @@
 #
 # Environment:
 #   BUILD=build              build directory (Release build made here)
-#   BENCH_DURATION=3         seconds each publishing scenario runs
+#   BENCH_DURATION=2         seconds each publishing scenario runs
+#   BENCH_REPEAT=3           runs per scenario and broker (brokers take turns; median shown)
 #   BENCH_SCENARIOS="..."    scenarios to run (default: all; each on freshly started brokers)
 #   BENCH_ARGS="..."         extra herald-bench options (e.g. "--threads 4")
 #   BENCH_PROFILE=1          also profile Herald with perf in the throughput, fanout and latency runs
@@ -17,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build}
-DURATION=${BENCH_DURATION:-3}
+DURATION=${BENCH_DURATION:-2}
+REPEAT=${BENCH_REPEAT:-3}
 SCENARIOS=${BENCH_SCENARIOS:-"throughput fanout chat latency idle mixed slow reqrep"}
 PROFILE=${BENCH_PROFILE:-1}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
@@ -148,7 +150,7 @@ START=$(date -u '+%Y-%m-%d %H:%M UTC')
 PROFILE_TXT=""
 for scen in "${SCEN[@]}"; do
     start_brokers
-    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION"
+    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$REPEAT"
         --json "$RESULTS/$STAMP-$scen.json" --md "$WORK/$scen.md" "${PLOT[@]}" "${EXTRA[@]}" "$scen")
     echo "bench.sh: ${BENCH_CMD[*]}" >&2
     # Where the targets are tightest, perf samples Herald while it runs (it idles while
@@ -173,7 +175,7 @@ for scen in "${SCEN[@]}"; do
     fi
     stop_brokers
 done
-CMD_SHOWN="$BENCH -t $T_HERALD -t $T_NATS -t $T_REDIS --duration $DURATION ${EXTRA[*]} --json bench/results/$STAMP-SCENARIO.json --md SCENARIO.md SCENARIO"
+CMD_SHOWN="$BENCH -t $T_HERALD -t $T_NATS -t $T_REDIS --duration $DURATION --repeat $REPEAT ${EXTRA[*]} --json bench/results/$STAMP-SCENARIO.json --md SCENARIO.md SCENARIO"
 
 # ---- the report ---------------------------------------------------------------------------
 CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -189,12 +191,14 @@ Written by \`make bench\` (scripts/bench.sh) on $START; every figure below comes
 run, in which Herald and its peers were measured side by side with the same scenarios and the
 same load generator (herald-bench). Raw results: \`bench/results/$STAMP-*.json\`, and latency-percentile and
 throughput-over-time plots in \`bench/results/$STAMP-plots/\` (gnuplot SVG), on the machine
-that ran it. Re-run with \`make bench\`; \`BENCH_DURATION=10 make bench\` for longer runs.
+that ran it. Re-run with \`make bench\`; \`BENCH_DURATION=10 BENCH_REPEAT=5 make bench\` for a steadier one.
 
 **Read the ratios, not the absolute numbers.** This machine is small and shared: while this
 run was taken, other agents were compiling on the same two cores, and herald-bench itself
 needs CPU on the same cores as the broker it drives (its own CPU use is in every table, so a
-saturated generator is visible). Runs are ${DURATION} s per scenario and broker.
+saturated generator is visible). Each scenario ran $REPEAT times per broker, ${DURATION} s each,
+the brokers taking turns (herald, nats, redis, herald, ...); the tables show each broker's
+median run (by the scenario's headline figure), the JSON files hold every run.
 
 ## Machine and versions
 
@@ -247,6 +251,10 @@ redis-server has no WebSocket transport, so it sits out the mixed scenario.
 
 EOF
     cat "$WORK/tables.md"
+    if [ -f bench/NOTES.md ]; then
+        cat bench/NOTES.md
+        echo
+    fi
     if [ -n "$PROFILE_TXT" ]; then
         cat <<EOF
 ## Where Herald's time goes
