@@ -101,6 +101,7 @@ typedef struct hr_stats_s {
     uint64_t auth_failed;     /* HELLOs refused (ERR 3), incl. expiry */
     uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
     uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */
+    uint64_t http_status[12]; /* HTTP responses on the WebSocket port, by http.c's table */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
