@@ -178,6 +178,18 @@ static int wait_until(uv_cond_t *cv, uv_mutex_t *mu, const int *flag, uint64_t d
     return HR_OK;
 }
 
+/* Queues `cmd` for the loop thread, releases `mu` and wakes the loop. */
+static void post_locked(hr_sync_t *s, cmd_t *cmd)
+{
+    if (s->q_tail)
+        s->q_tail->next = cmd;
+    else
+        s->q_head = cmd;
+    s->q_tail = cmd;
+    uv_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
 /*
  * Hands `cmd` to the loop thread and waits for its result, or until
  * `timeout_ms` passes (then the caller's reference is dropped and the
@@ -194,13 +206,7 @@ static int run_cmd(hr_sync_t *s, cmd_t *cmd, int timeout_ms, hr_message_t **msg,
         return HR_ECLOSED;
     }
     cmd->refs = 2;
-    if (s->q_tail)
-        s->q_tail->next = cmd;
-    else
-        s->q_head = cmd;
-    s->q_tail = cmd;
-    uv_mutex_unlock(&s->mu);
-    uv_async_send(&s->async);
+    post_locked(s, cmd);
 
     uv_mutex_lock(&s->mu);
     int r = wait_until(&cmd->cv, &s->mu, &cmd->done, deadline);
@@ -539,13 +545,7 @@ int hr_sync_publish(hr_sync_t *s, const char *topic, const void *data, size_t le
         return HR_ECLOSED;
     }
     s->pub_bytes += est;
-    if (s->q_tail)
-        s->q_tail->next = cmd;
-    else
-        s->q_head = cmd;
-    s->q_tail = cmd;
-    uv_mutex_unlock(&s->mu);
-    uv_async_send(&s->async);
+    post_locked(s, cmd);
     return HR_OK;
 }
 
