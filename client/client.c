@@ -1585,8 +1585,9 @@ static int accepting(const hr_client_t *c)
  * Encodes one PUB into `out` when connected, else into `pend`. Buffer limits
  * are checked against a bound of the frame's size before encoding.
  */
-static int publish(hr_client_t *c, const char *topic, const void *data, size_t len,
-                   const char *reply, const hr_header_t *headers, size_t nheaders, op_t *op)
+int hr__publish_check(const char *topic, const void *data, size_t len, const char *reply,
+                      const hr_header_t *headers, size_t nheaders, uint64_t max_payload,
+                      size_t *est)
 {
     size_t tn = strlen(topic);
     if (hr_topic_validate(topic, tn) != HR_OK)
@@ -1597,14 +1598,24 @@ static int publish(hr_client_t *c, const char *topic, const void *data, size_t l
         return HR_ETOPIC;
     if (!data && len)
         return HR_EINVAL;
-    if (c->max_payload && len > c->max_payload)
+    if (max_payload && len > max_payload)
         return HR_ETOOBIG;
-    size_t est = len + tn + (reply ? strlen(reply) : 0) + 64;
+    *est = len + tn + (reply ? strlen(reply) : 0) + 64;
     for (size_t i = 0; i < nheaders; i++) {
         if (!headers[i].key || !headers[i].value)
             return HR_EINVAL;
-        est += strlen(headers[i].key) + strlen(headers[i].value) + 10;
+        *est += strlen(headers[i].key) + strlen(headers[i].value) + 10;
     }
+    return HR_OK;
+}
+
+static int publish(hr_client_t *c, const char *topic, const void *data, size_t len,
+                   const char *reply, const hr_header_t *headers, size_t nheaders, op_t *op)
+{
+    size_t est;
+    int r = hr__publish_check(topic, data, len, reply, headers, nheaders, c->max_payload, &est);
+    if (r != HR_OK)
+        return r;
     hr_buf_t *b;
     if (connected(c)) {
         b = &c->out;
@@ -1626,7 +1637,7 @@ static int publish(hr_client_t *c, const char *topic, const void *data, size_t l
         po.has_ack = 1;
         po.ack = op->id;
     }
-    hr_slice_t t = {topic, tn}, p = {data, len};
+    hr_slice_t t = {topic, strlen(topic)}, p = {data, len};
     ENCODE(b, hr_enc_pub(b, t, p, &po));
     c->stats.msgs_out++;
     c->stats.bytes_out += len;

@@ -39,4 +39,13 @@ __attribute__((visibility("hidden"))) hr_message_t *hr__message_new(const hr_fra
  */
 __attribute__((visibility("hidden"))) void hr__sub_dropped(hr_sub_t *sub, int notify);
 
+/**
+ * The checks a publish passes before it is encoded (see hr_client_publish()):
+ * HR_OK with `*est` a bound of the frame's size, or HR_ETOPIC, HR_EPERM,
+ * HR_EINVAL, HR_ETOOBIG (`max_payload` 0: unknown yet). Thread-safe.
+ */
+__attribute__((visibility("hidden"))) int
+hr__publish_check(const char *topic, const void *data, size_t len, const char *reply,
+                  const hr_header_t *headers, size_t nheaders, uint64_t max_payload, size_t *est);
+
 #endif
