@@ -292,6 +292,9 @@ int main(int argc, char **argv)
         case O_CHECK:
             check = 1;
             break;
+        case O_REPEAT:
+            repeat = atoi(optarg);
+            break;
         case 'q':
             quiet = 1;
             break;
