@@ -5,7 +5,7 @@
 # writes docs/benchmarks.md. Installs nothing: the Makefile runs scripts/deps.sh bench first.
 #
 # Environment:
-#   BUILD=build              build directory (Release build made here)
+#   BUILD=build-bench        build directory (a Release build of herald and herald-bench)
 #   BENCH_DURATION=2         seconds each publishing scenario runs
 #   BENCH_REPEAT=3           runs per scenario and broker (brokers take turns; median shown)
 #   BENCH_SCENARIOS="..."    scenarios to run (default: all; each on freshly started brokers)
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BUILD=${BUILD:-build}
+BUILD=${BUILD:-build-bench}
 DURATION=${BENCH_DURATION:-2}
 REPEAT=${BENCH_REPEAT:-3}
 SCENARIOS=${BENCH_SCENARIOS:-"throughput fanout chat latency idle mixed slow reqrep"}
