@@ -150,7 +150,10 @@ START=$(date -u '+%Y-%m-%d %H:%M UTC')
 PROFILE_TXT=""
 for scen in "${SCEN[@]}"; do
     start_brokers
-    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$REPEAT"
+    # Memory per idle connection is the RSS growth of a fresh broker: one run each.
+    reps=$REPEAT
+    [ "$scen" = idle ] && reps=1
+    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$reps"
         --json "$RESULTS/$STAMP-$scen.json" --md "$WORK/$scen.md" "${PLOT[@]}" "${EXTRA[@]}" "$scen")
     echo "bench.sh: ${BENCH_CMD[*]}" >&2
     # Where the targets are tightest, perf samples Herald while it runs (it idles while
@@ -198,7 +201,8 @@ run was taken, other agents were compiling on the same two cores, and herald-ben
 needs CPU on the same cores as the broker it drives (its own CPU use is in every table, so a
 saturated generator is visible). Each scenario ran $REPEAT times per broker, ${DURATION} s each,
 the brokers taking turns (herald, nats, redis, herald, ...); the tables show each broker's
-median run (by the scenario's headline figure), the JSON files hold every run.
+median run (by the scenario's headline figure), the JSON files hold every run. The idle
+scenario runs once per broker, on freshly started brokers, since it measures their growth.
 
 ## Machine and versions
 
