@@ -207,7 +207,8 @@ run was taken, other agents were compiling on the same two cores, and herald-ben
 needs CPU on the same cores as the broker it drives (its own CPU use is in every table, so a
 saturated generator is visible). The load average (1, 5, 15 min) was $LOAD_START when the
 run started and $LOAD_END when it ended, on $(nproc) CPUs. Each scenario ran $REPEAT times per broker, ${DURATION} s each,
-the brokers taking turns (herald, nats, redis, herald, ...); the tables show each broker's
+the brokers taking turns and each repeat starting with the next broker (herald, nats, redis;
+nats, redis, herald; redis, herald, nats), so no broker is always first; the tables show each broker's
 median run (by the scenario's headline figure), the JSON files hold every run. The idle
 scenario runs once per broker, on freshly started brokers, since it measures their growth.
 
@@ -253,7 +254,9 @@ window of deliveries in flight allows (so every broker is measured at the rate i
 queueing inside that window. The latency scenario is open loop at a fixed rate and measures
 from the *intended* send time, so a stall cannot hide (no coordinated omission). Broker CPU
 and RSS come from /proc/<pid>; memory per idle connection is the growth of the broker's RSS
-over 10,000 idle subscribed connections. Every scenario starts from freshly started brokers.
+over 10,000 idle subscribed connections. Every scenario starts from freshly started brokers, and every run
+starts with 0.5 s of the same load that is not counted (warm-up), then a pause until it has
+drained.
 Redis has no reply subjects: in reqrep its responder answers on \`hb.inbox.<requester id>\`,
 and the requesters and the responder use RESP3 so they can publish while subscribed.
 redis-server has no WebSocket transport, so it sits out the mixed scenario.
