@@ -17,11 +17,6 @@ static void conn_flush(hr_conn_t *c);
 
 /* ---- output queue ---------------------------------------------------------- */
 
-static size_t ent_len(const hr_oq_ent_t *e)
-{
-    return e->hlen + e->msg->len;
-}
-
 static void mark_pending(hr_conn_t *c)
 {
     if (c->flags & (HR_C_PENDING | HR_C_CLOSED))
@@ -33,100 +28,16 @@ static void mark_pending(hr_conn_t *c)
 
 static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
 {
-    hr_outq_t *q = &c->out;
-    if (q->n == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : 4;
-        hr_oq_ent_t *e = malloc(cap * sizeof(*e));
-        if (!e)
-            return HR_ENOMEM;
-        for (uint32_t i = 0; i < q->n; i++)
-            e[i] = q->ents[(q->head + i) % q->cap];
-        free(q->ents);
-        q->ents = e;
-        q->head = 0;
-        q->cap = cap;
-    }
-    hr_oq_ent_t *e = &q->ents[(q->head + q->n) % q->cap];
-    e->msg = hr_msg_ref(m);
-    e->hlen = (uint8_t)hlen;
-    if (hlen)
-        memcpy(e->hdr, hdr, hlen);
-    q->n++;
-    q->bytes += ent_len(e);
-    mark_pending(c);
-    return HR_OK;
+    int r = hr__oq_push(&c->out, m, hdr, hlen);
+    if (r == HR_OK)
+        mark_pending(c);
+    return r;
 }
 
-/* Releases `n` written bytes from the front of the queue. */
 static void oq_advance(hr_conn_t *c, size_t n)
 {
-    hr_outq_t *q = &c->out;
     c->srv->stats.bytes_out += n;
-    while (n && q->n) {
-        hr_oq_ent_t *e = &q->ents[q->head];
-        size_t left = ent_len(e) - q->off;
-        if (n < left) {
-            q->off += (uint32_t)n;
-            q->bytes -= n;
-            return;
-        }
-        n -= left;
-        q->bytes -= left;
-        q->off = 0;
-        hr_msg_unref(&e->msg);
-        q->head = (q->head + 1) % q->cap;
-        q->n--;
-    }
-}
-
-/* Drops queued entries, keeping those a write in flight still points at. */
-static void oq_drop_unsent(hr_conn_t *c)
-{
-    hr_outq_t *q = &c->out;
-    size_t keep_bytes = q->inflight, covered = 0;
-    uint32_t keep = 0;
-    while (keep < q->n && covered < keep_bytes) {
-        covered += ent_len(&q->ents[(q->head + keep) % q->cap]) - (keep ? 0 : q->off);
-        keep++;
-    }
-    for (uint32_t i = keep; i < q->n; i++) {
-        hr_oq_ent_t *e = &q->ents[(q->head + i) % q->cap];
-        q->bytes -= ent_len(e) - (i ? 0 : q->off);
-        if (!i)
-            q->off = 0;
-        hr_msg_unref(&e->msg);
-    }
-    q->n = keep;
-}
-
-static void oq_free(hr_outq_t *q)
-{
-    for (uint32_t i = 0; i < q->n; i++)
-        hr_msg_unref(&q->ents[(q->head + i) % q->cap].msg);
-    free(q->ents);
-    memset(q, 0, sizeof(*q));
-}
-
-/* Gathers queued bytes into iovecs; returns the count, *total their bytes. */
-static int oq_iov(const hr_outq_t *q, uv_buf_t *iov, size_t *total)
-{
-    int k = 0;
-    size_t off = q->off, sum = 0;
-    for (uint32_t i = 0; i < q->n && k + 2 <= IOV_BATCH && sum < WRITE_BATCH; i++) {
-        const hr_oq_ent_t *e = &q->ents[(q->head + i) % q->cap];
-        if (off < e->hlen) {
-            iov[k++] = uv_buf_init((char *)e->hdr + off, (unsigned)(e->hlen - off));
-            sum += e->hlen - off;
-            off = 0;
-        } else {
-            off -= e->hlen;
-        }
-        iov[k++] = uv_buf_init((char *)hr_msg_bytes(e->msg) + off, (unsigned)(e->msg->len - off));
-        sum += e->msg->len - off;
-        off = 0;
-    }
-    *total = sum;
-    return k;
+    hr__oq_advance(&c->out, n);
 }
 
 /* ---- closing --------------------------------------------------------------- */
@@ -151,7 +62,7 @@ static void on_close(uv_handle_t *h)
     for (uint32_t i = 0; i < c->nsubs; i++)
         hr__sub_free(c->subs[i]);
     free(c->subs);
-    oq_free(&c->out);
+    hr__oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
     if (c->tp->on_free)
@@ -262,7 +173,7 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     drop_subs(c); /* no more deliveries; queue groups pick someone else */
     if (code == 6) {
         s->stats.slow_consumers++;
-        oq_drop_unsent(c);
+        hr__oq_drop_unsent(&c->out);
     }
     if (code && (c->flags & HR_C_PROTOCOL))
         send_err(c, code, msg, 0, 0);
@@ -319,7 +230,7 @@ static void conn_flush(hr_conn_t *c)
     if (q->inflight || (c->flags & HR_C_CLOSED))
         return;
     while (q->n) {
-        int k = oq_iov(q, iov, &total);
+        int k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
         if (r == UV_EAGAIN)
             r = 0;
@@ -329,7 +240,7 @@ static void conn_flush(hr_conn_t *c)
         }
         oq_advance(c, (size_t)r);
         if ((size_t)r < total) {
-            k = oq_iov(q, iov, &total);
+            k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
             c->wreq = malloc(sizeof(*c->wreq));
             if (!c->wreq) {
                 hr__conn_close_now(c);
@@ -401,39 +312,20 @@ static void lp_complete(hr_conn_t *c)
     hr_buf_destroy(&c->in); /* an idle connection holds no input buffer */
 }
 
+static int lp_frame(void *arg, const char *body, size_t n)
+{
+    hr_conn_t *c = arg;
+    hr__conn_on_frame(c, body, n);
+    return (c->flags & HR_C_CLOSING) != 0;
+}
+
 void hr__conn_lp_data(hr_conn_t *c, const char *p, size_t n)
 {
-    while (n && !(c->flags & HR_C_CLOSING)) {
-        if (c->in.len) {
-            size_t want =
-                c->in.len < HR_LP_PREFIX ? HR_LP_PREFIX - c->in.len : lp_total(c) - c->in.len;
-            size_t take = want < n ? want : n;
-            if (hr_buf_append(&c->in, p, take) != HR_OK) {
-                hr__conn_close_now(c);
-                return;
-            }
-            p += take;
-            n -= take;
-            lp_complete(c);
-            continue;
-        }
-        hr_slice_t body;
-        size_t used;
-        int r = hr_lp_next(p, n, c->srv->max_frame, &body, &used);
-        if (r == HR_OK) {
-            hr__conn_on_frame(c, body.p, body.n);
-            p += used;
-            n -= used;
-        } else if (r == HR_EAGAIN) {
-            if ((used && hr_buf_reserve(&c->in, used) != HR_OK) ||
-                hr_buf_append(&c->in, p, n) != HR_OK)
-                hr__conn_close_now(c);
-            return;
-        } else {
-            hr__conn_fail(c, 2, "frame larger than max_frame");
-            return;
-        }
-    }
+    int r = hr_lp_feed(&c->in, p, n, c->srv->max_frame, lp_frame, c);
+    if (r == HR_ETOOBIG)
+        hr__conn_fail(c, 2, "frame larger than max_frame");
+    else if (r == HR_ENOMEM)
+        hr__conn_close_now(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
