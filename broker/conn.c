@@ -9,10 +9,12 @@
 
 #define IOV_BATCH 1024              /* iovecs per write (IOV_MAX on Linux) */
 #define WRITE_BATCH (256 * 1024)    /* bytes per write */
-#define CLOSE_LINGER_MS 2000        /* how long a closing connection may take to drain */
+#define CLOSE_LINGER_MS 5000        /* how long a closing connection may take to drain */
+#define FIN_LINGER_MS 1000          /* after our FIN, how long the peer has to close */
 #define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
 
 /* ---- output queue ---------------------------------------------------------- */
@@ -103,7 +105,10 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Lingering close: read and discard until the peer closes (or the
      * deadline passes), so unread input cannot turn our FIN into a RST that
      * would destroy the ERR frame before the client reads it. */
-    if (uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read) != 0)
+    uint64_t fin_deadline = hr__now_ms(c->srv) + FIN_LINGER_MS;
+    if (fin_deadline < c->deadline)
+        c->deadline = fin_deadline;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         hr__conn_close_now(c);
 }
 
@@ -170,7 +175,9 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
-    drop_subs(c); /* no more deliveries; queue groups pick someone else */
+    /* Subscriptions stay indexed until the close: this may run in the middle
+     * of a fan-out over the very list they are in. deliver() skips CLOSING
+     * connections and queue groups pick another member. */
     if (code == 6) {
         s->stats.slow_consumers++;
         hr__oq_drop_unsent(&c->out);
@@ -195,7 +202,7 @@ static void check_backpressure(hr_conn_t *c)
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
     if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
-        uv_read_start((uv_stream_t *)&c->tcp, NULL, on_read);
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
@@ -438,9 +445,15 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
-    hr_sub_t *sub = hr__qgroup_pick(g, skip);
-    if (sub)
-        deliver(sub->conn, sub->sid, f->m);
+    for (uint32_t tries = 0; tries < g->n; tries++) {
+        hr_sub_t *sub = hr__qgroup_pick(g, skip);
+        if (!sub)
+            return;
+        if (!(sub->conn->flags & HR_C_CLOSING)) {
+            deliver(sub->conn, sub->sid, f->m);
+            return;
+        }
+    }
 }
 
 int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
