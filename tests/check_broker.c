@@ -124,9 +124,10 @@ START_TEST(max_payload_intact)
     hr_fixture_t fx;
     hr_raw_t s, p;
     size_t n = 1 << 20;
-    char *big = malloc(n);
+    char *big = malloc(n + 1);
     for (size_t i = 0; i < n; i++)
         big[i] = (char)(i * 7);
+    big[n] = 0;
     start(&fx, NULL);
     client(&s, &fx, 1);
     sub(&s, 1, "big", 0, 0);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Configuration: defaults, command line, file, and errors that name the bad setting. */
-#define _DEFAULT_SOURCE
 #include <check.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
