@@ -1,29 +1,796 @@
 /* SPDX-License-Identifier: MIT */
-/* Authentication and authorization. With nothing configured every client may do everything. */
+/* Authentication (static tokens, HS256/RS256 JWTs) and per-topic authorization. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jwt.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
 #include "auth.h"
+#include "log.h"
 #include "server.h"
+
+#define TOKEN_MAX 8192      /* longest credential accepted in HELLO */
+#define KEY_FILE_MAX 65536  /* largest public key file */
+#define HS256_SECRET_MIN 32 /* RFC 7518 3.2: a key of at least the hash size */
+#define JSON_DEPTH_MAX 16
+
+/* A static token: the SHA-256 of its secret and the permissions it grants. */
+typedef struct token_s {
+    unsigned char hash[32];
+    hr_perms_t perms;
+} token_t;
+
+typedef struct auth_s {
+    token_t *tokens;
+    size_t ntokens;
+    hr_perms_t anon; /* permissions without a token, when anon_ok */
+    int anon_ok;
+    char *rs_key; /* PEM bytes of the RS256 public key, or NULL */
+    size_t rs_len;
+} auth_t;
+
+/* ---- permission lists -------------------------------------------------------- */
+
+static int plist_add(hr_plist_t *l, const char *p, size_t n)
+{
+    if (hr_pattern_validate(p, n) != HR_OK)
+        return -1;
+    if (l->n == l->cap) {
+        uint32_t cap = l->cap ? l->cap * 2 : 4;
+        char **v = realloc(l->v, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        l->v = v;
+        l->cap = cap;
+    }
+    char *s = malloc(n + 1);
+    if (!s)
+        return -1;
+    memcpy(s, p, n);
+    s[n] = 0;
+    l->v[l->n++] = s;
+    return 0;
+}
+
+static void plist_clear(hr_plist_t *l)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+void hr__auth_perms_clear(hr_perms_t *perms)
+{
+    plist_clear(&perms->pub);
+    plist_clear(&perms->sub);
+}
+
+/* The end of the token starting at `i`: the next '.', or the end. */
+static size_t next_tok(const char *p, size_t n, size_t i)
+{
+    while (i < n && p[i] != '.')
+        i++;
+    return i;
+}
+
+/*
+ * Pattern containment, token by token. `p` covers `s` when every topic `s`
+ * matches is matched by `p`: a literal in `p` needs the same literal in `s`;
+ * `*` in `p` takes any single token of `s` (a literal or `*`, not `>`, which
+ * can stand for several); `>` in `p` takes whatever is left of `s` (one or
+ * more tokens). The `$` rule: a wildcard first token of `p` never matches a
+ * `$` topic, so it cannot cover a literal `$` first token of `s`; a wildcard
+ * first token of `s` matches no `$` topic either, so nothing is lost there.
+ */
+int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn)
+{
+    size_t pi = 0, si = 0;
+    for (;;) {
+        if (pi > pn || si > sn)
+            return pi > pn && si > sn; /* both ran out of tokens together */
+        size_t pe = next_tok(p, pn, pi), se = next_tok(s, sn, si);
+        int pstar = pe - pi == 1 && p[pi] == '*', pgt = pe - pi == 1 && p[pi] == '>';
+        int sstar = se - si == 1 && s[si] == '*', sgt = se - si == 1 && s[si] == '>';
+        if ((pstar || pgt) && pi == 0 && !sstar && !sgt && s[si] == '$')
+            return 0;
+        if (pgt)
+            return 1; /* s has at least this token left */
+        if (pstar) {
+            if (sgt)
+                return 0;
+        } else if (sstar || sgt || pe - pi != se - si || memcmp(p + pi, s + si, pe - pi) != 0) {
+            return 0;
+        }
+        pi = pe + 1;
+        si = se + 1;
+    }
+}
+
+/* A list of comma-separated patterns into `l`. */
+static int parse_list(hr_plist_t *l, const char *v, size_t n, char *err, size_t errlen)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t e = i;
+        while (e < n && v[e] != ',')
+            e++;
+        if (e > i && plist_add(l, v + i, e - i) != 0) {
+            snprintf(err, errlen, "invalid pattern '%.*s'", (int)(e - i), v + i);
+            return -1;
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
+int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t errlen)
+{
+    const char *p = spec;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ';')
+            p++;
+        if (!*p)
+            return 0;
+        const char *e = p;
+        while (*e && *e != ' ' && *e != '\t' && *e != ';')
+            e++;
+        hr_plist_t *l = strncmp(p, "pub=", 4) == 0   ? &perms->pub
+                        : strncmp(p, "sub=", 4) == 0 ? &perms->sub
+                                                     : NULL;
+        if (!l || e - p < 4) {
+            snprintf(err, errlen, "expected pub=PATTERNS or sub=PATTERNS, got '%.*s'", (int)(e - p),
+                     p);
+            return -1;
+        }
+        if (parse_list(l, p + 4, (size_t)(e - p - 4), err, errlen) != 0)
+            return -1;
+        p = e;
+    }
+}
+
+static int allowed_pub(const hr_perms_t *a, hr_slice_t t)
+{
+    for (uint32_t i = 0; i < a->pub.n; i++)
+        if (hr_topic_match(a->pub.v[i], strlen(a->pub.v[i]), t.p, t.n))
+            return 1;
+    return 0;
+}
+
+static int allowed_sub(const hr_perms_t *a, hr_slice_t t)
+{
+    for (uint32_t i = 0; i < a->sub.n; i++)
+        if (hr__auth_covers(a->sub.v[i], strlen(a->sub.v[i]), t.p, t.n))
+            return 1;
+    return 0;
+}
+
+/* ---- a small JSON reader for the `herald` claim -------------------------------- */
+
+typedef struct js_s {
+    const char *p, *end;
+} js_t;
+
+static void js_ws(js_t *j)
+{
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
+        j->p++;
+}
+
+static int js_hex(const char *p, unsigned *v)
+{
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16;
+        if (d > 15)
+            return 0;
+        *v = *v << 4 | d;
+    }
+    return 1;
+}
+
+/*
+ * Reads a string. With `out`, its bytes go there (at most `cap`, else it
+ * fails); characters outside ASCII become byte 0x80, which no topic accepts.
+ */
+static int js_str(js_t *j, char *out, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    if (j->p >= j->end || *j->p != '"')
+        return 0;
+    j->p++;
+    while (j->p < j->end && *j->p != '"') {
+        unsigned char c = (unsigned char)*j->p++;
+        if (c < 0x20)
+            return 0;
+        if (c == '\\') {
+            if (j->p >= j->end)
+                return 0;
+            char e = *j->p++;
+            switch (e) {
+            case '"':
+            case '\\':
+            case '/':
+                c = (unsigned char)e;
+                break;
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                c = 0x80; /* control characters: never valid in a topic */
+                break;
+            case 'u': {
+                unsigned v;
+                if (j->end - j->p < 4 || !js_hex(j->p, &v))
+                    return 0;
+                j->p += 4;
+                c = v < 0x80 ? (unsigned char)v : 0x80;
+                break;
+            }
+            default:
+                return 0;
+            }
+        } else if (c >= 0x80) {
+            c = 0x80;
+        }
+        if (out) {
+            if (n >= cap)
+                return 0;
+            out[n] = (char)c;
+        }
+        n++;
+    }
+    if (j->p >= j->end)
+        return 0;
+    j->p++;
+    if (len)
+        *len = n;
+    return 1;
+}
+
+static int js_skip(js_t *j, int depth);
+
+/* Walks an array or object, calling js_skip on each value (and reading keys). */
+static int js_container(js_t *j, int depth)
+{
+    char close = *j->p == '[' ? ']' : '}';
+    j->p++;
+    js_ws(j);
+    if (j->p < j->end && *j->p == close) {
+        j->p++;
+        return 1;
+    }
+    for (;;) {
+        js_ws(j);
+        if (close == '}') {
+            if (!js_str(j, NULL, 0, NULL))
+                return 0;
+            js_ws(j);
+            if (j->p >= j->end || *j->p++ != ':')
+                return 0;
+        }
+        if (!js_skip(j, depth + 1))
+            return 0;
+        js_ws(j);
+        if (j->p >= j->end)
+            return 0;
+        if (*j->p == close) {
+            j->p++;
+            return 1;
+        }
+        if (*j->p++ != ',')
+            return 0;
+    }
+}
+
+static int js_skip(js_t *j, int depth)
+{
+    js_ws(j);
+    if (j->p >= j->end || depth > JSON_DEPTH_MAX)
+        return 0;
+    char c = *j->p;
+    if (c == '"')
+        return js_str(j, NULL, 0, NULL);
+    if (c == '[' || c == '{')
+        return js_container(j, depth);
+    static const char *const lits[] = {"true", "false", "null"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = strlen(lits[i]);
+        if ((size_t)(j->end - j->p) >= n && memcmp(j->p, lits[i], n) == 0) {
+            j->p += n;
+            return 1;
+        }
+    }
+    const char *start = j->p;
+    while (j->p < j->end && strchr("+-.0123456789eE", *j->p) && *j->p)
+        j->p++;
+    return j->p > start;
+}
+
+/* An array of pattern strings into `l`. */
+static int js_patterns(js_t *j, hr_plist_t *l)
+{
+    char buf[HR_TOPIC_MAX + 1];
+    size_t n;
+    js_ws(j);
+    if (j->p >= j->end || *j->p != '[')
+        return 0;
+    j->p++;
+    js_ws(j);
+    if (j->p < j->end && *j->p == ']') {
+        j->p++;
+        return 1;
+    }
+    for (;;) {
+        js_ws(j);
+        if (!js_str(j, buf, sizeof(buf), &n) || plist_add(l, buf, n) != 0)
+            return 0;
+        js_ws(j);
+        if (j->p >= j->end)
+            return 0;
+        if (*j->p == ']') {
+            j->p++;
+            return 1;
+        }
+        if (*j->p++ != ',')
+            return 0;
+    }
+}
+
+int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n)
+{
+    js_t j = {json, json + n};
+    char key[8];
+    size_t kn;
+    js_ws(&j);
+    if (j.p >= j.end || *j.p != '{')
+        return -1;
+    j.p++;
+    js_ws(&j);
+    if (j.p < j.end && *j.p == '}') {
+        j.p++;
+        goto end;
+    }
+    for (;;) {
+        js_ws(&j);
+        const char *kstart = j.p;
+        if (!js_str(&j, key, sizeof(key), &kn)) {
+            j.p = kstart; /* a long key: not one of ours */
+            if (!js_str(&j, NULL, 0, NULL))
+                return -1;
+            kn = 0;
+        }
+        js_ws(&j);
+        if (j.p >= j.end || *j.p++ != ':')
+            return -1;
+        if (kn == 3 && memcmp(key, "pub", 3) == 0) {
+            if (!js_patterns(&j, &perms->pub))
+                return -1;
+        } else if (kn == 3 && memcmp(key, "sub", 3) == 0) {
+            if (!js_patterns(&j, &perms->sub))
+                return -1;
+        } else if (!js_skip(&j, 1)) {
+            return -1;
+        }
+        js_ws(&j);
+        if (j.p >= j.end)
+            return -1;
+        if (*j.p == '}') {
+            j.p++;
+            break;
+        }
+        if (*j.p++ != ',')
+            return -1;
+    }
+end:
+    js_ws(&j);
+    return j.p == j.end ? 0 : -1;
+}
+
+/* ---- configuration ---------------------------------------------------------------- */
+
+static void sha256(const void *p, size_t n, unsigned char out[32])
+{
+    unsigned int len = 32;
+    if (EVP_Digest(p, n, out, &len, EVP_sha256(), NULL) != 1)
+        memset(out, 0, 32); /* never matches a real digest by accident */
+}
+
+static int unhex(const char *h, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        char pair[5] = {'0', '0', h[2 * i], h[2 * i + 1], 0};
+        if (!h[2 * i] || !js_hex(pair, &v))
+            return -1;
+        out[i] = (unsigned char)v;
+    }
+    return h[2 * n] ? -1 : 0;
+}
+
+/*
+ * The token file: one `NAME SECRET [pub=PATTERNS] [sub=PATTERNS]` per line,
+ * `#` comments. SECRET is the token the client sends, or `sha256:HEX` of it
+ * so that the file need not hold the token itself.
+ */
+static int load_tokens(auth_t *a, const char *path)
+{
+    char line[8192], err[256];
+    int lineno = 0, rc = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "herald: setting 'auth-tokens-file': cannot read '%s': %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = line, *name, *secret, *save = NULL;
+        s[strcspn(s, "\r\n")] = 0;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s || *s == '#')
+            continue;
+        name = strtok_r(s, " \t", &save);
+        secret = strtok_r(NULL, " \t", &save);
+        char *rest = strtok_r(NULL, "", &save);
+        if (!name || !secret) {
+            fprintf(stderr, "herald: %s:%d: expected 'NAME SECRET [pub=...] [sub=...]'\n", path,
+                    lineno);
+            rc = -1;
+            break;
+        }
+        token_t *t = realloc(a->tokens, (a->ntokens + 1) * sizeof(*t));
+        if (!t) {
+            rc = -1;
+            break;
+        }
+        a->tokens = t;
+        t = &a->tokens[a->ntokens++];
+        memset(t, 0, sizeof(*t));
+        t->perms.shared = 1;
+        snprintf(t->perms.name, sizeof(t->perms.name), "%s", name);
+        if (strncmp(secret, "sha256:", 7) == 0) {
+            if (unhex(secret + 7, t->hash, 32) != 0) {
+                fprintf(stderr, "herald: %s:%d: sha256: needs 64 hex digits\n", path, lineno);
+                rc = -1;
+                break;
+            }
+        } else {
+            if (strlen(secret) < 8) {
+                fprintf(stderr, "herald: %s:%d: secret shorter than 8 bytes\n", path, lineno);
+                rc = -1;
+                break;
+            }
+            sha256(secret, strlen(secret), t->hash);
+        }
+        if (rest && hr__auth_parse_perms(&t->perms, rest, err, sizeof(err)) != 0) {
+            fprintf(stderr, "herald: %s:%d: %s\n", path, lineno, err);
+            rc = -1;
+            break;
+        }
+    }
+    if (!rc)
+        for (size_t i = 0; i < a->ntokens && !rc; i++)
+            for (size_t k = 0; k < i; k++)
+                if (CRYPTO_memcmp(a->tokens[i].hash, a->tokens[k].hash, 32) == 0) {
+                    fprintf(stderr, "herald: %s: tokens '%s' and '%s' have the same secret\n", path,
+                            a->tokens[k].perms.name, a->tokens[i].perms.name);
+                    rc = -1;
+                    break;
+                }
+    fclose(f);
+    return rc;
+}
+
+static int load_key(auth_t *a, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "herald: setting 'jwt-rs256-public-key': cannot read '%s': %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    a->rs_key = malloc(KEY_FILE_MAX);
+    a->rs_len = a->rs_key ? fread(a->rs_key, 1, KEY_FILE_MAX, f) : 0;
+    fclose(f);
+    BIO *bio = a->rs_len ? BIO_new_mem_buf(a->rs_key, (int)a->rs_len) : NULL;
+    EVP_PKEY *k = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    int ok = k && EVP_PKEY_base_id(k) == EVP_PKEY_RSA;
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    if (!ok) {
+        fprintf(stderr,
+                "herald: setting 'jwt-rs256-public-key': '%s' is not a PEM RSA public key\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static void auth_free(auth_t *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->ntokens; i++)
+        hr__auth_perms_clear(&a->tokens[i].perms);
+    free(a->tokens);
+    hr__auth_perms_clear(&a->anon);
+    free(a->rs_key);
+    free(a);
+}
 
 int hr__auth_init(hr_server_t *s)
 {
+    const hr_config_t *cfg = &s->cfg;
+    char err[256];
+    s->auth = NULL;
+    if (!*cfg->auth_tokens_file && !*cfg->jwt_hs256_secret && !*cfg->jwt_rs256_public_key) {
+        if (*cfg->auth_anonymous)
+            HR_LOG(HR_LOG_WARN, 0, "auth-anonymous is set but no authentication is configured");
+        return HR_OK; /* open broker */
+    }
+    auth_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return HR_ENOMEM;
+    a->anon.shared = 1;
+    snprintf(a->anon.name, sizeof(a->anon.name), "anonymous");
+    if (*cfg->auth_tokens_file && load_tokens(a, cfg->auth_tokens_file) != 0)
+        goto fail;
+    if (*cfg->jwt_hs256_secret && strlen(cfg->jwt_hs256_secret) < HS256_SECRET_MIN) {
+        fprintf(stderr, "herald: setting 'jwt-hs256-secret': at least %d bytes, please\n",
+                HS256_SECRET_MIN);
+        goto fail;
+    }
+    if (*cfg->jwt_rs256_public_key && load_key(a, cfg->jwt_rs256_public_key) != 0)
+        goto fail;
+    if (*cfg->auth_anonymous) {
+        if (hr__auth_parse_perms(&a->anon, cfg->auth_anonymous, err, sizeof(err)) != 0) {
+            fprintf(stderr, "herald: setting 'auth-anonymous': %s\n", err);
+            goto fail;
+        }
+        a->anon_ok = 1;
+    }
+    HR_LOG(HR_LOG_INFO, 0, "auth: %zu static tokens, JWT HS256 %s, RS256 %s, anonymous %s",
+           a->ntokens, *cfg->jwt_hs256_secret ? "on" : "off",
+           *cfg->jwt_rs256_public_key ? "on" : "off", a->anon_ok ? "allowed" : "refused");
+    s->auth = a;
     return HR_OK;
+fail:
+    auth_free(a);
+    return HR_EINVAL;
 }
 
 void hr__auth_destroy(hr_server_t *s)
 {
+    auth_free(s->auth);
+    s->auth = NULL;
 }
 
+/* ---- HELLO ---------------------------------------------------------------------- */
+
+/* The JWT's audience claim: a string or an array of strings containing `want`. */
+static int aud_ok(jwt_t *j, const char *want)
+{
+    const char *one = jwt_get_grant(j, "aud");
+    if (one)
+        return strcmp(one, want) == 0;
+    char *json = jwt_get_grants_json(j, "aud");
+    int ok = 0;
+    if (json) {
+        hr_perms_t tmp = {0};
+        /* Reuse the claim reader: {"pub": <aud array>} gives the audiences as patterns. */
+        size_t n = strlen(json) + 16;
+        char *wrap = malloc(n);
+        if (wrap) {
+            snprintf(wrap, n, "{\"pub\":%s}", json);
+            if (hr__auth_parse_claim(&tmp, wrap, strlen(wrap)) == 0)
+                for (uint32_t i = 0; i < tmp.pub.n && !ok; i++)
+                    ok = strcmp(tmp.pub.v[i], want) == 0;
+            free(wrap);
+        }
+        hr__auth_perms_clear(&tmp);
+        free(json);
+    }
+    return ok;
+}
+
+/*
+ * Verifies a JWT against each configured key and accepts it only when the
+ * algorithm in its header is the one that key is for: an HS256 token
+ * "signed" with the RS256 public key as its HMAC secret (the classic
+ * algorithm confusion) or an unsigned `alg: none` token never passes.
+ */
+static int check_jwt(hr_server_t *s, auth_t *a, const char *tok, hr_perms_t **out, const char **why)
+{
+    const hr_config_t *cfg = &s->cfg;
+    jwt_t *j = NULL;
+    int ok = 0;
+    if (*cfg->jwt_hs256_secret && jwt_decode(&j, tok, (const unsigned char *)cfg->jwt_hs256_secret,
+                                             (int)strlen(cfg->jwt_hs256_secret)) == 0) {
+        ok = jwt_get_alg(j) == JWT_ALG_HS256;
+        if (!ok) {
+            jwt_free(j);
+            j = NULL;
+        }
+    }
+    if (!ok && a->rs_key &&
+        jwt_decode(&j, tok, (const unsigned char *)a->rs_key, (int)a->rs_len) == 0) {
+        ok = jwt_get_alg(j) == JWT_ALG_RS256;
+    }
+    if (!ok) {
+        if (j)
+            jwt_free(j);
+        *why = "authentication failed: invalid token";
+        return HR_EAUTH;
+    }
+    int64_t now = (int64_t)time(NULL);
+    errno = 0;
+    long exp = jwt_get_grant_int(j, "exp");
+    if (errno) {
+        *why = "authentication failed: token has no exp";
+        goto fail;
+    }
+    if ((int64_t)exp <= now) {
+        *why = "authentication failed: token expired";
+        goto fail;
+    }
+    errno = 0;
+    long nbf = jwt_get_grant_int(j, "nbf");
+    if (!errno && (int64_t)nbf > now) {
+        *why = "authentication failed: token not valid yet";
+        goto fail;
+    }
+    const char *iss = jwt_get_grant(j, "iss");
+    if (*cfg->jwt_issuer && (!iss || strcmp(iss, cfg->jwt_issuer) != 0)) {
+        *why = "authentication failed: wrong issuer";
+        goto fail;
+    }
+    if (*cfg->jwt_audience && !aud_ok(j, cfg->jwt_audience)) {
+        *why = "authentication failed: wrong audience";
+        goto fail;
+    }
+    hr_perms_t *p = calloc(1, sizeof(*p));
+    if (!p) {
+        *why = "authentication failed: out of memory";
+        goto fail;
+    }
+    p->exp = exp;
+    const char *sub = jwt_get_grant(j, "sub");
+    snprintf(p->name, sizeof(p->name), "%s", sub ? sub : "jwt");
+    char *claim = jwt_get_grants_json(j, "herald");
+    if (claim && hr__auth_parse_claim(p, claim, strlen(claim)) != 0) {
+        free(claim);
+        hr__auth_perms_clear(p);
+        free(p);
+        *why = "authentication failed: malformed herald claim";
+        goto fail;
+    }
+    free(claim);
+    jwt_free(j);
+    *out = p;
+    return HR_OK;
+fail:
+    jwt_free(j);
+    return HR_EAUTH;
+}
+
+static int hello(hr_conn_t *c, hr_slice_t token, const char **why);
+
+/* The HELLO ends the handshake (limits.c stops counting it as pending). */
 int hr__auth_hello(hr_conn_t *c, hr_slice_t token, const char **why)
 {
-    c->auth = NULL; /* no restrictions */
+    hr__limits_hello(c);
+    int r = hello(c, token, why);
+    if (r != HR_OK) {
+        c->srv->stats.auth_failed++;
+        HR_LOG(HR_LOG_INFO, c->id, "%s", *why);
+    }
+    return r;
+}
+
+static int hello(hr_conn_t *c, hr_slice_t token, const char **why)
+{
+    hr_server_t *s = c->srv;
+    auth_t *a = s->auth;
+    c->auth = NULL;
+    if (!a)
+        return HR_OK; /* no authentication configured: unrestricted */
+    if (token.n == 0) {
+        if (!a->anon_ok) {
+            *why = "authentication required: HELLO needs a token";
+            return HR_EAUTH;
+        }
+        c->auth = &a->anon;
+        return HR_OK;
+    }
+    if (token.n > TOKEN_MAX || memchr(token.p, 0, token.n)) {
+        *why = "authentication failed: invalid token";
+        return HR_EAUTH;
+    }
+    /* Static tokens: compare digests in constant time, and all of them. */
+    unsigned char h[32];
+    token_t *hit = NULL;
+    sha256(token.p, token.n, h);
+    for (size_t i = 0; i < a->ntokens; i++)
+        if (CRYPTO_memcmp(h, a->tokens[i].hash, 32) == 0)
+            hit = &a->tokens[i];
+    if (hit) {
+        c->auth = &hit->perms;
+        HR_LOG(HR_LOG_DEBUG, c->id, "authenticated: token '%s'", hit->perms.name);
+        return HR_OK;
+    }
+    if (!*s->cfg.jwt_hs256_secret && !a->rs_key) {
+        *why = "authentication failed: invalid token";
+        return HR_EAUTH;
+    }
+    char *tok = malloc(token.n + 1);
+    if (!tok) {
+        *why = "authentication failed: out of memory";
+        return HR_EAUTH;
+    }
+    memcpy(tok, token.p, token.n);
+    tok[token.n] = 0;
+    hr_perms_t *p = NULL;
+    int r = check_jwt(s, a, tok, &p, why);
+    free(tok);
+    if (r != HR_OK)
+        return r;
+    c->auth = p;
+    HR_LOG(HR_LOG_DEBUG, c->id, "authenticated: JWT sub '%s'", p->name);
     return HR_OK;
 }
 
 int hr__auth_allowed(const hr_conn_t *c, int action, hr_slice_t t)
 {
-    return c->auth == NULL;
+    const hr_perms_t *a = c->auth;
+    if (!a)
+        return 1;
+    int ok = 0;
+    switch (action) {
+    case HR_AUTH_PUB:
+        ok = allowed_pub(a, t);
+        break;
+    case HR_AUTH_SUB:
+        ok = allowed_sub(a, t);
+        break;
+    case HR_AUTH_REPLY:
+        ok = allowed_pub(a, t) && allowed_sub(a, t);
+        break;
+    }
+    if (!ok) {
+        if (action == HR_AUTH_SUB)
+            c->srv->stats.denied_sub++;
+        else
+            c->srv->stats.denied_pub++;
+        HR_LOG(HR_LOG_DEBUG, c->id, "'%s' may not %s '%.*s'", a->name,
+               action == HR_AUTH_SUB ? "subscribe to" : "publish to", (int)t.n, t.p);
+    }
+    return ok;
+}
+
+int hr__auth_expired(const hr_conn_t *c)
+{
+    const hr_perms_t *a = c->auth;
+    return a && a->exp && (int64_t)time(NULL) >= a->exp;
 }
 
 void hr__auth_conn_free(hr_conn_t *c)
 {
+    hr_perms_t *a = c->auth;
+    if (a && !a->shared) {
+        hr__auth_perms_clear(a);
+        free(a);
+    }
     c->auth = NULL;
 }

@@ -3,14 +3,40 @@
 #ifndef HERALD_BROKER_AUTH_H
 #define HERALD_BROKER_AUTH_H
 
+#include <stdint.h>
+
 #include "herald/protocol.h"
 
 struct hr_conn_s;
 struct hr_server_s;
 
-enum hr_auth_action { HR_AUTH_PUB = 1, HR_AUTH_SUB = 2 };
+/*
+ * What a connection may do. HR_AUTH_REPLY is a PUB's reply topic: the
+ * publisher asks others to publish there for it, so it must be a topic the
+ * publisher may both publish and subscribe to.
+ */
+enum hr_auth_action { HR_AUTH_PUB = 1, HR_AUTH_SUB = 2, HR_AUTH_REPLY = 3 };
 
-/** Prepares the configured authentication (tokens, JWT keys). HR_OK or an error on stderr. */
+/* A list of validated patterns. */
+typedef struct hr_plist_s {
+    char **v;
+    uint32_t n, cap;
+} hr_plist_t;
+
+/* One identity's permissions (c->auth points at one; NULL: unrestricted). */
+typedef struct hr_perms_s {
+    char name[64];  /* token name or JWT `sub`, for logs */
+    int64_t exp;    /* unix seconds after which the connection is closed; 0: never */
+    int shared;     /* owned by the server's token table, not by the connection */
+    hr_plist_t pub; /* topics it may publish to */
+    hr_plist_t sub; /* patterns it may subscribe within */
+} hr_perms_t;
+
+/**
+ * Prepares the configured authentication (token file, JWT keys). HR_OK, or
+ * HR_EINVAL after printing the reason (file and line) to stderr.
+ * With none configured every client may do everything.
+ */
 int hr__auth_init(struct hr_server_s *s);
 void hr__auth_destroy(struct hr_server_s *s);
 
@@ -21,10 +47,35 @@ void hr__auth_destroy(struct hr_server_s *s);
  */
 int hr__auth_hello(struct hr_conn_s *c, hr_slice_t token, const char **why);
 
-/** 1 if `c` may publish to topic / subscribe to pattern `t`, else 0. */
+/** 1 if `c` may publish to topic / subscribe to pattern `t` (enum hr_auth_action), else 0. */
 int hr__auth_allowed(const struct hr_conn_s *c, int action, hr_slice_t t);
+
+/** 1 if the credentials of `c` have expired (a JWT's exp passed): close it with ERR 3. */
+int hr__auth_expired(const struct hr_conn_s *c);
 
 /** Releases c->auth. */
 void hr__auth_conn_free(struct hr_conn_s *c);
+
+/* ---- building blocks, exposed for tests and fuzzing ---------------------- */
+
+/**
+ * 1 if every topic matched by pattern `s` is also matched by pattern `p`
+ * (both valid), honouring the `$` rule; else 0.
+ */
+int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn);
+
+/**
+ * Parses a permission spec `pub=P1,P2 sub=P3` (words separated by spaces or
+ * `;`) into `perms`. 0, or -1 with a message in `err`.
+ */
+int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t errlen);
+
+/**
+ * Adds the `pub` and `sub` arrays of a JSON object (the `herald` JWT claim)
+ * to `perms`. 0, or -1 on malformed JSON or an invalid pattern.
+ */
+int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n);
+
+void hr__auth_perms_clear(hr_perms_t *perms);
 
 #endif

@@ -61,6 +61,23 @@ static const opt_t opts[] = {
     S("ws-origins", ws_origins, "", "comma-separated allowed Origins for WebSocket ('': any)"),
     Z("ws-max-header", ws_max_header, 256, 1 << 20, "8K", "largest HTTP request head"),
     I("ws-handshake-ms", ws_handshake_ms, 50, 600000, "5000", "time to complete the handshake"),
+    S("auth-tokens-file", auth_tokens_file, "",
+      "static tokens, one 'NAME SECRET [pub=P,..] [sub=P,..]' a line ('': none)"),
+    S("auth-anonymous", auth_anonymous, "",
+      "with auth on, 'pub=P,.. sub=P,..' for clients without a token ('': refused)"),
+    S("jwt-hs256-secret", jwt_hs256_secret, "", "accept HS256 JWTs signed with this secret"),
+    S("jwt-rs256-public-key", jwt_rs256_public_key, "",
+      "accept RS256 JWTs verified by this PEM public key file"),
+    S("jwt-issuer", jwt_issuer, "", "required JWT iss ('': any)"),
+    S("jwt-audience", jwt_audience, "", "required JWT aud ('': any)"),
+    I("max-conns-per-ip", max_conns_per_ip, 0, 10000000, "0",
+      "connections per client IP (IPv6: per /64; 0: no limit)"),
+    I("max-pending", max_pending, 0, 10000000, "8192",
+      "connections still in their handshake (before HELLO; 0: no limit)"),
+    I("max-pub-rate", max_pub_rate, 0, 100000000, "0",
+      "PUBs a second per connection (0: no limit)"),
+    I("max-pub-burst", max_pub_burst, 0, 100000000, "0",
+      "PUBs a connection may send at once above the rate (0: one second's worth)"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 

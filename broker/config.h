@@ -28,6 +28,18 @@ typedef struct hr_config_s {
     char ws_origins[1024];
     int64_t ws_max_header;
     int64_t ws_handshake_ms;
+    /* auth.c */
+    char auth_tokens_file[512];
+    char auth_anonymous[1024];
+    char jwt_hs256_secret[512];
+    char jwt_rs256_public_key[512];
+    char jwt_issuer[256];
+    char jwt_audience[256];
+    /* limits.c */
+    int64_t max_conns_per_ip;
+    int64_t max_pending;
+    int64_t max_pub_rate;
+    int64_t max_pub_burst;
 } hr_config_t;
 
 /** Fills `c` with the defaults. */

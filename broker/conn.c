@@ -13,6 +13,7 @@
 #define FIN_LINGER_MS 1000          /* after our FIN, how long the peer has to close */
 #define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
 
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
@@ -67,6 +68,7 @@ static void on_close(uv_handle_t *h)
     hr__oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
+    hr__limits_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
     if (c->prev)
@@ -634,6 +636,14 @@ static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char
         hr__conn_err(c, 4, "not permitted to publish to this topic", has_ack, f->id);
         return;
     }
+    if ((f->flags & HR_F_REPLY) && !hr__auth_allowed(c, HR_AUTH_REPLY, f->reply)) {
+        hr__conn_err(c, 4, "not permitted to use this reply topic", has_ack, f->id);
+        return;
+    }
+    if (!hr__limits_pub(c)) {
+        hr__conn_err(c, 7, "publish rate limit exceeded (max-pub-rate)", has_ack, f->id);
+        return;
+    }
     int r = hr__router_publish(c->srv, c, f->topic, f->payload, f->reply, f->headers, &seq);
     if (r == HR_ELIMIT) {
         hr__conn_err(c, 7, "topic limit reached", has_ack, f->id);
@@ -732,6 +742,10 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
     if (!(c->flags & HR_C_HELLO)) {
         if (now - c->idle_since >= (uint64_t)s->cfg.hello_timeout_ms)
             hr__conn_fail(c, 1, "no HELLO within hello-timeout-ms");
+        return;
+    }
+    if (hr__auth_expired(c)) {
+        hr__conn_fail(c, 3, "token expired");
         return;
     }
     if (c->soft_since && now - c->soft_since >= (uint64_t)s->cfg.out_soft_ms) {

@@ -61,6 +61,7 @@ static void on_connection(uv_stream_t *ls, int status)
 {
     hr_listener_t *l = ls->data;
     hr_server_t *s = l->srv;
+    const char *why;
     if (status < 0) {
         HR_LOG(HR_LOG_WARN, 0, "accept on %s port failed: %s", l->tp->name, uv_strerror(status));
         return;
@@ -80,6 +81,9 @@ static void on_connection(uv_stream_t *ls, int status)
         HR_LOG(HR_LOG_WARN, c->id, "refused: max-connections (%lld) reached",
                (long long)s->cfg.max_connections);
         hr__conn_fail(c, 7, "connection limit reached");
+    } else if ((why = hr__limits_accept(c)) != NULL) {
+        HR_LOG(HR_LOG_INFO, c->id, "refused: %s", why);
+        hr__conn_fail(c, 7, why);
     }
 }
 
@@ -99,6 +103,7 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     if (hr__index_init(&s->index) != 0)
         return HR_ENOMEM;
     hr_buf_init(&s->scratch);
+    hr__limits_init(s);
     if (hr__auth_init(s) != HR_OK)
         return HR_EINVAL;
     uv_check_init(loop, &s->flush_check);
@@ -213,6 +218,7 @@ void hr__server_shutdown(hr_server_t *s)
 void hr__server_destroy(hr_server_t *s)
 {
     hr__auth_destroy(s);
+    hr__limits_destroy(s);
     hr__index_destroy(&s->index);
     hr__engine_destroy(&s->engine);
     hr_buf_destroy(&s->scratch);

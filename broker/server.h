@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "herald/protocol.h"
 #include "index.h"
+#include "limits.h"
 
 typedef struct hr_server_s hr_server_t;
 typedef struct hr_conn_s hr_conn_t;
@@ -63,6 +64,7 @@ struct hr_conn_s {
     hr_sub_t **subs; /* owned */
     uint32_t nsubs, subcap;
     uint64_t idle_since;     /* ms: last frame received or ping sent */
+    hr_limits_conn_t lim;    /* limits.c: per-IP slot, pending handshake, publish bucket */
     uint64_t soft_since;     /* ms: when output went over out-soft, 0 if not */
     uint64_t deadline;       /* ms: force close when CLOSING lasts past this */
     uv_write_t *wreq;        /* owned while a write is in flight */
@@ -79,6 +81,13 @@ typedef struct hr_stats_s {
     uint64_t slow_consumers;
     uint64_t errors[12]; /* by ERR code */
     uint64_t refused_conns;
+    uint64_t refused_per_ip;  /* max-conns-per-ip */
+    uint64_t refused_pending; /* max-pending handshakes */
+    uint64_t rate_limited;    /* PUBs refused by max-pub-rate */
+    uint64_t auth_failed;     /* HELLOs refused (ERR 3), incl. expiry */
+    uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
+    uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */
+    uint64_t http_status[12]; /* HTTP responses on the WebSocket port, by http.c's table */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
@@ -106,6 +115,8 @@ struct hr_server_s {
     hr_engine_t engine;
     hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;
+    hr_limits_t limits; /* limits.c */
+    void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
     int shutting_down;
     int exit_code;
     char rbuf[64 * 1024]; /* loop-wide read buffer */

@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/* Admission limits: connections per IP, pending handshakes, publish rate per connection. */
+#include <string.h>
+
+#include "limits.h"
+#include "log.h"
+#include "server.h"
+
+void hr__limits_init(hr_server_t *s)
+{
+    hr__map_init(&s->limits.per_ip);
+    s->limits.pending = 0;
+}
+
+void hr__limits_destroy(hr_server_t *s)
+{
+    hr__map_destroy(&s->limits.per_ip);
+}
+
+/*
+ * The per-IP key: the IPv4 address, or the first 64 bits of an IPv6 address
+ * (one host usually holds a whole /64, so counting /128s would be no limit).
+ * IPv4-mapped IPv6 addresses count as their IPv4 address.
+ */
+static int ip_key(hr_conn_t *c, uint8_t key[16])
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET) {
+        memcpy(key, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return 4;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const uint8_t *a = ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, 12) == 0) {
+            memcpy(key, a + 12, 4);
+            return 4;
+        }
+        memcpy(key, a, 8);
+        return 8;
+    }
+    return 0;
+}
+
+const char *hr__limits_accept(hr_conn_t *c)
+{
+    hr_server_t *s = c->srv;
+    hr_limits_conn_t *l = &c->lim;
+    uint8_t key[16];
+    int klen;
+    if (s->cfg.max_pending && s->limits.pending >= (size_t)s->cfg.max_pending) {
+        s->stats.refused_pending++;
+        return "too many pending handshakes: try again later";
+    }
+    if (s->cfg.max_conns_per_ip && (klen = ip_key(c, key)) > 0) {
+        uintptr_t n = (uintptr_t)hr__map_get(&s->limits.per_ip, key, (size_t)klen);
+        if (n >= (uintptr_t)s->cfg.max_conns_per_ip) {
+            s->stats.refused_per_ip++;
+            return "connection limit per IP address reached";
+        }
+        if (hr__map_put(&s->limits.per_ip, key, (size_t)klen, (void *)(n + 1)) != 0)
+            return "out of memory";
+        memcpy(l->ip, key, (size_t)klen);
+        l->iplen = (uint8_t)klen;
+    }
+    l->pending = 1;
+    s->limits.pending++;
+    l->rate_ms = hr__now_ms(s);
+    l->tokens =
+        (uint64_t)(s->cfg.max_pub_burst ? s->cfg.max_pub_burst : s->cfg.max_pub_rate) * 1000;
+    return NULL;
+}
+
+void hr__limits_hello(hr_conn_t *c)
+{
+    if (c->lim.pending) {
+        c->lim.pending = 0;
+        c->srv->limits.pending--;
+    }
+}
+
+/*
+ * A token bucket per connection: max-pub-rate messages a second, bursts of
+ * up to max-pub-burst (default: one second's worth). Kept in thousandths of a
+ * message so that low rates refill smoothly at millisecond resolution.
+ */
+int hr__limits_pub(hr_conn_t *c)
+{
+    hr_server_t *s = c->srv;
+    hr_limits_conn_t *l = &c->lim;
+    uint64_t rate = (uint64_t)s->cfg.max_pub_rate;
+    if (!rate)
+        return 1;
+    uint64_t cap =
+        (uint64_t)(s->cfg.max_pub_burst ? s->cfg.max_pub_burst : s->cfg.max_pub_rate) * 1000;
+    uint64_t now = hr__now_ms(s);
+    if (now > l->rate_ms) {
+        uint64_t add = (now - l->rate_ms) * rate; /* rate/s = rate thousandths per ms */
+        l->tokens = cap - l->tokens < add ? cap : l->tokens + add;
+        l->rate_ms = now;
+    }
+    if (l->tokens < 1000) {
+        s->stats.rate_limited++;
+        return 0;
+    }
+    l->tokens -= 1000;
+    return 1;
+}
+
+void hr__limits_conn_free(hr_conn_t *c)
+{
+    hr_server_t *s = c->srv;
+    hr_limits_conn_t *l = &c->lim;
+    hr__limits_hello(c);
+    if (l->iplen) {
+        uintptr_t n = (uintptr_t)hr__map_get(&s->limits.per_ip, l->ip, l->iplen);
+        if (n > 1)
+            hr__map_put(&s->limits.per_ip, l->ip, l->iplen, (void *)(n - 1));
+        else
+            hr__map_del(&s->limits.per_ip, l->ip, l->iplen);
+        l->iplen = 0;
+    }
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/* Admission limits: connections per IP, pending handshakes, publish rate per connection. */
+#ifndef HERALD_BROKER_LIMITS_H
+#define HERALD_BROKER_LIMITS_H
+
+#include <stdint.h>
+
+#include "map.h"
+
+struct hr_conn_s;
+struct hr_server_s;
+
+/* Per-connection limit state (embedded in hr_conn_t). */
+typedef struct hr_limits_conn_s {
+    uint8_t ip[16];   /* private: per-IP key (IPv4, or the /64 of IPv6) */
+    uint8_t iplen;    /* private: 0 when not counted per IP */
+    uint8_t pending;  /* private: counted as a pending handshake */
+    uint64_t rate_ms; /* private: last refill of the publish bucket */
+    uint64_t tokens;  /* private: publish bucket, in thousandths of a message */
+} hr_limits_conn_t;
+
+/* Per-worker limit state (embedded in hr_server_t). */
+typedef struct hr_limits_s {
+    hr_map_t per_ip; /* private: IP key -> connection count (as a pointer-sized integer) */
+    size_t pending;  /* read-only: connections accepted that have not sent HELLO yet */
+} hr_limits_t;
+
+void hr__limits_init(struct hr_server_s *s);
+void hr__limits_destroy(struct hr_server_s *s);
+
+/**
+ * Admits a just-accepted connection: counts it against its IP and the pending
+ * handshakes. Returns NULL, or a static reason (and counts the refusal) when
+ * the connection must be refused with ERR 7 (HTTP 503 on WebSocket).
+ */
+const char *hr__limits_accept(struct hr_conn_s *c);
+
+/** The handshake of `c` is over (HELLO arrived): it no longer counts as pending. */
+void hr__limits_hello(struct hr_conn_s *c);
+
+/** 1 if `c` may publish one more message now (publish rate), else 0 (counted). */
+int hr__limits_pub(struct hr_conn_s *c);
+
+/** Releases what `c` holds (its per-IP count, its pending slot). Idempotent. */
+void hr__limits_conn_free(struct hr_conn_s *c);
+
+#endif

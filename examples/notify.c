@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/* Notification fan-out: a service answering requests by publishing with acks, and a blocking
+ * sender. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <herald/herald.h>
+
+/*
+ * `herald-notify serve` joins queue group "notifiers" on notify.send (run
+ * several for load sharing). A request carries "USER TEXT"; the service
+ * publishes TEXT on user.USER.inbox with an ack, and once the broker has
+ * sequenced it replies "queued USER seq=N" to the requester.
+ *
+ * `herald-notify send USER TEXT` is the other side, written with the
+ * blocking API: one request, wait for the reply, print it.
+ */
+
+typedef struct pending_s {
+    hr_client_t *c;
+    char reply[256];
+    char user[65];
+} pending_t;
+
+static void on_ack(hr_client_t *c, int status, uint64_t seq, void *arg)
+{
+    pending_t *p = arg;
+    char out[160];
+    int n;
+    if (status == HR_OK)
+        n = snprintf(out, sizeof(out), "queued %s seq=%llu", p->user, (unsigned long long)seq);
+    else
+        n = snprintf(out, sizeof(out), "failed %s: %s", p->user, hr_strerror(status));
+    hr_client_publish(c, p->reply, out, (size_t)n, NULL);
+    free(p);
+}
+
+static void on_request(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg)
+{
+    size_t len;
+    const char *body = hr_message_data(m, &len);
+    const char *sp = memchr(body, ' ', len);
+    if (!hr_message_reply(m))
+        return;
+    if (!sp || sp == body || (size_t)(sp - body) > 64) {
+        hr_client_respond(c, m, "error: expected 'USER TEXT'", 27);
+        return;
+    }
+    pending_t *p = calloc(1, sizeof(*p));
+    if (!p)
+        return;
+    snprintf(p->reply, sizeof(p->reply), "%s", hr_message_reply(m));
+    snprintf(p->user, sizeof(p->user), "%.*s", (int)(sp - body), body);
+    char topic[128];
+    snprintf(topic, sizeof(topic), "user.%s.inbox", p->user);
+    hr_header_t h = {"kind", "notification"};
+    hr_publish_opts_t po = {.headers = &h, .nheaders = 1, .on_ack = on_ack, .arg = p};
+    const char *text = sp + 1;
+    int r = hr_client_publish(c, topic, text, len - (size_t)(text - body), &po);
+    if (r != HR_OK) {
+        char out[128];
+        int n = snprintf(out, sizeof(out), "failed %s: %s", p->user, hr_strerror(r));
+        hr_client_respond(c, m, out, (size_t)n);
+        free(p);
+    }
+}
+
+static void on_state(hr_client_t *c, int event, int status, void *arg)
+{
+    if (status)
+        fprintf(stderr, "notify: event %d: %s\n", event, hr_strerror(status));
+}
+
+static int serve(hr_client_opts_t *o)
+{
+    hr_client_t *c;
+    hr_sub_t *sub;
+    uv_loop_t *loop = uv_default_loop();
+    o->on_state = on_state;
+    int r = hr_client_new(loop, o, &c);
+    if (r == HR_OK)
+        r = hr_client_queue_subscribe(c, "notify.send", "notifiers", on_request, NULL, &sub);
+    if (r != HR_OK) {
+        fprintf(stderr, "notify: %s\n", hr_strerror(r));
+        return 1;
+    }
+    uv_run(loop, UV_RUN_DEFAULT); /* until the client gives up reconnecting */
+    uv_loop_close(loop);
+    return 0;
+}
+
+static int send_one(hr_client_opts_t *o, const char *user, const char *text)
+{
+    hr_sync_t *s;
+    hr_message_t *reply;
+    char body[4096];
+    int n = snprintf(body, sizeof(body), "%s %s", user, text);
+    int r = hr_sync_connect(o, &s);
+    if (r != HR_OK) {
+        fprintf(stderr, "notify: connect: %s\n", hr_strerror(r));
+        return 1;
+    }
+    r = hr_sync_request(s, "notify.send", body, (size_t)n, 3000, &reply);
+    if (r == HR_OK) {
+        size_t len;
+        const char *d = hr_message_data(reply, &len);
+        printf("%.*s\n", (int)len, d);
+        hr_message_unref(&reply);
+    } else {
+        fprintf(stderr, "notify: %s\n", hr_strerror(r));
+    }
+    hr_sync_close(&s, 0);
+    return r == HR_OK ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    hr_client_opts_t o;
+    int i = 1;
+    hr_client_opts_init(&o);
+    if (argc > 2 && strcmp(argv[1], "--url") == 0) {
+        o.url = argv[2];
+        i = 3;
+    }
+    if (i < argc && strcmp(argv[i], "serve") == 0)
+        return serve(&o);
+    if (i + 2 < argc && strcmp(argv[i], "send") == 0)
+        return send_one(&o, argv[i + 1], argv[i + 2]);
+    fprintf(stderr, "usage: herald-notify [--url tcp://host:port] serve\n"
+                    "       herald-notify [--url tcp://host:port] send USER TEXT\n");
+    return argc > 1 && strcmp(argv[argc - 1], "--help") == 0 ? 0 : 2;
+}

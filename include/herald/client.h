@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/* libherald: the asynchronous (libuv) and blocking client APIs of Herald. */
+#ifndef HERALD_CLIENT_H
+#define HERALD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "status.h"
+#include "protocol.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * Threading. The asynchronous API (hr_client_*, hr_sub_*) belongs to the
+ * thread that runs the uv_loop_t passed to hr_client_new(): call it only
+ * from that thread, and every callback runs on it. It starts no thread of
+ * its own (libuv's thread pool resolves host names that are not literal
+ * addresses). hr_message_ref()/hr_message_unref() and the accessors may be
+ * used from any thread on a message that thread holds a reference to.
+ * The blocking API (hr_sync_*) is thread-safe as documented at its section.
+ *
+ * Status codes are those of status.h; libuv's UV_E* codes pass through.
+ * A call that takes a callback and returns an error never calls it.
+ */
+
+typedef struct hr_client_s hr_client_t;
+typedef struct hr_sub_s hr_sub_t;
+typedef struct hr_message_s hr_message_t;
+
+/* Connection events, reported to hr_client_opts_t.on_state. */
+enum hr_client_event {
+    HR_EVENT_CONNECTED = 1,    /* first WELCOME received */
+    HR_EVENT_DISCONNECTED = 2, /* connection lost; reconnecting unless a CLOSED follows */
+    HR_EVENT_RECONNECTED = 3,  /* connected again, subscriptions restored */
+    HR_EVENT_CLOSED = 4        /* final: the client is freed after this callback returns */
+};
+
+/* States, as returned by hr_client_state(). */
+enum hr_client_state {
+    HR_STATE_CONNECTING = 1,   /* first connection attempt in progress */
+    HR_STATE_CONNECTED = 2,    /* WELCOME received */
+    HR_STATE_RECONNECTING = 3, /* lost; waiting for or attempting a reconnect */
+    HR_STATE_DRAINING = 4,     /* hr_client_drain() in progress */
+    HR_STATE_CLOSING = 5       /* hr_client_close() called or reconnect given up */
+};
+
+/**
+ * Connection state change. `status` is HR_OK for CONNECTED/RECONNECTED and
+ * for a CLOSED asked for by hr_client_close(); otherwise the reason (a libuv
+ * code such as UV_ECONNREFUSED, or a Herald code such as HR_ESHUTDOWN).
+ */
+typedef void (*hr_state_cb)(hr_client_t *c, int event, int status, void *arg);
+
+/**
+ * Asynchronous error: an ERR frame from the broker (status mapped with
+ * hr_status_from_wire()), a GAP frame (HR_EGAP), a slow consumer (HR_ESLOW:
+ * a subscription's pending limit was reached and messages are being
+ * dropped). `sub` is the subscription concerned or NULL; `detail` is a
+ * NUL-terminated description. Both are borrowed for the callback.
+ */
+typedef void (*hr_error_cb)(hr_client_t *c, int status, hr_sub_t *sub, const char *detail,
+                            void *arg);
+
+/**
+ * A message for subscription `sub`. `m` is borrowed: it is valid until the
+ * callback returns; call hr_message_ref() to keep it longer.
+ */
+typedef void (*hr_msg_cb)(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg);
+
+/** Publish completion: HR_OK and the message's `seq` once the broker sequenced it. */
+typedef void (*hr_ack_cb)(hr_client_t *c, int status, uint64_t seq, void *arg);
+
+/**
+ * Request completion. On HR_OK `reply` is the reply, borrowed until the
+ * callback returns (hr_message_ref() keeps it). Otherwise `reply` is NULL and
+ * status is HR_ETIMEDOUT, HR_EDISCONNECTED (the connection dropped while the
+ * request was in flight) or HR_ECLOSED (client closed).
+ */
+typedef void (*hr_request_cb)(hr_client_t *c, int status, hr_message_t *reply, void *arg);
+
+/** Completion of hr_client_flush() and hr_client_drain(). */
+typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
+
+/*
+ * Connection options. Initialise with hr_client_opts_init() (zero is not the
+ * default for every field), then set what you need. Strings are copied by
+ * hr_client_new().
+ */
+typedef struct hr_client_opts_s {
+    const char *url;   /* "tcp://host:port" or "host:port"; NULL: tcp://127.0.0.1:7400 */
+    const char *name;  /* client name sent in HELLO, or NULL */
+    const char *token; /* auth token sent in HELLO, or NULL */
+    int echo;          /* receive own publications (default 1) */
+
+    uint32_t connect_timeout_ms; /* TCP connect + HELLO/WELCOME (default 5000) */
+    uint32_t request_timeout_ms; /* default for requests and flush (default 5000) */
+    uint32_t ping_interval_ms;   /* client PING period, 0 = never (default 30000) */
+    uint32_t max_pings_out;      /* unanswered PINGs before the link is dropped (default 2) */
+
+    /* Reconnect policy: after losing a connection, wait
+     * min(reconnect_wait_ms * 2^n, reconnect_wait_max_ms), jittered by
+     * +-reconnect_jitter (a fraction), before attempt n (from 0). */
+    int reconnect;                  /* reconnect automatically (default 1) */
+    int max_reconnect;              /* attempts per outage; -1 = unlimited (default 60) */
+    uint32_t reconnect_wait_ms;     /* default 50 */
+    uint32_t reconnect_wait_max_ms; /* default 2000 */
+    double reconnect_jitter;        /* 0..1 (default 0.2) */
+    int retry_on_failed_connect;    /* treat a failed first connect like a lost one (default 0) */
+
+    /* Buffer limits. */
+    size_t reconnect_buf_bytes; /* publishes held while not connected (default 8 MiB);
+                                   past it publish returns HR_EBUFFULL */
+    size_t max_out_bytes;       /* unsent bytes while connected (default 64 MiB) */
+    size_t pending_msgs_limit;  /* per-subscription default (default 65536) */
+    size_t pending_bytes_limit; /* per-subscription default (default 64 MiB) */
+    uint32_t deliver_batch;     /* messages delivered per loop turn (default 1024) */
+
+    hr_state_cb on_state; /* may be NULL */
+    hr_error_cb on_error; /* may be NULL */
+    void *arg;            /* passed to on_state and on_error */
+} hr_client_opts_t;
+
+/** Fills `o` with the defaults documented above. */
+void hr_client_opts_init(hr_client_opts_t *o);
+
+/* ---- client lifecycle --------------------------------------------------- */
+
+/**
+ * Creates a client on `loop` and starts connecting; `*out` is usable at once
+ * (publishes and subscriptions made before the connection is up are sent
+ * when it is). The result of the first attempt arrives as HR_EVENT_CONNECTED,
+ * or as HR_EVENT_CLOSED with the failure (unless retry_on_failed_connect).
+ * Returns HR_OK, HR_EINVAL (bad option), HR_EURL (unparsable or unsupported
+ * URL), HR_ENOMEM, or a libuv error. On error nothing is allocated.
+ */
+int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **out);
+
+/**
+ * Closes at once: pending acks, requests and flushes complete with
+ * HR_ECLOSED, queued messages are dropped (they are delivered when the
+ * client closes on its own, having given up reconnecting), handles are
+ * closed, then
+ * HR_EVENT_CLOSED is reported and the client is freed. Idempotent; safe
+ * inside any callback. `c` must not be used after the CLOSED event.
+ */
+void hr_client_close(hr_client_t *c);
+
+/**
+ * Drains, then closes: refuses new publishes, subscriptions and requests
+ * (HR_ECLOSED), unsubscribes every subscription, delivers messages already
+ * received, waits for outstanding acks and requests and a PING round trip,
+ * then calls `cb` (HR_OK, or HR_ETIMEDOUT after `timeout_ms`, 0 = the
+ * request timeout) and closes as hr_client_close(). Returns HR_OK,
+ * HR_ECLOSED (already closing or draining).
+ */
+int hr_client_drain(hr_client_t *c, uint32_t timeout_ms, hr_done_cb cb, void *arg);
+
+/** Returns the current HR_STATE_*. */
+int hr_client_state(const hr_client_t *c);
+
+/** Server-assigned client id from the last WELCOME (0 before the first). */
+uint64_t hr_client_id(const hr_client_t *c);
+
+/** The broker's max_payload from the last WELCOME (0 before the first). */
+uint64_t hr_client_max_payload(const hr_client_t *c);
+
+/** The loop the client runs on. */
+uv_loop_t *hr_client_loop(const hr_client_t *c);
+
+/* Counters since hr_client_new(); payload bytes only. */
+typedef struct hr_client_stats_s {
+    uint64_t msgs_in, bytes_in;   /* MSG frames received for subscriptions and requests */
+    uint64_t msgs_out, bytes_out; /* publishes accepted (sent or buffered) */
+    uint64_t reconnects;          /* successful reconnections */
+    uint64_t dropped;             /* messages dropped by pending limits, all subscriptions */
+} hr_client_stats_t;
+
+/** Copies the client's counters into `*out`. */
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out);
+
+/* ---- publish ------------------------------------------------------------ */
+
+/* Optional publish settings; NULL means none. */
+typedef struct hr_publish_opts_s {
+    const char *reply;          /* reply topic, or NULL */
+    const hr_header_t *headers; /* `nheaders` key/value pairs (NUL-terminated), or NULL */
+    size_t nheaders;
+    hr_ack_cb on_ack; /* ask the broker for an ACK and report it here, or NULL */
+    void *arg;        /* for on_ack */
+} hr_publish_opts_t;
+
+/**
+ * Publishes `len` bytes of `data` on `topic`. Everything is copied before
+ * the call returns. With `opts->on_ack` the callback later gets the seq, or
+ * HR_EDISCONNECTED if the connection dropped after the message was sent and
+ * before its ACK, or the broker's refusal (HR_EPERM, HR_ETOPIC), or
+ * HR_ECLOSED. While not connected the frame is buffered (up to
+ * reconnect_buf_bytes) and sent after the next WELCOME.
+ * Returns HR_OK, HR_ETOPIC (invalid topic or reply), HR_EPERM (a `$` topic:
+ * only the broker publishes those), HR_ETOOBIG (payload over the broker's
+ * max_payload), HR_EBUFFULL (buffer limit), HR_ECLOSED (closing or
+ * draining), HR_ENOMEM, HR_EINVAL.
+ */
+int hr_client_publish(hr_client_t *c, const char *topic, const void *data, size_t len,
+                      const hr_publish_opts_t *opts);
+
+/**
+ * Replies to `m` (publishes on its reply topic). Returns HR_EINVAL if `m`
+ * has no reply topic, else as hr_client_publish().
+ */
+int hr_client_respond(hr_client_t *c, const hr_message_t *m, const void *data, size_t len);
+
+/* ---- subscribe ---------------------------------------------------------- */
+
+/* Optional subscription settings; NULL means the defaults. */
+typedef struct hr_sub_opts_s {
+    const char *queue;          /* queue group name, or NULL */
+    int has_since;              /* replay retained history after `since` first */
+    uint64_t since;             /* 0 with has_since: all retained history */
+    size_t pending_msgs_limit;  /* 0: the client's default */
+    size_t pending_bytes_limit; /* 0: the client's default */
+} hr_sub_opts_t;
+
+/**
+ * Subscribes to `pattern` (`*` and `>` wildcards). `cb` runs for each
+ * message, in seq order per topic. Across reconnects the subscription is
+ * restored and resumes after the last seq it received on each topic (SUB
+ * since), so nothing is lost or repeated while the broker's history covers
+ * the outage; when it does not, on_error gets HR_EGAP with this `sub`.
+ * Queue subscriptions resume live (a replay would bypass the group).
+ * `*out` stays valid until hr_sub_unsubscribe() or the client's CLOSED event.
+ * Returns HR_OK, HR_ETOPIC, HR_EINVAL, HR_ECLOSED, HR_ENOMEM.
+ */
+int hr_client_subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *opts,
+                        hr_msg_cb cb, void *arg, hr_sub_t **out);
+
+/** Shorthand for a queue subscription (hr_client_subscribe with opts.queue). */
+int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *queue, hr_msg_cb cb,
+                              void *arg, hr_sub_t **out);
+
+/**
+ * Unsubscribes and frees `sub`: no callback for it runs after this returns
+ * (messages already queued for it are dropped). Safe inside its own message
+ * callback. Returns HR_OK or HR_EINVAL (NULL).
+ */
+int hr_sub_unsubscribe(hr_sub_t *sub);
+
+/** The subscription's sid on the wire (stable across reconnects). */
+uint64_t hr_sub_sid(const hr_sub_t *sub);
+/** Messages and bytes received but not yet delivered to the callback. */
+void hr_sub_pending(const hr_sub_t *sub, size_t *msgs, size_t *bytes);
+/** Messages dropped because the pending limits were reached. */
+uint64_t hr_sub_dropped(const hr_sub_t *sub);
+/** Messages delivered to the callback so far. */
+uint64_t hr_sub_delivered(const hr_sub_t *sub);
+/** Changes the pending limits (0 keeps a limit as is). */
+void hr_sub_set_pending_limits(hr_sub_t *sub, size_t msgs, size_t bytes);
+
+/* ---- request / flush ---------------------------------------------------- */
+
+/**
+ * Sends a request on `topic` with a reply topic under this connection's
+ * inbox (one wildcard subscription `_INBOX.<random>.>` per client, made on
+ * the first request) and calls `cb` with the first reply, or with
+ * HR_ETIMEDOUT after `timeout_ms` (0: request_timeout_ms). There is no
+ * no-responders signal in protocol v1: a request nobody answers times out.
+ * Returns as hr_client_publish().
+ */
+int hr_client_request(hr_client_t *c, const char *topic, const void *data, size_t len,
+                      uint32_t timeout_ms, hr_request_cb cb, void *arg);
+
+/**
+ * Sends a PING and calls `cb` with HR_OK when its PONG arrives: every frame
+ * sent before it has then been processed by the broker. HR_ETIMEDOUT after
+ * the request timeout, HR_EDISCONNECTED if the connection drops first.
+ * Returns HR_OK, HR_ENOTCONN (not connected), HR_ECLOSED, HR_ENOMEM.
+ */
+int hr_client_flush(hr_client_t *c, hr_done_cb cb, void *arg);
+
+/* ---- messages ----------------------------------------------------------- */
+
+/** The topic (NUL-terminated). */
+const char *hr_message_topic(const hr_message_t *m);
+/** The payload and its length; the bytes are followed by a NUL not counted in `*len`. */
+const void *hr_message_data(const hr_message_t *m, size_t *len);
+/** The per-topic sequence number assigned by the broker (0 for none). */
+uint64_t hr_message_seq(const hr_message_t *m);
+/** The reply topic, or NULL. */
+const char *hr_message_reply(const hr_message_t *m);
+/** 1 if the message came from history (SUB since), else 0. */
+int hr_message_is_replay(const hr_message_t *m);
+/** The value of header `key`, or NULL. */
+const char *hr_message_header(const hr_message_t *m, const char *key);
+/** All headers: returns the array and sets `*n` (NULL and 0 if none). */
+const hr_header_t *hr_message_headers(const hr_message_t *m, size_t *n);
+/** Adds a reference and returns `m`. Thread-safe. */
+hr_message_t *hr_message_ref(hr_message_t *m);
+/** Drops a reference, frees at zero, sets `*m` to NULL. NULL-safe. Thread-safe. */
+void hr_message_unref(hr_message_t **m);
+
+/* ---- blocking API --------------------------------------------------------
+ *
+ * hr_sync_t runs an hr_client_t on its own loop in a private thread and
+ * hands each call to it (uv_async) and the result back. Thread safety:
+ * every hr_sync_* function except hr_sync_close() may be called from any
+ * number of threads at once on the same hr_sync_t, and hr_sync_next() from
+ * several threads on the same subscription (each message goes to exactly
+ * one caller). hr_sync_close() must be the last call on the handle and must
+ * not run concurrently with another call on it; hr_sync_unsubscribe()
+ * likewise for its subscription. opts->on_state and opts->on_error, if set,
+ * run on the private thread. Timeouts are in milliseconds; a negative
+ * timeout waits forever. Reconnect, buffering and resume work as in the
+ * asynchronous API.
+ */
+typedef struct hr_sync_s hr_sync_t;
+typedef struct hr_sync_sub_s hr_sync_sub_t;
+
+/**
+ * Connects and waits for the first WELCOME (at most connect_timeout_ms).
+ * Returns HR_OK, the failure of the first attempt (for example
+ * UV_ECONNREFUSED, HR_EAUTH, HR_ETIMEDOUT), HR_EURL, HR_EINVAL, HR_ENOMEM.
+ */
+int hr_sync_connect(const hr_client_opts_t *opts, hr_sync_t **out);
+
+/**
+ * Checks and queues a publish for the private thread, and returns without
+ * waiting for it: HR_OK, HR_ETOPIC, HR_EPERM, HR_EINVAL, HR_ETOOBIG (over
+ * the broker's max_payload), HR_ECLOSED, HR_ENOMEM. opts->on_ack is
+ * ignored (use hr_sync_publish_acked()). Publishes run in the order they
+ * were queued, so one thread's publishes keep their order and a later
+ * hr_sync_flush() covers them. At most reconnect_buf_bytes of publishes
+ * wait for the private thread; past that the call blocks until they are
+ * taken. A refusal found there (HR_EBUFFULL: the client's own buffers are
+ * full) goes to opts->on_error.
+ */
+int hr_sync_publish(hr_sync_t *s, const char *topic, const void *data, size_t len,
+                    const hr_publish_opts_t *opts);
+
+/**
+ * Publishes with an ACK and waits for it; `*seq` (if not NULL) gets the seq.
+ * Returns as hr_client_publish(), or the ack status (HR_EDISCONNECTED, ...),
+ * or HR_ETIMEDOUT.
+ */
+int hr_sync_publish_acked(hr_sync_t *s, const char *topic, const void *data, size_t len,
+                          int timeout_ms, uint64_t *seq);
+
+/**
+ * Subscribes; messages queue inside `*out` (bounded by the pending limits,
+ * then dropped and counted) until hr_sync_next() takes them.
+ * Returns as hr_client_subscribe().
+ */
+int hr_sync_subscribe(hr_sync_t *s, const char *pattern, const hr_sub_opts_t *opts,
+                      hr_sync_sub_t **out);
+
+/**
+ * Waits for the next message of `sub`. On HR_OK `*m` is owned by the
+ * caller (hr_message_unref() it). Returns HR_OK, HR_ETIMEDOUT, HR_ECLOSED
+ * (client closed or subscription gone).
+ */
+int hr_sync_next(hr_sync_sub_t *sub, int timeout_ms, hr_message_t **m);
+
+/** Messages dropped by `sub`'s pending limits. */
+uint64_t hr_sync_dropped(const hr_sync_sub_t *sub);
+
+/** Unsubscribes, frees `*sub` and its queued messages, sets `*sub` to NULL. */
+int hr_sync_unsubscribe(hr_sync_sub_t **sub);
+
+/**
+ * Sends a request and waits for the reply. On HR_OK `*reply` is owned by
+ * the caller. Returns as hr_client_request() or its completion status.
+ */
+int hr_sync_request(hr_sync_t *s, const char *topic, const void *data, size_t len, int timeout_ms,
+                    hr_message_t **reply);
+
+/** PING round trip: returns once the broker processed everything sent before. */
+int hr_sync_flush(hr_sync_t *s, int timeout_ms);
+
+/** The client's HR_STATE_*. */
+int hr_sync_state(hr_sync_t *s);
+
+/**
+ * Drains the client if `drain` is set (waiting for in-flight work), closes
+ * it, stops and joins the private thread, frees every subscription still
+ * open and `*s`, and sets `*s` to NULL. NULL-safe.
+ */
+void hr_sync_close(hr_sync_t **s, int drain);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

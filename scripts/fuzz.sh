@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# `make fuzz`: builds the libFuzzer targets with clang (fuzzer + ASan + UBSan) in build-fuzz and
+# runs each for SECONDS (default 600), one after the other. Fails on any crash, leak or report.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: frame topic config conn ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-600}
+shift || true
+build=${FUZZ_BUILD:-build-fuzz}
+CC=${FUZZ_CC:-clang} cmake -S . -B "$build" -DHERALD_FUZZ=ON -DHERALD_SANITIZE="address;undefined" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    for f in tests/fuzz/fuzz_*.c; do
+        t=${f#tests/fuzz/fuzz_}
+        targets+=("${t%.c}")
+    done
+fi
+cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]/#/fuzz_}"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+failed=()
+for t in "${targets[@]}"; do
+    log="$build/tests/fuzz/fuzz_$t.log"
+    echo "fuzz: $t for ${secs}s (log: $log)"
+    if tests/fuzz/run_fuzz.sh "$build/tests/fuzz/fuzz_$t" "$build/tests/fuzz/corpus-$t" \
+        "tests/fuzz/corpus/$t" "$secs" >"$log" 2>&1; then
+        grep -E '^stat::(number_of_executed_units|new_units_added)' "$log" | sed "s/^/  $t /"
+    else
+        failed+=("$t")
+        echo "fuzz: $t FAILED; findings in $build/tests/fuzz/corpus-$t.artifacts/:" >&2
+        grep -E 'ERROR|SUMMARY|check failed|runtime error' "$log" | head -20 >&2 || true
+    fi
+done
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "fuzz: findings in: ${failed[*]}" >&2
+    exit 1
+fi
+echo "fuzz: no findings"

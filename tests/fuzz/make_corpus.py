@@ -1,0 +1,142 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# Regenerates the seed corpora in tests/fuzz/corpus/ (checked in; run after protocol changes).
+import os
+import struct
+import sys
+
+import msgpack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def pk(*a):
+    return msgpack.packb(list(a), use_bin_type=True)
+
+
+def lp(body):
+    return struct.pack(">I", len(body)) + body
+
+
+FRAMES = {
+    "hello": pk(1, {"v": 1}),
+    "hello_full": pk(1, {"v": 1, "name": "fuzz", "token": "secret", "echo": False}),
+    "hello_v2": pk(1, {"v": 2}),
+    "pub": pk(2, "a.b.c", b"hello"),
+    "pub_opts": pk(2, "chat.room1", b"x" * 40,
+                   {"reply": "_INBOX.1", "ack": 7, "headers": {"k": "v", "ct": "json"}}),
+    "pub_nil_opts": pk(2, "t", b"", None),
+    "pub_bad_topic": pk(2, "a..b", b"p"),
+    "pub_dollar": pk(2, "$SYS.x", b"p"),
+    "sub": pk(3, 1, "a.*.c"),
+    "sub_gt": pk(3, 2, "chat.>", {"queue": "workers", "since": 0}),
+    "sub_bad": pk(3, 3, "a.>.b"),
+    "unsub": pk(4, 1),
+    "ping": pk(5, 99),
+    "pong": pk(6, 1),
+    "welcome": pk(16, {"v": 1, "server": "herald", "client_id": 1, "worker": 0,
+                       "max_payload": 1048576, "max_frame": 1052672, "heartbeat_ms": 30000}),
+    "msg": pk(17, 1, "a.b", 3, b"data", {"reply": "r.x", "replay": True}),
+    "ack": pk(18, 7, 1),
+    "err": pk(19, 4, "not permitted", 3),
+    "gap": pk(20, 1, "a.b", 3, 9),
+    "unknown_op": pk(99),
+    "map32_count": bytes([0x92, 0x01, 0xdf, 0xff, 0xff, 0xff, 0xff]),
+    "nested": pk(2, "t", b"p", {"x": [[[[[[1]]]]]], "y": {"z": {"w": None}}}),
+}
+
+
+def write(d, name, data):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def main():
+    base = os.path.join(HERE, "corpus")
+    fr = os.path.join(base, "frame")
+    for n, b in FRAMES.items():
+        write(fr, n, lp(b))
+    write(fr, "stream", b"".join(lp(FRAMES[k]) for k in ("hello", "sub", "pub", "ping")))
+    write(fr, "too_big", struct.pack(">I", 0x7fffffff) + b"\x92\x05\x01")
+    write(fr, "raw_pub", FRAMES["pub_opts"])
+
+    tp = os.path.join(base, "topic")
+    pairs = [("a.b.c", "a.b.c"), ("a.*.c", "a.b.c"), ("a.>", "a.b.c"), (">", "$SYS.x"),
+             ("$SYS.>", "$SYS.conn.1"), ("*", "a"), ("*.*", "a"), ("a.b", "a.b.c"),
+             ("a.>.b", "a.x.b"), ("a..b", "a.b"), ("." , "."), ("x" * 65, "x" * 65),
+             (".".join("t" * 17), ".".join("t" * 17)), ("*.>", "$x.y"),
+             ("chat.*.msgs", "chat.r1.msgs")]
+    for i, (p, t) in enumerate(pairs):
+        write(tp, "pair%02d" % i, p.encode() + b"\0" + t.encode() + b"\0" + b"chat.>")
+    # Auth coverage seeds: pattern, topic, permitted pattern.
+    write(tp, "cover0", b"chat.*\0chat.a\0chat.>")
+    write(tp, "cover1", b"*.b\0a.b\0a.*")
+
+    cf = os.path.join(base, "config")
+    write(cf, "full", b"""# herald.conf
+bind = 127.0.0.1
+port = 7400
+ws-port = 0
+log-level = debug
+max-payload = 64K
+max-connections = 1000
+max-subs = 10
+max-topics = 5000
+history-msgs = 0
+out-hard = 8M
+out-soft = 2M
+heartbeat-ms = 5000
+ws-origins = https://a.example,https://b.example
+""")
+    write(cf, "bad_size", b"max-payload = 12Q\n")
+    write(cf, "no_eq", b"port 7400\n")
+    write(cf, "config_in_file", b"config = /etc/passwd\n")
+    write(cf, "unknown", b"nonsense = 1\n")
+    write(cf, "set", b"max-payload=1G")
+    write(cf, "long", b"ready-file = " + b"x" * 600 + b"\n")
+    write(cf, "auth", b"""auth-tokens-file = /nonexistent\nauth-anonymous = pub=a.> sub=b.*
+jwt-hs256-secret = 0123456789abcdef0123456789abcdef
+max-conns-per-ip = 100
+max-pub-rate = 1000
+""")
+    write(cf, "auth_real", b"max-conns-per-ip = 10\nmax-pending = 5\nmax-pub-burst = 3\n"
+          b"jwt-issuer = me\njwt-audience = you\nauth-anonymous = sub=public.>\n")
+
+    cn = os.path.join(base, "conn")
+
+    def chunks(conn, data, step=200):
+        out = b""
+        for i in range(0, len(data), step):
+            part = data[i:i + step]
+            out += bytes([conn, len(part)]) + part
+        return out
+
+    def act(a, arg=0):
+        return bytes([3 | (a << 2), arg])
+
+    hello = lp(FRAMES["hello"])
+    hello_noecho = lp(pk(1, {"v": 1, "echo": False}))
+    s1 = chunks(0, hello + lp(pk(3, 1, "chat.>")) + lp(pk(3, 2, "chat.*", {"queue": "q"})))
+    s1 += chunks(1, hello_noecho + lp(pk(2, "chat.a", b"hi", {"ack": 1}))
+                 + lp(pk(2, "chat.a", b"x" * 300, {"ack": 2, "reply": "_INBOX.1"})))
+    s1 += chunks(2, hello + lp(pk(3, 5, "chat.a", {"since": 0})) + lp(pk(4, 5)) + lp(pk(5, 1)))
+    s1 += act(0, 1) + act(3)
+    write(cn, "basic", s1)
+    write(cn, "bad_first", chunks(0, lp(FRAMES["pub"])))
+    write(cn, "second_hello", chunks(0, hello + hello))
+    write(cn, "too_big", chunks(0, struct.pack(">I", 100000) + b"\x92"))
+    write(cn, "slow", chunks(0, hello + lp(pk(3, 1, ">"))) + chunks(1, hello + b"".join(
+        lp(pk(2, "t.%d" % i, b"y" * 1500)) for i in range(12))) + act(0, 20) + act(0, 20))
+    write(cn, "timeouts", chunks(0, hello) + act(0, 5) + act(0, 5) + act(0, 5) + act(1, 1) + act(2, 2))
+    write(cn, "token", chunks(0, lp(pk(1, {"v": 1, "token": "alice-secret-1"}))
+                              + lp(pk(2, "chat.x", b"p", {"reply": "_INBOX.alice.1"}))
+                              + lp(pk(2, "other", b"p")) + lp(pk(3, 1, ">")) + lp(pk(3, 2, "chat.*")))
+          + chunks(1, lp(pk(1, {"v": 1, "token": "svc-secret-22"})) + lp(pk(2, "chat.y", b"q")))
+          + chunks(2, lp(pk(1, {"v": 1})) + lp(pk(3, 1, "public.>")) + lp(pk(2, "public.a", b"z"))))
+    write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
+    write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+# Admission and usage limits against the real broker: each refusal is a clear ERR and the
+# refused client is the only one affected.
+import os
+import socket
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from herald_test import ACK, ERR, MSG, SLOW, WELCOME, Broker, Client  # noqa: E402
+
+
+def errs(frames):
+    return [(f[1], f[3] if len(f) > 3 else None) for f in frames if f[0] == ERR]
+
+
+class Limits(unittest.TestCase):
+    def start(self, *args):
+        b = Broker(*args)
+        self.addCleanup(b.stop)
+        return b
+
+    def connect(self, b, **kw):
+        c = Client(b.tcp, **kw)
+        self.addCleanup(c.close)
+        self.assertEqual(c.next()[0], WELCOME)
+        return c
+
+    def refused_with(self, b, code, text, hello=True):
+        c = Client(b.tcp, hello=hello)
+        self.addCleanup(c.close)
+        frames = c.closed()
+        self.assertEqual([f[:2] for f in frames], [[ERR, code]], frames)
+        self.assertIn(text, frames[0][2])
+
+    def roundtrip(self, pub, sub, topic):
+        pub.pub(topic, b"ping", ack=99)
+        self.assertEqual(pub.expect(ACK)[1], 99)
+        self.assertEqual(sub.expect(MSG)[2], topic)
+
+    def test_conns_per_ip(self):
+        b = self.start("--max-conns-per-ip", "3")
+        a = self.connect(b)
+        a.sub(1, "t")
+        a.sync()
+        others = [self.connect(b) for _ in range(2)]
+        self.refused_with(b, 7, "per IP")
+        self.roundtrip(others[0], a, "t")  # the existing clients are unaffected
+        others[1].close()
+        time.sleep(0.2 * SLOW)
+        c = self.connect(b)  # a slot freed: accepted again
+        self.roundtrip(c, a, "t")
+
+    def test_pending_handshakes(self):
+        b = self.start("--max-pending", "2", "--hello-timeout-ms", "1500")
+        quiet = [Client(b.tcp, hello=False) for _ in range(2)]
+        for q in quiet:
+            self.addCleanup(q.close)
+        time.sleep(0.2 * SLOW)
+        self.refused_with(b, 7, "pending handshakes", hello=False)
+        quiet[0].send(1, {"v": 1})
+        self.assertEqual(quiet[0].next()[0], WELCOME)
+        time.sleep(0.1 * SLOW)
+        self.connect(b)  # the HELLO freed a slot
+        # The silent one is closed by the HELLO timeout and frees its slot too.
+        self.assertEqual([f[:2] for f in quiet[1].closed(timeout=5)], [[ERR, 1]])
+
+    def test_pub_rate(self):
+        b = self.start("--max-pub-rate", "20", "--max-pub-burst", "5")
+        c = self.connect(b)
+        for i in range(1, 16):
+            c.pub("t.rate", b"x", ack=i)
+        frames = c.sync()
+        acked = [f[1] for f in frames if f[0] == ACK]
+        limited = errs(frames)
+        self.assertGreaterEqual(len(acked), 5)
+        self.assertLessEqual(len(acked), 7)  # the burst, plus what refilled meanwhile
+        self.assertEqual(len(acked) + len(limited), 15)
+        self.assertTrue(all(code == 7 for code, _ in limited))
+        time.sleep(0.5 * SLOW)  # refills ~10
+        for i in range(100, 105):
+            c.pub("t.rate", b"x", ack=i)
+        self.assertEqual([f[1] for f in c.sync() if f[0] == ACK], list(range(100, 105)))
+
+    def test_max_connections(self):
+        b = self.start("--max-connections", "4")
+        live = [self.connect(b) for _ in range(4)]
+        live[0].sub(1, "t")
+        live[0].sync()
+        for _ in range(3):
+            self.refused_with(b, 7, "connection limit")
+        self.roundtrip(live[1], live[0], "t")
+
+    def test_subs_topics_payload(self):
+        b = self.start("--max-subs", "2", "--max-topics", "3", "--max-payload", "1K")
+        c = self.connect(b)
+        for sid in (1, 2, 3):
+            c.sub(sid, "s.%d" % sid)
+        self.assertEqual(errs(c.sync()), [(7, 3)])
+        for i in range(5):
+            c.pub("topic.%d" % i, b"x", ack=i)
+        frames = c.sync()
+        self.assertEqual([f[1] for f in frames if f[0] == ACK], [0, 1, 2])
+        self.assertEqual(errs(frames), [(7, 3), (7, 4)])
+        c.pub("topic.0", b"x" * 2048)
+        self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
+
+    def test_frame_length_alone_refused(self):
+        b = self.start("--max-payload", "1K")
+        s = socket.create_connection(("127.0.0.1", b.tcp))
+        self.addCleanup(s.close)
+        s.sendall(b"\x7f\xff\xff\xff")  # declares 2 GiB; nothing else needs to arrive
+        c = Client.__new__(Client)
+        c.s, c.buf, c.frames, c.welcome = s, b"", [], None
+        self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
+
+
+if __name__ == "__main__":
+    unittest.main()
