@@ -1,30 +1,54 @@
 /* SPDX-License-Identifier: MIT */
-/* herald-bench adapter for nats-server: the NATS client text protocol. */
+/* herald-bench adapter for nats-server: the NATS client text protocol, over TCP or WebSocket. */
 #include "hb.h"
 
 #include <string.h>
 
+/*
+ * Over WebSocket the text protocol is a byte stream carried in binary
+ * messages: each command is encoded into a per-thread scratch buffer and sent
+ * as one masked frame; what arrives is unframed into c->wsin and parsed there.
+ */
+static _Thread_local hb_buf_t scratch;
+
+static hb_buf_t *begin(hb_conn_t *c)
+{
+    return c->ws ? &scratch : hb_out(c);
+}
+
+static void end(hb_conn_t *c)
+{
+    if (!c->ws)
+        return;
+    hb_ws_frame(c, hb_out(c), 2, scratch.p + scratch.off, hb_buf_pending(&scratch));
+    scratch.off = scratch.len = 0;
+}
+
 static void nats_open(hb_conn_t *c)
 {
-    hb_buf_str(hb_out(c), "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":true,"
-                          "\"name\":\"herald-bench\",\"lang\":\"c\",\"version\":\"0.1\","
-                          "\"protocol\":1}\r\n");
+    if (c->ws)
+        hb_ws_upgrade(c, NULL);
+    hb_buf_str(begin(c), "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":true,"
+                         "\"name\":\"herald-bench\",\"lang\":\"c\",\"version\":\"0.1\","
+                         "\"protocol\":1}\r\n");
+    end(c);
 }
 
 static void nats_sub(hb_conn_t *c, uint32_t sid, const char *topic, size_t tn)
 {
-    hb_buf_t *b = hb_out(c);
+    hb_buf_t *b = begin(c);
     hb_buf_add(b, "SUB ", 4);
     hb_buf_add(b, topic, tn);
     hb_buf_add(b, " ", 1);
     hb_buf_u64(b, sid);
     hb_buf_add(b, "\r\n", 2);
+    end(c);
 }
 
 static void nats_pub(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *p, size_t n,
                      const char *reply, size_t rn)
 {
-    hb_buf_t *b = hb_out(c);
+    hb_buf_t *b = begin(c);
     uint8_t *w = hb_buf_space(b, tn + rn + n + 40);
     uint8_t *s = w;
     memcpy(w, "PUB ", 4);
@@ -53,11 +77,13 @@ static void nats_pub(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *
     *w++ = '\r';
     *w++ = '\n';
     b->len += (size_t)(w - s);
+    end(c);
 }
 
 static void nats_ping(hb_conn_t *c)
 {
-    hb_buf_add(hb_out(c), "PING\r\n", 6);
+    hb_buf_add(begin(c), "PING\r\n", 6);
+    end(c);
 }
 
 static size_t parse_size(const uint8_t *p, size_t n, int *ok)
@@ -110,7 +136,7 @@ static long parse_msg(hb_conn_t *c, const uint8_t *p, size_t n, const uint8_t *l
     return (long)(after + sz + 2);
 }
 
-static long nats_parse(hb_conn_t *c, const uint8_t *p, size_t n)
+static long parse_text(hb_conn_t *c, const uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (off < n) {
@@ -136,9 +162,10 @@ static long nats_parse(hb_conn_t *c, const uint8_t *p, size_t n)
             off = (size_t)used;
             continue;
         }
-        if (ll == 4 && !memcmp(line, "PING", 4))
-            hb_buf_add(hb_out(c), "PONG\r\n", 6);
-        else if (ll == 4 && !memcmp(line, "PONG", 4))
+        if (ll == 4 && !memcmp(line, "PING", 4)) {
+            hb_buf_add(begin(c), "PONG\r\n", 6);
+            end(c);
+        } else if (ll == 4 && !memcmp(line, "PONG", 4))
             hb_on_pong(c);
         else if (ll >= 4 && !memcmp(line, "-ERR", 4))
             hb_on_error(c, "nats: %.*s", (int)ll, (const char *)line);
@@ -146,6 +173,58 @@ static long nats_parse(hb_conn_t *c, const uint8_t *p, size_t n)
         off = after;
     }
     return (long)off;
+}
+
+/* Unframes WebSocket messages into c->wsin and parses the text stream there. */
+static long parse_ws(hb_conn_t *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    if (c->state == HB_C_UPGRADING) {
+        long r = hb_ws_parse_upgrade(c, p, n);
+        if (r <= 0)
+            return r;
+        off = (size_t)r;
+    }
+    while (off < n) {
+        int op;
+        const uint8_t *b;
+        size_t bn;
+        long r = hb_ws_parse(p + off, n - off, &op, &b, &bn);
+        if (r < 0) {
+            hb_on_error(c, "websocket: malformed or fragmented frame");
+            return -1;
+        }
+        if (r == 0)
+            break;
+        if (op == 1 || op == 2) {
+            hb_buf_add(&c->wsin, b, bn);
+        } else if (op == 9) {
+            hb_ws_frame(c, hb_out(c), 10, b, bn);
+        } else if (op == 8) {
+            hb_on_error(c, "websocket: closed by the broker");
+            return -1;
+        }
+        off += (size_t)r;
+    }
+    if (hb_buf_pending(&c->wsin)) {
+        long used = parse_text(c, c->wsin.p + c->wsin.off, hb_buf_pending(&c->wsin));
+        if (used < 0)
+            return -1;
+        c->wsin.off += (size_t)used;
+        if (c->wsin.off == c->wsin.len)
+            c->wsin.off = c->wsin.len = 0;
+    }
+    return (long)off;
+}
+
+static long nats_parse(hb_conn_t *c, const uint8_t *p, size_t n)
+{
+    return c->ws ? parse_ws(c, p, n) : parse_text(c, p, n);
+}
+
+static void nats_thread_exit(void)
+{
+    hb_buf_free(&scratch);
 }
 
 const hb_adapter_t hb_adapter_nats = {
@@ -156,5 +235,6 @@ const hb_adapter_t hb_adapter_nats = {
     .ping = nats_ping,
     .parse = nats_parse,
     .native_reply = 1,
-    .ws = 0,
+    .ws = 1,
+    .thread_exit = nats_thread_exit,
 };

@@ -1059,6 +1059,7 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         hb_buf_free(&c->out);
         hb_buf_free(&c->held);
         hb_buf_free(&c->left);
+        hb_buf_free(&c->wsin);
         free(c->sub_topic);
         free(c->last_seq);
         if (c->pub)

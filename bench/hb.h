@@ -86,6 +86,7 @@ struct hb_conn_s {
     hb_buf_t out;  /* bytes to write */
     hb_buf_t held; /* WebSocket: frames queued until the upgrade completes */
     hb_buf_t left; /* an incomplete frame kept between reads */
+    hb_buf_t wsin; /* WebSocket carrying a byte stream (NATS): payloads not yet parsed */
     uint32_t mask; /* WebSocket masking key state */
     int nsubs;
     uint32_t *sub_topic; /* topic index of each subscription */

@@ -45,6 +45,8 @@ static void usage(FILE *f)
         "      --plot DIR        draw latency percentiles and throughput over time (gnuplot)\n"
         "      --plot-format F   png (default) or svg\n"
         "      --check           exit 1 if a run failed, lost, duplicated or reordered messages\n"
+        "      --repeat N        run each scenario N times per broker, brokers taking turns;\n"
+        "                        tables and plots show the median run (JSON has every run)\n"
         "  -q, --quiet           no live progress line\n"
         "  -h, --help\n",
         f);
@@ -109,7 +111,8 @@ enum {
     O_MD,
     O_PLOT,
     O_PLOTFMT,
-    O_CHECK
+    O_CHECK,
+    O_REPEAT
 };
 
 /* Overrides from the command line; a negative value means "not given". */
@@ -153,6 +156,31 @@ static void apply(hb_plan_t *pl, const overrides_t *o)
         pl->p.stalled = pl->p.subs - 1;
 }
 
+/* The completed run of (scenario, broker) with the median headline figure, else the first. */
+static hb_result_t *median_of(hb_result_t **rs, int n, const char *scen, const char *broker)
+{
+    hb_result_t *c[16];
+    int k = 0;
+    hb_result_t *any = NULL;
+    for (int i = 0; i < n && k < 16; i++) {
+        if (strcmp(rs[i]->scenario, scen) || strcmp(rs[i]->broker, broker))
+            continue;
+        if (!any)
+            any = rs[i];
+        if (rs[i]->ok)
+            c[k++] = rs[i];
+    }
+    if (!k)
+        return any;
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && hb_headline(c[j]).value < hb_headline(c[j - 1]).value; j--) {
+            hb_result_t *t = c[j];
+            c[j] = c[j - 1];
+            c[j - 1] = t;
+        }
+    return c[k / 2];
+}
+
 static int cpu_count(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -182,11 +210,12 @@ int main(int argc, char **argv)
                                          {"plot", required_argument, 0, O_PLOT},
                                          {"plot-format", required_argument, 0, O_PLOTFMT},
                                          {"check", no_argument, 0, O_CHECK},
+                                         {"repeat", required_argument, 0, O_REPEAT},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     hb_target_t targets[MAX_TARGETS];
-    int ntargets = 0, smoke = 0, quiet = 0, check = 0;
+    int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1;
     const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png";
     overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     int c;
@@ -263,6 +292,9 @@ int main(int argc, char **argv)
         case O_CHECK:
             check = 1;
             break;
+        case O_REPEAT:
+            repeat = atoi(optarg);
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -273,6 +305,10 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+    if (repeat < 1 || repeat > 9) {
+        fprintf(stderr, "herald-bench: --repeat must be 1..9\n");
+        return 2;
     }
     if (strcmp(plotfmt, "png") && strcmp(plotfmt, "svg")) {
         fprintf(stderr, "herald-bench: --plot-format must be png or svg\n");
@@ -316,7 +352,8 @@ int main(int argc, char **argv)
     hb_result_t *rs[MAX_RESULTS];
     int nr = 0, bad = 0;
     for (int s = 0; s < nnames; s++) {
-        for (int ti = 0; ti < ntargets && nr < MAX_RESULTS; ti++) {
+        for (int k = 0; k < repeat * ntargets && nr < MAX_RESULTS; k++) {
+            int ti = k % ntargets; /* brokers take turns, repeat after repeat */
             hb_plan_t pl;
             hb_scenario_plan(names[s], smoke, &pl);
             pl.p.threads = cpu_count();
@@ -351,6 +388,18 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Tables and plots show, per scenario and broker, the run with the median headline. */
+    hb_result_t *med[MAX_RESULTS];
+    int nm = 0;
+    for (int i = 0; i < nr; i++) {
+        int first = 1;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(rs[j]->scenario, rs[i]->scenario) && !strcmp(rs[j]->broker, rs[i]->broker))
+                first = 0;
+        if (first)
+            med[nm++] = median_of(rs, nr, rs[i]->scenario, rs[i]->broker);
+    }
+
     if (json) {
         FILE *f = fopen(json, "w");
         if (!f) {
@@ -366,12 +415,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "herald-bench: %s: %s\n", md, strerror(errno));
             return 2;
         }
-        hb_report_markdown(f, rs, nr);
+        hb_report_markdown(f, med, nm);
         fclose(f);
     } else if (!json) {
-        hb_report_markdown(stdout, rs, nr);
+        hb_report_markdown(stdout, med, nm);
     }
-    if (plot && hb_plot(plot, plotfmt, rs, nr))
+    if (plot && hb_plot(plot, plotfmt, med, nm))
         fprintf(stderr, "herald-bench: plotting failed (is gnuplot installed?)\n");
     for (int i = 0; i < nr; i++) {
         free(rs[i]->lat);

@@ -52,7 +52,8 @@ int hb_scenario_plan(const char *name, int smoke, hb_plan_t *pl)
     } else if (!strcmp(name, "slow")) {
         p->subs = smoke ? 10 : 100;
         p->stalled = 1;
-        p->size = 128;
+        /* 1 KiB messages reach the peers' and Herald's output limits within seconds. */
+        p->size = 1024;
         /* A small window keeps what a healthy subscriber may owe far below any output
          * limit, so only the stalled one can reach it. */
         p->window = smoke ? 2000 : 10000;

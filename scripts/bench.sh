@@ -6,22 +6,26 @@
 #
 # Environment:
 #   BUILD=build              build directory (Release build made here)
-#   BENCH_DURATION=3         seconds each publishing scenario runs
-#   BENCH_SCENARIOS="..."    scenarios to run (default: all, idle first on fresh brokers)
+#   BENCH_DURATION=2         seconds each publishing scenario runs
+#   BENCH_REPEAT=3           runs per scenario and broker (brokers take turns; median shown)
+#   BENCH_SCENARIOS="..."    scenarios to run (default: all; each on freshly started brokers)
 #   BENCH_ARGS="..."         extra herald-bench options (e.g. "--threads 4")
-#   BENCH_PROFILE=1          also profile Herald with perf in the throughput and fanout runs
+#   BENCH_PROFILE=1          also profile Herald with perf in the throughput, fanout and latency runs
 #   BENCH_OUT=docs/benchmarks.md
-#   REDIS_PORT=16379 NATS_PORT=14222   fixed high ports for the peers (Herald takes ephemeral ones)
+#   REDIS_PORT=16379 NATS_PORT=14222 NATS_WS_PORT=14223
+#                            fixed high ports for the peers (Herald takes ephemeral ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BUILD=${BUILD:-build}
-DURATION=${BENCH_DURATION:-3}
-SCENARIOS=${BENCH_SCENARIOS:-"idle throughput fanout chat latency mixed slow reqrep"}
+DURATION=${BENCH_DURATION:-2}
+REPEAT=${BENCH_REPEAT:-3}
+SCENARIOS=${BENCH_SCENARIOS:-"throughput fanout chat latency idle mixed slow reqrep"}
 PROFILE=${BENCH_PROFILE:-1}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
 REDIS_PORT=${REDIS_PORT:-16379}
 NATS_PORT=${NATS_PORT:-14222}
+NATS_WS_PORT=${NATS_WS_PORT:-14223}
 JOBS=${JOBS:-2}
 
 for cmd in redis-server nats-server cmake; do
@@ -54,9 +58,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "$REDIS_PORT" "$NATS_PORT"; do
+for p in "$REDIS_PORT" "$NATS_PORT" "$NATS_WS_PORT"; do
     if port_busy "$p"; then
-        echo "bench.sh: port $p is in use; set REDIS_PORT / NATS_PORT" >&2
+        echo "bench.sh: port $p is in use; set REDIS_PORT / NATS_PORT / NATS_WS_PORT" >&2
         exit 2
     fi
 done
@@ -82,63 +86,96 @@ max_payload: 1MB
 max_pending: 64MB
 write_deadline: "2s"
 max_connections: 65536
+websocket {
+  listen: "127.0.0.1:$NATS_WS_PORT"
+  no_tls: true
+}
 EOF
 HERALD_ARGS=(--bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/herald.ready" --log-level warn)
-
-"$HERALD" "${HERALD_ARGS[@]}" 2>"$WORK/herald.log" &
-HERALD_PID=$!
-PIDS+=("$HERALD_PID")
-redis-server "$WORK/redis.conf" >/dev/null 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-nats-server -c "$WORK/nats.conf" -l "$WORK/nats.log" &
-NATS_PID=$!
-PIDS+=("$NATS_PID")
-
-for _ in $(seq 100); do
-    [ -s "$WORK/herald.ready" ] && port_busy "$REDIS_PORT" && port_busy "$NATS_PORT" && break
-    sleep 0.1
-done
-[ -s "$WORK/herald.ready" ] || { echo "bench.sh: herald did not start" >&2; cat "$WORK/herald.log" >&2; exit 1; }
-port_busy "$REDIS_PORT" || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
-port_busy "$NATS_PORT" || { echo "bench.sh: nats-server did not start" >&2; exit 1; }
-HERALD_PORT=$(sed -n 's/^tcp=//p' "$WORK/herald.ready")
-HERALD_WS=$(sed -n 's/^ws=//p' "$WORK/herald.ready")
 
 V_HERALD=$("$HERALD" --version 2>&1 | head -1)
 V_REDIS=$(redis-server --version | sed 's/ sha=.*//')
 V_NATS=$(nats-server --version)
-T_HERALD="herald://127.0.0.1:$HERALD_PORT?pid=$HERALD_PID"
-[ "${HERALD_WS:-0}" != 0 ] && T_HERALD="$T_HERALD&ws=$HERALD_WS"
-T_NATS="nats://127.0.0.1:$NATS_PORT?pid=$NATS_PID"
-T_REDIS="redis://127.0.0.1:$REDIS_PORT?pid=$REDIS_PID"
+
+# Starts the three brokers afresh (so RSS and memory figures belong to one scenario).
+start_brokers() {
+    rm -f "$WORK/herald.ready"
+    "$HERALD" "${HERALD_ARGS[@]}" 2>>"$WORK/herald.log" &
+    HERALD_PID=$!
+    PIDS+=("$HERALD_PID")
+    redis-server "$WORK/redis.conf" >/dev/null 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    nats-server -c "$WORK/nats.conf" -l "$WORK/nats.log" &
+    NATS_PID=$!
+    PIDS+=("$NATS_PID")
+    for _ in $(seq 100); do
+        [ -s "$WORK/herald.ready" ] && port_busy "$REDIS_PORT" && port_busy "$NATS_PORT" &&
+            port_busy "$NATS_WS_PORT" && break
+        sleep 0.1
+    done
+    [ -s "$WORK/herald.ready" ] || { echo "bench.sh: herald did not start" >&2; cat "$WORK/herald.log" >&2; exit 1; }
+    port_busy "$REDIS_PORT" || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+    port_busy "$NATS_PORT" || { echo "bench.sh: nats-server did not start" >&2; exit 1; }
+    HERALD_PORT=$(sed -n 's/^tcp=//p' "$WORK/herald.ready")
+    HERALD_WS=$(sed -n 's/^ws=//p' "$WORK/herald.ready")
+    T_HERALD="herald://127.0.0.1:$HERALD_PORT?pid=$HERALD_PID"
+    [ "${HERALD_WS:-0}" != 0 ] && T_HERALD="$T_HERALD&ws=$HERALD_WS"
+    T_NATS="nats://127.0.0.1:$NATS_PORT?pid=$NATS_PID"
+    [ -n "${NATS_WS_PORT:-}" ] && T_NATS="$T_NATS&ws=$NATS_WS_PORT"
+    T_REDIS="redis://127.0.0.1:$REDIS_PORT?pid=$REDIS_PID"
+}
+
+# Stops exactly the brokers start_brokers started, and waits until their ports are free.
+stop_brokers() {
+    local p
+    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID"; do
+        wait "$p" 2>/dev/null || true
+    done
+    for _ in $(seq 50); do
+        port_busy "$REDIS_PORT" || port_busy "$NATS_PORT" || port_busy "$NATS_WS_PORT" || break
+        sleep 0.1
+    done
+}
 
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
+PLOT=()
+command -v gnuplot >/dev/null && PLOT=(--plot "$RESULTS/$STAMP-plots" --plot-format svg)
 read -r -a SCEN <<<"$SCENARIOS"
-BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION"
-    --json "$RESULTS/$STAMP.json" --md "$WORK/tables.md" "${EXTRA[@]}" "${SCEN[@]}")
-echo "bench.sh: ${BENCH_CMD[*]}" >&2
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
-"${BENCH_CMD[@]}"
-
-# ---- optional profile of Herald where the targets are tightest ----------------------------
+: >"$WORK/tables.md"
 PROFILE_TXT=""
-if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
-    for scen in throughput fanout; do
-        echo "bench.sh: profiling herald in $scen" >&2
-        perf record -q -g -o "$WORK/perf.$scen" -p "$HERALD_PID" -- sleep $((DURATION + 2)) \
-            >/dev/null 2>&1 &
+for scen in "${SCEN[@]}"; do
+    start_brokers
+    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$REPEAT"
+        --json "$RESULTS/$STAMP-$scen.json" --md "$WORK/$scen.md" "${PLOT[@]}" "${EXTRA[@]}" "$scen")
+    echo "bench.sh: ${BENCH_CMD[*]}" >&2
+    # Where the targets are tightest, perf samples Herald while it runs (it idles while
+    # the peers take their turn).
+    PERF_PID=""
+    if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
+        { [ "$scen" = throughput ] || [ "$scen" = fanout ] || [ "$scen" = latency ]; }; then
+        perf record -q -g -o "$WORK/perf.$scen" -p "$HERALD_PID" >/dev/null 2>&1 &
         PERF_PID=$!
         PIDS+=("$PERF_PID")
         sleep 0.3
-        "$BENCH" -q -t "$T_HERALD" --duration "$DURATION" --md /dev/null "$scen" || true
+    fi
+    "${BENCH_CMD[@]}"
+    cat "$WORK/$scen.md" >>"$WORK/tables.md"
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
         wait "$PERF_PID" 2>/dev/null || true
         PROFILE_TXT+="#### $scen"$'\n\n```\n'
-        PROFILE_TXT+=$(perf report -i "$WORK/perf.$scen" --no-children --percent-limit 2 \
+        PROFILE_TXT+=$(perf report -i "$WORK/perf.$scen" --no-children --percent-limit 1.5 \
             --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25 || true)
         PROFILE_TXT+=$'\n```\n\n'
-    done
-fi
+    fi
+    stop_brokers
+done
+CMD_SHOWN="$BENCH -t $T_HERALD -t $T_NATS -t $T_REDIS --duration $DURATION --repeat $REPEAT ${EXTRA[*]} --json bench/results/$STAMP-SCENARIO.json --md SCENARIO.md SCENARIO"
 
 # ---- the report ---------------------------------------------------------------------------
 CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -152,13 +189,16 @@ OS=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)
 
 Written by \`make bench\` (scripts/bench.sh) on $START; every figure below comes from that one
 run, in which Herald and its peers were measured side by side with the same scenarios and the
-same load generator (herald-bench). Raw results: \`bench/results/$STAMP.json\` on the machine
-that ran it. Re-run with \`make bench\`; \`BENCH_DURATION=10 make bench\` for longer runs.
+same load generator (herald-bench). Raw results: \`bench/results/$STAMP-*.json\`, and latency-percentile and
+throughput-over-time plots in \`bench/results/$STAMP-plots/\` (gnuplot SVG), on the machine
+that ran it. Re-run with \`make bench\`; \`BENCH_DURATION=10 BENCH_REPEAT=5 make bench\` for a steadier one.
 
 **Read the ratios, not the absolute numbers.** This machine is small and shared: while this
 run was taken, other agents were compiling on the same two cores, and herald-bench itself
 needs CPU on the same cores as the broker it drives (its own CPU use is in every table, so a
-saturated generator is visible). Runs are ${DURATION} s per scenario and broker.
+saturated generator is visible). Each scenario ran $REPEAT times per broker, ${DURATION} s each,
+the brokers taking turns (herald, nats, redis, herald, ...); the tables show each broker's
+median run (by the scenario's headline figure), the JSON files hold every run.
 
 ## Machine and versions
 
@@ -179,16 +219,18 @@ Brokers, all on 127.0.0.1, started by scripts/bench.sh, nothing persisted:
   8 MiB hard / 2 MiB soft for 10 s per connection (slow consumers get ERR 6), history of the
   last 128 messages per topic kept in memory.
 - nats-server: \`nats-server -c nats.conf\` with
-  \`$(tr '\n' ';' <"$WORK/nats.conf" | sed 's/;$//; s/;/; /g')\` — no JetStream; a client
-  more than 64 MB or 2 s behind is cut off as a slow consumer.
+  \`$(tr '\n' ' ' <"$WORK/nats.conf" | sed 's/  */ /g; s/ $//')\` — no JetStream; a client
+  more than 64 MB or 2 s behind is cut off as a slow consumer; WebSocket without TLS for the
+  mixed scenario (NATS text protocol in binary messages).
 - redis-server: \`redis-server redis.conf\` with
   \`$(grep -v logfile "$WORK/redis.conf" | tr '\n' ';' | sed 's/;$//; s/;/; /g')\` — no RDB, no AOF;
   the pub/sub output buffer limit is Redis's default, stated explicitly.
 
-Load generator:
+Load generator, once per scenario (SCENARIO = $SCENARIOS), each time against
+freshly started brokers (the pids and ports change from one scenario to the next):
 
 \`\`\`
-$(echo "${BENCH_CMD[*]}" | sed "s|$ROOT/||g; s|$WORK/|/tmp/|g")
+$(echo "$CMD_SHOWN" | sed "s|$ROOT/||g; s|$WORK/|/tmp/|g")
 \`\`\`
 
 How herald-bench measures: every payload starts with a 16-byte header (publisher id,
@@ -200,24 +242,29 @@ window of deliveries in flight allows (so every broker is measured at the rate i
 queueing inside that window. The latency scenario is open loop at a fixed rate and measures
 from the *intended* send time, so a stall cannot hide (no coordinated omission). Broker CPU
 and RSS come from /proc/<pid>; memory per idle connection is the growth of the broker's RSS
-over 10,000 idle subscribed connections, taken on freshly started brokers (idle runs first).
+over 10,000 idle subscribed connections. Every scenario starts from freshly started brokers.
 Redis has no reply subjects: in reqrep its responder answers on \`hb.inbox.<requester id>\`,
 and the requesters and the responder use RESP3 so they can publish while subscribed.
+redis-server has no WebSocket transport, so it sits out the mixed scenario.
 
 ## Results
 
 EOF
     cat "$WORK/tables.md"
+    if [ -f bench/NOTES.md ]; then
+        cat bench/NOTES.md
+        echo
+    fi
     if [ -n "$PROFILE_TXT" ]; then
         cat <<EOF
 ## Where Herald's time goes
 
-\`perf record -g\` on the broker during a ${DURATION} s run of each scenario (Herald alone,
-same sizes as above), functions above 2% of samples (self time):
+\`perf record -g\` on the Herald process during the runs above, functions above 1.5% of
+samples (self time):
 
 $PROFILE_TXT
 EOF
     fi
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
-echo "bench.sh: wrote $OUT and bench/results/$STAMP.json" >&2
+echo "bench.sh: wrote $OUT, bench/results/$STAMP-*.json and bench/results/$STAMP-plots/" >&2

@@ -92,7 +92,8 @@ typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
  * hr_client_new().
  */
 typedef struct hr_client_opts_s {
-    const char *url;   /* "tcp://host:port" or "host:port"; NULL: tcp://127.0.0.1:7400 */
+    const char *url;   /* tcp://host[:port], host[:port] or ws://host[:port][/path];
+                          NULL: tcp://127.0.0.1:7400 */
     const char *name;  /* client name sent in HELLO, or NULL */
     const char *token; /* auth token sent in HELLO, or NULL */
     int echo;          /* receive own publications (default 1) */

@@ -127,7 +127,7 @@ START_TEST(test_markdown_ratio_ahead)
     ck_assert_ptr_nonnull(
         strstr(s, "| delivered msgs/s | 3.00M | 1.50M | 1.00M | 2.00x | 3.00x |"));
     ck_assert_ptr_nonnull(strstr(s, "Herald is ahead of nats-server on delivered msgs/s: 2.00x"));
-    ck_assert_ptr_nonnull(strstr(s, "Target >= 1.5x nats-server: met (2.00x"));
+    ck_assert_ptr_nonnull(strstr(s, "Target >= 1.5x nats-server: met (2.000x"));
     ck_assert_ptr_null(strstr(s, "behind"));
     free(s);
     drop(&h);
@@ -146,7 +146,7 @@ START_TEST(test_markdown_states_behind)
     ck_assert_ptr_nonnull(strstr(s, "| delivered msgs/s | 1.00M | 4.00M | 0.25x (behind) |"));
     ck_assert_ptr_nonnull(
         strstr(s, "**Herald is behind nats-server** on delivered msgs/s: 0.25x (75% lower)"));
-    ck_assert_ptr_nonnull(strstr(s, "Target >= 2x the better peer: **missed** (0.25x"));
+    ck_assert_ptr_nonnull(strstr(s, "Target >= 2x the better peer: **missed** (0.250x"));
     free(s);
     drop(&h);
     drop(&n);

@@ -203,8 +203,8 @@ START_TEST(test_binary_end_to_end)
     snprintf(target, sizeof target, "herald://127.0.0.1:%d?pid=%d", fx.tcp_port, (int)fx.pid);
     snprintf(json, sizeof json, "%s/bench.json", fx.dir);
     snprintf(md, sizeof md, "%s/bench.md", fx.dir);
-    char *argv[] = {(char *)bin,  "--smoke", "--check",    "--quiet", "-t",
-                    target,       "--json",  json,         "--md",    md,
+    char *argv[] = {(char *)bin,  "--smoke", "--check",    "--quiet", "-t",       target,
+                    "--json",     json,      "--md",       md,        "--repeat", "2",
                     "--duration", "0.3",     "throughput", "fanout",  NULL};
     pid_t pid;
     ck_assert_int_eq(posix_spawn(&pid, bin, NULL, NULL, argv, environ), 0);

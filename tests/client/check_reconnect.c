@@ -53,11 +53,15 @@ static void err_cb(hr_client_t *c, int status, hr_sub_t *sub, const char *detail
     }
 }
 
-/* Options for a peer at 127.0.0.1:`port` reporting into `p`; `url` must outlive the call. */
-static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+/*
+ * Options for a peer at `scheme`://127.0.0.1:`port` reporting into `p`;
+ * `url` must outlive the call.
+ */
+static void peer_opts_at(hr_client_opts_t *o, peer_t *p, char *url, size_t n, const char *scheme,
+                         int port)
 {
     memset(p, 0, sizeof(*p));
-    snprintf(url, n, "tcp://127.0.0.1:%d", port);
+    snprintf(url, n, "%s://127.0.0.1:%d", scheme, port);
     hr_client_opts_init(o);
     o->url = url;
     o->on_state = st_cb;
@@ -65,11 +69,16 @@ static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int p
     o->arg = p;
 }
 
-static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
+static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+{
+    peer_opts_at(o, p, url, n, "tcp", port);
+}
+
+static void peer_open_at(uv_loop_t *loop, peer_t *p, const char *scheme, int port, size_t bufbytes)
 {
     hr_client_opts_t o;
     char url[64];
-    peer_opts(&o, p, url, sizeof(url), port);
+    peer_opts_at(&o, p, url, sizeof(url), scheme, port);
     o.reconnect_wait_ms = 10;
     o.reconnect_wait_max_ms = 80;
     o.max_reconnect = -1;
@@ -77,6 +86,11 @@ static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
         o.reconnect_buf_bytes = bufbytes;
     ck_assert_int_eq(hr_client_new(loop, &o, &p->c), HR_OK);
     ck_assert(cfix_run_until(loop, &p->connected, 3000));
+}
+
+static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
+{
+    peer_open_at(loop, p, "tcp", port, bufbytes);
 }
 
 static void peer_close(uv_loop_t *loop, peer_t *p)
@@ -189,17 +203,18 @@ static void teardown(void)
  * publisher, connected directly, keeps publishing. After the proxy comes
  * back the subscriber resumes each subscription from its last seq: the
  * exact and the wildcard subscription see every seq of every topic once.
+ * The subscriber uses TCP or, with `ws`, WebSocket.
  */
-START_TEST(test_resume_no_gap_no_dup)
+static void resume_case(int ws)
 {
     uv_loop_t loop;
     peer_t pub, sub, side;
     ticker_t k;
     uv_loop_init(&loop);
-    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, ws ? F.ws_port : F.port);
     ck_assert_ptr_nonnull(px);
     peer_open(&loop, &pub, F.port, 0);
-    peer_open(&loop, &sub, cfix_proxy_port(px), 0);
+    peer_open_at(&loop, &sub, ws ? "ws" : "tcp", cfix_proxy_port(px), 0);
     peer_open(&loop, &side, F.port, 0);
     rx_t *exact = calloc(1, sizeof(rx_t)), *wild = calloc(1, sizeof(rx_t));
     rx_t *back = calloc(1, sizeof(rx_t));
@@ -259,6 +274,17 @@ START_TEST(test_resume_no_gap_no_dup)
     free(exact);
     free(wild);
     free(back);
+}
+
+START_TEST(test_resume_no_gap_no_dup)
+{
+    resume_case(0);
+}
+END_TEST
+
+START_TEST(test_resume_ws)
+{
+    resume_case(1);
 }
 END_TEST
 
@@ -611,6 +637,7 @@ Suite *reconnect_suite(void)
     tcase_add_checked_fixture(tc, setup_history, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_resume_no_gap_no_dup);
+    tcase_add_test(tc, test_resume_ws);
     tcase_add_test(tc, test_broker_kill_restart);
     tcase_add_test(tc, test_disconnect_fails_pending_and_buffer_limit);
     tcase_add_test(tc, test_graceful_shutdown);
