@@ -177,7 +177,6 @@ typedef int (*hr_frame_cb)(void *arg, const char *body, size_t n);
 int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_frame_cb cb,
                void *arg);
 
-
 /* One header of a PUB. */
 typedef struct hr_header_s {
     const char *key;
