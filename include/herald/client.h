@@ -92,7 +92,8 @@ typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
  * hr_client_new().
  */
 typedef struct hr_client_opts_s {
-    const char *url;   /* "tcp://host:port" or "host:port"; NULL: tcp://127.0.0.1:7400 */
+    const char *url;   /* tcp://host[:port], host[:port] or ws://host[:port][/path];
+                          NULL: tcp://127.0.0.1:7400 */
     const char *name;  /* client name sent in HELLO, or NULL */
     const char *token; /* auth token sent in HELLO, or NULL */
     int echo;          /* receive own publications (default 1) */
@@ -327,7 +328,17 @@ typedef struct hr_sync_sub_s hr_sync_sub_t;
  */
 int hr_sync_connect(const hr_client_opts_t *opts, hr_sync_t **out);
 
-/** As hr_client_publish() (opts->on_ack is ignored); returns once the frame is queued. */
+/**
+ * Checks and queues a publish for the private thread, and returns without
+ * waiting for it: HR_OK, HR_ETOPIC, HR_EPERM, HR_EINVAL, HR_ETOOBIG (over
+ * the broker's max_payload), HR_ECLOSED, HR_ENOMEM. opts->on_ack is
+ * ignored (use hr_sync_publish_acked()). Publishes run in the order they
+ * were queued, so one thread's publishes keep their order and a later
+ * hr_sync_flush() covers them. At most reconnect_buf_bytes of publishes
+ * wait for the private thread; past that the call blocks until they are
+ * taken. A refusal found there (HR_EBUFFULL: the client's own buffers are
+ * full) goes to opts->on_error.
+ */
 int hr_sync_publish(hr_sync_t *s, const char *topic, const void *data, size_t len,
                     const hr_publish_opts_t *opts);
 

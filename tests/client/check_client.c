@@ -208,8 +208,9 @@ START_TEST(test_bad_options)
     hr_client_opts_t o;
     uv_loop_init(&loop);
     hr_client_opts_init(&o);
-    const char *bad[] = {"ws://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
-                         "tcp://host:99999",    "tcp://host:12ab", "tcp://[::1",  ""};
+    const char *bad[] = {"wss://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
+                         "tcp://host:99999",     "tcp://host:12ab", "tcp://[::1",  "",
+                         "tcp://h:1/path",       "tcp://::1:7400",  "ws://[::1]x", "ws://:1/"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         o.url = bad[i];
         ck_assert_msg(hr_client_new(&loop, &o, &c) == HR_EURL, "url %s", bad[i]);
@@ -767,16 +768,8 @@ static void fake_accept(uv_stream_t *lis, int status)
 
 static void fake_start(uv_loop_t *loop, fake_t *f)
 {
-    struct sockaddr_in sa;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    uv_tcp_init(loop, &f->lis);
-    f->lis.data = f;
-    uv_ip4_addr("127.0.0.1", 0, &sa);
-    ck_assert_int_eq(uv_tcp_bind(&f->lis, (struct sockaddr *)&sa, 0), 0);
-    ck_assert_int_eq(uv_listen((uv_stream_t *)&f->lis, 8, fake_accept), 0);
-    uv_tcp_getsockname(&f->lis, (struct sockaddr *)&ss, &len);
-    f->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    f->port = cfix_listen(loop, &f->lis, fake_accept);
+    f->lis.data = f; /* after uv_tcp_init */
 }
 
 static void fake_welcome(hr_buf_t *b)
