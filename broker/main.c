@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "ws.h"
 
 int main(int argc, char **argv)
 {
@@ -13,6 +14,7 @@ int main(int argc, char **argv)
     static hr_server_t srv; /* large (read buffer): not on the stack */
     int r;
 
+    hr__ws_transport = &hr__websocket_transport;
     hr__config_defaults(&cfg);
     r = hr__config_args(&cfg, argc, argv);
     if (r != 0)

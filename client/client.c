@@ -76,15 +76,21 @@ typedef struct conn_s {
     hr_buf_t wbuf;  /* bytes of the write in flight */
     hr_client_t *c; /* NULL once detached */
     int writing;
+    int ws_open;        /* WebSocket handshake done */
+    char ws_accept[29]; /* the Sec-WebSocket-Accept the server must send */
 } conn_t;
 
 struct hr_client_s {
     uv_loop_t *loop;
     hr_client_opts_t o;
-    char *name, *token, *host;
+    char *name, *token, *host, *path;
     int port;
+    int ws;      /* WebSocket transport (ws://) */
+    int in_frag; /* a fragmented WebSocket message is being reassembled in `frag` */
+    hr_buf_t frag;
     int state;
     int close_status;
+    int user_closed; /* hr_client_close() was called: queued messages are dropped */
     int ever_connected;
     int welcomed; /* current connection got its WELCOME */
     conn_t *conn;
@@ -126,6 +132,7 @@ struct hr_client_s {
     uint64_t drain_ping;
     int drain_ponged;
     uint64_t rng;
+    hr_client_stats_t stats;
 };
 
 static void start_connect(hr_client_t *c);
@@ -230,44 +237,60 @@ void hr_client_opts_init(hr_client_opts_t *o)
     o->deliver_batch = 1024;
 }
 
-/* Accepts tcp://host:port, host:port, tcp://[v6]:port; the port defaults to 7400. */
+/*
+ * Accepts tcp://host[:port], host[:port] and ws://host[:port][/path], with
+ * IPv6 literals in brackets. The port defaults to 7400 (tcp) or 7401 (ws).
+ */
 static int parse_url(hr_client_t *c, const char *url)
 {
-    char host[256];
+    char auth[300];
     const char *p = url ? url : "tcp://127.0.0.1:7400";
     const char *sep = strstr(p, "://");
+    long port = HR_DEFAULT_PORT;
     if (sep) {
-        if ((size_t)(sep - p) != 3 || strncmp(p, "tcp", 3) != 0)
-            return HR_EURL; /* ws:// arrives with the WebSocket transport */
+        size_t sn = (size_t)(sep - p);
+        if (sn == 2 && strncmp(p, "ws", 2) == 0) {
+            c->ws = 1;
+            port = HR_DEFAULT_WS_PORT;
+        } else if (sn != 3 || strncmp(p, "tcp", 3) != 0) {
+            return HR_EURL; /* wss:// would need TLS */
+        }
         p = sep + 3;
     }
-    const char *hs = p, *he, *colon;
-    if (*p == '[') {
-        hs = p + 1;
-        he = strchr(hs, ']');
-        if (!he)
-            return HR_EURL;
-        colon = he[1] == ':' ? he + 1 : (he[1] == '\0' ? NULL : he + 1);
-        if (colon && *colon != ':')
-            return HR_EURL;
-    } else {
-        colon = strrchr(p, ':');
-        he = colon ? colon : p + strlen(p);
-    }
-    size_t hn = (size_t)(he - hs);
-    if (hn == 0 || hn >= sizeof(host))
+    const char *slash = strchr(p, '/');
+    size_t an = slash ? (size_t)(slash - p) : strlen(p);
+    if (an == 0 || an >= sizeof(auth) || (slash && !c->ws))
         return HR_EURL;
-    memcpy(host, hs, hn);
-    host[hn] = '\0';
-    long port = HR_DEFAULT_PORT;
-    if (colon) {
-        char *end;
-        port = strtol(colon + 1, &end, 10);
-        if (end == colon + 1 || (*end != '\0' && *end != '/') || port <= 0 || port > 65535)
+    memcpy(auth, p, an);
+    auth[an] = '\0';
+    char *host = auth, *rest;
+    if (auth[0] == '[') {
+        char *rb = strchr(auth, ']');
+        if (!rb)
             return HR_EURL;
+        *rb = '\0';
+        host = auth + 1;
+        rest = rb + 1;
+    } else {
+        rest = strchr(auth, ':');
+        if (rest && strchr(rest + 1, ':'))
+            return HR_EURL; /* an IPv6 literal needs brackets */
+        rest = rest ? rest : auth + an;
     }
+    if (*rest == ':') {
+        char *e;
+        *rest++ = '\0';
+        port = strtol(rest, &e, 10);
+        if (e == rest || *e != '\0' || port <= 0 || port > 65535)
+            return HR_EURL;
+    } else if (*rest != '\0') {
+        return HR_EURL;
+    }
+    if (*host == '\0' || strchr(host, ' '))
+        return HR_EURL;
     c->host = dupstr(host);
-    if (!c->host)
+    c->path = dupstr(slash ? slash : "/");
+    if (!c->host || !c->path)
         return HR_ENOMEM;
     c->port = (int)port;
     return HR_OK;
@@ -413,9 +436,25 @@ static void flush_out(hr_client_t *c)
     conn_t *conn = c->conn;
     if (!conn || conn->writing || c->out.len == 0)
         return;
-    hr_buf_t tmp = conn->wbuf;
-    conn->wbuf = c->out;
-    c->out = tmp;
+    if (c->ws) {
+        /* `out` holds length-prefixed bodies; each becomes one masked binary message. */
+        size_t off = 0;
+        hr_buf_reset(&conn->wbuf);
+        while (off < c->out.len) {
+            hr_slice_t body;
+            size_t used;
+            hr_lp_next(c->out.base + off, c->out.len - off, SIZE_MAX, &body, &used);
+            if (hr__ws_encode(&conn->wbuf, 2, body.p, body.n, (uint32_t)rnd(c)) != HR_OK) {
+                conn_lost(c, HR_ENOMEM);
+                return;
+            }
+            off += used;
+        }
+    } else {
+        hr_buf_t tmp = conn->wbuf;
+        conn->wbuf = c->out;
+        c->out = tmp;
+    }
     hr_buf_reset(&c->out);
     uv_buf_t b = uv_buf_init((char *)conn->wbuf.base, (unsigned)conn->wbuf.len);
     int r = uv_write(&conn->wreq, (uv_stream_t *)&conn->tcp, &b, 1, write_cb);
@@ -706,6 +745,7 @@ static void idle_cb(uv_idle_t *h)
 static void slow_consumer(hr_client_t *c, hr_sub_t *s)
 {
     s->dropped++;
+    c->stats.dropped++;
     if (!s->slow) {
         char d[DETAIL_MAX];
         s->slow = 1;
@@ -718,6 +758,7 @@ static void slow_consumer(hr_client_t *c, hr_sub_t *s)
 void hr__sub_dropped(hr_sub_t *sub, int notify)
 {
     sub->dropped++;
+    sub->c->stats.dropped++;
     if (notify) {
         char d[DETAIL_MAX];
         snprintf(d, sizeof(d), "slow consumer: queue of sid %llu full, dropping",
@@ -793,6 +834,8 @@ static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
 
 static void on_msg(hr_client_t *c, const hr_frame_t *f)
 {
+    c->stats.msgs_in++;
+    c->stats.bytes_in += f->payload.n;
     if (c->inbox_sub && f->sid == c->inbox_sub->sid) {
         on_reply(c, f);
         return;
@@ -947,6 +990,7 @@ static void on_welcome(hr_client_t *c, const hr_frame_t *f)
         uv_timer_start(&c->t_ping, ping_cb, c->o.ping_interval_ms, c->o.ping_interval_ms);
     int first = !c->ever_connected;
     c->ever_connected = 1;
+    c->stats.reconnects += !first;
     if (c->state != HR_STATE_DRAINING)
         c->state = HR_STATE_CONNECTED;
     event(c, first ? HR_EVENT_CONNECTED : HR_EVENT_RECONNECTED, HR_OK);
@@ -1025,6 +1069,155 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->in.base + c->in.len, (unsigned)(c->in.cap - c->in.len));
 }
 
+/* Decodes and handles one frame body; a malformed one ends the connection. */
+static void on_body(hr_client_t *c, const void *p, size_t n)
+{
+    hr_frame_t f;
+    if (hr_frame_decode(p, n, 0, &f, NULL) != HR_OK) {
+        conn_lost(c, HR_EPROTO);
+        return;
+    }
+    handle_frame(c, &f);
+}
+
+static size_t max_frame(const hr_client_t *c)
+{
+    return c->max_frame ? c->max_frame : DEFAULT_MAX_FRAME;
+}
+
+/* TCP: length-prefixed bodies. Returns the bytes consumed. */
+static size_t lp_input(hr_client_t *c, conn_t *conn)
+{
+    size_t off = 0;
+    while (c->conn == conn) {
+        hr_slice_t body;
+        size_t used;
+        int r = hr_lp_next(c->in.base + off, c->in.len - off, max_frame(c), &body, &used);
+        if (r == HR_EAGAIN)
+            break;
+        if (r != HR_OK) {
+            conn_lost(c, r);
+            break;
+        }
+        off += used;
+        on_body(c, body.p, body.n);
+    }
+    return off;
+}
+
+/* Writes a control frame or the handshake on its own request, beside the data writes. */
+typedef struct raw_write_s {
+    uv_write_t req;
+    hr_buf_t buf;
+} raw_write_t;
+
+static void raw_written(uv_write_t *req, int status)
+{
+    raw_write_t *w = req->data;
+    hr_buf_destroy(&w->buf);
+    free(w);
+}
+
+static int write_raw(conn_t *conn, raw_write_t *w)
+{
+    uv_buf_t b = uv_buf_init((char *)w->buf.base, (unsigned)w->buf.len);
+    w->req.data = w;
+    int r = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &b, 1, raw_written);
+    if (r < 0) {
+        hr_buf_destroy(&w->buf);
+        free(w);
+    }
+    return r;
+}
+
+static void ws_pong(hr_client_t *c, conn_t *conn, const void *p, size_t n)
+{
+    raw_write_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return;
+    hr_buf_init(&w->buf);
+    if (hr__ws_encode(&w->buf, 0xA, p, n, (uint32_t)rnd(c)) != HR_OK) {
+        hr_buf_destroy(&w->buf);
+        free(w);
+        return;
+    }
+    write_raw(conn, w);
+}
+
+/* One data frame (binary or continuation) of a possibly fragmented message. */
+static void ws_data(hr_client_t *c, const hr__ws_frame_t *f)
+{
+    if ((f->opcode == 2) == c->in_frag) { /* binary inside a message, or a stray continuation */
+        conn_lost(c, HR_EPROTO);
+        return;
+    }
+    if (f->fin && !c->in_frag) {
+        on_body(c, f->data, f->len);
+        return;
+    }
+    if (c->frag.len + f->len > max_frame(c)) {
+        conn_lost(c, HR_ETOOBIG);
+        return;
+    }
+    if (hr_buf_append(&c->frag, f->data, f->len) != HR_OK) {
+        conn_lost(c, HR_ENOMEM);
+        return;
+    }
+    c->in_frag = !f->fin;
+    if (f->fin) {
+        on_body(c, c->frag.base, c->frag.len);
+        hr_buf_reset(&c->frag);
+    }
+}
+
+/* WebSocket: the upgrade response, then frames. Returns the bytes consumed. */
+static size_t ws_input(hr_client_t *c, conn_t *conn)
+{
+    size_t off = 0;
+    if (!conn->ws_open) {
+        int r = hr__ws_response(c->in.base, c->in.len, conn->ws_accept, &off);
+        if (r == HR_EAGAIN)
+            return 0;
+        if (r == HR_OK)
+            r = send_hello(c);
+        if (r != HR_OK) {
+            conn_lost(c, r);
+            return 0;
+        }
+        conn->ws_open = 1;
+    }
+    while (c->conn == conn) {
+        hr__ws_frame_t f;
+        size_t used;
+        int r = hr__ws_frame_next(c->in.base + off, c->in.len - off, max_frame(c), &f, &used);
+        if (r == HR_EAGAIN)
+            break;
+        if (r != HR_OK) {
+            conn_lost(c, r);
+            break;
+        }
+        off += used;
+        switch (f.opcode) {
+        case 0x0:
+        case 0x2:
+            ws_data(c, &f);
+            break;
+        case 0x8: /* close: the ERR before it, if any, says why */
+            conn_lost(c, UV_EOF);
+            break;
+        case 0x9:
+            ws_pong(c, conn, f.data, f.len);
+            break;
+        case 0xA:
+            break;
+        default: /* text or reserved */
+            conn_lost(c, HR_EPROTO);
+            break;
+        }
+    }
+    return off;
+}
+
 /*
  * Frames are decoded in place from `in`; only a trailing partial frame is
  * kept for the next read. A frame's slices stay valid while it is handled,
@@ -1042,27 +1235,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     buf_commit(&c->in, (size_t)nread);
-    size_t off = 0;
-    size_t max_frame = c->max_frame ? c->max_frame : DEFAULT_MAX_FRAME;
-    while (c->conn == conn) {
-        hr_slice_t body;
-        size_t used;
-        int r = hr_lp_next(c->in.base + off, c->in.len - off, max_frame, &body, &used);
-        if (r == HR_EAGAIN)
-            break;
-        if (r != HR_OK) {
-            conn_lost(c, r);
-            return;
-        }
-        hr_frame_t f;
-        r = hr_frame_decode(body.p, body.n, 0, &f, NULL);
-        if (r != HR_OK) {
-            conn_lost(c, HR_EPROTO);
-            return;
-        }
-        off += used;
-        handle_frame(c, &f);
-    }
+    size_t off = c->ws ? ws_input(c, conn) : lp_input(c, conn);
     if (c->conn == conn)
         hr_buf_consume(&c->in, off);
 }
@@ -1258,10 +1431,32 @@ static void on_connect(uv_connect_t *req, int status)
     }
     hr_buf_reset(&c->in);
     hr_buf_reset(&c->out);
+    hr_buf_reset(&c->frag);
+    c->in_frag = 0;
     uv_tcp_nodelay(&conn->tcp, 1);
     int r = uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb);
-    if (r == 0)
+    if (r == 0 && c->ws) {
+        /* HELLO follows once the server accepted the upgrade (ws_input). */
+        uint8_t nonce[16];
+        raw_write_t *w = calloc(1, sizeof(*w));
+        for (int i = 0; i < 16; i += 8) {
+            uint64_t x = rnd(c);
+            memcpy(nonce + i, &x, 8);
+        }
+        r = HR_ENOMEM;
+        if (w) {
+            hr_buf_init(&w->buf);
+            r = hr__ws_request(&w->buf, c->host, c->port, c->path, nonce, conn->ws_accept);
+            if (r == HR_OK)
+                r = write_raw(conn, w);
+            else {
+                hr_buf_destroy(&w->buf);
+                free(w);
+            }
+        }
+    } else if (r == 0) {
         r = send_hello(c);
+    }
     if (r < 0)
         attempt_failed(c, r);
 }
@@ -1354,11 +1549,21 @@ static void ping_cb(uv_timer_t *t)
 
 /* ---- close -------------------------------------------------------------- */
 
+/*
+ * The last step of closing, outside any other callback. Messages that had
+ * arrived are still delivered when the client gave up on its own (the
+ * broker closed and reconnecting is off or exhausted); after
+ * hr_client_close() they are dropped, as documented.
+ */
 static void finalize(hr_client_t *c)
 {
     hr_message_t *m;
     while ((m = dequeue(c)) != NULL) {
         hr_sub_t *s = m->qsub;
+        if (!c->user_closed && !s->dead) {
+            s->delivered++;
+            s->cb(c, s, m, s->arg);
+        }
         hr_message_unref(&m);
         sub_decref(s);
     }
@@ -1381,9 +1586,11 @@ static void finalize(hr_client_t *c)
     hr_buf_destroy(&c->in);
     hr_buf_destroy(&c->out);
     hr_buf_destroy(&c->pend);
+    hr_buf_destroy(&c->frag);
     free(c->name);
     free(c->token);
     free(c->host);
+    free(c->path);
     free(c);
 }
 
@@ -1421,8 +1628,10 @@ static void begin_close(hr_client_t *c, int status)
 
 void hr_client_close(hr_client_t *c)
 {
-    if (c)
+    if (c && c->state != HR_STATE_CLOSING) {
+        c->user_closed = 1;
         begin_close(c, HR_OK);
+    }
 }
 
 static void drain_timeout_cb(uv_timer_t *t)
@@ -1494,6 +1703,7 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
     int r = parse_url(c, opts->url);
     if (r != HR_OK) {
         free(c->host);
+        free(c->path);
         free(c);
         return r;
     }
@@ -1503,6 +1713,7 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
         free(c->name);
         free(c->token);
         free(c->host);
+        free(c->path);
         free(c);
         return HR_ENOMEM;
     }
@@ -1511,6 +1722,7 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
     hr_buf_init(&c->in);
     hr_buf_init(&c->out);
     hr_buf_init(&c->pend);
+    hr_buf_init(&c->frag);
     uint64_t seed = 0;
     if (uv_random(NULL, NULL, &seed, sizeof(seed), 0, NULL) != 0 || !seed)
         seed = uv_hrtime() ^ (uint64_t)(uintptr_t)c;
@@ -1550,6 +1762,11 @@ uv_loop_t *hr_client_loop(const hr_client_t *c)
     return c->loop;
 }
 
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out)
+{
+    *out = c->stats;
+}
+
 /* ---- public: publish ---------------------------------------------------- */
 
 static int accepting(const hr_client_t *c)
@@ -1561,8 +1778,9 @@ static int accepting(const hr_client_t *c)
  * Encodes one PUB into `out` when connected, else into `pend`. Buffer limits
  * are checked against a bound of the frame's size before encoding.
  */
-static int publish(hr_client_t *c, const char *topic, const void *data, size_t len,
-                   const char *reply, const hr_header_t *headers, size_t nheaders, op_t *op)
+int hr__publish_check(const char *topic, const void *data, size_t len, const char *reply,
+                      const hr_header_t *headers, size_t nheaders, uint64_t max_payload,
+                      size_t *est)
 {
     size_t tn = strlen(topic);
     if (hr_topic_validate(topic, tn) != HR_OK)
@@ -1573,14 +1791,24 @@ static int publish(hr_client_t *c, const char *topic, const void *data, size_t l
         return HR_ETOPIC;
     if (!data && len)
         return HR_EINVAL;
-    if (c->max_payload && len > c->max_payload)
+    if (max_payload && len > max_payload)
         return HR_ETOOBIG;
-    size_t est = len + tn + (reply ? strlen(reply) : 0) + 64;
+    *est = len + tn + (reply ? strlen(reply) : 0) + 64;
     for (size_t i = 0; i < nheaders; i++) {
         if (!headers[i].key || !headers[i].value)
             return HR_EINVAL;
-        est += strlen(headers[i].key) + strlen(headers[i].value) + 10;
+        *est += strlen(headers[i].key) + strlen(headers[i].value) + 10;
     }
+    return HR_OK;
+}
+
+static int publish(hr_client_t *c, const char *topic, const void *data, size_t len,
+                   const char *reply, const hr_header_t *headers, size_t nheaders, op_t *op)
+{
+    size_t est;
+    int r = hr__publish_check(topic, data, len, reply, headers, nheaders, c->max_payload, &est);
+    if (r != HR_OK)
+        return r;
     hr_buf_t *b;
     if (connected(c)) {
         b = &c->out;
@@ -1602,8 +1830,10 @@ static int publish(hr_client_t *c, const char *topic, const void *data, size_t l
         po.has_ack = 1;
         po.ack = op->id;
     }
-    hr_slice_t t = {topic, tn}, p = {data, len};
+    hr_slice_t t = {topic, strlen(topic)}, p = {data, len};
     ENCODE(b, hr_enc_pub(b, t, p, &po));
+    c->stats.msgs_out++;
+    c->stats.bytes_out += len;
     if (op)
         op_link(c, op);
     if (b == &c->out)

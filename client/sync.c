@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* libherald blocking API: an hr_client_t on a private loop thread, driven through uv_async. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,6 +43,7 @@ typedef struct cmd_s {
     hr_sub_opts_t so;
     char *queue;
     hr_sync_sub_t *ssub;
+    size_t est; /* CMD_PUBLISH: bytes charged to s->pub_bytes */
     /* outputs */
     uint64_t seq;
     hr_message_t *msg;
@@ -55,12 +57,15 @@ struct hr_sync_s {
     uv_mutex_t mu;
     uv_cond_t cv; /* connection result, state changes */
     cmd_t *q_head, *q_tail;
-    int state;           /* under mu: mirror of hr_client_state() */
-    int first_status;    /* under mu: result of the first connection */
-    int first_done;      /* under mu */
-    int client_gone;     /* under mu */
-    int closing;         /* loop thread */
-    hr_sync_sub_t *subs; /* under mu */
+    int state;            /* under mu: mirror of hr_client_state() */
+    int first_status;     /* under mu: result of the first connection */
+    int first_done;       /* under mu */
+    int client_gone;      /* under mu */
+    int closing;          /* loop thread */
+    hr_sync_sub_t *subs;  /* under mu */
+    uint64_t max_payload; /* under mu: from the last WELCOME */
+    size_t pub_bytes;     /* under mu: bytes of publishes queued, not yet executed */
+    size_t pub_limit;     /* past it hr_sync_publish() waits */
     hr_state_cb user_state;
     hr_error_cb user_error;
     void *user_arg;
@@ -173,6 +178,18 @@ static int wait_until(uv_cond_t *cv, uv_mutex_t *mu, const int *flag, uint64_t d
     return HR_OK;
 }
 
+/* Queues `cmd` for the loop thread, releases `mu` and wakes the loop. */
+static void post_locked(hr_sync_t *s, cmd_t *cmd)
+{
+    if (s->q_tail)
+        s->q_tail->next = cmd;
+    else
+        s->q_head = cmd;
+    s->q_tail = cmd;
+    uv_mutex_unlock(&s->mu);
+    uv_async_send(&s->async);
+}
+
 /*
  * Hands `cmd` to the loop thread and waits for its result, or until
  * `timeout_ms` passes (then the caller's reference is dropped and the
@@ -189,13 +206,7 @@ static int run_cmd(hr_sync_t *s, cmd_t *cmd, int timeout_ms, hr_message_t **msg,
         return HR_ECLOSED;
     }
     cmd->refs = 2;
-    if (s->q_tail)
-        s->q_tail->next = cmd;
-    else
-        s->q_head = cmd;
-    s->q_tail = cmd;
-    uv_mutex_unlock(&s->mu);
-    uv_async_send(&s->async);
+    post_locked(s, cmd);
 
     uv_mutex_lock(&s->mu);
     int r = wait_until(&cmd->cv, &s->mu, &cmd->done, deadline);
@@ -263,11 +274,35 @@ static void sync_msg_cb(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *ar
     uv_mutex_unlock(&s->mu);
 }
 
+/*
+ * A fire-and-forget publish was executed (or refused): release its share of
+ * the queue bound, wake callers waiting on it, and report a refusal to the
+ * error callback since nobody waits for the status.
+ */
+static void publish_done(hr_sync_t *s, cmd_t *cmd, int r)
+{
+    if (r != HR_OK && s->c && s->user_error) {
+        char d[128];
+        snprintf(d, sizeof(d), "publish on %.80s refused: %s", cmd->topic, hr_strerror(r));
+        s->user_error(s->c, r, NULL, d, s->user_arg);
+    }
+    uv_mutex_lock(&s->mu);
+    s->pub_bytes -= cmd->est;
+    uv_cond_broadcast(&s->cv);
+    cmd->done = 1;
+    cmd_unref_locked(s, cmd);
+    uv_mutex_unlock(&s->mu);
+}
+
 static void exec_cmd(hr_sync_t *s, cmd_t *cmd)
 {
     hr_client_t *c = s->c;
     hr_publish_opts_t po;
     int r;
+    if (!c && cmd->kind == CMD_PUBLISH) {
+        publish_done(s, cmd, HR_ECLOSED);
+        return;
+    }
     if (!c && cmd->kind != CMD_CLOSE && cmd->kind != CMD_UNSUBSCRIBE) {
         cmd_finish(s, cmd, HR_ECLOSED);
         return;
@@ -284,7 +319,9 @@ static void exec_cmd(hr_sync_t *s, cmd_t *cmd)
             po.arg = cmd;
         }
         r = hr_client_publish(c, cmd->topic, cmd->data, cmd->len, &po);
-        if (r != HR_OK || cmd->kind == CMD_PUBLISH)
+        if (cmd->kind == CMD_PUBLISH)
+            publish_done(s, cmd, r);
+        else if (r != HR_OK)
             cmd_finish(s, cmd, r);
         break;
     case CMD_SUBSCRIBE:
@@ -340,6 +377,8 @@ static void sync_state_cb(hr_client_t *c, int ev, int status, void *arg)
     if (s->user_state)
         s->user_state(c, ev, status, s->user_arg);
     uv_mutex_lock(&s->mu);
+    if (ev == HR_EVENT_CONNECTED || ev == HR_EVENT_RECONNECTED)
+        s->max_payload = hr_client_max_payload(c);
     if (!s->first_done && (ev == HR_EVENT_CONNECTED || ev == HR_EVENT_CLOSED)) {
         s->first_done = 1;
         s->first_status = ev == HR_EVENT_CONNECTED ? HR_OK : (status ? status : HR_ECLOSED);
@@ -409,6 +448,7 @@ int hr_sync_connect(const hr_client_opts_t *opts, hr_sync_t **out)
     s->user_state = o.on_state;
     s->user_error = o.on_error;
     s->user_arg = o.arg;
+    s->pub_limit = o.reconnect_buf_bytes;
     o.on_state = sync_state_cb;
     o.on_error = sync_error_cb;
     o.arg = s;
@@ -467,20 +507,46 @@ static int cmd_abort(hr_sync_t *s, cmd_t *cmd, int r)
     return r;
 }
 
+/*
+ * Publishing does not wait for the loop thread: the publish is checked here,
+ * queued, and executed in queue order (so one thread's publishes keep their
+ * order, and a later flush covers them). The queue is bounded in bytes;
+ * past the bound the caller waits for the loop thread to catch up.
+ */
 int hr_sync_publish(hr_sync_t *s, const char *topic, const void *data, size_t len,
                     const hr_publish_opts_t *opts)
 {
-    if (!s || !topic || (!data && len))
+    size_t est;
+    if (!s || !topic)
         return HR_EINVAL;
+    uv_mutex_lock(&s->mu);
+    uint64_t max_payload = s->max_payload;
+    uv_mutex_unlock(&s->mu);
+    int r =
+        hr__publish_check(topic, data, len, opts ? opts->reply : NULL, opts ? opts->headers : NULL,
+                          opts ? opts->nheaders : 0, max_payload, &est);
+    if (r != HR_OK)
+        return r;
     cmd_t *cmd = cmd_new(CMD_PUBLISH);
     if (!cmd)
         return HR_ENOMEM;
-    int r = cmd_set_payload(cmd, topic, data, len);
+    r = cmd_set_payload(cmd, topic, data, len);
     if (r == HR_OK && opts)
         r = copy_headers(cmd, opts);
     if (r != HR_OK)
         return cmd_abort(s, cmd, r);
-    return run_cmd(s, cmd, -1, NULL, NULL);
+    cmd->est = est;
+    uv_mutex_lock(&s->mu);
+    while (s->pub_bytes && s->pub_bytes + est > s->pub_limit && !s->client_gone)
+        uv_cond_wait(&s->cv, &s->mu);
+    if (s->client_gone) {
+        cmd_unref_locked(s, cmd);
+        uv_mutex_unlock(&s->mu);
+        return HR_ECLOSED;
+    }
+    s->pub_bytes += est;
+    post_locked(s, cmd);
+    return HR_OK;
 }
 
 int hr_sync_publish_acked(hr_sync_t *s, const char *topic, const void *data, size_t len,
@@ -520,6 +586,10 @@ int hr_sync_subscribe(hr_sync_t *s, const char *pattern, const hr_sub_opts_t *op
         opts && opts->pending_bytes_limit ? opts->pending_bytes_limit : d.pending_bytes_limit;
     if (opts)
         cmd->so = *opts;
+    /* The limits apply to the queue inside `ss`; the client's own per-turn
+     * queue in front of it must not drop first. */
+    cmd->so.pending_msgs_limit = SIZE_MAX;
+    cmd->so.pending_bytes_limit = SIZE_MAX;
     int oom = 0;
     cmd->topic = dup_or_null(pattern, &oom);
     cmd->queue = opts ? dup_or_null(opts->queue, &oom) : NULL;

@@ -92,7 +92,8 @@ typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
  * hr_client_new().
  */
 typedef struct hr_client_opts_s {
-    const char *url;   /* "tcp://host:port" or "host:port"; NULL: tcp://127.0.0.1:7400 */
+    const char *url;   /* tcp://host[:port], host[:port] or ws://host[:port][/path];
+                          NULL: tcp://127.0.0.1:7400 */
     const char *name;  /* client name sent in HELLO, or NULL */
     const char *token; /* auth token sent in HELLO, or NULL */
     int echo;          /* receive own publications (default 1) */
@@ -142,7 +143,9 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
 
 /**
  * Closes at once: pending acks, requests and flushes complete with
- * HR_ECLOSED, queued messages are dropped, handles are closed, then
+ * HR_ECLOSED, queued messages are dropped (they are delivered when the
+ * client closes on its own, having given up reconnecting), handles are
+ * closed, then
  * HR_EVENT_CLOSED is reported and the client is freed. Idempotent; safe
  * inside any callback. `c` must not be used after the CLOSED event.
  */
@@ -170,6 +173,17 @@ uint64_t hr_client_max_payload(const hr_client_t *c);
 /** The loop the client runs on. */
 uv_loop_t *hr_client_loop(const hr_client_t *c);
 
+/* Counters since hr_client_new(); payload bytes only. */
+typedef struct hr_client_stats_s {
+    uint64_t msgs_in, bytes_in;   /* MSG frames received for subscriptions and requests */
+    uint64_t msgs_out, bytes_out; /* publishes accepted (sent or buffered) */
+    uint64_t reconnects;          /* successful reconnections */
+    uint64_t dropped;             /* messages dropped by pending limits, all subscriptions */
+} hr_client_stats_t;
+
+/** Copies the client's counters into `*out`. */
+void hr_client_stats(const hr_client_t *c, hr_client_stats_t *out);
+
 /* ---- publish ------------------------------------------------------------ */
 
 /* Optional publish settings; NULL means none. */
@@ -188,9 +202,10 @@ typedef struct hr_publish_opts_s {
  * before its ACK, or the broker's refusal (HR_EPERM, HR_ETOPIC), or
  * HR_ECLOSED. While not connected the frame is buffered (up to
  * reconnect_buf_bytes) and sent after the next WELCOME.
- * Returns HR_OK, HR_ETOPIC (invalid topic or reply, or a `$` topic),
- * HR_ETOOBIG (payload over the broker's max_payload), HR_EBUFFULL
- * (buffer limit), HR_ECLOSED (closing or draining), HR_ENOMEM, HR_EINVAL.
+ * Returns HR_OK, HR_ETOPIC (invalid topic or reply), HR_EPERM (a `$` topic:
+ * only the broker publishes those), HR_ETOOBIG (payload over the broker's
+ * max_payload), HR_EBUFFULL (buffer limit), HR_ECLOSED (closing or
+ * draining), HR_ENOMEM, HR_EINVAL.
  */
 int hr_client_publish(hr_client_t *c, const char *topic, const void *data, size_t len,
                       const hr_publish_opts_t *opts);
@@ -313,7 +328,17 @@ typedef struct hr_sync_sub_s hr_sync_sub_t;
  */
 int hr_sync_connect(const hr_client_opts_t *opts, hr_sync_t **out);
 
-/** As hr_client_publish() (opts->on_ack is ignored); returns once the frame is queued. */
+/**
+ * Checks and queues a publish for the private thread, and returns without
+ * waiting for it: HR_OK, HR_ETOPIC, HR_EPERM, HR_EINVAL, HR_ETOOBIG (over
+ * the broker's max_payload), HR_ECLOSED, HR_ENOMEM. opts->on_ack is
+ * ignored (use hr_sync_publish_acked()). Publishes run in the order they
+ * were queued, so one thread's publishes keep their order and a later
+ * hr_sync_flush() covers them. At most reconnect_buf_bytes of publishes
+ * wait for the private thread; past that the call blocks until they are
+ * taken. A refusal found there (HR_EBUFFULL: the client's own buffers are
+ * full) goes to opts->on_error.
+ */
 int hr_sync_publish(hr_sync_t *s, const char *topic, const void *data, size_t len,
                     const hr_publish_opts_t *opts);
 

@@ -26,11 +26,12 @@ static int wait_ready(cfix_t *f, const char *path)
     for (int i = 0; i < 1000; i++) {
         FILE *fp = fopen(path, "r");
         if (fp) {
-            int port = 0;
-            int n = fscanf(fp, "tcp=%d", &port);
+            int port = 0, ws = 0;
+            int n = fscanf(fp, "tcp=%d ws=%d", &port, &ws);
             fclose(fp);
-            if (n == 1 && port > 0) {
+            if (n == 2 && port > 0 && ws > 0) {
                 f->port = port;
+                f->ws_port = ws;
                 return 0;
             }
         }
@@ -44,10 +45,10 @@ static int wait_ready(cfix_t *f, const char *path)
     return -1;
 }
 
-static int spawn(cfix_t *f, int port)
+static int spawn(cfix_t *f, int port, int ws_port)
 {
     const char *bin = getenv("HERALD_BIN");
-    char ready[128], portstr[16];
+    char ready[128], portstr[16], wsstr[16];
     const char *argv[40];
     int n = 0;
     if (!bin)
@@ -55,13 +56,14 @@ static int spawn(cfix_t *f, int port)
     snprintf(ready, sizeof(ready), "%s/ready", f->dir);
     unlink(ready);
     snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(wsstr, sizeof(wsstr), "%d", ws_port);
     argv[n++] = bin;
     argv[n++] = "--bind";
     argv[n++] = "127.0.0.1";
     argv[n++] = "--port";
     argv[n++] = portstr;
     argv[n++] = "--ws-port";
-    argv[n++] = "0";
+    argv[n++] = wsstr;
     argv[n++] = "--log-level";
     argv[n++] = "error";
     argv[n++] = "--ready-file";
@@ -85,22 +87,41 @@ static int spawn(cfix_t *f, int port)
     return wait_ready(f, ready);
 }
 
+/*
+ * A failing Check test ends its forked child with exit() before teardown
+ * runs: the broker then dies with it (PR_SET_PDEATHSIG) and this removes
+ * the temporary directory.
+ */
+static cfix_t *live;
+
+static void cleanup_at_exit(void)
+{
+    if (live) {
+        cfix_kill(live);
+        cfix_stop(live);
+    }
+}
+
 int cfix_start(cfix_t *f, const char *const *extra)
 {
+    static int registered;
+    if (!registered++)
+        atexit(cleanup_at_exit);
+    live = f;
     memset(f, 0, sizeof(*f));
     for (int i = 0; extra && extra[i] && i < 15; i++)
         f->extra[i] = extra[i];
     snprintf(f->dir, sizeof(f->dir), "/tmp/herald-ctest-XXXXXX");
     if (!mkdtemp(f->dir))
         return -1;
-    return spawn(f, 0);
+    return spawn(f, 0, 0);
 }
 
 int cfix_restart(cfix_t *f)
 {
     /* The old socket may linger briefly; the broker binds with SO_REUSEADDR. */
     for (int i = 0; i < 50; i++) {
-        if (spawn(f, f->port) == 0)
+        if (spawn(f, f->port, f->ws_port) == 0)
             return 0;
         sleep_ms(20);
     }
@@ -132,6 +153,8 @@ void cfix_stop(cfix_t *f)
     snprintf(ready, sizeof(ready), "%s/ready", f->dir);
     unlink(ready);
     rmdir(f->dir);
+    if (live == f)
+        live = NULL;
 }
 
 void cfix_kill(cfix_t *f)
@@ -142,6 +165,12 @@ void cfix_kill(cfix_t *f)
 const char *cfix_url(const cfix_t *f, char *buf, size_t n)
 {
     snprintf(buf, n, "tcp://127.0.0.1:%d", f->port);
+    return buf;
+}
+
+const char *cfix_ws_url(const cfix_t *f, char *buf, size_t n)
+{
+    snprintf(buf, n, "ws://127.0.0.1:%d/", f->ws_port);
     return buf;
 }
 
@@ -179,6 +208,19 @@ void cfix_loop_close(uv_loop_t *loop)
     uv_walk(loop, close_walk, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+}
+
+int cfix_listen(uv_loop_t *loop, uv_tcp_t *lis, uv_connection_cb cb)
+{
+    struct sockaddr_in sa;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uv_tcp_init(loop, lis);
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    if (uv_tcp_bind(lis, (struct sockaddr *)&sa, 0) != 0 || uv_listen((uv_stream_t *)lis, 8, cb))
+        abort();
+    uv_tcp_getsockname(lis, (struct sockaddr *)&ss, &len);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
 /* ---- proxy -------------------------------------------------------------- */

@@ -11,6 +11,7 @@
 typedef struct cfix_s {
     pid_t pid;
     int port;              /* TCP port; kept across cfix_restart() */
+    int ws_port;           /* WebSocket port; kept across cfix_restart() */
     char dir[64];          /* temp dir holding the ready file */
     const char *extra[16]; /* extra broker arguments, NULL-terminated */
 } cfix_t;
@@ -25,6 +26,8 @@ void cfix_stop(cfix_t *f);
 void cfix_kill(cfix_t *f);
 /** Writes "tcp://127.0.0.1:<port>" into `buf`. */
 const char *cfix_url(const cfix_t *f, char *buf, size_t n);
+/** Writes "ws://127.0.0.1:<ws_port>/" into `buf`. */
+const char *cfix_ws_url(const cfix_t *f, char *buf, size_t n);
 
 /**
  * Runs `loop` until `*flag` is non-zero or `timeout_ms` passes; returns 1 if
@@ -35,6 +38,9 @@ int cfix_run_until(uv_loop_t *loop, const volatile int *flag, int timeout_ms);
 void cfix_run_for(uv_loop_t *loop, int ms);
 /** Closes every handle still open on `loop`, runs it dry and closes it. */
 void cfix_loop_close(uv_loop_t *loop);
+
+/** Listens on 127.0.0.1, an ephemeral port, with `cb`; returns the port (asserts on failure). */
+int cfix_listen(uv_loop_t *loop, uv_tcp_t *lis, uv_connection_cb cb);
 
 /**
  * A TCP proxy on the same loop: accepts on its own ephemeral port and

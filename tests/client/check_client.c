@@ -208,8 +208,9 @@ START_TEST(test_bad_options)
     hr_client_opts_t o;
     uv_loop_init(&loop);
     hr_client_opts_init(&o);
-    const char *bad[] = {"ws://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
-                         "tcp://host:99999",    "tcp://host:12ab", "tcp://[::1",  ""};
+    const char *bad[] = {"wss://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
+                         "tcp://host:99999",     "tcp://host:12ab", "tcp://[::1",  "",
+                         "tcp://h:1/path",       "tcp://::1:7400",  "ws://[::1]x", "ws://:1/"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         o.url = bad[i];
         ck_assert_msg(hr_client_new(&loop, &o, &c) == HR_EURL, "url %s", bad[i]);
@@ -307,6 +308,13 @@ START_TEST(test_pubsub_order_headers_reply)
     for (int i = 0; i < target; i++)
         ck_assert_uint_eq(k->seqs[i], (uint64_t)i + 1);
     ck_assert_uint_eq(hr_sub_delivered(sub), (uint64_t)target);
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.msgs_in, (uint64_t)target);
+    ck_assert_uint_eq(st.msgs_out, (uint64_t)target);
+    ck_assert_uint_eq(st.bytes_out, 5 + 2000 * 8);
+    ck_assert_uint_eq(st.reconnects, 0);
+    ck_assert_uint_eq(st.dropped, 0);
     ck_assert_uint_eq(hr_sub_dropped(sub), 0);
     size_t pm, pb;
     hr_sub_pending(sub, &pm, &pb);
@@ -665,6 +673,9 @@ START_TEST(test_slow_consumer)
     ck_assert_uint_gt(dropped, 0);
     ck_assert_uint_eq((uint64_t)k->n + dropped, 2000);
     ck_assert_int_ge(t.errs_by_status[0], 1); /* HR_ESLOW reported */
+    hr_client_stats_t st;
+    hr_client_stats(c, &st);
+    ck_assert_uint_eq(st.dropped, dropped);
     ck_assert_ptr_eq(t.err_sub, s);
     /* Received seqs still increase. */
     for (int i = 1; i < k->n && i < MAXN; i++)
@@ -707,6 +718,196 @@ START_TEST(test_server_heartbeat)
 }
 END_TEST
 
+/* ---- a scripted fake broker, for what the real one does not do on demand ---- */
+
+typedef struct fake_s {
+    uv_tcp_t lis;
+    hr_buf_t script; /* bytes sent to each accepted connection, which is then closed */
+    int accepts;
+    int port;
+} fake_t;
+
+static void fake_written(uv_write_t *w, int status)
+{
+    uv_close((uv_handle_t *)w->handle, (uv_close_cb)free);
+    free(w);
+}
+
+static void fake_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    static char scratch[4096];
+    *b = uv_buf_init(scratch, sizeof(scratch));
+}
+
+/* Answers the client's HELLO with the script, so the close is a FIN, not a reset. */
+static void fake_read(uv_stream_t *conn, ssize_t n, const uv_buf_t *buf)
+{
+    fake_t *f = conn->data;
+    if (n == 0)
+        return;
+    uv_read_stop(conn);
+    if (n < 0) {
+        uv_close((uv_handle_t *)conn, (uv_close_cb)free);
+        return;
+    }
+    uv_write_t *w = malloc(sizeof(*w));
+    uv_buf_t b = uv_buf_init((char *)f->script.base, (unsigned)f->script.len);
+    ck_assert_int_eq(uv_write(w, conn, &b, 1, fake_written), 0);
+}
+
+static void fake_accept(uv_stream_t *lis, int status)
+{
+    fake_t *f = lis->data;
+    uv_tcp_t *conn = malloc(sizeof(*conn));
+    uv_tcp_init(lis->loop, conn);
+    conn->data = f;
+    ck_assert_int_eq(uv_accept(lis, (uv_stream_t *)conn), 0);
+    f->accepts++;
+    uv_read_start((uv_stream_t *)conn, fake_alloc, fake_read);
+}
+
+static void fake_start(uv_loop_t *loop, fake_t *f)
+{
+    f->port = cfix_listen(loop, &f->lis, fake_accept);
+    f->lis.data = f; /* after uv_tcp_init */
+}
+
+static void fake_welcome(hr_buf_t *b)
+{
+    hr_welcome_t w = {"fake", 7, 0, 1024, 1024 + 4096, 30000};
+    size_t m = hr_lp_begin(b);
+    hr_enc_welcome(b, &w);
+    hr_lp_end(b, m);
+}
+
+static void fake_err(hr_buf_t *b, unsigned code)
+{
+    size_t m = hr_lp_begin(b);
+    hr_enc_err(b, code, "scripted", 0, 0);
+    hr_lp_end(b, m);
+}
+
+/*
+ * Runs a client with retries against `f`'s script until it closes (or, with
+ * `disconnects`, until that many disconnections, then closes it); returns
+ * the close status.
+ */
+static int run_fake(tc_t *t, fake_t *f, int max_reconnect, int disconnects)
+{
+    hr_client_opts_t o;
+    char url[64];
+    fake_start(&t->loop, f);
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", f->port);
+    tc_opts(t, &o, url);
+    o.retry_on_failed_connect = 1;
+    o.max_reconnect = max_reconnect;
+    o.reconnect_wait_ms = 5;
+    ck_assert_int_eq(hr_client_new(&t->loop, &o, &t->c), HR_OK);
+    while (disconnects && t->disconnected < disconnects && !t->closed)
+        cfix_run_for(&t->loop, 5);
+    if (disconnects && t->c)
+        hr_client_close(t->c);
+    ck_assert(cfix_run_until(&t->loop, &t->closed, 5000));
+    hr_buf_destroy(&f->script);
+    cfix_loop_close(&t->loop);
+    return t->close_status;
+}
+
+START_TEST(test_fake_broker_statuses)
+{
+    tc_t t;
+    fake_t f;
+
+    /* ERR 3 at HELLO: HR_EAUTH, reported, and never retried. */
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    fake_err(&f.script, 3);
+    ck_assert_int_eq(run_fake(&t, &f, 5, 0), HR_EAUTH);
+    ck_assert_int_eq(f.accepts, 1);
+    ck_assert_int_eq(t.last_err, HR_EAUTH);
+
+    /* WELCOME then ERR 11: disconnected with HR_EHEARTBEAT; each reconnect succeeds
+     * (and resets the attempt count) until the client is closed. */
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    fake_welcome(&f.script);
+    fake_err(&f.script, 11);
+    ck_assert_int_eq(run_fake(&t, &f, 1, 3), HR_OK);
+    ck_assert_int_eq(t.connected, 1);
+    ck_assert_int_ge(t.reconnected, 2);
+    ck_assert_int_eq(t.disc_status, HR_EHEARTBEAT);
+    ck_assert_int_ge(f.accepts, 3);
+
+    /* A malformed frame: HR_EPROTO. */
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    hr_buf_append(&f.script, "\0\0\0\3\xc1\xc1\xc1", 7);
+    ck_assert_int_eq(run_fake(&t, &f, 0, 0), HR_EPROTO);
+
+    /* A frame longer than the limit, judged from its prefix: HR_ETOOBIG. */
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    hr_buf_append(&f.script, "\xff\xff\xff\xff", 4);
+    ck_assert_int_eq(run_fake(&t, &f, 0, 0), HR_ETOOBIG);
+
+    /* Anything but WELCOME or ERR first: HR_EPROTO. */
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    size_t m = hr_lp_begin(&f.script);
+    hr_enc_pong(&f.script, 1);
+    hr_lp_end(&f.script, m);
+    ck_assert_int_eq(run_fake(&t, &f, 0, 0), HR_EPROTO);
+}
+END_TEST
+
+/* GAP frames and ERRs naming an ack id reach the right callbacks. */
+START_TEST(test_fake_broker_gap_and_ack_err)
+{
+    tc_t t;
+    fake_t f;
+    hr_client_opts_t o;
+    char url[64];
+    hr_slice_t topic = {"t.x", 3}, none = {NULL, 0}, pay = {"p", 1};
+    tc_init(&t);
+    memset(&f, 0, sizeof(f));
+    fake_welcome(&f.script);
+    /* sid 1 is the first subscription, ack id 2 the publish made after it. */
+    size_t m = hr_lp_begin(&f.script);
+    hr_enc_msg(&f.script, 1, topic, 5, pay, none, none, 0);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_gap(&f.script, 1, topic, 6, 9);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_msg(&f.script, 1, topic, 10, pay, none, none, 0);
+    hr_lp_end(&f.script, m);
+    m = hr_lp_begin(&f.script);
+    hr_enc_err(&f.script, 4, "not permitted", 1, 2);
+    hr_lp_end(&f.script, m);
+    fake_start(&t.loop, &f);
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", f.port);
+    tc_opts(&t, &o, url);
+    o.reconnect = 0;
+    ck_assert_int_eq(hr_client_new(&t.loop, &o, &t.c), HR_OK);
+    coll_t *k = coll_new();
+    hr_sub_t *s;
+    acks_t a = {0};
+    hr_publish_opts_t po = {.on_ack = ack_cb, .arg = &a};
+    ck_assert_int_eq(hr_client_subscribe(t.c, "t.>", NULL, coll_cb, k, &s), HR_OK);
+    ck_assert_uint_eq(hr_sub_sid(s), 1);
+    ck_assert_int_eq(hr_client_publish(t.c, "t.x", "p", 1, &po), HR_OK);
+    ck_assert(cfix_run_until(&t.loop, &t.closed, 5000));
+    ck_assert_int_eq(k->n, 2);
+    ck_assert_uint_eq(k->seqs[1], 10);
+    ck_assert_int_eq(t.errs_by_status[1], 1); /* HR_EGAP */
+    ck_assert_int_eq(a.n, 1);
+    ck_assert_int_eq(a.status[0], HR_EPERM);
+    hr_buf_destroy(&f.script);
+    cfix_loop_close(&t.loop);
+    coll_free(k);
+}
+END_TEST
+
 Suite *client_suite(void);
 
 Suite *client_suite(void)
@@ -731,6 +932,8 @@ Suite *client_suite(void)
         {"drain", test_drain},
         {"slow_consumer", test_slow_consumer},
         {"heartbeat_err_ref", test_server_heartbeat},
+        {"fake_broker", test_fake_broker_statuses},
+        {"fake_broker_gap", test_fake_broker_gap_and_ack_err},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

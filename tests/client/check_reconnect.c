@@ -53,11 +53,15 @@ static void err_cb(hr_client_t *c, int status, hr_sub_t *sub, const char *detail
     }
 }
 
-/* Options for a peer at 127.0.0.1:`port` reporting into `p`; `url` must outlive the call. */
-static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+/*
+ * Options for a peer at `scheme`://127.0.0.1:`port` reporting into `p`;
+ * `url` must outlive the call.
+ */
+static void peer_opts_at(hr_client_opts_t *o, peer_t *p, char *url, size_t n, const char *scheme,
+                         int port)
 {
     memset(p, 0, sizeof(*p));
-    snprintf(url, n, "tcp://127.0.0.1:%d", port);
+    snprintf(url, n, "%s://127.0.0.1:%d", scheme, port);
     hr_client_opts_init(o);
     o->url = url;
     o->on_state = st_cb;
@@ -65,11 +69,16 @@ static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int p
     o->arg = p;
 }
 
-static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
+static void peer_opts(hr_client_opts_t *o, peer_t *p, char *url, size_t n, int port)
+{
+    peer_opts_at(o, p, url, n, "tcp", port);
+}
+
+static void peer_open_at(uv_loop_t *loop, peer_t *p, const char *scheme, int port, size_t bufbytes)
 {
     hr_client_opts_t o;
     char url[64];
-    peer_opts(&o, p, url, sizeof(url), port);
+    peer_opts_at(&o, p, url, sizeof(url), scheme, port);
     o.reconnect_wait_ms = 10;
     o.reconnect_wait_max_ms = 80;
     o.max_reconnect = -1;
@@ -77,6 +86,11 @@ static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
         o.reconnect_buf_bytes = bufbytes;
     ck_assert_int_eq(hr_client_new(loop, &o, &p->c), HR_OK);
     ck_assert(cfix_run_until(loop, &p->connected, 3000));
+}
+
+static void peer_open(uv_loop_t *loop, peer_t *p, int port, size_t bufbytes)
+{
+    peer_open_at(loop, p, "tcp", port, bufbytes);
 }
 
 static void peer_close(uv_loop_t *loop, peer_t *p)
@@ -189,17 +203,18 @@ static void teardown(void)
  * publisher, connected directly, keeps publishing. After the proxy comes
  * back the subscriber resumes each subscription from its last seq: the
  * exact and the wildcard subscription see every seq of every topic once.
+ * The subscriber uses TCP or, with `ws`, WebSocket.
  */
-START_TEST(test_resume_no_gap_no_dup)
+static void resume_case(int ws)
 {
     uv_loop_t loop;
     peer_t pub, sub, side;
     ticker_t k;
     uv_loop_init(&loop);
-    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, ws ? F.ws_port : F.port);
     ck_assert_ptr_nonnull(px);
     peer_open(&loop, &pub, F.port, 0);
-    peer_open(&loop, &sub, cfix_proxy_port(px), 0);
+    peer_open_at(&loop, &sub, ws ? "ws" : "tcp", cfix_proxy_port(px), 0);
     peer_open(&loop, &side, F.port, 0);
     rx_t *exact = calloc(1, sizeof(rx_t)), *wild = calloc(1, sizeof(rx_t));
     rx_t *back = calloc(1, sizeof(rx_t));
@@ -209,23 +224,30 @@ START_TEST(test_resume_no_gap_no_dup)
     ck_assert_int_eq(hr_client_subscribe(side.c, "back.>", NULL, rx_cb, back, &s3), HR_OK);
     cfix_run_for(&loop, 50);
     ticker_start(&loop, &k, pub.c, 1500);
-    for (int i = 0; i < 300 && exact->n < 300; i++)
-        cfix_run_for(&loop, 5);
-    ck_assert_int_ge(exact->n, 300);
-
-    cfix_proxy_break(px);
-    ck_assert(cfix_run_until(&loop, &sub.disconnected, 3000));
-    ck_assert_int_eq(hr_client_state(sub.c), HR_STATE_RECONNECTING);
-    /* Publishes made while disconnected are buffered. */
-    for (int i = 0; i < 50; i++) {
-        char p[16];
-        int n = snprintf(p, sizeof(p), "%d", i + 1);
-        ck_assert_int_eq(hr_client_publish(sub.c, "back.x", p, (size_t)n, NULL), HR_OK);
+    /* Three outages at different points of the stream. */
+    for (int round = 0; round < 3; round++) {
+        int at = 300 + 300 * round;
+        for (int i = 0; i < 600 && exact->n < at; i++)
+            cfix_run_for(&loop, 5);
+        ck_assert_int_ge(exact->n, at);
+        cfix_proxy_break(px);
+        for (int i = 0; i < 600 && sub.disconnected <= round; i++)
+            cfix_run_for(&loop, 5);
+        ck_assert_int_eq(sub.disconnected, round + 1);
+        ck_assert_int_eq(hr_client_state(sub.c), HR_STATE_RECONNECTING);
+        /* Publishes made while disconnected are buffered. */
+        for (int i = 0; i < 50; i++) {
+            char p[16];
+            int n = snprintf(p, sizeof(p), "%d", 50 * round + i + 1);
+            ck_assert_int_eq(hr_client_publish(sub.c, "back.x", p, (size_t)n, NULL), HR_OK);
+        }
+        int before = back->n;
+        cfix_run_for(&loop, 150);
+        ck_assert_int_eq(back->n, before);
+        ck_assert_int_eq(cfix_proxy_resume(px), 0);
+        ck_assert(cfix_run_until(&loop, &sub.reconnected, 5000));
+        sub.reconnected = 0;
     }
-    cfix_run_for(&loop, 300);
-    ck_assert_int_eq(back->n, 0);
-    ck_assert_int_eq(cfix_proxy_resume(px), 0);
-    ck_assert(cfix_run_until(&loop, &sub.reconnected, 5000));
 
     for (int i = 0; i < 1000 && (k.sent_a < k.limit || exact->n < k.sent_a); i++)
         cfix_run_for(&loop, 10);
@@ -239,12 +261,17 @@ START_TEST(test_resume_no_gap_no_dup)
     ck_assert_int_eq(wild->n, 1500 + k.sent_b);
     ck_assert_int_eq(sub.gaps, 0);
     ck_assert_int_eq(sub.other_errs, 0);
-    /* Buffered publishes arrived after the reconnect, in order. */
-    ck_assert_int_eq(back->n, 50);
-    for (int i = 0; i < 50; i++)
+    /* Buffered publishes arrived after each reconnect, in order. */
+    for (int i = 0; i < 200 && back->n < 150; i++)
+        cfix_run_for(&loop, 5);
+    ck_assert_int_eq(back->n, 150);
+    for (int i = 0; i < 150; i++)
         ck_assert_uint_eq(back->val[i], (uint32_t)i + 1);
-    ck_assert_int_eq(sub.disconnected, 1);
-    ck_assert_int_eq(sub.reconnected, 1);
+    ck_assert_int_eq(sub.disconnected, 3);
+    hr_client_stats_t st;
+    hr_client_stats(sub.c, &st);
+    ck_assert_uint_eq(st.reconnects, 3);
+    ck_assert_uint_eq(st.msgs_out, 150);
 
     uv_close((uv_handle_t *)&k.t, NULL);
     peer_close(&loop, &pub);
@@ -255,6 +282,17 @@ START_TEST(test_resume_no_gap_no_dup)
     free(exact);
     free(wild);
     free(back);
+}
+
+START_TEST(test_resume_no_gap_no_dup)
+{
+    resume_case(0);
+}
+END_TEST
+
+START_TEST(test_resume_ws)
+{
+    resume_case(1);
 }
 END_TEST
 
@@ -607,6 +645,7 @@ Suite *reconnect_suite(void)
     tcase_add_checked_fixture(tc, setup_history, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_resume_no_gap_no_dup);
+    tcase_add_test(tc, test_resume_ws);
     tcase_add_test(tc, test_broker_kill_restart);
     tcase_add_test(tc, test_disconnect_fails_pending_and_buffer_limit);
     tcase_add_test(tc, test_graceful_shutdown);

@@ -82,7 +82,7 @@ START_TEST(test_connect_refused)
     o.url = "tcp://127.0.0.1:1";
     ck_assert_int_eq(hr_sync_connect(&o, &s), UV_ECONNREFUSED);
     ck_assert_ptr_null(s);
-    o.url = "ws://127.0.0.1:1";
+    o.url = "wss://127.0.0.1:1";
     ck_assert_int_eq(hr_sync_connect(&o, &s), HR_EURL);
 }
 END_TEST
@@ -272,6 +272,63 @@ START_TEST(test_pending_limit_and_close)
 }
 END_TEST
 
+typedef struct bp_s {
+    hr_sync_t *s;
+    int id;
+} bp_t;
+
+static void bp_main(void *arg)
+{
+    bp_t *b = arg;
+    for (int i = 0; i < 5000; i++) {
+        char v[16];
+        int n = snprintf(v, sizeof(v), "%d", b->id * 100000 + i);
+        ck_assert_int_eq(hr_sync_publish(b->s, "bp", v, (size_t)n, NULL), HR_OK);
+    }
+}
+
+/*
+ * hr_sync_publish() does not wait for the loop thread, but the queue in
+ * front of it is bounded (here by a 4 KiB reconnect_buf_bytes): publishers
+ * are held back, never refused, and nothing is lost or reordered.
+ */
+START_TEST(test_publish_backpressure)
+{
+    hr_client_opts_t o;
+    hr_sync_t *ps, *cs = connect_sync();
+    hr_client_opts_init(&o);
+    o.url = URL;
+    o.reconnect_buf_bytes = 4096;
+    ck_assert_int_eq(hr_sync_connect(&o, &ps), HR_OK);
+    hr_sync_sub_t *sub;
+    ck_assert_int_eq(hr_sync_subscribe(cs, "bp", NULL, &sub), HR_OK);
+    ck_assert_int_eq(hr_sync_flush(cs, 2000), HR_OK);
+    static char big[(1 << 20) + 1];
+    ck_assert_int_eq(hr_sync_publish(ps, "bp", big, sizeof(big), NULL), HR_ETOOBIG);
+    ck_assert_int_eq(hr_sync_publish(ps, "$SYS.x", "x", 1, NULL), HR_EPERM);
+    uv_thread_t th[2];
+    bp_t b[2] = {{ps, 0}, {ps, 1}};
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(uv_thread_create(&th[i], bp_main, &b[i]), 0);
+    for (int i = 0; i < 2; i++)
+        uv_thread_join(&th[i]);
+    ck_assert_int_eq(hr_sync_flush(ps, 5000), HR_OK);
+    int next[2] = {0, 0}, n = 0;
+    hr_message_t *m;
+    while (n < 10000 && hr_sync_next(sub, 2000, &m) == HR_OK) {
+        int v = atoi(hr_message_data(m, NULL));
+        ck_assert_int_eq(v % 100000, next[v / 100000]); /* each thread's order kept */
+        next[v / 100000]++;
+        hr_message_unref(&m);
+        n++;
+    }
+    ck_assert_int_eq(n, 10000);
+    ck_assert_uint_eq(hr_sync_dropped(sub), 0);
+    hr_sync_close(&ps, 1);
+    hr_sync_close(&cs, 0);
+}
+END_TEST
+
 Suite *sync_suite(void);
 
 Suite *sync_suite(void)
@@ -285,6 +342,7 @@ Suite *sync_suite(void)
     tcase_add_test(tc, test_request_threads);
     tcase_add_test(tc, test_many_threads);
     tcase_add_test(tc, test_pending_limit_and_close);
+    tcase_add_test(tc, test_publish_backpressure);
     suite_add_tcase(s, tc);
     return s;
 }

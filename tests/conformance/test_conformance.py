@@ -9,6 +9,7 @@ Only python3-msgpack and the standard library are used; see herald_wire.py.
 
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -611,7 +612,7 @@ class TestLimitReached(Case):
     @classmethod
     def setUpClass(cls):
         cls.broker = Broker("--max-subs", "3", "--max-connections", "4",
-                            "--hello-timeout-ms", "300", "--max-topics", "3")
+                            "--hello-timeout-ms", "500", "--max-topics", "3")
 
     @classmethod
     def tearDownClass(cls):
@@ -634,6 +635,24 @@ class TestLimitReached(Case):
         self.assertQuiet(c)
         self.pub_acked(c, t)
         self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
+
+    def tearDown(self):
+        # The next test needs free connection slots: wait until the broker has seen this
+        # test's connections go (a probe is welcomed again), then let the probe go too.
+        super().tearDown()
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            probe = Conn(self.b.port)
+            try:
+                probe.hello()
+                break
+            except (Closed, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        time.sleep(0.1)
 
     def test_topic_limit_err7_stays_open(self):
         c = self.connect()
@@ -682,7 +701,7 @@ class TestLimitReached(Case):
         t0 = time.monotonic()
         frames = c.wait_closed()
         self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_PROTO)])
-        self.assertLess(time.monotonic() - t0, 0.3 + 2 * TIMEOUT / 5)
+        self.assertLess(time.monotonic() - t0, 0.5 + 2 * TIMEOUT / 5)
 
 
 # ==========================================================================================
@@ -1524,13 +1543,26 @@ class TestHeartbeat(Case):
         self.assertEqual(c.sync(), [])
 
     def test_busy_client_not_pinged(self):
+        # A client whose frames keep coming more often than heartbeat_ms is never pinged. If
+        # this process itself stalls for longer than that, a ping is deserved: tolerate it.
         c = self.connect(auto_pong=False)
-        deadline = time.monotonic() + HB_MS / 1000 * 6
+        hb = HB_MS / 1000
+        deadline = time.monotonic() + hb * 6
+        last = time.monotonic()
+        max_gap = 0.0
         while time.monotonic() < deadline:
+            now = time.monotonic()
+            max_gap = max(max_gap, now - last)
+            last = now
             c.send([PING, 1])
-            f = c.recv()
-            self.assertEqual(f, [PONG, 1], "broker pinged a client that keeps sending")
-            time.sleep(HB_MS / 1000 / 4)
+            while True:
+                f = c.recv()
+                if f == [PONG, 1]:
+                    break
+                self.assertEqual(f[0], PING, describe(f))
+                self.assertGreater(max_gap, hb * 0.75, "broker pinged a client that keeps sending")
+                c.send([PONG, f[1]])
+            time.sleep(hb / 8)
 
 
 # ==========================================================================================
@@ -1724,7 +1756,7 @@ class TestSoftOutputLimit(Case):
 
     @classmethod
     def setUpClass(cls):
-        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "300", "--out-hard", "64M")
+        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "800", "--out-hard", "64M")
 
     @classmethod
     def tearDownClass(cls):
@@ -1741,7 +1773,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"s" * (128 * 1024))  # 4 MiB: over out-soft, far below out-hard
         self.pub_acked(p, t)
-        time.sleep(1.5)  # the grace period (0.3 s) and a sweep or two
+        time.sleep(2.0)  # the grace period (0.8 s) and a sweep or two
         got = []
         try:
             while True:
@@ -1765,7 +1797,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"w" * (128 * 1024))
         self.pub_acked(p, t)
-        time.sleep(1.5)
+        time.sleep(2.0)
         frames = slow.wait_closed(TIMEOUT * 2)
         self.assertEqual((frames[-1][0], frames[-1][1]), (ERR, E_SLOW), describe(frames[-1])[:80])
         self.assertEqual(slow.close_code, 1008)
@@ -1780,7 +1812,7 @@ class TestSoftOutputLimit(Case):
             p.pub(t, b"s" * (128 * 1024))  # 1 MiB at once, read right away
         self.pub_acked(p, t)
         self.assertEqual(len(self.collect(s, 9)), 9)
-        time.sleep(0.6)
+        time.sleep(1.2)
         self.assertQuiet(s)
 
 
@@ -1838,6 +1870,72 @@ class TestCommandLine(unittest.TestCase):
             self.assertIn("missing.conf", r.stderr)
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+# ==========================================================================================
+DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "protocol.md")
+
+
+class TestDocumentExamples(Case):
+    """docs/protocol.md stays true: its walkthrough bytes and its example client work."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(DOC, encoding="utf-8") as fh:
+            cls.doc = fh.read()
+
+    def setUp(self):
+        super().setUp()
+        self.broker = Broker()  # a fresh broker each time: the examples expect seq 1
+
+    def tearDown(self):
+        super().tearDown()
+        self.assertEqual(self.broker.stop(), 0)
+        self.broker.cleanup()
+
+    def section(self, title):
+        i = self.doc.index("\n## " + title)
+        j = self.doc.find("\n## ", i + 1)
+        return self.doc[i:j if j > 0 else None]
+
+    def test_walkthrough_bytes(self):
+        block = self.section("A session walkthrough").split("```")[1]
+        steps = []  # ("C", bytes) to send, or ("S", bytes, exact) to receive
+        for line in block.splitlines():
+            m = re.match(r"^([CS]): ((?:[0-9a-f]{2} ?)+)(…)?\s*$", line)
+            if m:
+                steps.append((m.group(1), bytes.fromhex(m.group(2)), m.group(3) is None))
+        self.assertGreaterEqual(len(steps), 8, "walkthrough not found")
+        c = Conn(self.b.port)
+        self.conns.append(c)
+        k = 0
+        while k < len(steps):
+            if steps[k][0] == "C":
+                c.send_raw(steps[k][1])
+                k += 1
+                continue
+            group = []
+            while k < len(steps) and steps[k][0] == "S":
+                group.append(steps[k])
+                k += 1
+            got = []
+            for _ in group:
+                f = c.recv()
+                got.append(frame(f))
+            for _, want, exact in group:  # frames of one group may come in any order
+                match = [g for g in got if (g == want if exact else g.startswith(want))]
+                self.assertTrue(match, "expected %s among %s" % (want.hex(" "),
+                                                                [g.hex(" ") for g in got]))
+                got.remove(match[0])
+
+    def test_python_example_client(self):
+        src = self.section("A minimal Python client").split("```python")[1].split("```")[0]
+        env = dict(os.environ, HERALD_PORT=str(self.b.port))
+        r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                           timeout=TIMEOUT * 2, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("acked, seq 1", r.stdout)
+        self.assertIn("msg 1 chat.room1 1 b'hello' {'lang': 'en'}", r.stdout)
 
 
 # ==========================================================================================

@@ -1,0 +1,530 @@
+/* SPDX-License-Identifier: MIT */
+/* The WebSocket transport: HTTP upgrade, /healthz and /metrics, RFC 6455 frames through wslay. */
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+#include <wslay/wslay.h>
+
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "ws.h"
+
+enum ws_state { WS_HTTP = 0, WS_OPEN };
+
+/*
+ * Per-connection state (conn->tdata). Before the upgrade only `head` is
+ * used; after it, wslay parses the input and produces the control frames,
+ * which are staged in `ctl` during one receive and then either queued
+ * as-is (pong, close echo) or replaced by Herald's own close (see pump()).
+ * Data frames from the broker never pass through wslay: they are framed
+ * once per message and shared (hr_msg_delivery_header()).
+ */
+typedef struct ws_s {
+    wslay_event_context_ptr ctx; /* after the upgrade */
+    hr_buf_t head;               /* request head bytes, until the upgrade */
+    hr_buf_t msg;                /* a message reassembled from fragments or chunks */
+    hr_buf_t ctl;                /* wslay's output during one pump() */
+    const char *feed;            /* input wslay reads from, during one pump() */
+    size_t nfeed;
+    uint64_t frame_len;  /* payload length of the frame being received */
+    uint16_t fail_close; /* close code decided in a callback (1002, 1003, 1009) */
+    uint16_t close_code; /* close code for on_closing(); 0: from the ERR code */
+    uint8_t state;       /* enum ws_state */
+    uint8_t op;          /* opcode of the frame being received */
+    uint8_t fin;         /* its fin bit */
+    uint8_t in_msg;      /* a data message is being received */
+    uint8_t dispatched;  /* the current message went out without a copy */
+    uint8_t responded;   /* an HTTP response was queued (before the upgrade) */
+    uint8_t close_sent;  /* a close frame was queued */
+} ws_t;
+
+static ws_t *ws_get(hr_conn_t *c)
+{
+    if (!c->tdata)
+        c->tdata = calloc(1, sizeof(ws_t));
+    return c->tdata;
+}
+
+/* ---- HTTP ----------------------------------------------------------------------- */
+
+/* Queues a complete HTTP response; the connection closes once it is written. */
+static void http_reply(hr_conn_t *c, ws_t *w, int status, const char *extra, const char *ctype,
+                       const char *body, size_t blen)
+{
+    hr_buf_t b;
+    hr_buf_init(&b);
+    w->responded = 1;
+    hr__http_count(&c->srv->stats, status);
+    if (hr__http_response(&b, status, extra, ctype, body, blen) == HR_OK)
+        hr__conn_send_raw(c, b.base, b.len);
+    hr_buf_destroy(&b);
+}
+
+static void http_error(hr_conn_t *c, ws_t *w, int status, const char *extra, const char *why)
+{
+    char body[160];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, hr__http_reason(status), why);
+    HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %d: %s", status, why);
+    http_reply(c, w, status, extra, "text/plain; charset=utf-8", body, (size_t)n);
+    hr__conn_fail(c, 0, why);
+}
+
+static int origin_allowed(const hr_server_t *s, hr_slice_t origin)
+{
+    const char *list = s->cfg.ws_origins;
+    if (!*list || !origin.p)
+        return 1; /* no list, or not a browser (browsers always send Origin) */
+    hr_slice_t l = {list, strlen(list)};
+    return hr__http_has_token(l, "*") || hr__http_list_has(l, origin);
+}
+
+static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *rest, size_t n);
+
+/*
+ * Answers one complete request head. WebSocket upgrades are checked in
+ * the order a client can fix them: method (405), path (404), upgrade
+ * headers (426), key (400), version (426), Origin (403), subprotocol (400).
+ */
+static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t n)
+{
+    hr_server_t *s = c->srv;
+    hr_http_req_t rq;
+    if (hr__http_parse(&rq, p, hl) != HR_OK) {
+        http_error(c, w, 400, NULL, "malformed HTTP request");
+        return;
+    }
+    if (rq.method != HTTP_GET) {
+        http_error(c, w, 405, "Allow: GET\r\n", "only GET is served here");
+        return;
+    }
+    if (rq.path.n == 8 && !memcmp(rq.path.p, "/healthz", 8)) {
+        http_reply(c, w, 200, NULL, "text/plain; charset=utf-8", "ok\n", 3);
+        hr__conn_fail(c, 0, "HTTP request served");
+        return;
+    }
+    if (rq.path.n == 8 && !memcmp(rq.path.p, "/metrics", 8)) {
+        hr_buf_t b;
+        hr_buf_init(&b);
+        if (hr__http_metrics(s, &b) == HR_OK)
+            http_reply(c, w, 200, NULL, "text/plain; version=0.0.4; charset=utf-8",
+                       (const char *)b.base, b.len);
+        else
+            http_reply(c, w, 500, NULL, "text/plain", "out of memory\n", 14);
+        hr_buf_destroy(&b);
+        hr__conn_fail(c, 0, "HTTP request served");
+        return;
+    }
+    if (rq.path.n != 1 || rq.path.p[0] != '/') {
+        http_error(c, w, 404, NULL, "the WebSocket endpoint is /");
+        return;
+    }
+    if (!hr__http_has_token(rq.upgrade, "websocket") ||
+        !hr__http_has_token(rq.connection, "upgrade") || rq.major != 1 || rq.minor < 1) {
+        http_error(c, w, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+                   "a WebSocket upgrade (HTTP/1.1, Upgrade: websocket) is required");
+        return;
+    }
+    if (!rq.ws_key.p || rq.dup_key) {
+        http_error(c, w, 400, NULL, "Sec-WebSocket-Key missing or repeated");
+        return;
+    }
+    if (rq.ws_version.n != 2 || memcmp(rq.ws_version.p, "13", 2) != 0) {
+        http_error(c, w, 426, "Sec-WebSocket-Version: 13\r\n",
+                   "unsupported Sec-WebSocket-Version (13 is supported)");
+        return;
+    }
+    if (!origin_allowed(s, rq.origin)) {
+        http_error(c, w, 403, NULL, "Origin not allowed");
+        return;
+    }
+    if (rq.protocols && !rq.herald_v1) {
+        http_error(c, w, 400, NULL, "unsupported subprotocol (herald.v1 is supported)");
+        return;
+    }
+    ws_open(c, w, &rq, p + hl, n - hl);
+}
+
+/* ---- wslay callbacks ------------------------------------------------------------- */
+
+static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
+{
+    ws_t *w = ((hr_conn_t *)ud)->tdata;
+    if (!w->nfeed) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < w->nfeed ? len : w->nfeed;
+    memcpy(buf, w->feed, n);
+    w->feed += n;
+    w->nfeed -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    ws_t *w = ((hr_conn_t *)ud)->tdata;
+    if (hr_buf_append(&w->ctl, data, len) != HR_OK) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static int cb_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud)
+{
+    memset(buf, 0, len); /* a server never masks */
+    return 0;
+}
+
+/* Stops wslay's receive loop after the current frame with a close code of our own. */
+static void stop(ws_t *w, uint16_t code)
+{
+    if (!w->fail_close)
+        w->fail_close = code;
+    wslay_event_shutdown_read(w->ctx);
+}
+
+/*
+ * Queues what wslay produced so far (pongs) before a message is
+ * dispatched, so the answers leave in the order the frames came.
+ */
+static void flush_ctl(hr_conn_t *c, ws_t *w)
+{
+    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 && w->ctl.len &&
+        !wslay_event_get_close_sent(w->ctx)) {
+        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+        hr_buf_reset(&w->ctl);
+    }
+}
+
+static void cb_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *a, void *ud)
+{
+    hr_conn_t *c = ud;
+    ws_t *w = c->tdata;
+    hr_server_t *s = c->srv;
+    w->op = a->opcode;
+    w->fin = a->fin;
+    w->frame_len = a->payload_length;
+    c->idle_since = hr__now_ms(s); /* any frame counts as a sign of life */
+    c->pings = 0;
+    switch (a->opcode) {
+    case WSLAY_TEXT_FRAME:
+        stop(w, 1003); /* Herald frames are binary messages only */
+        return;
+    case WSLAY_CONNECTION_CLOSE:
+        if (a->payload_length == 1)
+            stop(w, 1002); /* wslay would take a 1-byte close as "no status" */
+        return;
+    case WSLAY_BINARY_FRAME:
+        hr_buf_reset(&w->msg);
+        w->in_msg = 1;
+        w->dispatched = 0;
+        break;
+    case WSLAY_CONTINUATION_FRAME:
+        break;
+    default:
+        return; /* ping, pong: wslay buffers them and answers pings */
+    }
+    /* With no_buffering wslay checks max_recv_msg_length per frame only, so
+     * the total of a fragmented message is checked here. */
+    if (w->msg.len + a->payload_length > s->max_frame)
+        stop(w, 1009);
+}
+
+static void cb_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *a, void *ud)
+{
+    hr_conn_t *c = ud;
+    ws_t *w = c->tdata;
+    if (w->fail_close || (c->flags & HR_C_CLOSING) || !w->in_msg ||
+        (w->op != WSLAY_BINARY_FRAME && w->op != WSLAY_CONTINUATION_FRAME))
+        return;
+    if (w->op == WSLAY_BINARY_FRAME && w->fin && a->data_length == w->frame_len) {
+        /* The whole message in one chunk: hand wslay's (unmasked) bytes over as they are. */
+        w->dispatched = 1;
+        flush_ctl(c, w);
+        hr__conn_on_frame(c, (const char *)a->data, a->data_length);
+        return;
+    }
+    if (hr_buf_append(&w->msg, a->data, a->data_length) != HR_OK)
+        stop(w, 1009);
+}
+
+static void cb_frame_end(wslay_event_context_ptr ctx, void *ud)
+{
+    hr_conn_t *c = ud;
+    ws_t *w = c->tdata;
+    if (w->fail_close || !w->in_msg || !w->fin ||
+        (w->op != WSLAY_BINARY_FRAME && w->op != WSLAY_CONTINUATION_FRAME))
+        return;
+    w->in_msg = 0;
+    if (!w->dispatched && !(c->flags & HR_C_CLOSING)) {
+        flush_ctl(c, w);
+        hr__conn_on_frame(c, (const char *)w->msg.base, w->msg.len);
+    }
+    hr_buf_destroy(&w->msg); /* an idle connection keeps no message buffer */
+}
+
+static const struct wslay_event_callbacks callbacks = {
+    .recv_callback = cb_recv,
+    .send_callback = cb_send,
+    .genmask_callback = cb_genmask,
+    .on_frame_recv_start_callback = cb_frame_start,
+    .on_frame_recv_chunk_callback = cb_frame_chunk,
+    .on_frame_recv_end_callback = cb_frame_end,
+};
+
+/* ---- frames ---------------------------------------------------------------------- */
+
+static unsigned close_to_err(uint16_t code)
+{
+    return code == 1009 ? 2 : 1;
+}
+
+static const char *close_reason(uint16_t code)
+{
+    switch (code) {
+    case 1003:
+        return "text messages are not accepted: send binary messages";
+    case 1007:
+        return "invalid UTF-8 in a close reason";
+    case 1009:
+        return "WebSocket message larger than max_frame";
+    default:
+        return "WebSocket protocol error";
+    }
+}
+
+/* Closes with ERR then a close frame with `code`, discarding wslay's staged output. */
+static void ws_fail(hr_conn_t *c, ws_t *w, uint16_t code)
+{
+    hr_buf_reset(&w->ctl);
+    w->close_code = code;
+    hr__conn_fail(c, close_to_err(code), close_reason(code));
+}
+
+/*
+ * Runs wslay over `p[0..n)`: frames are dispatched from the callbacks,
+ * then wslay's answers are sent. wslay 1.1.1 queues a close without a
+ * status code on frame-level errors (a fragmented or oversized control
+ * frame, a 64-bit length with the top bit set) and treats a 1-byte close
+ * payload as "no status"; both are protocol errors (1002) here, and every
+ * close Herald initiates carries the ERR frame before it, so wslay's own
+ * close frames are only kept when they echo the peer's close.
+ */
+static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
+{
+    w->feed = p;
+    w->nfeed = n;
+    hr_buf_reset(&w->ctl);
+    int r = wslay_event_recv(w->ctx);
+    w->feed = NULL;
+    w->nfeed = 0;
+    if (c->flags & HR_C_CLOSING)
+        return; /* a frame closed the connection; on_closing() said goodbye */
+    if (w->fail_close) {
+        ws_fail(c, w, w->fail_close);
+        return;
+    }
+    if (r == WSLAY_ERR_NOMEM) {
+        hr__conn_close_now(c);
+        return;
+    }
+    if (r != 0) {
+        ws_fail(c, w, 1002); /* wslay_frame_recv() refused a frame header */
+        return;
+    }
+    if (wslay_event_send(w->ctx) != 0) {
+        hr__conn_close_now(c);
+        return;
+    }
+    if (wslay_event_get_close_sent(w->ctx)) {
+        if (!wslay_event_get_close_received(w->ctx)) {
+            ws_fail(c, w, wslay_event_get_status_code_sent(w->ctx));
+            return;
+        }
+        hr__conn_send_raw(c, w->ctl.base, w->ctl.len); /* pongs, then the echo of their close */
+        w->close_sent = 1;
+        hr__conn_fail(c, 0, "the client closed the WebSocket");
+        return;
+    }
+    if (w->ctl.len)
+        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+    if (w->ctl.cap > 256)
+        hr_buf_destroy(&w->ctl);
+}
+
+/* Completes the upgrade: 101, then wslay takes the bytes that followed the head. */
+static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *rest, size_t n)
+{
+    hr_server_t *s = c->srv;
+    char accept[29], hdr[256];
+    if (hr__http_ws_accept(rq->ws_key, accept) != HR_OK) {
+        http_error(c, w, 400, NULL, "Sec-WebSocket-Key is not 16 bytes in base64");
+        return;
+    }
+    if (wslay_event_context_server_init(&w->ctx, &callbacks, c) != 0) {
+        http_error(c, w, 503, NULL, "out of memory");
+        return;
+    }
+    /* No buffering: data frames reach the chunk callback straight from
+     * wslay's read buffer; the size limit is max_frame (PROTOCOL.md), and
+     * no extension is negotiated, so every reserved bit must be 0. */
+    wslay_event_config_set_no_buffering(w->ctx, 1);
+    wslay_event_config_set_max_recv_msg_length(w->ctx, s->max_frame);
+    wslay_event_config_set_allowed_rsv_bits(w->ctx, 0);
+    int k = snprintf(hdr, sizeof(hdr),
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
+                     accept, rq->herald_v1 ? "Sec-WebSocket-Protocol: herald.v1\r\n" : "");
+    assert(k > 0 && (size_t)k < sizeof(hdr));
+    hr__http_count(&s->stats, 101);
+    hr__conn_send_raw(c, hdr, (size_t)k);
+    w->state = WS_OPEN;
+    c->flags |= HR_C_PROTOCOL; /* HELLO timeout and heartbeats start now */
+    c->idle_since = hr__now_ms(s);
+    HR_LOG(HR_LOG_DEBUG, c->id, "WebSocket open%s", rq->herald_v1 ? " (herald.v1)" : "");
+    if (n)
+        pump(c, w, rest, n); /* frames that came in the same read as the head */
+}
+
+/* ---- the transport ----------------------------------------------------------------- */
+
+static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
+{
+    ws_t *w = ws_get(c);
+    if (!w) {
+        hr__conn_close_now(c);
+        return;
+    }
+    if (w->state == WS_OPEN) {
+        pump(c, w, p, n);
+        return;
+    }
+    size_t max = (size_t)c->srv->cfg.ws_max_header;
+    size_t had = w->head.len;
+    if (hr_buf_append(&w->head, p, n) != HR_OK) {
+        hr__conn_close_now(c);
+        return;
+    }
+    /* Rescan from just before the new bytes: the empty line may straddle reads. */
+    size_t from = had > 3 ? had - 3 : 0;
+    size_t hl = hr__http_head_end((const char *)w->head.base + from, w->head.len - from);
+    if (hl)
+        hl += from;
+    if ((!hl && w->head.len > max) || hl > max) {
+        http_error(c, w, 431, NULL, "request head larger than ws-max-header");
+        return;
+    }
+    if (!hl)
+        return;
+    hr_buf_t head = w->head; /* pump() may run inside: keep the bytes until it returns */
+    hr_buf_init(&w->head);
+    http_request(c, w, (const char *)head.base, hl, head.len);
+    hr_buf_destroy(&head);
+}
+
+static void put_close(hr_conn_t *c, ws_t *w, uint16_t code)
+{
+    uint8_t f[4];
+    hr_ws_frame_header(f, WSLAY_CONNECTION_CLOSE, 2);
+    f[2] = (uint8_t)(code >> 8);
+    f[3] = (uint8_t)code;
+    hr__conn_send_raw(c, f, sizeof(f));
+    w->close_sent = 1;
+}
+
+/*
+ * The broker closes the connection after ERR `code` (already queued as a
+ * binary message once the upgrade is done). Before the upgrade the
+ * goodbye is an HTTP error response; after it, a close frame whose code
+ * follows the ERR (PROTOCOL.md), unless a WebSocket-level error chose one.
+ */
+static void ws_on_closing(hr_conn_t *c, unsigned code)
+{
+    ws_t *w = ws_get(c);
+    if (!w)
+        return;
+    if (w->state == WS_HTTP) {
+        if (!w->responded) {
+            const char *why = code == 7   ? "connection limit reached"
+                              : code == 9 ? "server shutting down"
+                                          : "closing";
+            char body[80];
+            int n = snprintf(body, sizeof(body), "503 Service Unavailable: %s\n", why);
+            http_reply(c, w, 503, "Retry-After: 1\r\n", "text/plain; charset=utf-8", body,
+                       (size_t)n);
+        }
+        return;
+    }
+    wslay_event_shutdown_read(w->ctx); /* we may be inside wslay_event_recv() */
+    if (w->close_sent)
+        return;
+    uint16_t cc = w->close_code;
+    if (!cc) {
+        switch (code) {
+        case 0:
+            cc = 1000;
+            break;
+        case 1:
+            cc = 1002;
+            break;
+        case 2:
+            cc = 1009;
+            break;
+        case 9:
+        case 11:
+            cc = 1001;
+            break;
+        default: /* 3, 6, 7 */
+            cc = 1008;
+            break;
+        }
+    }
+    put_close(c, w, cc);
+}
+
+static int ws_on_sweep(hr_conn_t *c, uint64_t now)
+{
+    ws_t *w = c->tdata;
+    if (w && w->state == WS_OPEN)
+        return 0;
+    /* Before the upgrade idle_since is still the accept time. */
+    if (now - c->idle_since < (uint64_t)c->srv->cfg.ws_handshake_ms)
+        return 0;
+    if (!(w = ws_get(c))) {
+        hr__conn_close_now(c);
+        return 1;
+    }
+    http_error(c, w, 408, NULL, "handshake not completed within ws-handshake-ms");
+    return 1;
+}
+
+static void ws_on_free(hr_conn_t *c)
+{
+    ws_t *w = c->tdata;
+    if (!w)
+        return;
+    if (w->ctx)
+        wslay_event_context_free(w->ctx);
+    hr_buf_destroy(&w->head);
+    hr_buf_destroy(&w->msg);
+    hr_buf_destroy(&w->ctl);
+    free(w);
+    c->tdata = NULL;
+}
+
+const hr_transport_t hr__websocket_transport = {
+    .name = "ws",
+    .kind = HR_T_WS,
+    .framing = HR_FRAMING_WS,
+    .on_data = ws_on_data,
+    .on_closing = ws_on_closing,
+    .on_free = ws_on_free,
+    .on_sweep = ws_on_sweep,
+};
