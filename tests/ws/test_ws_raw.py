@@ -369,6 +369,26 @@ class WsRaw(unittest.TestCase):
             self.assertEqual(c.read_msg(), [6, 3])
             c.close()
 
+    def test_idle_connection_state_survives(self):
+        # An idle connection gives its wslay context back after a second; one in the middle of
+        # a frame or of a fragmented message must keep it.
+        c = self.open()
+        time.sleep(1.3)
+        c.send(frame(9, b"after idle") + binary([5, 1]))
+        self.assertEqual(c.read_frame()[1:], (10, b"after idle"))
+        self.assertEqual(c.read_msg(), [6, 1])
+        data = binary([5, 2])
+        c.send(data[:5])  # half a frame
+        time.sleep(1.3)
+        c.send(data[5:])
+        self.assertEqual(c.read_msg(), [6, 2])
+        body = msgpack.packb([5, 3])
+        c.send(frame(2, body[:1], fin=False))  # half a message
+        time.sleep(1.3)
+        c.send(frame(0, body[1:]))
+        self.assertEqual(c.read_msg(), [6, 3])
+        c.close()
+
     # -- handshake -------------------------------------------------------------------
 
     def test_accept_and_subprotocol(self):
