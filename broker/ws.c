@@ -195,16 +195,31 @@ static void stop(ws_t *w, uint16_t code)
 }
 
 /*
+ * Queues wslay's staged output (pongs, a close echo). A client that sends
+ * pings without reading the pongs is paused like a slow subscriber: no
+ * more input until its output drains (conn.c resumes it).
+ */
+static void queue_ctl(hr_conn_t *c, ws_t *w)
+{
+    if (!w->ctl.len)
+        return;
+    hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+    hr_buf_reset(&w->ctl);
+    if (c->out.bytes > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
+        c->flags |= HR_C_PAUSED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/*
  * Queues what wslay produced so far (pongs) before a message is
  * dispatched, so the answers leave in the order the frames came.
  */
 static void flush_ctl(hr_conn_t *c, ws_t *w)
 {
-    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 && w->ctl.len &&
-        !wslay_event_get_close_sent(w->ctx)) {
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
-        hr_buf_reset(&w->ctl);
-    }
+    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 &&
+        !wslay_event_get_close_sent(w->ctx))
+        queue_ctl(c, w);
 }
 
 static void cb_frame_start(wslay_event_context_ptr ctx,
@@ -402,13 +417,12 @@ static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
             ws_fail(c, w, wslay_event_get_status_code_sent(w->ctx));
             return;
         }
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len); /* pongs, then the echo of their close */
+        queue_ctl(c, w); /* pongs, then the echo of their close */
         w->close_sent = 1;
         hr__conn_fail(c, 0, "the client closed the WebSocket");
         return;
     }
-    if (w->ctl.len)
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+    queue_ctl(c, w);
     if (w->ctl.cap > 256)
         hr_buf_destroy(&w->ctl);
     w->clean = w->fed == w->framed && !w->in_msg && !wslay_event_want_write(w->ctx);
