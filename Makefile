@@ -1,10 +1,9 @@
 # Herald: the commands in the README. Each installs what is missing first.
 JOBS ?= $(shell nproc)
 BUILD ?= build
-ASAN_BUILD ?= build-asan
 PORT ?= 7400
 
-.PHONY: all deps build run test test-release test-asan format-check bench fuzz soak clean
+.PHONY: all deps build run test bench fuzz soak clean
 
 all: build
 
@@ -18,8 +17,8 @@ build: deps
 run: build
 	exec $(BUILD)/broker/herald --port $(PORT)
 
-test: 
-	@scripts/deps.sh test
+test:
+	@scripts/deps.sh browser
 	@scripts/test.sh
 
 bench:

@@ -9,19 +9,16 @@
 
 #define IOV_BATCH 1024              /* iovecs per write (IOV_MAX on Linux) */
 #define WRITE_BATCH (256 * 1024)    /* bytes per write */
-#define CLOSE_LINGER_MS 2000        /* how long a closing connection may take to drain */
+#define CLOSE_LINGER_MS 5000        /* how long a closing connection may take to drain */
+#define FIN_LINGER_MS 1000          /* after our FIN, how long the peer has to close */
 #define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
 
 /* ---- output queue ---------------------------------------------------------- */
-
-static size_t ent_len(const hr_oq_ent_t *e)
-{
-    return e->hlen + e->msg->len;
-}
 
 static void mark_pending(hr_conn_t *c)
 {
@@ -34,106 +31,16 @@ static void mark_pending(hr_conn_t *c)
 
 static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
 {
-    hr_outq_t *q = &c->out;
-    if (q->n == q->cap) {
-        uint32_t cap = q->cap ? q->cap * 2 : 4;
-        hr_oq_ent_t *e = malloc(cap * sizeof(*e));
-        if (!e)
-            return HR_ENOMEM;
-        for (uint32_t i = 0; i < q->n; i++)
-            e[i] = q->ents[(q->head + i) % q->cap];
-        /* The iovecs of a write in flight point at the headers inside the old
-         * array: keep the array the write was built from until it completes. */
-        if (q->inflight && !q->retired)
-            q->retired = q->ents;
-        else
-            free(q->ents);
-        q->ents = e;
-        q->head = 0;
-        q->cap = cap;
-    }
-    hr_oq_ent_t *e = &q->ents[(q->head + q->n) % q->cap];
-    e->msg = hr_msg_ref(m);
-    e->hlen = (uint8_t)hlen;
-    if (hlen)
-        memcpy(e->hdr, hdr, hlen);
-    q->n++;
-    q->bytes += ent_len(e);
-    mark_pending(c);
-    return HR_OK;
+    int r = hr__oq_push(&c->out, m, hdr, hlen);
+    if (r == HR_OK)
+        mark_pending(c);
+    return r;
 }
 
-/* Releases `n` written bytes from the front of the queue. */
 static void oq_advance(hr_conn_t *c, size_t n)
 {
-    hr_outq_t *q = &c->out;
     c->srv->stats.bytes_out += n;
-    while (n && q->n) {
-        hr_oq_ent_t *e = &q->ents[q->head];
-        size_t left = ent_len(e) - q->off;
-        if (n < left) {
-            q->off += (uint32_t)n;
-            q->bytes -= n;
-            return;
-        }
-        n -= left;
-        q->bytes -= left;
-        q->off = 0;
-        hr_msg_unref(&e->msg);
-        q->head = (q->head + 1) % q->cap;
-        q->n--;
-    }
-}
-
-/* Drops queued entries, keeping those a write in flight still points at. */
-static void oq_drop_unsent(hr_conn_t *c)
-{
-    hr_outq_t *q = &c->out;
-    size_t keep_bytes = q->inflight, covered = 0;
-    uint32_t keep = 0;
-    while (keep < q->n && covered < keep_bytes) {
-        covered += ent_len(&q->ents[(q->head + keep) % q->cap]) - (keep ? 0 : q->off);
-        keep++;
-    }
-    for (uint32_t i = keep; i < q->n; i++) {
-        hr_oq_ent_t *e = &q->ents[(q->head + i) % q->cap];
-        q->bytes -= ent_len(e) - (i ? 0 : q->off);
-        if (!i)
-            q->off = 0;
-        hr_msg_unref(&e->msg);
-    }
-    q->n = keep;
-}
-
-static void oq_free(hr_outq_t *q)
-{
-    for (uint32_t i = 0; i < q->n; i++)
-        hr_msg_unref(&q->ents[(q->head + i) % q->cap].msg);
-    free(q->ents);
-    free(q->retired);
-    memset(q, 0, sizeof(*q));
-}
-
-/* Gathers queued bytes into iovecs; returns the count, *total their bytes. */
-static int oq_iov(const hr_outq_t *q, uv_buf_t *iov, size_t *total)
-{
-    int k = 0;
-    size_t off = q->off, sum = 0;
-    for (uint32_t i = 0; i < q->n && k + 2 <= IOV_BATCH && sum < WRITE_BATCH; i++) {
-        const hr_oq_ent_t *e = &q->ents[(q->head + i) % q->cap];
-        if (off < e->hlen) {
-            iov[k++] = uv_buf_init((char *)e->hdr + off, (unsigned)(e->hlen - off));
-            sum += e->hlen - off;
-            off = 0;
-        } else {
-            off -= e->hlen;
-        }
-        iov[k++] = uv_buf_init((char *)hr_msg_bytes(e->msg) + off, (unsigned)(e->msg->len - off));
-        sum += e->msg->len - off;
-        off = 0;
-    }
-    *total = sum;
-    return k;
+    hr__oq_advance(&c->out, n);
 }
 
 /* ---- closing --------------------------------------------------------------- */
@@ -158,7 +65,7 @@ static void on_close(uv_handle_t *h)
     for (uint32_t i = 0; i < c->nsubs; i++)
         hr__sub_free(c->subs[i]);
     free(c->subs);
-    oq_free(&c->out);
+    hr__oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
     hr__limits_conn_free(c);
@@ -200,6 +107,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     /* Lingering close: read and discard until the peer closes (or the
      * deadline passes), so unread input cannot turn our FIN into a RST that
      * would destroy the ERR frame before the client reads it. */
+    uint64_t fin_deadline = hr__now_ms(c->srv) + FIN_LINGER_MS;
+    if (fin_deadline < c->deadline)
+        c->deadline = fin_deadline;
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         hr__conn_close_now(c);
 }
@@ -267,12 +177,12 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
-    /* No more deliveries (deliver() skips CLOSING connections, queue groups
-     * pick someone else); the subscriptions leave the index in conn_flush(),
-     * because this may run inside a fan-out that is walking the index. */
+    /* Subscriptions stay indexed until the close: this may run in the middle
+     * of a fan-out over the very list they are in. deliver() skips CLOSING
+     * connections and queue groups pick another member. */
     if (code == 6) {
         s->stats.slow_consumers++;
-        oq_drop_unsent(c);
+        hr__oq_drop_unsent(&c->out);
     }
     if (code && (c->flags & HR_C_PROTOCOL))
         send_err(c, code, msg, 0, 0);
@@ -305,8 +215,6 @@ static void on_write(uv_write_t *req, int status)
     hr_conn_t *c = req->data;
     free(req);
     c->wreq = NULL;
-    free(c->out.retired);
-    c->out.retired = NULL;
     if (status < 0) { /* canceled by close, or the peer is gone */
         c->out.inflight = 0;
         hr__conn_close_now(c);
@@ -328,12 +236,10 @@ static void conn_flush(hr_conn_t *c)
     hr_outq_t *q = &c->out;
     uv_buf_t iov[IOV_BATCH];
     size_t total;
-    if ((c->flags & HR_C_CLOSING) && !(c->flags & HR_C_CLOSED))
-        drop_subs(c); /* deferred from hr__conn_fail(); idempotent */
     if (q->inflight || (c->flags & HR_C_CLOSED))
         return;
     while (q->n) {
-        int k = oq_iov(q, iov, &total);
+        int k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
         if (r == UV_EAGAIN)
             r = 0;
@@ -343,7 +249,7 @@ static void conn_flush(hr_conn_t *c)
         }
         oq_advance(c, (size_t)r);
         if ((size_t)r < total) {
-            k = oq_iov(q, iov, &total);
+            k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
             c->wreq = malloc(sizeof(*c->wreq));
             if (!c->wreq) {
                 hr__conn_close_now(c);
@@ -415,39 +321,20 @@ static void lp_complete(hr_conn_t *c)
     hr_buf_destroy(&c->in); /* an idle connection holds no input buffer */
 }
 
+static int lp_frame(void *arg, const char *body, size_t n)
+{
+    hr_conn_t *c = arg;
+    hr__conn_on_frame(c, body, n);
+    return (c->flags & HR_C_CLOSING) != 0;
+}
+
 void hr__conn_lp_data(hr_conn_t *c, const char *p, size_t n)
 {
-    while (n && !(c->flags & HR_C_CLOSING)) {
-        if (c->in.len) {
-            size_t want =
-                c->in.len < HR_LP_PREFIX ? HR_LP_PREFIX - c->in.len : lp_total(c) - c->in.len;
-            size_t take = want < n ? want : n;
-            if (hr_buf_append(&c->in, p, take) != HR_OK) {
-                hr__conn_close_now(c);
-                return;
-            }
-            p += take;
-            n -= take;
-            lp_complete(c);
-            continue;
-        }
-        hr_slice_t body;
-        size_t used;
-        int r = hr_lp_next(p, n, c->srv->max_frame, &body, &used);
-        if (r == HR_OK) {
-            hr__conn_on_frame(c, body.p, body.n);
-            p += used;
-            n -= used;
-        } else if (r == HR_EAGAIN) {
-            if ((used && hr_buf_reserve(&c->in, used) != HR_OK) ||
-                hr_buf_append(&c->in, p, n) != HR_OK)
-                hr__conn_close_now(c);
-            return;
-        } else {
-            hr__conn_fail(c, 2, "frame larger than max_frame");
-            return;
-        }
-    }
+    int r = hr_lp_feed(&c->in, p, n, c->srv->max_frame, lp_frame, c);
+    if (r == HR_ETOOBIG)
+        hr__conn_fail(c, 2, "frame larger than max_frame");
+    else if (r == HR_ENOMEM)
+        hr__conn_close_now(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -560,13 +447,15 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
-    hr_sub_t *sub = hr__qgroup_pick(g, skip);
-    /* A member closed earlier in this loop turn is still in the group until
-     * its flush: pick another one. */
-    for (uint32_t k = 1; sub && (sub->conn->flags & HR_C_CLOSING) && k < g->n; k++)
-        sub = hr__qgroup_pick(g, skip);
-    if (sub)
-        deliver(sub->conn, sub->sid, f->m);
+    for (uint32_t tries = 0; tries < g->n; tries++) {
+        hr_sub_t *sub = hr__qgroup_pick(g, skip);
+        if (!sub)
+            return;
+        if (!(sub->conn->flags & HR_C_CLOSING)) {
+            deliver(sub->conn, sub->sid, f->m);
+            return;
+        }
+    }
 }
 
 int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,

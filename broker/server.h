@@ -37,21 +37,7 @@ typedef struct hr_transport_s {
     int (*on_sweep)(hr_conn_t *c, uint64_t now_ms);
 } hr_transport_t;
 
-/* One queued output item: an optional per-delivery header + a shared body. */
-typedef struct hr_oq_ent_s {
-    hr_msg_t *msg; /* owned ref */
-    uint8_t hlen;
-    uint8_t hdr[HR_DELIVERY_HDR_MAX];
-} hr_oq_ent_t;
-
-typedef struct hr_outq_s {
-    hr_oq_ent_t *ents;
-    uint32_t head, n, cap;
-    uint32_t off;         /* bytes of the head entry already written */
-    size_t bytes;         /* bytes queued and not yet written */
-    size_t inflight;      /* bytes handed to uv_write, not yet completed */
-    hr_oq_ent_t *retired; /* outgrown array the write in flight still points into */
-} hr_outq_t;
+#include "outq.h"
 
 enum hr_conn_flag {
     HR_C_HELLO = 1u << 0,    /* HELLO done */

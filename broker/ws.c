@@ -14,6 +14,9 @@
 
 enum ws_state { WS_HTTP = 0, WS_OPEN };
 
+/* An open connection idle this long gives its wslay context (~8 KiB) back. */
+#define WS_RELEASE_MS 1000
+
 /*
  * Per-connection state (conn->tdata). Before the upgrade only `head` is
  * used; after it, wslay parses the input and produces the control frames,
@@ -30,6 +33,8 @@ typedef struct ws_s {
     const char *feed;            /* input wslay reads from, during one pump() */
     size_t nfeed;
     uint64_t frame_len;  /* payload length of the frame being received */
+    uint64_t fed;        /* bytes given to the current wslay context */
+    uint64_t framed;     /* bytes of the frames it has started (header + payload) */
     uint16_t fail_close; /* close code decided in a callback (1002, 1003, 1009) */
     uint16_t close_code; /* close code for on_closing(); 0: from the ERR code */
     uint8_t state;       /* enum ws_state */
@@ -39,6 +44,7 @@ typedef struct ws_s {
     uint8_t dispatched;  /* the current message went out without a copy */
     uint8_t responded;   /* an HTTP response was queued (before the upgrade) */
     uint8_t close_sent;  /* a close frame was queued */
+    uint8_t clean;       /* wslay holds no partial frame, open message or output */
 } ws_t;
 
 static ws_t *ws_get(hr_conn_t *c)
@@ -189,16 +195,31 @@ static void stop(ws_t *w, uint16_t code)
 }
 
 /*
+ * Queues wslay's staged output (pongs, a close echo). A client that sends
+ * pings without reading the pongs is paused like a slow subscriber: no
+ * more input until its output drains (conn.c resumes it).
+ */
+static void queue_ctl(hr_conn_t *c, ws_t *w)
+{
+    if (!w->ctl.len)
+        return;
+    hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+    hr_buf_reset(&w->ctl);
+    if (c->out.bytes > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
+        c->flags |= HR_C_PAUSED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+/*
  * Queues what wslay produced so far (pongs) before a message is
  * dispatched, so the answers leave in the order the frames came.
  */
 static void flush_ctl(hr_conn_t *c, ws_t *w)
 {
-    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 && w->ctl.len &&
-        !wslay_event_get_close_sent(w->ctx)) {
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
-        hr_buf_reset(&w->ctl);
-    }
+    if (wslay_event_want_write(w->ctx) && wslay_event_send(w->ctx) == 0 &&
+        !wslay_event_get_close_sent(w->ctx))
+        queue_ctl(c, w);
 }
 
 static void cb_frame_start(wslay_event_context_ptr ctx,
@@ -210,8 +231,17 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
     w->op = a->opcode;
     w->fin = a->fin;
     w->frame_len = a->payload_length;
-    c->idle_since = hr__now_ms(s); /* any frame counts as a sign of life */
-    c->pings = 0;
+    /* wslay refuses non-minimal lengths and (here) unmasked frames, so the
+     * header size follows from the payload length. */
+    w->framed += 2 + 4 +
+                 (a->payload_length < 126     ? 0
+                  : a->payload_length < 65536 ? 2
+                                              : 8) +
+                 a->payload_length;
+    if (c->flags & HR_C_HELLO) { /* any frame answers the heartbeat (not the HELLO timeout) */
+        c->idle_since = hr__now_ms(s);
+        c->pings = 0;
+    }
     switch (a->opcode) {
     case WSLAY_TEXT_FRAME:
         stop(w, 1003); /* Herald frames are binary messages only */
@@ -281,6 +311,41 @@ static const struct wslay_event_callbacks callbacks = {
 
 /* ---- frames ---------------------------------------------------------------------- */
 
+/*
+ * Creates the wslay context: at the upgrade, and again when an idle
+ * connection that gave its context back receives bytes. No buffering:
+ * data frames reach the chunk callback straight from wslay's read buffer;
+ * the size limit is max_frame (PROTOCOL.md), and no extension is
+ * negotiated, so every reserved bit must be 0.
+ */
+static int ws_ctx(hr_conn_t *c, ws_t *w)
+{
+    if (wslay_event_context_server_init(&w->ctx, &callbacks, c) != 0) {
+        w->ctx = NULL;
+        return HR_ENOMEM;
+    }
+    wslay_event_config_set_no_buffering(w->ctx, 1);
+    wslay_event_config_set_max_recv_msg_length(w->ctx, c->srv->max_frame);
+    wslay_event_config_set_allowed_rsv_bits(w->ctx, 0);
+    w->fed = w->framed = 0;
+    return HR_OK;
+}
+
+/*
+ * Gives an idle connection's wslay context back (its buffers are most of
+ * what an idle WebSocket connection costs). Only between frames: `clean`
+ * says every byte fed so far belonged to complete frames, no fragmented
+ * message is open and nothing waits to be sent.
+ */
+static void ws_release(ws_t *w)
+{
+    if (!w->ctx || !w->clean)
+        return;
+    wslay_event_context_free(w->ctx);
+    w->ctx = NULL;
+    hr_buf_destroy(&w->ctl);
+}
+
 static unsigned close_to_err(uint16_t code)
 {
     return code == 1009 ? 2 : 1;
@@ -319,6 +384,12 @@ static void ws_fail(hr_conn_t *c, ws_t *w, uint16_t code)
  */
 static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
 {
+    if (!w->ctx && ws_ctx(c, w) != HR_OK) {
+        hr__conn_close_now(c);
+        return;
+    }
+    w->clean = 0;
+    w->fed += n;
     w->feed = p;
     w->nfeed = n;
     hr_buf_reset(&w->ctl);
@@ -348,15 +419,15 @@ static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
             ws_fail(c, w, wslay_event_get_status_code_sent(w->ctx));
             return;
         }
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len); /* pongs, then the echo of their close */
+        queue_ctl(c, w); /* pongs, then the echo of their close */
         w->close_sent = 1;
         hr__conn_fail(c, 0, "the client closed the WebSocket");
         return;
     }
-    if (w->ctl.len)
-        hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
+    queue_ctl(c, w);
     if (w->ctl.cap > 256)
         hr_buf_destroy(&w->ctl);
+    w->clean = w->fed == w->framed && !w->in_msg && !wslay_event_want_write(w->ctx);
 }
 
 /* Completes the upgrade: 101, then wslay takes the bytes that followed the head. */
@@ -368,16 +439,10 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
         http_error(c, w, 400, NULL, "Sec-WebSocket-Key is not 16 bytes in base64");
         return;
     }
-    if (wslay_event_context_server_init(&w->ctx, &callbacks, c) != 0) {
+    if (ws_ctx(c, w) != HR_OK) {
         http_error(c, w, 503, NULL, "out of memory");
         return;
     }
-    /* No buffering: data frames reach the chunk callback straight from
-     * wslay's read buffer; the size limit is max_frame (PROTOCOL.md), and
-     * no extension is negotiated, so every reserved bit must be 0. */
-    wslay_event_config_set_no_buffering(w->ctx, 1);
-    wslay_event_config_set_max_recv_msg_length(w->ctx, s->max_frame);
-    wslay_event_config_set_allowed_rsv_bits(w->ctx, 0);
     int k = snprintf(hdr, sizeof(hdr),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
@@ -462,7 +527,8 @@ static void ws_on_closing(hr_conn_t *c, unsigned code)
         }
         return;
     }
-    wslay_event_shutdown_read(w->ctx); /* we may be inside wslay_event_recv() */
+    if (w->ctx)
+        wslay_event_shutdown_read(w->ctx); /* we may be inside wslay_event_recv() */
     if (w->close_sent)
         return;
     uint16_t cc = w->close_code;
@@ -492,8 +558,11 @@ static void ws_on_closing(hr_conn_t *c, unsigned code)
 static int ws_on_sweep(hr_conn_t *c, uint64_t now)
 {
     ws_t *w = c->tdata;
-    if (w && w->state == WS_OPEN)
+    if (w && w->state == WS_OPEN) {
+        if (w->ctx && now - c->idle_since >= WS_RELEASE_MS)
+            ws_release(w);
         return 0;
+    }
     /* Before the upgrade idle_since is still the accept time. */
     if (now - c->idle_since < (uint64_t)c->srv->cfg.ws_handshake_ms)
         return 0;

@@ -83,3 +83,56 @@ void hr_lp_end(hr_buf_t *b, size_t mark)
     p[2] = (uint8_t)(n >> 8);
     p[3] = (uint8_t)n;
 }
+
+static size_t prefix_total(const hr_buf_t *b)
+{
+    const uint8_t *p = b->base;
+    return HR_LP_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+}
+
+int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_frame_cb cb,
+               void *arg)
+{
+    while (n) {
+        if (partial->len) {
+            /* Top up the partial frame: first its prefix, then its body. */
+            size_t want = partial->len < HR_LP_PREFIX ? HR_LP_PREFIX - partial->len
+                                                      : prefix_total(partial) - partial->len;
+            size_t take = want < n ? want : n;
+            if (hr_buf_append(partial, p, take) != HR_OK)
+                return HR_ENOMEM;
+            p += take;
+            n -= take;
+            if (partial->len < HR_LP_PREFIX)
+                continue;
+            size_t total = prefix_total(partial);
+            if (total - HR_LP_PREFIX > max_frame)
+                return HR_ETOOBIG;
+            if (partial->len < total) {
+                if (hr_buf_reserve(partial, total - partial->len) != HR_OK)
+                    return HR_ENOMEM;
+                continue;
+            }
+            int stop = cb(arg, (const char *)partial->base + HR_LP_PREFIX, total - HR_LP_PREFIX);
+            hr_buf_destroy(partial);
+            if (stop)
+                return HR_ECANCELED;
+            continue;
+        }
+        hr_slice_t body;
+        size_t used;
+        int r = hr_lp_next(p, n, max_frame, &body, &used);
+        if (r == HR_ETOOBIG)
+            return r;
+        if (r == HR_EAGAIN) {
+            if (used && hr_buf_reserve(partial, used) != HR_OK)
+                return HR_ENOMEM;
+            return hr_buf_append(partial, p, n);
+        }
+        if (cb(arg, body.p, body.n))
+            return HR_ECANCELED;
+        p += used;
+        n -= used;
+    }
+    return HR_OK;
+}

@@ -163,6 +163,20 @@ size_t hr_lp_begin(hr_buf_t *b);
 /** Writes the length of everything appended since `mark` into its prefix. */
 void hr_lp_end(hr_buf_t *b, size_t mark);
 
+/** Called with each complete frame body; return nonzero to stop feeding. */
+typedef int (*hr_frame_cb)(void *arg, const char *body, size_t n);
+
+/**
+ * Incremental TCP framing: splits `p` into frame bodies, calling `cb` for
+ * each. Complete frames inside `p` are passed in place (zero-copy); a frame
+ * cut by the end of `p` is kept in `partial`, which is freed again as soon
+ * as that frame completes, so an idle stream holds no buffer.
+ * Returns HR_OK, HR_ETOOBIG (a prefix over `max_frame`), HR_ENOMEM, or
+ * HR_ECANCELED when `cb` asked to stop.
+ */
+int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_frame_cb cb,
+               void *arg);
+
 /* One header of a PUB. */
 typedef struct hr_header_s {
     const char *key;

@@ -87,8 +87,27 @@ static int spawn(cfix_t *f, int port, int ws_port)
     return wait_ready(f, ready);
 }
 
+/*
+ * A failing Check test ends its forked child with exit() before teardown
+ * runs: the broker then dies with it (PR_SET_PDEATHSIG) and this removes
+ * the temporary directory.
+ */
+static cfix_t *live;
+
+static void cleanup_at_exit(void)
+{
+    if (live) {
+        cfix_kill(live);
+        cfix_stop(live);
+    }
+}
+
 int cfix_start(cfix_t *f, const char *const *extra)
 {
+    static int registered;
+    if (!registered++)
+        atexit(cleanup_at_exit);
+    live = f;
     memset(f, 0, sizeof(*f));
     for (int i = 0; extra && extra[i] && i < 15; i++)
         f->extra[i] = extra[i];
@@ -134,6 +153,8 @@ void cfix_stop(cfix_t *f)
     snprintf(ready, sizeof(ready), "%s/ready", f->dir);
     unlink(ready);
     rmdir(f->dir);
+    if (live == f)
+        live = NULL;
 }
 
 void cfix_kill(cfix_t *f)

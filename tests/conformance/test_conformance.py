@@ -9,6 +9,7 @@ Only python3-msgpack and the standard library are used; see herald_wire.py.
 
 import os
 import random
+import re
 import shutil
 import signal
 import struct
@@ -1869,6 +1870,72 @@ class TestCommandLine(unittest.TestCase):
             self.assertIn("missing.conf", r.stderr)
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+# ==========================================================================================
+DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "protocol.md")
+
+
+class TestDocumentExamples(Case):
+    """docs/protocol.md stays true: its walkthrough bytes and its example client work."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(DOC, encoding="utf-8") as fh:
+            cls.doc = fh.read()
+
+    def setUp(self):
+        super().setUp()
+        self.broker = Broker()  # a fresh broker each time: the examples expect seq 1
+
+    def tearDown(self):
+        super().tearDown()
+        self.assertEqual(self.broker.stop(), 0)
+        self.broker.cleanup()
+
+    def section(self, title):
+        i = self.doc.index("\n## " + title)
+        j = self.doc.find("\n## ", i + 1)
+        return self.doc[i:j if j > 0 else None]
+
+    def test_walkthrough_bytes(self):
+        block = self.section("A session walkthrough").split("```")[1]
+        steps = []  # ("C", bytes) to send, or ("S", bytes, exact) to receive
+        for line in block.splitlines():
+            m = re.match(r"^([CS]): ((?:[0-9a-f]{2} ?)+)(…)?\s*$", line)
+            if m:
+                steps.append((m.group(1), bytes.fromhex(m.group(2)), m.group(3) is None))
+        self.assertGreaterEqual(len(steps), 8, "walkthrough not found")
+        c = Conn(self.b.port)
+        self.conns.append(c)
+        k = 0
+        while k < len(steps):
+            if steps[k][0] == "C":
+                c.send_raw(steps[k][1])
+                k += 1
+                continue
+            group = []
+            while k < len(steps) and steps[k][0] == "S":
+                group.append(steps[k])
+                k += 1
+            got = []
+            for _ in group:
+                f = c.recv()
+                got.append(frame(f))
+            for _, want, exact in group:  # frames of one group may come in any order
+                match = [g for g in got if (g == want if exact else g.startswith(want))]
+                self.assertTrue(match, "expected %s among %s" % (want.hex(" "),
+                                                                [g.hex(" ") for g in got]))
+                got.remove(match[0])
+
+    def test_python_example_client(self):
+        src = self.section("A minimal Python client").split("```python")[1].split("```")[0]
+        env = dict(os.environ, HERALD_PORT=str(self.b.port))
+        r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True,
+                           timeout=TIMEOUT * 2, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("acked, seq 1", r.stdout)
+        self.assertIn("msg 1 chat.room1 1 b'hello' {'lang': 'en'}", r.stdout)
 
 
 # ==========================================================================================

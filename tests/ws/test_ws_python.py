@@ -3,10 +3,12 @@
 # clients), including TCP <-> WebSocket delivery with identical seq numbers.
 import asyncio
 import os
+import re
 import socket
 import sys
 import threading
 import time
+import urllib.request
 import unittest
 import warnings
 
@@ -15,7 +17,7 @@ import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from herald_proc import Broker, TcpClient  # noqa: E402
-from test_ws_raw import Conn, binary, request  # noqa: E402
+from test_ws_raw import Conn, binary, frame, request  # noqa: E402
 
 
 def pack(obj):
@@ -43,6 +45,12 @@ async def sync(ws, pid=77, sink=None):
             return
         if sink is not None:
             sink.append(m)
+
+
+def slow_consumers(broker):
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.ws}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return int(re.search(r"^herald_slow_consumers_total (\d+)$", text, re.M)[1])
 
 
 def run(coro):
@@ -231,7 +239,12 @@ class WsSlowConsumer(unittest.TestCase):
             pub.sync()
             reader.join(20)
             self.assertEqual([m[3] for m in got], list(range(1, 401)))  # the bystander got all
-            time.sleep(1)  # over out-soft for out-soft-ms: closed by the sweep
+            # Over out-soft for out-soft-ms: the sweep closes it (wait for that before reading,
+            # since reading would bring it back under the limit).
+            deadline = time.monotonic() + 20
+            while slow_consumers(b) < 1:
+                self.assertLess(time.monotonic(), deadline, "no slow consumer was closed")
+                time.sleep(0.1)
             err, code = None, None
             while code is None:
                 fin, op, p = c.read_frame()
@@ -281,6 +294,36 @@ class WsSlowConsumer(unittest.TestCase):
                         code = int.from_bytes(p[:2], "big")
                 self.assertEqual((err, code), (6, 1008))
             pub.close()
+        finally:
+            self.assertEqual(b.stop(), 0)
+
+    def test_ping_flood_without_reading_is_paused(self):
+        # Pongs for a client that never reads are bounded like any output: the broker stops
+        # reading from it, so its pings back up in TCP instead of in the broker's memory.
+        b = Broker("--out-soft", "64K")
+        try:
+            c = Conn(b.ws)
+            c.send(request() + binary([1, {"v": 1}]))
+            self.assertEqual(c.http_response()[0], 101)
+            self.assertEqual(c.read_msg()[0], 16)
+            c.s.settimeout(1)
+            pings = frame(9) * 20000  # 120 KB of pings, 40 KB of pongs
+            sent = 0
+            try:
+                while sent < 64 << 20:
+                    c.s.sendall(pings)
+                    sent += len(pings)
+            except socket.timeout:
+                pass
+            self.assertLess(sent, 64 << 20, "the broker never pushed back")
+            time.sleep(0.3)
+            with urllib.request.urlopen(f"http://127.0.0.1:{b.ws}/metrics", timeout=5) as r:
+                metrics = r.read().decode()
+            queued = int(re.search(r"^herald_output_queue_bytes (\d+)$", metrics, re.M)[1])
+            self.assertLess(queued, 1 << 20)
+            # Reading again lets it go on.
+            c.s.settimeout(5)
+            c.s.setblocking(True)
         finally:
             self.assertEqual(b.stop(), 0)
 

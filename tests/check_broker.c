@@ -1,0 +1,331 @@
+/* SPDX-License-Identifier: MIT */
+/* Broker integration: the real binary over real loopback sockets. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "hr_check.h"
+#include "hr_fixture.h"
+#include "hr_raw.h"
+
+static hr_slice_t S(const char *s)
+{
+    hr_slice_t x = {s, strlen(s)};
+    return x;
+}
+
+static void start(hr_fixture_t *fx, const char *const *extra)
+{
+    ck_assert_msg(hr_fixture_start(fx, extra) == 0, "broker did not start");
+}
+
+static void client(hr_raw_t *r, hr_fixture_t *fx, int echo)
+{
+    ck_assert_int_eq(hr_raw_connect(r, fx->tcp_port), 0);
+    ck_assert_int_eq(hr_raw_hello(r, echo), 0);
+}
+
+static void sub(hr_raw_t *r, uint64_t sid, const char *pattern, int has_since, uint64_t since)
+{
+    hr_buf_t b;
+    hr_buf_init(&b);
+    hr_enc_sub(&b, sid, S(pattern), S(""), has_since, since);
+    hr_raw_send_body(r, &b);
+    hr_buf_destroy(&b);
+}
+
+static void pub(hr_raw_t *r, const char *topic, const void *p, size_t n, int ack)
+{
+    hr_buf_t b;
+    hr_pub_opts_t o = {.has_ack = ack != 0, .ack = (uint64_t)ack};
+    hr_slice_t pl = {p, n};
+    hr_buf_init(&b);
+    hr_enc_pub(&b, S(topic), pl, &o);
+    ck_assert_int_eq(hr_raw_send_body(r, &b), 0);
+    hr_buf_destroy(&b);
+}
+
+START_TEST(fanout_in_order)
+{
+    enum { NSUB = 40, NMSG = 500 };
+    hr_fixture_t fx;
+    static hr_raw_t subs[NSUB];
+    hr_raw_t p;
+    start(&fx, NULL);
+    for (int i = 0; i < NSUB; i++) {
+        client(&subs[i], &fx, 1);
+        sub(&subs[i], (uint64_t)i + 1, i % 2 ? "fan.out" : "fan.*", 0, 0);
+        ck_assert_int_eq(hr_raw_sync(&subs[i], 1), 0);
+    }
+    client(&p, &fx, 1);
+    for (int m = 0; m < NMSG; m++) {
+        char payload[32];
+        int n = snprintf(payload, sizeof(payload), "m%d", m);
+        pub(&p, "fan.out", payload, (size_t)n, 0);
+    }
+    for (int i = 0; i < NSUB; i++)
+        for (int m = 0; m < NMSG; m++) {
+            ck_assert_int_eq(hr_raw_next_nonping(&subs[i], 5000), 0);
+            ck_assert_int_eq(subs[i].f.op, HR_OP_MSG);
+            ck_assert_uint_eq(subs[i].f.sid, (uint64_t)i + 1);
+            ck_assert_uint_eq(subs[i].f.seq, (uint64_t)m + 1);
+        }
+    for (int i = 0; i < NSUB; i++)
+        hr_raw_close(&subs[i]);
+    hr_raw_close(&p);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+/* Frames split at every byte and many frames in one write decode the same. */
+START_TEST(byte_by_byte_and_batched)
+{
+    hr_fixture_t fx;
+    hr_raw_t s, p;
+    hr_buf_t b;
+    start(&fx, NULL);
+    client(&s, &fx, 1);
+    sub(&s, 1, "t", 0, 0);
+    ck_assert_int_eq(hr_raw_sync(&s, 1), 0);
+    ck_assert_int_eq(hr_raw_connect(&p, fx.tcp_port), 0);
+    hr_buf_init(&b);
+    size_t m = hr_lp_begin(&b);
+    hr_enc_hello(&b, NULL, NULL, 1);
+    hr_lp_end(&b, m);
+    for (int i = 0; i < 50; i++) {
+        m = hr_lp_begin(&b);
+        hr_enc_pub(&b, S("t"), S("0123456789"), NULL);
+        hr_lp_end(&b, m);
+    }
+    size_t half = b.len / 2;
+    for (size_t i = 0; i < half; i++) /* one byte per write */
+        ck_assert_int_eq(hr_raw_send(&p, b.base + i, 1), 0);
+    ck_assert_int_eq(hr_raw_send(&p, b.base + half, b.len - half), 0); /* the rest at once */
+    for (int i = 0; i < 50; i++) {
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_uint_eq(s.f.seq, (uint64_t)i + 1);
+        ck_assert_uint_eq(s.f.payload.n, 10);
+    }
+    hr_buf_destroy(&b);
+    hr_raw_close(&s);
+    hr_raw_close(&p);
+    hr_fixture_stop(&fx);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+START_TEST(max_payload_intact)
+{
+    hr_fixture_t fx;
+    hr_raw_t s, p;
+    size_t n = 1 << 20;
+    char *big = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)(i * 7);
+    big[n] = 0;
+    start(&fx, NULL);
+    client(&s, &fx, 1);
+    sub(&s, 1, "big", 0, 0);
+    ck_assert_int_eq(hr_raw_sync(&s, 1), 0);
+    client(&p, &fx, 1);
+    pub(&p, "big", big, n, 5);
+    ck_assert_int_eq(hr_raw_next(&p, 5000), 0);
+    ck_assert_int_eq(p.f.op, HR_OP_ACK);
+    ck_assert_uint_eq(p.f.id, 5);
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_uint_eq(s.f.payload.n, n);
+    ck_assert_mem_eq(s.f.payload.p, big, n);
+    pub(&p, "big", big, n + 1, 6); /* one byte over max_payload: ERR 2 and closed */
+    ck_assert_int_eq(hr_raw_next(&p, 5000), 0);
+    ck_assert_int_eq(p.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(p.f.code, 2);
+    ck_assert(hr_raw_eof(&p, 3000));
+    ck_assert_int_eq(hr_raw_sync(&s, 2), 0); /* the subscriber is unaffected */
+    free(big);
+    hr_raw_close(&s);
+    hr_raw_close(&p);
+    hr_fixture_stop(&fx);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+/* A subscriber that stops reading is cut off; a fast one on the topic gets everything. */
+START_TEST(slow_consumer_cut_off)
+{
+    const char *args[] = {"--out-hard", "256K", "--out-soft", "128K", "--out-soft-ms", "300", NULL};
+    hr_fixture_t fx;
+    hr_raw_t slow, fast, p;
+    static char payload[4096];
+    start(&fx, args);
+    client(&slow, &fx, 1); /* it stops reading after this: kernel buffers fill, then ours */
+    sub(&slow, 1, "news", 0, 0);
+    ck_assert_int_eq(hr_raw_sync(&slow, 1), 0);
+    client(&fast, &fx, 1);
+    sub(&fast, 7, "news", 0, 0);
+    ck_assert_int_eq(hr_raw_sync(&fast, 1), 0);
+    client(&p, &fx, 1);
+    enum { N = 4000 }; /* 16 MB: more than loopback socket buffers absorb */
+    int got = 0;
+    for (int i = 0; i < N; i++) {
+        pub(&p, "news", payload, sizeof(payload), 0);
+        while (got < i - 10) { /* read the fast subscriber as we go */
+            ck_assert_int_eq(hr_raw_next_nonping(&fast, 5000), 0);
+            ck_assert_uint_eq(fast.f.seq, (uint64_t)++got);
+        }
+    }
+    while (got < N) {
+        ck_assert_int_eq(hr_raw_next_nonping(&fast, 5000), 0);
+        ck_assert_uint_eq(fast.f.seq, (uint64_t)++got);
+    }
+    /* The slow one: whatever it had, then ERR 6, then the connection is closed. */
+    int saw_err = 0;
+    while (hr_raw_next(&slow, 5000) == 0) {
+        if (slow.f.op == HR_OP_ERR) {
+            ck_assert_uint_eq(slow.f.code, 6);
+            saw_err = 1;
+            break;
+        }
+        ck_assert_int_eq(slow.f.op, HR_OP_MSG);
+    }
+    ck_assert(saw_err);
+    ck_assert(hr_raw_eof(&slow, 3000));
+    hr_raw_close(&slow);
+    hr_raw_close(&fast);
+    hr_raw_close(&p);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+START_TEST(garbage_closes_only_offender)
+{
+    hr_fixture_t fx;
+    hr_raw_t good, bad;
+    start(&fx, NULL);
+    client(&good, &fx, 1);
+    sub(&good, 1, "g", 0, 0);
+    const char *garbage[] = {"\x00\x00\x00\x02\xc1\xc1", "\x00\x00\x00\x05\xdd\xff\xff\xff\xff",
+                             "\xff\xff\xff\xff", "GET / HTTP/1.1\r\n\r\n"};
+    size_t lens[] = {6, 9, 4, 18};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(hr_raw_connect(&bad, fx.tcp_port), 0);
+        if (i < 2)
+            ck_assert_int_eq(hr_raw_hello(&bad, 1), 0);
+        hr_raw_send(&bad, garbage[i], lens[i]);
+        ck_assert_int_eq(hr_raw_next(&bad, 5000), 0);
+        ck_assert_int_eq(bad.f.op, HR_OP_ERR);
+        ck_assert_uint_eq(bad.f.code, i == 0 || i == 1 ? 1 : 2);
+        ck_assert(hr_raw_eof(&bad, 3000));
+        hr_raw_close(&bad);
+        ck_assert_int_eq(hr_raw_sync(&good, (uint64_t)i + 10), 0);
+    }
+    hr_raw_close(&good);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+START_TEST(since_replay_and_gap)
+{
+    const char *args[] = {"--history-msgs", "10", NULL};
+    hr_fixture_t fx;
+    hr_raw_t p, s;
+    start(&fx, args);
+    client(&p, &fx, 1);
+    for (int i = 0; i < 25; i++)
+        pub(&p, "h.x", "x", 1, i == 24 ? 99 : 0);
+    ck_assert_int_eq(hr_raw_next(&p, 5000), 0);
+    ck_assert_uint_eq(p.f.seq, 25);
+    client(&s, &fx, 1);
+    sub(&s, 3, "h.x", 1, 20); /* inside history: 21..25 replayed, no ERR */
+    for (uint64_t q = 21; q <= 25; q++) {
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_int_eq(s.f.op, HR_OP_MSG);
+        ck_assert_uint_eq(s.f.seq, q);
+        ck_assert(s.f.flags & HR_F_REPLAY);
+    }
+    pub(&p, "h.x", "y", 1, 0); /* live follows with no gap or duplicate */
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_uint_eq(s.f.seq, 26);
+    ck_assert(!(s.f.flags & HR_F_REPLAY));
+    sub(&s, 4, "h.*", 1, 2); /* older than history: ERR 10 first, then 17..26 */
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_int_eq(s.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(s.f.code, 10);
+    ck_assert_uint_eq(s.f.sid, 4);
+    for (uint64_t q = 17; q <= 26; q++) {
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_uint_eq(s.f.sid, 4);
+        ck_assert_uint_eq(s.f.seq, q);
+    }
+    hr_raw_close(&p);
+    hr_raw_close(&s);
+    hr_fixture_stop(&fx);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+START_TEST(heartbeat_and_shutdown)
+{
+    const char *args[] = {"--heartbeat-ms", "100", NULL};
+    hr_fixture_t fx;
+    hr_raw_t quiet, live;
+    start(&fx, args);
+    client(&quiet, &fx, 1);
+    client(&live, &fx, 1);
+    int pings = 0;
+    uint64_t id = 100;
+    for (int i = 0; i < 100; i++) {
+        if (hr_raw_next(&quiet, 60) != 0) {
+            ck_assert_int_eq(hr_raw_sync(&live, id++), 0); /* `live` keeps talking */
+            continue;
+        }
+        if (quiet.f.op == HR_OP_PING) {
+            pings++;
+            continue;
+        }
+        break;
+    }
+    ck_assert_int_eq(quiet.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(quiet.f.code, 11);
+    ck_assert_int_eq(pings, 2);
+    ck_assert(hr_raw_eof(&quiet, 2000));
+    /* `live` answered no ping, but its frames every ~60 ms kept it open. */
+    ck_assert_int_eq(hr_raw_sync(&live, 1), 0);
+    kill(fx.pid, SIGTERM);
+    for (;;) {
+        ck_assert_int_eq(hr_raw_next(&live, 3000), 0);
+        if (live.f.op == HR_OP_ERR)
+            break;
+    }
+    ck_assert_uint_eq(live.f.code, 9);
+    ck_assert(hr_raw_eof(&live, 3000));
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_raw_close(&quiet);
+    hr_raw_close(&live);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+static Suite *broker_suite(void)
+{
+    Suite *s = suite_create("broker");
+    TCase *t = tcase_create("broker");
+    tcase_add_test(t, fanout_in_order);
+    tcase_add_test(t, byte_by_byte_and_batched);
+    tcase_add_test(t, max_payload_intact);
+    tcase_add_test(t, slow_consumer_cut_off);
+    tcase_add_test(t, garbage_closes_only_offender);
+    tcase_add_test(t, since_replay_and_gap);
+    tcase_add_test(t, heartbeat_and_shutdown);
+    tcase_set_timeout(t, 60);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+HR_CHECK_MAIN(broker_suite)
