@@ -329,6 +329,23 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
                     (unsigned long long)st->conns_total[t]);
     r = simple(b, r, "connections_refused_total", "counter",
                "Connections refused by max-connections.", st->refused_conns);
+    /* Refusals by the limits and auth modules (limits.c, auth.c). */
+    r = simple(b, r, "connections_refused_per_ip_total", "counter",
+               "Connections refused by max-conns-per-ip.", st->refused_per_ip);
+    r = simple(b, r, "handshakes_refused_total", "counter",
+               "Connections refused by max-pending (handshakes in progress).", st->refused_pending);
+    r = simple(b, r, "publish_rate_limited_total", "counter",
+               "PUBs refused by max-pub-rate (ERR 7).", st->rate_limited);
+    r = simple(b, r, "auth_failures_total", "counter",
+               "HELLOs refused by authentication (ERR 3), expired tokens included.",
+               st->auth_failed);
+    if (r == HR_OK)
+        r = metric(b, "denied_total", "counter", "PUBs and SUBs not permitted (ERR 4).");
+    if (r == HR_OK)
+        r = bprintf(
+            b,
+            "herald_denied_total{action=\"pub\"} %llu\nherald_denied_total{action=\"sub\"} %llu\n",
+            (unsigned long long)st->denied_pub, (unsigned long long)st->denied_sub);
     if (r == HR_OK)
         r = metric(b, "http_responses_total", "counter",
                    "HTTP responses on the WebSocket port by status (101: upgraded).");
@@ -358,5 +375,16 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history.", s->engine.hist_bytes);
     r = simple(b, r, "history_messages", "gauge", "Retained history messages.",
                s->engine.hist_msgs);
+    r = simple(b, r, "connections_refused_per_ip_total", "counter",
+               "Connections refused by max-conns-per-ip.", st->refused_per_ip);
+    r = simple(b, r, "connections_refused_pending_total", "counter",
+               "Connections refused by the pending-handshake limit.", st->refused_pending);
+    r = simple(b, r, "publish_rate_limited_total", "counter", "PUBs refused by max-pub-rate.",
+               st->rate_limited);
+    r = simple(b, r, "auth_failed_total", "counter", "HELLOs refused (ERR 3).", st->auth_failed);
+    r = simple(b, r, "denied_publish_total", "counter", "PUBs not permitted (ERR 4).",
+               st->denied_pub);
+    r = simple(b, r, "denied_subscribe_total", "counter", "SUBs not permitted (ERR 4).",
+               st->denied_sub);
     return r;
 }

@@ -19,6 +19,34 @@ int hr__log_parse_level(const char *s)
     return -1;
 }
 
+/*
+ * Lines about one connection (conn_id != 0) at info and below are rate
+ * limited: a flood of bad clients must not turn into a flood of log lines.
+ * At most CONN_LINES_PER_SEC such lines a second; the rest are counted and
+ * reported in one line when the next second starts. Debug and trace are
+ * opt-in and never limited.
+ */
+#define CONN_LINES_PER_SEC 50
+
+static int allow_conn_line(const struct timespec *ts)
+{
+    static time_t window;
+    static unsigned lines, suppressed;
+    if (ts->tv_sec != window) {
+        if (suppressed)
+            fprintf(stderr, "%lld: %u connection log lines suppressed in the last second\n",
+                    (long long)window, suppressed);
+        window = ts->tv_sec;
+        lines = suppressed = 0;
+    }
+    if (lines < CONN_LINES_PER_SEC) {
+        lines++;
+        return 1;
+    }
+    suppressed++;
+    return 0;
+}
+
 void hr__log_write(int level, uint64_t conn_id, const char *fmt, ...)
 {
     char line[1024];
@@ -28,6 +56,8 @@ void hr__log_write(int level, uint64_t conn_id, const char *fmt, ...)
     va_list ap;
 
     clock_gettime(CLOCK_REALTIME, &ts);
+    if (conn_id && level <= HR_LOG_INFO && !allow_conn_line(&ts))
+        return;
     gmtime_r(&ts.tv_sec, &tm);
     n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,

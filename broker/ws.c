@@ -238,8 +238,10 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
                   : a->payload_length < 65536 ? 2
                                               : 8) +
                  a->payload_length;
-    c->idle_since = hr__now_ms(s); /* any frame counts as a sign of life */
-    c->pings = 0;
+    if (c->flags & HR_C_HELLO) { /* any frame answers the heartbeat (not the HELLO timeout) */
+        c->idle_since = hr__now_ms(s);
+        c->pings = 0;
+    }
     switch (a->opcode) {
     case WSLAY_TEXT_FRAME:
         stop(w, 1003); /* Herald frames are binary messages only */

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # `make fuzz`: builds the libFuzzer targets with clang (fuzzer + ASan + UBSan) in build-fuzz and
 # runs each for SECONDS (default 600), one after the other. Fails on any crash, leak or report.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: frame topic config conn ...)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default: every target in tests/fuzz/CMakeLists.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
@@ -12,10 +12,8 @@ CC=${FUZZ_CC:-clang} cmake -S . -B "$build" -DHERALD_FUZZ=ON -DHERALD_SANITIZE="
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    for f in tests/fuzz/fuzz_*.c; do
-        t=${f#tests/fuzz/fuzz_}
-        targets+=("${t%.c}")
-    done
+    # The list in tests/fuzz/CMakeLists.txt is the one source of truth.
+    read -r -a targets <<<"$(sed -n 's/^set(HERALD_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)"
 fi
 cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]/#/fuzz_}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target: the broker's whole input path over the TCP transport.
- * A real hr_server_t on a private libuv loop with three connections whose
- * sockets are socketpairs; the fuzzer's bytes are written into the peers and
- * the loop runs, so reads, framing, dispatch, routing, replay, output queues,
- * closing and sweeps all run as in the broker. Every frame the broker sends
- * back must decode cleanly.
+ * libFuzzer target: the broker's whole input path over the TCP transport, or
+ * (built with FUZZ_WS, target fuzz_ws) over WebSocket: the HTTP upgrade and
+ * the RFC 6455 input path. A real hr_server_t on a private libuv loop with
+ * three connections whose sockets are socketpairs; the fuzzer's bytes are
+ * written into the peers and the loop runs, so reads, framing, dispatch,
+ * routing, replay, output queues, closing and sweeps all run as in the
+ * broker. Every frame the broker sends back must decode cleanly.
  */
+#define _GNU_SOURCE /* memmem */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -21,6 +23,18 @@
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "ws.h"
+
+#ifdef FUZZ_WS
+#define TRANSPORT (&hr__websocket_transport)
+/* A valid upgrade request: with input byte 0 odd, the harness sends it first on every peer. */
+static const char upgrade[] =
+    "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.v1\r\n\r\n";
+#else
+#define TRANSPORT (&hr__tcp_transport)
+#endif
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -31,6 +45,7 @@ typedef struct peer_s {
     int fd;       /* our end; -1 once closed */
     hr_conn_t *c; /* the broker's end (check alive() before use) */
     hr_buf_t in;  /* bytes the broker sent, not yet decoded */
+    int http;     /* WebSocket: 1 while the HTTP response head is expected, 2 after an error */
 } peer_t;
 
 static hr_config_t cfg;
@@ -77,7 +92,64 @@ static int alive(hr_conn_t *c)
     return 0;
 }
 
-/* Reads what the broker wrote to `p` and checks that every frame decodes. */
+static void check_body(const void *p, size_t n)
+{
+    hr_frame_t f;
+    int r = hr_frame_decode(p, n, 0, &f, NULL);
+    CHECK(r == HR_OK);
+    CHECK(f.op >= HR_OP_WELCOME || f.op == HR_OP_PING || f.op == HR_OP_PONG);
+}
+
+/* The next complete frame in `p[0..n)`: its bytes, or 0 when incomplete. */
+static size_t next_frame(peer_t *p, const uint8_t *b, size_t n)
+{
+#ifdef FUZZ_WS
+    if (p->http == 2)
+        return n; /* an HTTP error response: nothing else follows */
+    if (p->http) {
+        const char *end = memmem(b, n, "\r\n\r\n", 4);
+        if (!end)
+            return 0;
+        p->http = memcmp(b, "HTTP/1.1 101 ", 13) == 0 ? 0 : 2;
+        return (size_t)((const uint8_t *)end + 4 - b);
+    }
+    if (n < 2)
+        return 0;
+    CHECK((b[1] & 0x80) == 0); /* a server never masks */
+    CHECK(b[0] & 0x80);        /* nor fragments */
+    uint64_t len = b[1] & 0x7f;
+    size_t off = 2;
+    if (len == 126) {
+        if (n < 4)
+            return 0;
+        len = (uint64_t)b[2] << 8 | b[3];
+        off = 4;
+    } else if (len == 127) {
+        if (n < 10)
+            return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | b[2 + i];
+        off = 10;
+    }
+    if (n - off < len)
+        return 0;
+    int op = b[0] & 0x0f;
+    CHECK(op == 2 || op == 8 || op == 9 || op == 10);
+    if (op == 2)
+        check_body(b + off, (size_t)len);
+    return off + (size_t)len;
+#else
+    hr_slice_t body;
+    size_t used;
+    if (hr_lp_next(b, n, SIZE_MAX, &body, &used) != HR_OK)
+        return 0;
+    check_body(body.p, body.n);
+    return used;
+#endif
+}
+
+/* Reads what the broker wrote to `p` and checks that every frame is well formed. */
 static void drain(peer_t *p)
 {
     char buf[16384];
@@ -89,19 +161,9 @@ static void drain(peer_t *p)
             break;
         hr_buf_append(&p->in, buf, (size_t)n);
     }
-    size_t off = 0;
-    while (off < p->in.len) {
-        hr_slice_t body;
-        size_t used;
-        int r = hr_lp_next(p->in.base + off, p->in.len - off, SIZE_MAX, &body, &used);
-        if (r != HR_OK)
-            break;
-        hr_frame_t f;
-        r = hr_frame_decode(body.p, body.n, 0, &f, NULL);
-        CHECK(r == HR_OK);
-        CHECK(f.op >= HR_OP_WELCOME || f.op == HR_OP_PING || f.op == HR_OP_PONG);
-        off += used;
-    }
+    size_t off = 0, k;
+    while (off < p->in.len && (k = next_frame(p, p->in.base + off, p->in.len - off)) > 0)
+        off += k;
     hr_buf_consume(&p->in, off);
 }
 
@@ -136,7 +198,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         fcntl(sv[1], F_SETFL, O_NONBLOCK);
         peers[i].fd = sv[1];
-        peers[i].c = hr__conn_new(&srv, &hr__tcp_transport);
+        peers[i].http = TRANSPORT == &hr__websocket_transport;
+        peers[i].c = hr__conn_new(&srv, TRANSPORT);
         CHECK(peers[i].c);
         if (uv_tcp_open(&peers[i].c->tcp, sv[0]) != 0)
             abort();
@@ -144,6 +207,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     size_t off = 0;
+#ifdef FUZZ_WS
+    if (size && (data[0] & 1)) {
+        for (int i = 0; i < NC; i++)
+            CHECK(write(peers[i].fd, upgrade, sizeof(upgrade) - 1) == (ssize_t)sizeof(upgrade) - 1);
+        turn(peers);
+    }
+    off = size ? 1 : 0;
+#endif
     while (off + 2 <= size) {
         uint8_t h = data[off], n = data[off + 1];
         off += 2;

@@ -137,6 +137,51 @@ max-pub-rate = 1000
     write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
 
+    # WebSocket (fuzz_ws: fuzz_conn.c over the WebSocket transport). Byte 0 odd: the harness
+    # sends a valid upgrade on every connection first; even: the input carries the HTTP itself.
+    def wsf(body, op=2, fin=True, mask=b"\x11\x22\x33\x44"):
+        n = len(body)
+        h = bytes([(0x80 if fin else 0) | op])
+        if n < 126:
+            h += bytes([0x80 | n])
+        elif n < 65536:
+            h += bytes([0x80 | 126]) + struct.pack(">H", n)
+        else:
+            h += bytes([0x80 | 127]) + struct.pack(">Q", n)
+        return h + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+    upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               b"Sec-WebSocket-Protocol: herald.v1\r\n\r\n")
+    ws = os.path.join(base, "ws")
+    w1 = (chunks(0, wsf(pk(1, {"v": 1})) + wsf(pk(3, 1, "chat.>")))
+          + chunks(1, wsf(pk(1, {"v": 1, "token": "alice-secret-1"}))
+                   + wsf(pk(2, "chat.a", b"hi", {"ack": 1})) + wsf(b"", op=9)
+                   + wsf(pk(2, "chat.b", b"x" * 300)))
+          + chunks(2, wsf(pk(1, {"v": 1}))[:3]) + chunks(2, wsf(pk(1, {"v": 1}))[3:])
+          + act(0, 1) + act(3))
+    write(ws, "basic", b"\x01" + w1)
+    body = pk(2, "chat.frag", b"f" * 100)
+    write(ws, "fragments", b"\x01" + chunks(0, wsf(pk(1, {"v": 1})) + wsf(body[:10], fin=False)
+                                           + wsf(b"", op=9) + wsf(body[10:], op=0)))
+    write(ws, "text", b"\x01" + chunks(0, wsf(b"hello", op=1)))
+    write(ws, "close", b"\x01" + chunks(0, wsf(struct.pack(">H", 1000) + b"bye", op=8)))
+    write(ws, "close1", b"\x01" + chunks(0, wsf(b"\x03", op=8)))
+    write(ws, "unmasked", b"\x01" + chunks(0, b"\x82\x05hello"))
+    write(ws, "big_len", b"\x01" + chunks(0, b"\x82\xff" + b"\x7f" + b"\xff" * 7 + b"mask"))
+    write(ws, "raw_upgrade", b"\x00" + chunks(0, upgrade + wsf(pk(1, {"v": 1}))))
+    write(ws, "healthz", b"\x00" + chunks(0, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+          + chunks(1, b"GET /metrics HTTP/1.1\r\n\r\n") + chunks(2, b"POST / HTTP/1.1\r\n\r\n"))
+    write(ws, "bad_http", b"\x00" + chunks(0, b"GARBAGE\r\n\r\n") + chunks(1, b"GET / HTTP/1.0\r\n\r\n"))
+
+    ht = os.path.join(base, "http")
+    write(ht, "upgrade", upgrade)
+    write(ht, "origin", upgrade.replace(b"\r\n\r\n", b"\r\nOrigin: https://a.example\r\n"
+                                        b"Sec-WebSocket-Key: again\r\n\r\n"))
+    write(ht, "healthz", b"GET /healthz?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
+    write(ht, "folded", b"GET / HTTP/1.1\r\nConnection: keep-alive,\r\n Upgrade\r\n\r\n")
+    write(ht, "list", b"a, b ,UPGRADE,websocket")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -109,6 +109,7 @@ class Client:
         self.buf = b""
         self.frames = []
         self.welcome = None
+        self.handshake()
         if hello:
             opts = {"v": 1, "echo": echo}
             if token is not None:
@@ -117,12 +118,27 @@ class Client:
                 opts["name"] = name
             self.send(HELLO, opts)
 
+    def handshake(self):
+        pass
+
     def send_raw(self, b):
         self.s.sendall(b)
 
-    def send(self, *a):
-        body = pack(*a)
+    def send_body(self, body):
         self.s.sendall(struct.pack(">I", len(body)) + body)
+
+    def send(self, *a):
+        self.send_body(pack(*a))
+
+    def _recv(self, deadline):
+        left = deadline - time.time()
+        if left <= 0:
+            raise TimeoutError("no frame")
+        self.s.settimeout(left)
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
 
     def pub(self, topic, payload, **opts):
         if opts:
@@ -143,14 +159,7 @@ class Client:
                 if len(self.buf) >= 4 + n:
                     body, self.buf = self.buf[4:4 + n], self.buf[4 + n:]
                     return msgpack.unpackb(body, raw=False, strict_map_key=False)
-            left = deadline - time.time()
-            if left <= 0:
-                raise TimeoutError("no frame")
-            self.s.settimeout(left)
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("connection closed")
-            self.buf += d
+            self._recv(deadline)
 
     def next(self, timeout=5, skip_ping=True):
         """The next frame (a list), answering server PINGs."""
@@ -195,6 +204,104 @@ class Client:
             self.s.close()
         except OSError:
             pass
+
+
+class WsClient(Client):
+    """The same client over WebSocket (RFC 6455, subprotocol herald.v1): one binary message a frame.
+    `self.close_code` is the code of the server's close frame, once one arrived."""
+
+    def handshake(self):
+        import base64
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall(("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: herald.v1\r\n\r\n"
+                        % key).encode())
+        deadline = time.time() + 5 * SLOW
+        while b"\r\n\r\n" not in self.buf:
+            self._recv(deadline)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+        self.close_code = None
+        if self.status != 101:
+            raise HttpRefused(self.status, head.decode(errors="replace") + self.buf.decode(
+                errors="replace"))
+
+    def send_frame(self, opcode, payload):
+        mask = os.urandom(4)
+        n = len(payload)
+        if n < 126:
+            hdr = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+        elif n < 65536:
+            hdr = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+        else:
+            hdr = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.s.sendall(hdr + mask + masked)
+
+    def send_body(self, body):
+        self.send_frame(2, body)
+
+    def _read_frame(self, deadline):
+        while True:
+            b = self.buf
+            if len(b) >= 2:
+                op, n = b[0] & 0x0F, b[1] & 0x7F
+                off = 2
+                if n == 126 and len(b) >= 4:
+                    n, off = struct.unpack("!H", b[2:4])[0], 4
+                elif n == 127 and len(b) >= 10:
+                    n, off = struct.unpack("!Q", b[2:10])[0], 10
+                if (b[1] & 0x7F) < 126 or off > 2:
+                    if len(b) >= off + n:
+                        payload, self.buf = b[off:off + n], b[off + n:]
+                        if op == 2:
+                            return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+                        if op == 8:
+                            self.close_code = struct.unpack("!H", payload[:2])[0] if n >= 2 else 0
+                            raise EOFError("close frame %s" % self.close_code)
+                        if op == 9:
+                            self.send_frame(10, payload)
+                        continue
+            self._recv(deadline)
+
+
+class HttpRefused(Exception):
+    def __init__(self, status, text):
+        super().__init__("HTTP %d: %s" % (status, text))
+        self.status = status
+
+
+def http_get(port, path):
+    """(status, body) of a plain GET on the WebSocket port."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body.decode()
+
+
+def metrics(broker):
+    """The broker's /metrics as {name-with-labels: value}."""
+    status, body = http_get(broker.ws, "/metrics")
+    assert status == 200, status
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def connect_any(transport, broker, **kw):
+    """A Client over "tcp" or "ws"."""
+    return Client(broker.tcp, **kw) if transport == "tcp" else WsClient(broker.ws, **kw)
 
 
 # ---- JWTs ------------------------------------------------------------------------

@@ -12,8 +12,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, Client, herald_bin,  # noqa: E402
-                         make_jwt, rsa_keypair)
+from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, connect_any,  # noqa: E402
+                         herald_bin, make_jwt, rsa_keypair)
 
 HS_SECRET = b"an-hs256-secret-of-at-least-32-bytes!!"
 
@@ -32,6 +32,7 @@ def errs(frames):
 
 class Base(unittest.TestCase):
     args = ()
+    transport = "tcp"
 
     @classmethod
     def setUpClass(cls):
@@ -47,14 +48,14 @@ class Base(unittest.TestCase):
         shutil.rmtree(cls.dir, ignore_errors=True)
 
     def connect(self, token=None, **kw):
-        c = Client(self.broker.tcp, token=token, **kw)
+        c = connect_any(self.transport, self.broker, token=token, **kw)
         f = c.next()
         self.assertEqual(f[0], WELCOME, f)
         self.addCleanup(c.close)
         return c
 
     def refused(self, token, code=3):
-        c = Client(self.broker.tcp, token=token)
+        c = connect_any(self.transport, self.broker, token=token)
         self.addCleanup(c.close)
         frames = c.closed()
         self.assertEqual(len(frames), 1, frames)
@@ -148,7 +149,7 @@ class StaticTokens(Base):
         self.assertEqual(errs(o.sync()), [(4, 1)])
 
     def test_hello_after_refusal_cannot_continue(self):
-        c = Client(self.broker.tcp, token="bad-token-value")
+        c = connect_any(self.transport, self.broker, token="bad-token-value")
         self.addCleanup(c.close)
         try:
             c.sub(1, ">")
@@ -157,6 +158,17 @@ class StaticTokens(Base):
             pass
         frames = c.closed()
         self.assertEqual([f[:2] for f in frames], [[ERR, 3]])
+
+
+class StaticTokensWs(StaticTokens):
+    """Everything above again over WebSocket."""
+    transport = "ws"
+
+    def test_ws_close_code_after_err3(self):
+        c = connect_any("ws", self.broker, token="nope-nope-nope")
+        self.addCleanup(c.close)
+        self.assertEqual([f[:2] for f in c.closed()], [[ERR, 3]])
+        self.assertEqual(c.close_code, 1008)
 
 
 class Anonymous(Base):
@@ -194,8 +206,10 @@ class Jwt(unittest.TestCase):
         c.update(kw)
         return c
 
+    transport = "tcp"
+
     def hello(self, token):
-        c = Client(self.broker.tcp, token=token)
+        c = connect_any(self.transport, self.broker, token=token)
         self.addCleanup(c.close)
         return c, c.next()
 
@@ -273,6 +287,10 @@ class Jwt(unittest.TestCase):
         frames = c.closed(timeout=6)
         self.assertEqual([f[:2] for f in frames if f[0] == ERR], [[ERR, 3]])
         self.assertIn("expired", frames[-1][2])
+
+
+class JwtWs(Jwt):
+    transport = "ws"
 
 
 class ConfigErrors(unittest.TestCase):

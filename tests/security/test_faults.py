@@ -131,7 +131,11 @@ class Faults(unittest.TestCase):
         self.roundtrip(pub, sub, "hc", 5)
 
     def test_slowloris(self):
-        b = self.start("--hello-timeout-ms", "1500", "--heartbeat-ms", "600")
+        b = self.start("--hello-timeout-ms", "1500", "--heartbeat-ms", "600",
+                       "--ws-handshake-ms", "1500")
+        http = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        pre_ws = [socket.create_connection(("127.0.0.1", b.ws)) for _ in range(10)]
         hello = pack(HELLO, {"v": 1})
         hello = len(hello).to_bytes(4, "big") + hello
         pubf = pack(PUB, "slow.x", b"z" * 100)
@@ -141,43 +145,40 @@ class Faults(unittest.TestCase):
         for _ in range(10):
             c = self.connect(b)
             post.append(c)
-        for s in pre:
+        for s in pre + pre_ws:
             self.addCleanup(s.close)
         stop = threading.Event()
         closed_at = {}
 
         def dribble(i, s, data):
-            # One byte a second, like a slowloris; note when the broker hangs up.
+            # One byte a second, like a slowloris; note when the broker hangs up on us.
             start = time.time()
-            for k, byte in enumerate(data):
+            s.settimeout(1.0)
+            for byte in data:
                 if stop.is_set():
                     return
                 try:
                     s.send(bytes([byte]))
-                except OSError:
-                    closed_at[i] = time.time() - start
-                    return
-                s.settimeout(1.0)
-                try:
-                    if s.recv(4096) == b"" or True:
-                        pass
+                    answer = s.recv(4096)  # waits out the second unless the broker speaks
                 except socket.timeout:
                     continue
                 except OSError:
-                    closed_at[i] = time.time() - start
-                    return
-                # Data arrived: the ERR frame, then EOF.
-                try:
-                    while s.recv(4096):
-                        pass
+                    break
+                try:  # the ERR frame or HTTP 408 came: read on to the EOF
+                    while answer:
+                        answer = s.recv(4096)
                 except OSError:
                     pass
-                closed_at[i] = time.time() - start
-                return
+                break
+            else:
+                return  # all sent and never hung up on: not recorded, the test fails
+            closed_at[i] = time.time() - start
 
         threads = [threading.Thread(target=dribble, args=(i, s, hello)) for i, s in enumerate(pre)]
         threads += [threading.Thread(target=dribble, args=(100 + i, c.s, pubf))
                     for i, c in enumerate(post)]
+        threads += [threading.Thread(target=dribble, args=(200 + i, s, http))
+                    for i, s in enumerate(pre_ws)]
         for t in threads:
             t.start()
         # Meanwhile a normal client is served promptly.
@@ -193,8 +194,9 @@ class Faults(unittest.TestCase):
         for t in threads:
             t.join(15 * SLOW)
         stop.set()
-        # Every slowloris connection was closed, by the HELLO timeout or the heartbeat.
-        self.assertEqual(len(closed_at), 40, closed_at)
+        # Every slowloris connection was closed: by the HELLO timeout, the heartbeat, or the
+        # WebSocket handshake timeout.
+        self.assertEqual(len(closed_at), 50, closed_at)
         self.assertLess(max(closed_at.values()), 6 * SLOW)
 
     def test_connection_flood(self):

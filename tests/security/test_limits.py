@@ -9,7 +9,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from herald_test import ACK, ERR, MSG, SLOW, WELCOME, Broker, Client  # noqa: E402
+from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, Client, HttpRefused,  # noqa: E402
+                         WsClient, metrics)
 
 
 def errs(frames):
@@ -115,6 +116,45 @@ class Limits(unittest.TestCase):
         c = Client.__new__(Client)
         c.s, c.buf, c.frames, c.welcome = s, b"", [], None
         self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
+
+
+    def test_websocket_refusals_are_http_503_and_counted(self):
+        b = self.start("--max-conns-per-ip", "2", "--max-pub-rate", "1", "--max-pub-burst", "1")
+        w = WsClient(b.ws)
+        self.addCleanup(w.close)
+        self.assertEqual(w.next()[0], WELCOME)
+        t = self.connect(b)  # TCP and WebSocket count against the same address
+        with self.assertRaises(HttpRefused) as cm:
+            WsClient(b.ws)
+        self.assertEqual(cm.exception.status, 503)
+        self.refused_with(b, 7, "per IP")
+        for i in range(3):
+            w.pub("r", b"x", ack=i)
+        self.assertEqual([f[1] for f in w.sync() if f[0] == ERR], [7, 7])
+        t.close()
+        time.sleep(0.2 * SLOW)
+        m = metrics(b)  # the scrape itself is a connection: one slot was freed for it
+        self.assertEqual(m["herald_connections_refused_per_ip_total"], 2)
+        self.assertEqual(m["herald_publish_rate_limited_total"], 2)
+        self.assertEqual(m['herald_errors_total{code="7",name="limit"}'], 4)  # 2 conns, 2 PUBs
+
+    def test_pending_handshakes_websocket(self):
+        b = self.start("--max-pending", "1", "--ws-handshake-ms", "1000")
+        idle = socket.create_connection(("127.0.0.1", b.ws))  # never sends its request
+        self.addCleanup(idle.close)
+        time.sleep(0.2 * SLOW)
+        with self.assertRaises(HttpRefused) as cm:
+            WsClient(b.ws)
+        self.assertEqual(cm.exception.status, 503)
+        # The handshake timeout answers the idle one 408; once it is gone the slot is free.
+        idle.settimeout(5 * SLOW)
+        self.assertTrue(idle.recv(4096).startswith(b"HTTP/1.1 408 "))
+        idle.close()
+        time.sleep(0.2 * SLOW)
+        w = WsClient(b.ws)
+        self.addCleanup(w.close)
+        self.assertEqual(w.next()[0], WELCOME)
+        self.assertEqual(metrics(b)["herald_handshakes_refused_total"], 1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from herald_test import (ACK, ERR, MSG, PING, PONG, SLOW, SUB, UNSUB, WELCOME,  # noqa: E402
-                         Broker, Client)
+                         Broker, Client, connect_any)
 
 SECONDS = float(os.environ.get("HERALD_SOAK_SECONDS", "20"))
 CLIENTS = int(os.environ.get("HERALD_SOAK_CLIENTS", "16"))
@@ -59,9 +59,9 @@ class Ledger:
 
 
 class SoakClient(threading.Thread):
-    def __init__(self, n, port, ledger, deadline, seed):
+    def __init__(self, n, broker, ledger, deadline, seed):
         super().__init__(daemon=True)
-        self.n, self.port, self.ledger, self.deadline = n, port, ledger, deadline
+        self.n, self.broker, self.ledger, self.deadline = n, broker, ledger, deadline
         self.rnd = random.Random(seed)
         self.c = None
         self.subs = {}
@@ -69,7 +69,7 @@ class SoakClient(threading.Thread):
         self.counter = 0
         self.pending_acks = {}
         self.failure = None
-        self.stats = {"connects": 0, "pubs": 0, "subs": 0, "unsubs": 0, "abrupt": 0}
+        self.stats = {"tcp": 0, "ws": 0, "pubs": 0, "subs": 0, "unsubs": 0, "abrupt": 0}
 
     # -- frame handling ---------------------------------------------------------------------
     def handle(self, f):
@@ -96,11 +96,12 @@ class SoakClient(threading.Thread):
     # -- actions ------------------------------------------------------------------------------
     def connect(self):
         self.echo = self.rnd.random() < 0.8
-        self.c = Client(self.port, name="soak%d" % self.n, echo=self.echo)
+        transport = self.rnd.choice(("tcp", "ws"))  # every transport, mixed on the same topics
+        self.c = connect_any(transport, self.broker, name="soak%d" % self.n, echo=self.echo)
         if self.c.next(timeout=10)[0] != WELCOME:
             raise AssertionError("no WELCOME")
         self.subs = {}
-        self.stats["connects"] += 1
+        self.stats[transport] += 1
 
     def subscribe(self):
         pattern = self.rnd.choice(PATTERNS)
@@ -186,10 +187,10 @@ class SoakClient(threading.Thread):
             self.failure = "client %d: %s: %s" % (self.n, type(e).__name__, e)
 
 
-def run_round(port, seconds, clients, seed):
+def run_round(broker, seconds, clients, seed):
     ledger = Ledger()
     deadline = now() + seconds
-    threads = [SoakClient(i, port, ledger, deadline, seed * 1000 + i) for i in range(clients)]
+    threads = [SoakClient(i, broker, ledger, deadline, seed * 1000 + i) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
@@ -268,7 +269,7 @@ class Soak(unittest.TestCase):
         totals = {}
         for rnd in range(1, ROUNDS + 1):
             t0 = now()
-            ledger, threads = run_round(b.tcp, ROUND, CLIENTS, rnd)
+            ledger, threads = run_round(b, ROUND, CLIENTS, rnd)
             t1 = now()
             failures = [t.failure for t in threads if t.failure]
             self.assertEqual(failures, [])

@@ -13,7 +13,7 @@ import { startBroker, TcpClient } from './harness.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
 const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--no-first-run'];
+  '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'];
 
 // Chromium refuses pages on about: or file: from reaching loopback: serve the page over HTTP.
 function serve() {

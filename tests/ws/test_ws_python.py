@@ -47,6 +47,12 @@ async def sync(ws, pid=77, sink=None):
             sink.append(m)
 
 
+def slow_consumers(broker):
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.ws}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return int(re.search(r"^herald_slow_consumers_total (\d+)$", text, re.M)[1])
+
+
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
@@ -233,7 +239,12 @@ class WsSlowConsumer(unittest.TestCase):
             pub.sync()
             reader.join(20)
             self.assertEqual([m[3] for m in got], list(range(1, 401)))  # the bystander got all
-            time.sleep(1)  # over out-soft for out-soft-ms: closed by the sweep
+            # Over out-soft for out-soft-ms: the sweep closes it (wait for that before reading,
+            # since reading would bring it back under the limit).
+            deadline = time.monotonic() + 20
+            while slow_consumers(b) < 1:
+                self.assertLess(time.monotonic(), deadline, "no slow consumer was closed")
+                time.sleep(0.1)
             err, code = None, None
             while code is None:
                 fin, op, p = c.read_frame()
