@@ -12,22 +12,30 @@ CC=${FUZZ_CC:-clang} cmake -S . -B "$build" -DHERALD_FUZZ=ON -DHERALD_SANITIZE="
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    # The list in tests/fuzz/CMakeLists.txt is the one source of truth.
+    # tests/fuzz/CMakeLists.txt lists the targets there; other areas add tests/<area>/fuzz_*.c
+    # with seeds in tests/<area>/corpus_fuzz_*/ (tests/ws has fuzz_ws).
     read -r -a targets <<<"$(sed -n 's/^set(HERALD_FUZZ_TARGETS \(.*\))$/\1/p' tests/fuzz/CMakeLists.txt)"
+    for f in tests/*/fuzz_*.c; do
+        case "$f" in tests/fuzz/*) continue ;; esac
+        t=${f##*/fuzz_}
+        targets+=("${t%.c}")
+    done
 fi
 cmake --build "$build" -j"${JOBS:-2}" --target "${targets[@]/#/fuzz_}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=()
 for t in "${targets[@]}"; do
-    log="$build/tests/fuzz/fuzz_$t.log"
+    bin=$(find "$build/tests" -name "fuzz_$t" -type f -perm -u+x | head -1)
+    seeds=tests/fuzz/corpus/$t
+    [ -d "$seeds" ] || seeds=$(find tests -maxdepth 2 -type d -name "corpus_fuzz_$t" | head -1)
+    log="$build/fuzz_$t.log"
     echo "fuzz: $t for ${secs}s (log: $log)"
-    if tests/fuzz/run_fuzz.sh "$build/tests/fuzz/fuzz_$t" "$build/tests/fuzz/corpus-$t" \
-        "tests/fuzz/corpus/$t" "$secs" >"$log" 2>&1; then
+    if tests/fuzz/run_fuzz.sh "$bin" "$build/fuzz-corpus/$t" "$seeds" "$secs" >"$log" 2>&1; then
         grep -E '^stat::(number_of_executed_units|new_units_added)' "$log" | sed "s/^/  $t /"
     else
         failed+=("$t")
-        echo "fuzz: $t FAILED; findings in $build/tests/fuzz/corpus-$t.artifacts/:" >&2
+        echo "fuzz: $t FAILED; findings in $build/fuzz-corpus/$t.artifacts/:" >&2
         grep -E 'ERROR|SUMMARY|check failed|runtime error' "$log" | head -20 >&2 || true
     fi
 done

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer target: the broker's whole input path over the TCP transport, or
- * (built with FUZZ_WS, target fuzz_ws) over WebSocket: the HTTP upgrade and
+ * (built with FUZZ_WS, target fuzz_wsconn) over WebSocket: the HTTP upgrade and
  * the RFC 6455 input path. A real hr_server_t on a private libuv loop with
  * three connections whose sockets are socketpairs; the fuzzer's bytes are
  * written into the peers and the loop runs, so reads, framing, dispatch,

@@ -137,7 +137,7 @@ max-pub-rate = 1000
     write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
 
-    # WebSocket (fuzz_ws: fuzz_conn.c over the WebSocket transport). Byte 0 odd: the harness
+    # WebSocket (fuzz_wsconn: fuzz_conn.c over the WebSocket transport). Byte 0 odd: the harness
     # sends a valid upgrade on every connection first; even: the input carries the HTTP itself.
     def wsf(body, op=2, fin=True, mask=b"\x11\x22\x33\x44"):
         n = len(body)
@@ -153,7 +153,7 @@ max-pub-rate = 1000
     upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
                b"Sec-WebSocket-Protocol: herald.v1\r\n\r\n")
-    ws = os.path.join(base, "ws")
+    ws = os.path.join(base, "wsconn")
     w1 = (chunks(0, wsf(pk(1, {"v": 1})) + wsf(pk(3, 1, "chat.>")))
           + chunks(1, wsf(pk(1, {"v": 1, "token": "alice-secret-1"}))
                    + wsf(pk(2, "chat.a", b"hi", {"ack": 1})) + wsf(b"", op=9)
