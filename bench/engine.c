@@ -21,7 +21,12 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { PH_SETUP, PH_RUN, PH_DRAIN, PH_STOP };
+/*
+ * Phases: set-up, an optional warm-up (published and delivered like the run,
+ * then thrown away), a quiet pause in which the warm-up drains and the
+ * threads clear their histograms, the measured run, the drain, the stop.
+ */
+enum { PH_SETUP, PH_WARM, PH_QUIET, PH_RUN, PH_DRAIN, PH_STOP };
 
 /*
  * Counters are written by one thread only and read by the sampler, so a
@@ -59,7 +64,8 @@ struct hb_thread_s {
     uint8_t *payload;
     uint64_t now;
     uint64_t timer_at;
-    int started; /* publishers initialised for the run phase */
+    int started;       /* the phase the publishers were initialised for (0: none) */
+    _Atomic int reset; /* histogram cleared for the measured run (acknowledges run->reset) */
     hb_hist_t hist;
     ctrs_t c;
 };
@@ -79,6 +85,7 @@ struct hb_run_s {
     _Atomic int phase;
     uint64_t window;
     uint64_t t0;
+    _Atomic int reset; /* set in PH_QUIET: threads clear their histograms */
     pthread_mutex_t lock;
     char error[256];
 };
@@ -379,7 +386,8 @@ void hb_on_msg(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *p, siz
 
     if (c->role & HB_REQ) {
         c->pub->waiting = 0;
-        if (atomic_load_explicit(&th->run->phase, memory_order_relaxed) == PH_RUN)
+        int phase = atomic_load_explicit(&th->run->phase, memory_order_relaxed);
+        if (phase == PH_RUN || phase == PH_WARM)
             req_send(c);
         return;
     }
@@ -512,7 +520,7 @@ static int pub_run(hb_thread_t *th, hb_conn_t *c, int64_t *budget)
     return more;
 }
 
-static void pubs_start(hb_thread_t *th)
+static void pubs_start(hb_thread_t *th, int phase)
 {
     hb_run_t *run = th->run;
     double rate = run->plan->p.rate;
@@ -526,7 +534,7 @@ static void pubs_start(hb_thread_t *th)
             pb->next_ns = run->t0 + pb->interval_ns * pb->id / (uint64_t)run->npubs;
         }
     }
-    th->started = 1;
+    th->started = phase;
 }
 
 static void pubs_stop(hb_thread_t *th)
@@ -548,7 +556,7 @@ static int plan_wait(hb_thread_t *th, int phase, int busy)
     if (busy & 2)
         return 1;
     uint64_t next = UINT64_MAX;
-    if (phase == PH_RUN)
+    if (phase == PH_RUN || phase == PH_WARM)
         for (int i = 0; i < th->npubs; i++) {
             hb_pub_t *pb = th->pubs[i]->pub;
             if (!pb->done && pb->interval_ns && pb->next_ns < next &&
@@ -607,13 +615,20 @@ static void *thread_main(void *arg)
         busy = 0;
         phase = atomic_load(&run->phase);
         int64_t budget = 0;
-        if (phase == PH_RUN) {
-            if (!th->started)
-                pubs_start(th);
+        int publishing = phase == PH_RUN || phase == PH_WARM;
+        if (publishing) {
+            if (th->started != phase)
+                pubs_start(th, phase);
             th->now = hb_now_ns();
             budget = (int64_t)run->window - (int64_t)in_flight(run);
             for (int i = 0; i < th->npubs; i++)
                 busy |= pub_run(th, th->pubs[i], &budget);
+        } else if (phase == PH_QUIET) {
+            th->started = 0;
+            if (atomic_load(&run->reset) && !atomic_load(&th->reset)) {
+                hb_hist_init(&th->hist);
+                atomic_store(&th->reset, 1);
+            }
         } else if (phase >= PH_DRAIN && th->started) {
             pubs_stop(th);
         }
@@ -624,10 +639,10 @@ static void *thread_main(void *arg)
                 conn_flush(c);
         }
         th->ndirty = 0;
-        if (phase < PH_RUN)
+        if (phase == PH_SETUP)
             continue;
         /* A max-rate publisher whose socket took everything can go on at once. */
-        for (int i = 0; i < th->npubs && phase == PH_RUN; i++) {
+        for (int i = 0; i < th->npubs && publishing; i++) {
             hb_conn_t *c = th->pubs[i];
             if (!c->pub->done && !c->pub->interval_ns && !(c->role & HB_REQ) &&
                 c->state != HB_C_CLOSED && hb_buf_pending(&c->out) < (64u << 10))
@@ -815,6 +830,32 @@ static int conn_start(hb_run_t *run, hb_conn_t *c)
 
 /* ---- the run -------------------------------------------------------------- */
 
+/*
+ * Publishes for the warm-up time exactly as the run will, then pauses until
+ * everything is delivered and every thread has cleared its histogram, so the
+ * run starts with warm caches, connections and broker memory and nothing of
+ * the warm-up in its figures (hb_run subtracts the counters afterwards).
+ */
+static void warm_up(hb_run_t *run, const hb_plan_t *pl)
+{
+    run->t0 = hb_now_ns();
+    set_phase(run, PH_WARM);
+    sleep_s(pl->warmup);
+    set_phase(run, PH_QUIET);
+    uint64_t until = hb_now_ns() + (uint64_t)(pl->drain * 1e9);
+    while (hb_now_ns() < until) {
+        uint64_t e = SUM(run, expected), d = SUM(run, delivered);
+        if (SUM(run, pubs_pending) == 0 && d >= e)
+            break;
+        sleep_s(0.002);
+    }
+    atomic_store(&run->reset, 1);
+    set_phase(run, PH_QUIET); /* wakes the threads */
+    for (int i = 0; i < run->nthreads; i++)
+        while (!atomic_load(&run->th[i].reset) && hb_now_ns() < until + 2000000000ull)
+            sleep_s(0.001);
+}
+
 static void progress(const hb_plan_t *pl, const hb_target_t *t, double el, double pr, double dr,
                      uint64_t inflight, double bcpu, double kcpu, uint64_t rss, int final)
 {
@@ -884,6 +925,10 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         pthread_create(&run->th[i].tid, NULL, thread_main, &run->th[i]);
 
     int rc = 0;
+    /* Counters at the start of the measured run (after any warm-up). */
+    struct {
+        uint64_t sent, sent_bytes, expected, delivered, del_bytes, dups, reord, gaps;
+    } base = {0};
     uint64_t rss_base = t->pid ? hb_proc_rss(t->pid) : 0;
     r->broker_rss_base = rss_base;
 
@@ -939,11 +984,21 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         if (SUM(run, disc))
             rc = -1;
     } else if (rc == 0) {
+        if (pl->warmup > 0 && pl->p.count == 0)
+            warm_up(run, pl);
+        base.sent = SUM(run, sent);
+        base.sent_bytes = SUM(run, sent_bytes);
+        base.expected = SUM(run, expected);
+        base.delivered = SUM(run, delivered);
+        base.del_bytes = SUM(run, del_bytes);
+        base.dups = SUM(run, dups);
+        base.reord = SUM(run, reord);
+        base.gaps = SUM(run, gaps);
         int64_t self0 = hb_self_cpu_ns();
         int64_t brk0 = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
         run->t0 = hb_now_ns();
         set_phase(run, PH_RUN);
-        uint64_t last_t = run->t0, last_sent = 0, last_del = 0;
+        uint64_t last_t = run->t0, last_sent = base.sent, last_del = base.delivered;
         int64_t last_self = self0, last_brk = brk0;
         uint64_t pub_end = 0, end = 0;
         for (;;) {
@@ -1006,22 +1061,23 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         uint64_t last = max_of(run, offsetof(ctrs_t, last_del_ns));
         r->del_secs = last > run->t0 ? (double)(last - run->t0) / 1e9 : 0;
         uint64_t e = SUM(run, expected), d = SUM(run, delivered);
-        progress(pl, t, wall, r->pub_secs > 0 ? (double)SUM(run, sent) / r->pub_secs : 0,
-                 r->del_secs > 0 ? (double)d / r->del_secs : 0, e > d ? e - d : 0, r->bench_cpu,
-                 r->broker_cpu, r->broker_rss, 1);
+        progress(pl, t, wall,
+                 r->pub_secs > 0 ? (double)(SUM(run, sent) - base.sent) / r->pub_secs : 0,
+                 r->del_secs > 0 ? (double)(d - base.delivered) / r->del_secs : 0,
+                 e > d ? e - d : 0, r->bench_cpu, r->broker_cpu, r->broker_rss, 1);
     }
     set_phase(run, PH_STOP);
     for (int i = 0; i < run->nthreads; i++)
         pthread_join(run->th[i].tid, NULL);
 
-    r->published = SUM(run, sent);
-    r->pub_bytes = SUM(run, sent_bytes);
-    r->expected = SUM(run, expected);
-    r->delivered = SUM(run, delivered);
-    r->del_bytes = SUM(run, del_bytes);
-    r->duplicates = SUM(run, dups);
-    r->reordered = SUM(run, reord);
-    r->gaps = SUM(run, gaps);
+    r->published = SUM(run, sent) - base.sent;
+    r->pub_bytes = SUM(run, sent_bytes) - base.sent_bytes;
+    r->expected = SUM(run, expected) - base.expected;
+    r->delivered = SUM(run, delivered) - base.delivered;
+    r->del_bytes = SUM(run, del_bytes) - base.del_bytes;
+    r->duplicates = SUM(run, dups) - base.dups;
+    r->reordered = SUM(run, reord) - base.reord;
+    r->gaps = SUM(run, gaps) - base.gaps;
     r->errors = SUM(run, errors);
     r->disconnects = SUM(run, disc);
     for (int i = 0; i < run->nthreads; i++)

@@ -169,6 +169,7 @@ typedef struct hb_plan_s {
     int sub_ws;      /* subscribers connect over WebSocket */
     double drain;    /* seconds to wait for in-flight deliveries at the end */
     double ramp;     /* connections per second during set-up, 0 = as fast as possible */
+    double warmup;   /* seconds of load before the measured run (not with a count) */
     int quiet;       /* no progress line */
     double sample_s; /* sampling interval */
 } hb_plan_t;

@@ -39,13 +39,15 @@ static void usage(FILE *f)
         "      --threads N       generator threads (default: number of CPUs)\n"
         "      --ramp RATE       connections per second during set-up (0: no limit)\n"
         "      --drain SECS      how long to wait for in-flight deliveries at the end\n"
+        "      --warmup SECS     load before the measured run, not counted (default 0.5)\n"
         "      --smoke           tiny sizes for a quick check (CI)\n"
         "      --json FILE       write every result as JSON\n"
         "      --md FILE         write the Markdown tables (one per scenario, with ratios)\n"
         "      --plot DIR        draw latency percentiles and throughput over time (gnuplot)\n"
         "      --plot-format F   png (default) or svg\n"
         "      --check           exit 1 if a run failed, lost, duplicated or reordered messages\n"
-        "      --repeat N        run each scenario N times per broker, brokers taking turns;\n"
+        "      --repeat N        run each scenario N times per broker, brokers taking turns\n"
+        "                        (each repeat starting with the next broker);\n"
         "                        tables and plots show the median run (JSON has every run)\n"
         "  -q, --quiet           no live progress line\n"
         "  -h, --help\n",
@@ -112,13 +114,14 @@ enum {
     O_PLOT,
     O_PLOTFMT,
     O_CHECK,
-    O_REPEAT
+    O_REPEAT,
+    O_WARMUP
 };
 
 /* Overrides from the command line; a negative value means "not given". */
 typedef struct overrides_s {
     int pubs, subs, topics, conns, stalled, size, threads;
-    double rate, duration, ramp, drain;
+    double rate, duration, ramp, drain, warmup;
     long long count, window;
 } overrides_t;
 
@@ -150,6 +153,8 @@ static void apply(hb_plan_t *pl, const overrides_t *o)
         pl->ramp = o->ramp;
     if (o->drain >= 0)
         pl->drain = o->drain;
+    if (o->warmup >= 0)
+        pl->warmup = o->warmup;
     if (pl->reqrep)
         pl->p.subs = 1;
     if (pl->p.stalled > 0 && pl->p.stalled >= pl->p.subs)
@@ -211,13 +216,14 @@ int main(int argc, char **argv)
                                          {"plot-format", required_argument, 0, O_PLOTFMT},
                                          {"check", no_argument, 0, O_CHECK},
                                          {"repeat", required_argument, 0, O_REPEAT},
+                                         {"warmup", required_argument, 0, O_WARMUP},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     hb_target_t targets[MAX_TARGETS];
     int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1;
     const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png";
-    overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     int c;
     while ((c = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
         switch (c) {
@@ -295,6 +301,9 @@ int main(int argc, char **argv)
         case O_REPEAT:
             repeat = atoi(optarg);
             break;
+        case O_WARMUP:
+            o.warmup = atof(optarg);
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -353,7 +362,9 @@ int main(int argc, char **argv)
     int nr = 0, bad = 0;
     for (int s = 0; s < nnames; s++) {
         for (int k = 0; k < repeat * ntargets && nr < MAX_RESULTS; k++) {
-            int ti = k % ntargets; /* brokers take turns, repeat after repeat */
+            /* Brokers take turns, and each repeat starts with the next broker, so none
+             * is always first (just after set-up) or always last. */
+            int ti = (k % ntargets + k / ntargets) % ntargets;
             hb_plan_t pl;
             hb_scenario_plan(names[s], smoke, &pl);
             pl.p.threads = cpu_count();

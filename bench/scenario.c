@@ -19,6 +19,7 @@ int hb_scenario_plan(const char *name, int smoke, hb_plan_t *pl)
     p->window = smoke ? 20000 : 100000;
     p->sub_transport = "tcp";
     pl->drain = 5;
+    pl->warmup = smoke ? 0.1 : 0.5;
     pl->sample_s = smoke ? 0.1 : 0.25;
 
     if (!strcmp(name, "throughput")) {

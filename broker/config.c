@@ -102,7 +102,7 @@ static int parse_int(const char *v, int size, int64_t *out)
                       : *end == 'M' || *end == 'm' ? 1024 * 1024
                       : *end == 'G' || *end == 'g' ? 1024 * 1024 * 1024
                                                    : 0;
-        if (!mul || end[1] || n > INT64_MAX / mul)
+        if (!mul || end[1] || n > INT64_MAX / mul || n < INT64_MIN / mul)
             return -1;
         n *= mul;
         end++;

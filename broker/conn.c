@@ -142,6 +142,25 @@ int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n)
     return r;
 }
 
+/*
+ * Charges output just queued: past out-soft the soft-limit clock starts, and
+ * past half of it the broker stops reading the connection until its output
+ * drains (check_backpressure()), so a client that sends faster than it reads
+ * the answers (deliveries, ACKs, PONGs, ERRs) is slowed down instead of
+ * having them queued without bound.
+ */
+static void charge_output(hr_conn_t *c)
+{
+    hr_server_t *s = c->srv;
+    size_t q = c->out.bytes;
+    if (q > (size_t)s->cfg.out_soft && !c->soft_since)
+        c->soft_since = hr__now_ms(s);
+    if (q > (size_t)s->cfg.out_soft / 2 && !(c->flags & (HR_C_PAUSED | HR_C_CLOSING))) {
+        c->flags |= HR_C_PAUSED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
 int hr__conn_send_scratch(hr_conn_t *c)
 {
     hr_buf_t *b = &c->srv->scratch;
@@ -152,6 +171,8 @@ int hr__conn_send_scratch(hr_conn_t *c)
     hr_msg_frame(m, c->tp->framing);
     int r = oq_push(c, m, NULL, 0);
     hr_msg_unref(&m);
+    if (r == HR_OK)
+        charge_output(c);
     return r;
 }
 
@@ -428,12 +449,7 @@ static void deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
         hr__conn_fail(c, 6, "slow consumer: pending output over out-hard");
         return;
     }
-    if (q > (size_t)s->cfg.out_soft && !c->soft_since)
-        c->soft_since = hr__now_ms(s);
-    if (q > (size_t)s->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
-        c->flags |= HR_C_PAUSED; /* backpressure: stop reading until output drains */
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    charge_output(c);
 }
 
 static void fan_sub(void *arg, hr_sub_t *sub)
@@ -654,6 +670,8 @@ static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char
         hr__conn_err(c, 7, "out of memory", has_ack, f->id);
         return;
     }
+    if (c->flags & HR_C_CLOSING)
+        return; /* its own delivery overflowed its output: nothing may follow the ERR */
     if (has_ack && hr_enc_ack(&c->srv->scratch, f->id, seq) == HR_OK)
         hr__conn_send_scratch(c);
 }

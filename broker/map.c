@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
 #include "map.h"
 
 struct hr_map_ent_s {
@@ -13,16 +15,74 @@ struct hr_map_ent_s {
     char key[];
 };
 
-/* FNV-1a: short keys (topics, tokens) dominate, and it is enough for them. */
+/*
+ * SipHash-1-3 under a key drawn at random once per process. Topics and
+ * tokens are chosen by clients, and with an unkeyed hash (FNV-1a before)
+ * a client can compute keys that all fall into one bucket and turn every
+ * lookup into a walk of that chain, stalling the loop for everyone.
+ */
+static uint64_t sip_key[2];
+static int sip_keyed;
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                   \
+    do {                                                                                           \
+        v0 += v1;                                                                                  \
+        v1 = ROTL(v1, 13);                                                                         \
+        v1 ^= v0;                                                                                  \
+        v0 = ROTL(v0, 32);                                                                         \
+        v2 += v3;                                                                                  \
+        v3 = ROTL(v3, 16);                                                                         \
+        v3 ^= v2;                                                                                  \
+        v0 += v3;                                                                                  \
+        v3 = ROTL(v3, 21);                                                                         \
+        v3 ^= v0;                                                                                  \
+        v2 += v1;                                                                                  \
+        v1 = ROTL(v1, 17);                                                                         \
+        v1 ^= v2;                                                                                  \
+        v2 = ROTL(v2, 32);                                                                         \
+    } while (0)
+
+static void sip_seed(void)
+{
+    if (uv_random(NULL, NULL, sip_key, sizeof(sip_key), 0, NULL) != 0) {
+        /* No entropy source: still differ per process and run. */
+        uv_timeval64_t tv;
+        uv_gettimeofday(&tv);
+        sip_key[0] = (uint64_t)tv.tv_sec * 1000003u ^ (uint64_t)tv.tv_usec;
+        sip_key[1] = (uint64_t)uv_os_getpid() ^ (uint64_t)(uintptr_t)&tv;
+    }
+    sip_keyed = 1;
+}
+
 uint64_t hr__hash(const void *p, size_t n)
 {
     const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 1099511628211ull;
+    if (!sip_keyed)
+        sip_seed();
+    uint64_t k0 = sip_key[0], k1 = sip_key[1];
+    uint64_t v0 = 0x736f6d6570736575ull ^ k0, v1 = 0x646f72616e646f6dull ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ull ^ k0, v3 = 0x7465646279746573ull ^ k1;
+    uint64_t b = (uint64_t)n << 56, m;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        m = 0;
+        for (int j = 0; j < 8; j++)
+            m |= (uint64_t)s[i + j] << (8 * j);
+        v3 ^= m;
+        SIPROUND;
+        v0 ^= m;
     }
-    return h;
+    for (int j = 0; i + (size_t)j < n; j++)
+        b |= (uint64_t)s[i + j] << (8 * j);
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
 }
 
 void hr__map_init(hr_map_t *m)

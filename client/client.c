@@ -1080,9 +1080,18 @@ static void on_body(hr_client_t *c, const void *p, size_t n)
     handle_frame(c, &f);
 }
 
+/*
+ * The largest incoming frame body. WELCOME's max_frame bounds what the
+ * broker accepts, and the broker accepts a PUB of exactly that size; the
+ * MSG it makes of it carries a sid and a seq the PUB did not (up to 18
+ * bytes) and, as a replay, `replay: true` (up to 9 more), so incoming
+ * frames get that much slack.
+ */
+#define MSG_SLACK 64
+
 static size_t max_frame(const hr_client_t *c)
 {
-    return c->max_frame ? c->max_frame : DEFAULT_MAX_FRAME;
+    return c->max_frame ? c->max_frame + MSG_SLACK : DEFAULT_MAX_FRAME;
 }
 
 /* TCP: length-prefixed bodies. Returns the bytes consumed. */

@@ -5,7 +5,7 @@
 # writes docs/benchmarks.md. Installs nothing: the Makefile runs scripts/deps.sh bench first.
 #
 # Environment:
-#   BUILD=build              build directory (Release build made here)
+#   BUILD=build-bench        build directory (a Release build of herald and herald-bench)
 #   BENCH_DURATION=2         seconds each publishing scenario runs
 #   BENCH_REPEAT=3           runs per scenario and broker (brokers take turns; median shown)
 #   BENCH_SCENARIOS="..."    scenarios to run (default: all; each on freshly started brokers)
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-BUILD=${BUILD:-build}
+BUILD=${BUILD:-build-bench}
 DURATION=${BENCH_DURATION:-2}
 REPEAT=${BENCH_REPEAT:-3}
 SCENARIOS=${BENCH_SCENARIOS:-"throughput fanout chat latency idle mixed slow reqrep"}
@@ -146,36 +146,45 @@ PLOT=()
 command -v gnuplot >/dev/null && PLOT=(--plot "$RESULTS/$STAMP-plots" --plot-format svg)
 read -r -a SCEN <<<"$SCENARIOS"
 START=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$WORK/tables.md"
 PROFILE_TXT=""
 for scen in "${SCEN[@]}"; do
     start_brokers
-    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$REPEAT"
+    # Memory per idle connection is the RSS growth of a fresh broker: one run each.
+    reps=$REPEAT
+    [ "$scen" = idle ] && reps=1
+    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$reps"
         --json "$RESULTS/$STAMP-$scen.json" --md "$WORK/$scen.md" "${PLOT[@]}" "${EXTRA[@]}" "$scen")
     echo "bench.sh: ${BENCH_CMD[*]}" >&2
-    # Where the targets are tightest, perf samples Herald while it runs (it idles while
-    # the peers take their turn).
-    PERF_PID=""
-    if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
-        { [ "$scen" = throughput ] || [ "$scen" = fanout ] || [ "$scen" = latency ]; }; then
+    "${BENCH_CMD[@]}"
+    cat "$WORK/$scen.md" >>"$WORK/tables.md"
+    stop_brokers
+done
+# Profiles are taken in separate runs of Herald alone, so that perf's sampling cannot
+# weigh on Herald's figures above.
+if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
+    for scen in throughput fanout latency; do
+        case " ${SCEN[*]} " in *" $scen "*) ;; *) continue ;; esac
+        start_brokers
+        echo "bench.sh: profiling herald in $scen" >&2
         perf record -q -g -o "$WORK/perf.$scen" -p "$HERALD_PID" >/dev/null 2>&1 &
         PERF_PID=$!
         PIDS+=("$PERF_PID")
         sleep 0.3
-    fi
-    "${BENCH_CMD[@]}"
-    cat "$WORK/$scen.md" >>"$WORK/tables.md"
-    if [ -n "$PERF_PID" ]; then
+        "$BENCH" -q -t "$T_HERALD" --duration "$DURATION" --md /dev/null "$scen" || true
         kill -INT "$PERF_PID" 2>/dev/null || true
         wait "$PERF_PID" 2>/dev/null || true
         PROFILE_TXT+="#### $scen"$'\n\n```\n'
         PROFILE_TXT+=$(perf report -i "$WORK/perf.$scen" --no-children --percent-limit 1.5 \
             --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25 || true)
         PROFILE_TXT+=$'\n```\n\n'
-    fi
-    stop_brokers
-done
+        stop_brokers
+    done
+fi
 CMD_SHOWN="$BENCH -t $T_HERALD -t $T_NATS -t $T_REDIS --duration $DURATION --repeat $REPEAT ${EXTRA[*]} --json bench/results/$STAMP-SCENARIO.json --md SCENARIO.md SCENARIO"
+
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the report ---------------------------------------------------------------------------
 CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -196,9 +205,12 @@ that ran it. Re-run with \`make bench\`; \`BENCH_DURATION=10 BENCH_REPEAT=5 make
 **Read the ratios, not the absolute numbers.** This machine is small and shared: while this
 run was taken, other agents were compiling on the same two cores, and herald-bench itself
 needs CPU on the same cores as the broker it drives (its own CPU use is in every table, so a
-saturated generator is visible). Each scenario ran $REPEAT times per broker, ${DURATION} s each,
-the brokers taking turns (herald, nats, redis, herald, ...); the tables show each broker's
-median run (by the scenario's headline figure), the JSON files hold every run.
+saturated generator is visible). The load average (1, 5, 15 min) was $LOAD_START when the
+run started and $LOAD_END when it ended, on $(nproc) CPUs. Each scenario ran $REPEAT times per broker, ${DURATION} s each,
+the brokers taking turns and each repeat starting with the next broker (herald, nats, redis;
+nats, redis, herald; redis, herald, nats), so no broker is always first; the tables show each broker's
+median run (by the scenario's headline figure), the JSON files hold every run. The idle
+scenario runs once per broker, on freshly started brokers, since it measures their growth.
 
 ## Machine and versions
 
@@ -242,10 +254,18 @@ window of deliveries in flight allows (so every broker is measured at the rate i
 queueing inside that window. The latency scenario is open loop at a fixed rate and measures
 from the *intended* send time, so a stall cannot hide (no coordinated omission). Broker CPU
 and RSS come from /proc/<pid>; memory per idle connection is the growth of the broker's RSS
-over 10,000 idle subscribed connections. Every scenario starts from freshly started brokers.
+over 10,000 idle subscribed connections. Every scenario starts from freshly started brokers, and every run
+starts with 0.5 s of the same load that is not counted (warm-up), then a pause until it has
+drained.
 Redis has no reply subjects: in reqrep its responder answers on \`hb.inbox.<requester id>\`,
 and the requesters and the responder use RESP3 so they can publish while subscribed.
 redis-server has no WebSocket transport, so it sits out the mixed scenario.
+
+To drive your own broker: \`herald-bench -t herald://HOST:PORT?pid=PID [-t nats://...] SCENARIO...\`
+with \`--pubs --subs --topics --size --rate --duration --count --window --ramp --repeat\` to
+resize any scenario, \`--json\` / \`--md\` for reports and \`--plot DIR\` for gnuplot charts
+(\`herald-bench --help\` lists everything). While it runs it prints a progress line (publish
+and delivery rates, deliveries in flight, its own CPU and the broker's CPU and RSS).
 
 ## Results
 
@@ -259,8 +279,9 @@ EOF
         cat <<EOF
 ## Where Herald's time goes
 
-\`perf record -g\` on the Herald process during the runs above, functions above 1.5% of
-samples (self time):
+\`perf record -g\` on the Herald process during a separate ${DURATION} s run of each scenario
+with Herald alone (not during the measured runs above), functions above 1.5% of samples
+(self time):
 
 $PROFILE_TXT
 EOF
