@@ -82,6 +82,23 @@ class Case(unittest.TestCase):
         Case._n = getattr(Case, "_n", 0) + 1
         return "%s.%s.%d.%d" % (prefix, self._testMethodName[:40], os.getpid(), Case._n)
 
+    def wait_for_free_slots(self):
+        """For tests of connection limits: waits until the broker has seen this test's
+        connections go (a probe is welcomed again), then lets the probe go too."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            probe = Conn(self.b.port)
+            try:
+                probe.hello()
+                break
+            except (Closed, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        time.sleep(0.1)
+
     # ---- assertions -------------------------------------------------------
 
     def assertErrClose(self, c, code, ref=None):
@@ -642,22 +659,8 @@ class TestLimitReached(Case):
         self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
 
     def tearDown(self):
-        # The next test needs free connection slots: wait until the broker has seen this
-        # test's connections go (a probe is welcomed again), then let the probe go too.
         super().tearDown()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            probe = Conn(self.b.port)
-            try:
-                probe.hello()
-                break
-            except (Closed, AssertionError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            finally:
-                probe.close()
-        time.sleep(0.1)
+        self.wait_for_free_slots()
 
     def test_topic_limit_err7_stays_open(self):
         c = self.connect()
@@ -720,6 +723,10 @@ class TestRateAndIpLimits(Case):
         rc = cls.broker.stop()
         cls.broker.cleanup()
         assert rc == 0, rc
+
+    def tearDown(self):
+        super().tearDown()
+        self.wait_for_free_slots()
 
     def test_publish_rate_err7_stays_open(self):
         c = self.connect()
