@@ -692,10 +692,8 @@ int hr__auth_hello(hr_conn_t *c, hr_slice_t token, const char **why)
 {
     hr__limits_hello(c);
     int r = hello(c, token, why);
-    if (r != HR_OK) {
-        c->srv->stats.auth_failed++;
-        HR_LOG(HR_LOG_INFO, c->id, "%s", *why);
-    }
+    if (r != HR_OK)
+        c->srv->stats.auth_failed++; /* hr__conn_fail() logs the reason */
     return r;
 }
 

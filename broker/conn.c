@@ -197,7 +197,8 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     hr_server_t *s = c->srv;
     if (c->flags & HR_C_CLOSING)
         return;
-    HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
+    if (code == 9 || hr__limits_log_budget(s)) /* floods must not flood the log */
+        HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. deliver() skips CLOSING
      * connections and queue groups pick another member. */

@@ -110,6 +110,28 @@ int hr__limits_pub(hr_conn_t *c)
     return 1;
 }
 
+#define LOG_PER_SEC 10
+
+int hr__limits_log_budget(hr_server_t *s)
+{
+    hr_limits_t *l = &s->limits;
+    uint64_t now = hr__now_ms(s);
+    if (now - l->log_window >= 1000) {
+        if (l->log_suppressed)
+            HR_LOG(HR_LOG_WARN, 0, "%llu more refusals not logged (at most %d a second)",
+                   (unsigned long long)l->log_suppressed, LOG_PER_SEC);
+        l->log_window = now;
+        l->log_count = 0;
+        l->log_suppressed = 0;
+    }
+    if (l->log_count < LOG_PER_SEC) {
+        l->log_count++;
+        return 1;
+    }
+    l->log_suppressed++;
+    return 0;
+}
+
 void hr__limits_conn_free(hr_conn_t *c)
 {
     hr_server_t *s = c->srv;

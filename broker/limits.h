@@ -21,8 +21,11 @@ typedef struct hr_limits_conn_s {
 
 /* Per-worker limit state (embedded in hr_server_t). */
 typedef struct hr_limits_s {
-    hr_map_t per_ip; /* private: IP key -> connection count (as a pointer-sized integer) */
-    size_t pending;  /* read-only: connections accepted that have not sent HELLO yet */
+    hr_map_t per_ip;         /* private: IP key -> connection count (as a pointer-sized integer) */
+    size_t pending;          /* read-only: connections accepted that have not sent HELLO yet */
+    uint64_t log_window;     /* private: start (ms) of the refusal-logging second */
+    uint32_t log_count;      /* private: refusal lines logged in it */
+    uint64_t log_suppressed; /* private: refusal lines not logged in it */
 } hr_limits_t;
 
 void hr__limits_init(struct hr_server_s *s);
@@ -40,6 +43,13 @@ void hr__limits_hello(struct hr_conn_s *c);
 
 /** 1 if `c` may publish one more message now (publish rate), else 0 (counted). */
 int hr__limits_pub(struct hr_conn_s *c);
+
+/**
+ * 1 if one more line about a refused connection or credential may be logged
+ * now: at most 10 a second, so that a flood cannot flood the log too. The
+ * next line after a second with suppressed lines says how many there were.
+ */
+int hr__limits_log_budget(struct hr_server_s *s);
 
 /** Releases what `c` holds (its per-IP count, its pending slot). Idempotent. */
 void hr__limits_conn_free(struct hr_conn_s *c);

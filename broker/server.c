@@ -63,7 +63,9 @@ static void on_connection(uv_stream_t *ls, int status)
     hr_server_t *s = l->srv;
     const char *why;
     if (status < 0) {
-        HR_LOG(HR_LOG_WARN, 0, "accept on %s port failed: %s", l->tp->name, uv_strerror(status));
+        if (hr__limits_log_budget(s))
+            HR_LOG(HR_LOG_WARN, 0, "accept on %s port failed: %s", l->tp->name,
+                   uv_strerror(status));
         return;
     }
     hr_conn_t *c = hr__conn_new(s, l->tp);
@@ -78,12 +80,12 @@ static void on_connection(uv_stream_t *ls, int status)
     hr__conn_start(c);
     if (s->nconns > (size_t)s->cfg.max_connections) {
         s->stats.refused_conns++;
-        HR_LOG(HR_LOG_WARN, c->id, "refused: max-connections (%lld) reached",
-               (long long)s->cfg.max_connections);
+        if (hr__limits_log_budget(s))
+            HR_LOG(HR_LOG_WARN, c->id, "refused: max-connections (%lld) reached",
+                   (long long)s->cfg.max_connections);
         hr__conn_fail(c, 7, "connection limit reached");
     } else if ((why = hr__limits_accept(c)) != NULL) {
-        HR_LOG(HR_LOG_INFO, c->id, "refused: %s", why);
-        hr__conn_fail(c, 7, why);
+        hr__conn_fail(c, 7, why); /* logs the reason */
     }
 }
 

@@ -15,18 +15,26 @@
 
 extern char **environ;
 
-/*
- * Runs scenario `name` (smoke sizes; `size` > 0 overrides the payload size)
- * against a fresh broker started with `extra` args.
- */
-static void run_scenario_sized(const char *name, const char *const *extra, int size, hb_result_t *r,
-                               hr_fixture_t *fx)
+/* Changes to a scenario's smoke sizes; zero fields keep the default. */
+typedef struct tweak_s {
+    int size;
+    double duration;
+    uint64_t window;
+} tweak_t;
+
+/* Runs scenario `name` (smoke sizes, `tw` applied) against a fresh broker started with `extra`. */
+static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, hb_result_t *r,
+                        hr_fixture_t *fx)
 {
     ck_assert_int_eq(hr_fixture_start(fx, extra), 0);
     hb_plan_t pl;
     ck_assert_int_eq(hb_scenario_plan(name, 1, &pl), 0);
-    if (size > 0)
-        pl.p.size = size;
+    if (tw.size > 0)
+        pl.p.size = tw.size;
+    if (tw.duration > 0)
+        pl.p.duration = tw.duration;
+    if (tw.window > 0)
+        pl.p.window = tw.window;
     pl.quiet = 1;
     pl.p.threads = 2;
     hb_target_t t;
@@ -43,7 +51,7 @@ static void run_scenario_sized(const char *name, const char *const *extra, int s
 static void run_scenario(const char *name, const char *const *extra, hb_result_t *r,
                          hr_fixture_t *fx)
 {
-    run_scenario_sized(name, extra, 0, r, fx);
+    run_tweaked(name, extra, (tweak_t){0, 0, 0}, r, fx);
 }
 
 static void finish(hb_result_t *r, hr_fixture_t *fx)
@@ -123,9 +131,10 @@ START_TEST(test_latency)
     hb_result_t r;
     run_scenario("latency", NULL, &r, &fx);
     assert_clean(&r);
-    /* Open loop: the publisher kept its schedule (rate x duration, within 10%). */
+    /* Open loop: the publisher kept its schedule (rate x duration; the low bound allows for
+     * a generator starved of CPU on a busy CI machine). */
     double want = r.params.rate * r.params.duration;
-    ck_assert_msg(r.published > want * 0.9 && r.published < want * 1.1, "published %llu of %.0f",
+    ck_assert_msg(r.published > want * 0.7 && r.published < want * 1.1, "published %llu of %.0f",
                   (unsigned long long)r.published, want);
     ck_assert_uint_eq(r.delivered, r.published * (uint64_t)r.params.subs);
     finish(&r, &fx);
@@ -165,14 +174,16 @@ END_TEST
 START_TEST(test_slow)
 {
     /*
-     * Small output limits and 1 KiB payloads so that even a slow (sanitizer) build
-     * pushes the stalled subscriber past the limit within the short run.
+     * Small output limits, 1 KiB payloads and 1.5 s so that even a slow (sanitizer)
+     * build on a busy machine pushes the stalled subscriber past the limit; a window
+     * of 500 deliveries keeps what any healthy subscriber may owe (~0.5 MiB) far
+     * below it.
      */
-    static const char *const extra[] = {"--out-hard",    "256K", "--out-soft", "64K",
-                                        "--out-soft-ms", "100",  NULL};
+    static const char *const extra[] = {"--out-hard",    "2M",  "--out-soft", "512K",
+                                        "--out-soft-ms", "100", NULL};
     hr_fixture_t fx;
     hb_result_t r;
-    run_scenario_sized("slow", extra, 1024, &r, &fx);
+    run_tweaked("slow", extra, (tweak_t){1024, 1.5, 500}, &r, &fx);
     assert_clean(&r);
     ck_assert_uint_eq(r.delivered, r.published * (uint64_t)(r.params.subs - 1));
     ck_assert_uint_eq(r.stalled_closed, 1);
