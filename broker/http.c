@@ -375,16 +375,5 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history.", s->engine.hist_bytes);
     r = simple(b, r, "history_messages", "gauge", "Retained history messages.",
                s->engine.hist_msgs);
-    r = simple(b, r, "connections_refused_per_ip_total", "counter",
-               "Connections refused by max-conns-per-ip.", st->refused_per_ip);
-    r = simple(b, r, "connections_refused_pending_total", "counter",
-               "Connections refused by the pending-handshake limit.", st->refused_pending);
-    r = simple(b, r, "publish_rate_limited_total", "counter", "PUBs refused by max-pub-rate.",
-               st->rate_limited);
-    r = simple(b, r, "auth_failed_total", "counter", "HELLOs refused (ERR 3).", st->auth_failed);
-    r = simple(b, r, "denied_publish_total", "counter", "PUBs not permitted (ERR 4).",
-               st->denied_pub);
-    r = simple(b, r, "denied_subscribe_total", "counter", "SUBs not permitted (ERR 4).",
-               st->denied_sub);
     return r;
 }

@@ -127,6 +127,8 @@ START_TEST(test_markdown_ratio_ahead)
     ck_assert_ptr_nonnull(
         strstr(s, "| delivered msgs/s | 3.00M | 1.50M | 1.00M | 2.00x | 3.00x |"));
     ck_assert_ptr_nonnull(strstr(s, "Herald is ahead of nats-server on delivered msgs/s: 2.00x"));
+    ck_assert_ptr_nonnull(strstr(
+        s, "| delivered msgs per broker CPU-second | 3.16M | 1.58M | 1.05M | 2.00x | 3.00x |"));
     ck_assert_ptr_nonnull(strstr(s, "Target >= 1.5x nats-server: met (2.000x"));
     ck_assert_ptr_null(strstr(s, "behind"));
     free(s);

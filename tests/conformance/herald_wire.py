@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# A raw Herald v1 client and broker launcher for the conformance suite, written from docs/protocol.md.
+# A raw Herald v1 client and broker launcher for the conformance suite, from docs/protocol.md.
 """Minimal, deliberately independent implementation of the Herald wire protocol.
 
 Nothing here uses the project's C code: frames are built with python3-msgpack
@@ -376,7 +376,8 @@ class WsConn(Conn):
             raise AssertionError("WebSocket upgrade refused: %s" % lines[0])
         want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
         if self.headers.get("sec-websocket-accept") != want:
-            raise AssertionError("bad Sec-WebSocket-Accept %r" % self.headers.get("sec-websocket-accept"))
+            raise AssertionError("bad Sec-WebSocket-Accept %r"
+                                 % self.headers.get("sec-websocket-accept"))
         self.protocol = self.headers.get("sec-websocket-protocol")
 
     def ws_send(self, opcode, payload, fin=True, mask=True):

@@ -7,6 +7,10 @@ Run:  HERALD_BIN=build/broker/herald /usr/bin/python3 tests/conformance/test_con
 Only python3-msgpack and the standard library are used; see herald_wire.py.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import random
 import re
@@ -22,10 +26,10 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from herald_wire import (ACK, E_GAP, E_HEARTBEAT, E_LIMIT, E_PERM, E_PROTO, E_SHUTDOWN, E_SID, E_SLOW,  # noqa: E402
-                         E_TOOBIG, E_TOPIC, ERR, HELLO, MSG, PING, PONG, PUB, SUB, TIMEOUT,
-                         UNSUB, WELCOME, Broker, Closed, Conn, MiB, Timeout, WsConn, describe,
-                         frame, http_get, lp, msg_opts, pack)
+from herald_wire import (  # noqa: E402
+    ACK, E_AUTH, E_GAP, E_HEARTBEAT, E_LIMIT, E_PERM, E_PROTO, E_SHUTDOWN, E_SID, E_SLOW,
+    E_TOOBIG, E_TOPIC, ERR, HELLO, MSG, PING, PONG, PUB, SUB, TIMEOUT, UNSUB, WELCOME, Broker,
+    Closed, Conn, MiB, Timeout, WsConn, describe, frame, http_get, lp, msg_opts, pack)
 
 BROKER = None  # the shared broker with default settings
 
@@ -105,7 +109,8 @@ class Case(unittest.TestCase):
         except Closed:
             self.fail("connection closed; expected ERR %d and the connection to stay open" % code)
         errs = [f for f in frames if f[0] == ERR]
-        self.assertEqual(len(errs), 1, "expected one ERR %d, got %s" % (code, [describe(f) for f in frames]))
+        self.assertEqual(len(errs), 1,
+                         "expected one ERR %d, got %s" % (code, [describe(f) for f in frames]))
         f = errs[0]
         self.assertEqual(f[1], code, describe(f))
         self.assertIsInstance(f[2], str)
@@ -972,7 +977,8 @@ class TestDelivery(Case):
         got_quiet = [m for m in quiet.sync() if m[0] == MSG]
         got_other = [m for m in other.sync() if m[0] == MSG]
         self.assertEqual([(m[3], m[4]) for m in got_quiet], [(2, b"from other")])
-        self.assertEqual([(m[3], m[4]) for m in got_other], [(1, b"from quiet"), (2, b"from other")])
+        self.assertEqual([(m[3], m[4]) for m in got_other],
+                         [(1, b"from quiet"), (2, b"from other")])
 
     def test_ack_carries_seq_and_matches_msg(self):
         c = self.connect()
@@ -1870,6 +1876,181 @@ class TestCommandLine(unittest.TestCase):
             self.assertIn("missing.conf", r.stderr)
         finally:
             shutil.rmtree(d, ignore_errors=True)
+
+
+# ==========================================================================================
+JWT_SECRET = "conformance-suite-hs256-secret-0123456789abcdef"
+
+
+def jwt_hs256(claims, secret=JWT_SECRET, alg="HS256"):
+    """A compact JWS built with the standard library (RFC 7519), for the auth tests."""
+    def b64(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    if alg == "none":
+        return (head + b"." + body + b".").decode()
+    sig = hmac.new(secret.encode(), head + b"." + body, hashlib.sha256).digest()
+    return (head + b"." + body + b"." + b64(sig)).decode()
+
+
+class TestAuth(Case):
+    """HELLO tokens (ERR 3) and per-topic permissions (ERR 4) with static tokens and JWTs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="herald-conformance-auth-")
+        cls.tokens = os.path.join(cls.dir, "tokens")
+        with open(cls.tokens, "w") as fh:
+            fh.write("alice alice-secret-1 pub=chat.> sub=chat.>\n"
+                     "bob bob-secret-2 sub=news.*\n")
+        cls.broker = Broker("--auth-tokens-file", cls.tokens, "--jwt-hs256-secret", JWT_SECRET)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.broker.stop()
+        cls.broker.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert rc == 0, rc
+
+    def hello_refused(self, **hello):
+        c = self.connect(hello=False)
+        c.send([HELLO, dict({"v": 1}, **hello)])
+        self.assertErrClose(c, E_AUTH)
+
+    def test_missing_token_err3(self):
+        self.hello_refused()
+
+    def test_wrong_token_err3(self):
+        for tok in ("nope", "alice", "alice alice-secret-1", "alice-secret-1 ", ""):
+            with self.subTest(token=tok):
+                self.hello_refused(token=tok)
+
+    def test_static_token_permissions(self):
+        a = self.connect(hello_opts={"token": "alice-secret-1"})
+        t = "chat.%d" % os.getpid()
+        a.sub(1, "chat.*")
+        self.assertQuiet(a)
+        self.assertEqual(self.pub_acked(a, t), 1)
+        self.assertEqual([(f[1], f[2]) for f in a.sync()], [(1, t)])
+        a.pub("news.x", b"", ack=2)
+        self.assertErrOpen(a, E_PERM, ref=2)
+        for sid, pat in ((3, "news.>"), (4, ">"), (5, "*.x"), (6, "$SYS.>")):
+            with self.subTest(pattern=pat):
+                a.sub(sid, pat)
+                self.assertErrOpen(a, E_PERM, ref=sid)
+
+    def test_unauthorised_client_can_neither_read_nor_write(self):
+        a = self.connect(hello_opts={"token": "alice-secret-1"})
+        b = self.connect(hello_opts={"token": "bob-secret-2"})
+        t = "chat.secret%d" % os.getpid()
+        a.sub(1, t)
+        a.sync()
+        b.sub(1, t)
+        self.assertErrOpen(b, E_PERM, ref=1)
+        b.sub(2, "chat.>")
+        self.assertErrOpen(b, E_PERM, ref=2)
+        b.pub(t, b"forged", ack=3)
+        self.assertErrOpen(b, E_PERM, ref=3)
+        self.pub_acked(a, t, b"for alice only")
+        self.assertEqual([f[4] for f in a.sync()], [b"for alice only"])
+        self.assertQuiet(b)
+        b.sub(4, "news.*")  # what bob may read still works
+        self.assertQuiet(b)
+
+    def test_reply_topic_needs_permission(self):
+        a = self.connect(hello_opts={"token": "alice-secret-1"})
+        a.pub("chat.q", b"", reply="_INBOX.x", ack=1)
+        self.assertErrOpen(a, E_PERM, ref=1)
+        self.pub_acked(a, "chat.q", reply="chat.inbox.1")
+
+    def test_jwt_hs256(self):
+        now = int(time.time())
+        good = jwt_hs256({"sub": "worker", "exp": now + 300,
+                          "herald": {"pub": ["jobs.>"], "sub": ["jobs.*"]}})
+        c = self.connect(hello_opts={"token": good})
+        c.sub(1, "jobs.*")
+        self.assertQuiet(c)
+        self.pub_acked(c, "jobs.a%d" % os.getpid())
+        self.assertEqual(len(c.sync()), 1)
+        c.pub("chat.x", b"", ack=9)
+        self.assertErrOpen(c, E_PERM, ref=9)
+        c.sub(2, "jobs.>")
+        self.assertErrOpen(c, E_PERM, ref=2)
+
+    def test_jwt_refused(self):
+        now = int(time.time())
+        claims = {"sub": "w", "exp": now + 300, "herald": {"pub": [">"], "sub": [">"]}}
+        bad = {
+            "expired": jwt_hs256(dict(claims, exp=now - 10)),
+            "no exp": jwt_hs256({k: v for k, v in claims.items() if k != "exp"}),
+            "wrong secret": jwt_hs256(claims, secret="another-secret-of-at-least-32-bytes!!"),
+            "alg none": jwt_hs256(claims, alg="none"),
+            "tampered": jwt_hs256(claims)[:-2] + "AA",
+            "not yet valid": jwt_hs256(dict(claims, nbf=now + 3600)),
+        }
+        for why, tok in bad.items():
+            with self.subTest(why=why):
+                self.hello_refused(token=tok)
+
+    def test_jwt_expiry_closes_the_session(self):
+        exp = int(time.time()) + 2
+        c = self.connect(hello_opts={"token": jwt_hs256(
+            {"sub": "short", "exp": exp, "herald": {"pub": ["x.>"], "sub": ["x.>"]}})})
+        c.sub(1, "x.y")
+        self.assertQuiet(c)
+        frames = c.wait_closed(exp - time.time() + TIMEOUT)
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_AUTH)])
+        self.assertGreaterEqual(time.time(), exp - 0.5)
+
+    def test_websocket_err3_close_1008(self):
+        if not self.b.ws_port:
+            self.skipTest("the broker announced no ws= port in its ready file")
+        w = WsConn(self.b.ws_port)
+        self.conns.append(w)
+        w.send([HELLO, {"v": 1, "token": "wrong"}])
+        frames = w.wait_closed()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(ERR, E_AUTH)])
+        self.assertEqual(w.close_code, 1008)
+        w = WsConn(self.b.ws_port)
+        self.conns.append(w)
+        w.hello(token="bob-secret-2")
+        w.pub("news.x", b"", ack=1)
+        self.assertErrOpen(w, E_PERM, ref=1)
+
+
+class TestAuthAnonymous(Case):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="herald-conformance-anon-")
+        tokens = os.path.join(cls.dir, "tokens")
+        with open(tokens, "w") as fh:
+            fh.write("pubber pubber-secret-3 pub=public.>\n")
+        cls.broker = Broker("--auth-tokens-file", tokens, "--auth-anonymous", "sub=public.>")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.broker.stop()
+        cls.broker.cleanup()
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        assert rc == 0, rc
+
+    def test_anonymous_permissions(self):
+        anon = self.connect()
+        anon.sub(1, "public.>")
+        self.assertQuiet(anon)
+        anon.pub("public.news", b"", ack=2)
+        self.assertErrOpen(anon, E_PERM, ref=2)
+        anon.sub(3, "private.>")
+        self.assertErrOpen(anon, E_PERM, ref=3)
+        p = self.connect(hello_opts={"token": "pubber-secret-3"})
+        self.pub_acked(p, "public.news", b"hello all")
+        self.assertEqual([f[4] for f in anon.sync()], [b"hello all"])
+
+    def test_a_wrong_token_is_not_anonymous(self):
+        c = self.connect(hello=False)
+        c.send([HELLO, {"v": 1, "token": "wrong"}])
+        self.assertErrClose(c, E_AUTH)
 
 
 # ==========================================================================================

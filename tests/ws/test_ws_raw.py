@@ -482,6 +482,10 @@ class WsRaw(unittest.TestCase):
         for line in text.splitlines():
             if not line.startswith("#"):
                 float(line.rsplit(" ", 1)[1])  # every sample is a number
+        types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")]
+        self.assertEqual(len(types), len(set(types)), "a metric family is declared twice")
+        samples = [ln.rsplit(" ", 1)[0] for ln in text.splitlines() if not ln.startswith("#")]
+        self.assertEqual(len(samples), len(set(samples)), "a sample appears twice")
         ws = [ln for ln in text.splitlines() if ln.startswith('herald_connections{transport="ws"}')]
         self.assertGreaterEqual(int(ws[0].split()[1]), 2)  # the witness and this request
 
