@@ -4,6 +4,9 @@
 """Every case of PROTOCOL.md, over raw sockets, against $HERALD_BIN.
 
 Run:  HERALD_BIN=build/broker/herald /usr/bin/python3 tests/conformance/test_conformance.py -v
+      (one class or test: append TestReplay or TestReplay.test_since_replays_then_live)
+Environment: HERALD_TEST_SLOW=2 doubles every wait (sanitizer builds; CMake sets it);
+HERALD_EXTRA_ARGS="--flag value" is added to every broker the suite starts.
 Only python3-msgpack and the standard library are used; see herald_wire.py.
 """
 
