@@ -227,7 +227,7 @@ scenario runs once per broker, on freshly started brokers, since it measures the
 
 Brokers, all on 127.0.0.1, started by scripts/bench.sh, nothing persisted:
 
-- Herald: \`herald ${HERALD_ARGS[*]}\` — otherwise defaults: one worker, output limit
+- Herald: \`herald $(echo "${HERALD_ARGS[*]}" | sed "s|$WORK/|/tmp/|g")\` — otherwise defaults: one worker, output limit
   8 MiB hard / 2 MiB soft for 10 s per connection (slow consumers get ERR 6), history of the
   last 128 messages per topic kept in memory.
 - nats-server: \`nats-server -c nats.conf\` with
