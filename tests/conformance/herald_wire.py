@@ -14,6 +14,7 @@ import itertools
 import os
 import re
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -250,8 +251,11 @@ class Broker:
         self.dir = tempfile.mkdtemp(prefix="herald-conformance-")
         self.ready = os.path.join(self.dir, "ready")
         self.log = open(os.path.join(self.dir, "broker.log"), "w+b")
+        # HERALD_EXTRA_ARGS adds flags to every broker the suite starts (say --workers 4, to
+        # run the whole suite against a cluster); flags given by a test come last and win.
         self.args = [self.bin, "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
-                     "--ready-file", self.ready] + list(extra)
+                     "--ready-file", self.ready]
+        self.args += shlex.split(os.environ.get("HERALD_EXTRA_ARGS", "")) + list(extra)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         self.port = None
