@@ -200,7 +200,8 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     if (code == 9 || hr__limits_log_budget(s)) /* floods must not flood the log */
-        HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
+        HR_LOG(code == 9 || code == 0 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s",
+               code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. deliver() skips CLOSING
      * connections and queue groups pick another member. */
@@ -462,19 +463,34 @@ static void fan_sub(void *arg, hr_sub_t *sub)
     deliver(sub->conn, sub->sid, f->m);
 }
 
+/*
+ * One member of the group gets the message: round robin, skipping members
+ * that are closing and, while another member can take it, members whose
+ * output is already over the soft limit (a slow member would otherwise keep
+ * being chosen until it is cut off, and take its share with it). When every
+ * member is over it, the least backlogged one gets the message.
+ */
 static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
+    hr_sub_t *fallback = NULL;
     for (uint32_t tries = 0; tries < g->n; tries++) {
         hr_sub_t *sub = hr__qgroup_pick(g, skip);
         if (!sub)
             return;
-        if (!(sub->conn->flags & HR_C_CLOSING)) {
-            deliver(sub->conn, sub->sid, f->m);
-            return;
+        if (sub->conn->flags & HR_C_CLOSING)
+            continue;
+        if (sub->conn->out.bytes > (size_t)sub->conn->srv->cfg.out_soft) {
+            if (!fallback || sub->conn->out.bytes < fallback->conn->out.bytes)
+                fallback = sub; /* the least backlogged of the busy ones */
+            continue;
         }
+        deliver(sub->conn, sub->sid, f->m);
+        return;
     }
+    if (fallback)
+        deliver(fallback->conn, fallback->sid, f->m);
 }
 
 int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
