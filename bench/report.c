@@ -467,6 +467,13 @@ static void write_scenario(FILE *f, const char *scen, hb_result_t *const *rs, in
 
 notes:
     for (int c = 0; c < ncol; c++)
+        if (col[c]->ok && col[c]->params.threads > 0 &&
+            col[c]->bench_cpu >= 90.0 * col[c]->params.threads)
+            fprintf(f,
+                    "herald-bench was close to saturating its %d thread(s) in the %s run "
+                    "(%.0f%% CPU): that figure may be the generator's limit, not the broker's.\n\n",
+                    col[c]->params.threads, display(col[c]->broker), col[c]->bench_cpu);
+    for (int c = 0; c < ncol; c++)
         if (!col[c]->ok)
             fprintf(f, "%s %s: %s.\n\n", display(col[c]->broker),
                     col[c]->skipped ? "was not run" : "did not complete",

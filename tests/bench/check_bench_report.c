@@ -148,6 +148,14 @@ START_TEST(test_markdown_states_behind)
     ck_assert_ptr_nonnull(strstr(s, "| delivered msgs/s | 1.00M | 4.00M | 0.25x (behind) |"));
     ck_assert_ptr_nonnull(
         strstr(s, "**Herald is behind nats-server** on delivered msgs/s: 0.25x (75% lower)"));
+    ck_assert_ptr_null(strstr(s, "saturating"));
+    free(s);
+    /* A generator near its limit is called out. */
+    h.params.threads = 2;
+    h.bench_cpu = 190;
+    s = render_md(rs, 2);
+    ck_assert_ptr_nonnull(strstr(s, "herald-bench was close to saturating its 2 thread(s) in the "
+                                    "herald run (190% CPU)"));
     ck_assert_ptr_nonnull(strstr(s, "Target >= 2x the better peer: **missed** (0.250x"));
     free(s);
     drop(&h);

@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -242,8 +241,6 @@ def msg_opts(f):
 class Broker:
     """The real `herald` binary on ephemeral loopback ports, stopped by pid."""
 
-    _help = None
-
     def __init__(self, *extra):
         self.bin = os.environ.get("HERALD_BIN")
         if not self.bin or not os.access(self.bin, os.X_OK):
@@ -279,18 +276,6 @@ class Broker:
             time.sleep(0.02)
         self.kill()
         raise RuntimeError("herald did not write its ready file in time:\n" + self.log_text())
-
-    @classmethod
-    def help_text(cls):
-        if cls._help is None:
-            out = subprocess.run([os.environ["HERALD_BIN"], "--help"], capture_output=True,
-                                 text=True, timeout=10)
-            cls._help = out.stdout + out.stderr
-        return cls._help
-
-    @classmethod
-    def has_flag(cls, flag):
-        return re.search(re.escape(flag) + r"\b", cls.help_text()) is not None
 
     def alive(self):
         return self.proc.poll() is None
@@ -335,10 +320,6 @@ class Broker:
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-
-def wait_readable(sock, timeout):
-    r, _, _ = select.select([sock], [], [], timeout)
-    return bool(r)
 
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
