@@ -86,6 +86,9 @@ struct hb_run_s {
     uint64_t window;
     uint64_t t0;
     _Atomic int reset; /* set in PH_QUIET: threads clear their histograms */
+    struct {
+        uint64_t sent, sent_bytes, expected, delivered, del_bytes, dups, reord, gaps;
+    } base; /* counters when the measured run started (after any warm-up) */
     pthread_mutex_t lock;
     char error[256];
 };
@@ -871,28 +874,10 @@ static void progress(const hb_plan_t *pl, const hb_target_t *t, double el, doubl
     fflush(stderr);
 }
 
-int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
+/* Creates the threads' epoll sets, timers and buffers, and the plan's connections. */
+static void run_open(hb_run_t *run)
 {
-    hb_run_t run_s, *run = &run_s;
-    memset(run, 0, sizeof(*run));
-    memset(r, 0, sizeof(*r));
-    snprintf(r->scenario, sizeof r->scenario, "%s", pl->name);
-    snprintf(r->broker, sizeof r->broker, "%s", t->ad->name);
-    snprintf(r->version, sizeof r->version, "%s", t->version);
-    r->params = pl->p;
-    r->broker_cpu = -1;
-    run->plan = pl;
-    run->t = t;
-    run->ad = t->ad;
-    pthread_mutex_init(&run->lock, NULL);
-    if (pl->sub_ws && (!t->ad->ws || !t->ws_port)) {
-        snprintf(r->error, sizeof r->error, "%s cannot be driven over WebSocket here", t->ad->name);
-        return -1;
-    }
-    if (resolve(t->host, t->port, &run->addr) || resolve(t->host, t->ws_port, &run->ws_addr)) {
-        snprintf(r->error, sizeof r->error, "cannot resolve %s", t->host);
-        return -1;
-    }
+    const hb_plan_t *pl = run->plan;
     run->nthreads = pl->p.threads > 0 ? pl->p.threads : 2;
     run->th = calloc((size_t)run->nthreads, sizeof(hb_thread_t));
     int maxconns = (pl->idle ? pl->p.conns : pl->p.pubs + pl->p.subs) + 2;
@@ -919,176 +904,163 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
     }
     build_conns(run);
     run->window = pl->p.window;
-    r->params.threads = run->nthreads;
+}
 
-    for (int i = 0; i < run->nthreads; i++)
-        pthread_create(&run->th[i].tid, NULL, thread_main, &run->th[i]);
-
-    int rc = 0;
-    /* Counters at the start of the measured run (after any warm-up). */
-    struct {
-        uint64_t sent, sent_bytes, expected, delivered, del_bytes, dups, reord, gaps;
-    } base = {0};
-    uint64_t rss_base = t->pid ? hb_proc_rss(t->pid) : 0;
-    r->broker_rss_base = rss_base;
-
-    /* Set-up: connect (at the ramp rate), subscribe, and wait until every connection is synced. */
+/* Connects every connection (at the ramp rate) and waits until all are subscribed and synced. */
+static int run_setup(hb_run_t *run)
+{
+    const hb_plan_t *pl = run->plan;
     uint64_t setup0 = hb_now_ns();
     for (int i = 0; i < run->nconns; i++) {
-        if (conn_start(run, &run->conns[i]) < 0) {
-            rc = -1;
-            break;
-        }
+        if (conn_start(run, &run->conns[i]) < 0)
+            return -1;
         if (pl->ramp > 0) {
             double due = (double)(i + 1) / pl->ramp;
             double el = (double)(hb_now_ns() - setup0) / 1e9;
             sleep_s(due - el);
         }
     }
-    double setup_limit = 15 + run->nconns / 500.0;
-    while (rc == 0 && SUM(run, ready) < (uint64_t)run->nconns) {
-        if (SUM(run, disc) || SUM(run, errors)) {
-            rc = -1;
-            break;
-        }
-        if ((double)(hb_now_ns() - setup0) / 1e9 > setup_limit) {
+    double limit = 15 + run->nconns / 500.0;
+    while (SUM(run, ready) < (uint64_t)run->nconns) {
+        if (SUM(run, disc) || SUM(run, errors))
+            return -1;
+        if ((double)(hb_now_ns() - setup0) / 1e9 > limit) {
             char msg[160];
             snprintf(msg, sizeof msg, "set-up timed out: %llu of %d connections ready",
                      (unsigned long long)SUM(run, ready), run->nconns);
             set_error(run, msg);
-            rc = -1;
-            break;
+            return -1;
         }
         sleep_s(0.005);
     }
+    return 0;
+}
 
+/* idle: lets the broker settle, then charges it the growth of its RSS per connection. */
+static int run_idle(hb_run_t *run, hb_result_t *r)
+{
+    const hb_plan_t *pl = run->plan;
+    const hb_target_t *t = run->t;
+    sleep_s(pl->p.duration > 0 ? pl->p.duration : 1);
+    uint64_t rss = hb_proc_rss(t->pid);
+    r->broker_rss = r->broker_rss_peak = rss;
+    if (t->pid && rss > r->broker_rss_base)
+        r->mem_per_conn = (double)(rss - r->broker_rss_base) / run->nconns;
+    if (!pl->quiet) {
+        char a[24], b[24];
+        fprintf(stderr, "  %-7s %-10s %d connections: broker rss %s, %s per connection\n",
+                t->ad->name, pl->name, run->nconns, hb_fmt_bytes(a, sizeof a, (double)rss),
+                hb_fmt_bytes(b, sizeof b, r->mem_per_conn));
+    }
+    return SUM(run, disc) ? -1 : 0;
+}
+
+/* Takes the counters at the start of the measured run; results are differences from them. */
+static void take_base(hb_run_t *run)
+{
+    run->base.sent = SUM(run, sent);
+    run->base.sent_bytes = SUM(run, sent_bytes);
+    run->base.expected = SUM(run, expected);
+    run->base.delivered = SUM(run, delivered);
+    run->base.del_bytes = SUM(run, del_bytes);
+    run->base.dups = SUM(run, dups);
+    run->base.reord = SUM(run, reord);
+    run->base.gaps = SUM(run, gaps);
+}
+
+/*
+ * The measured run: publishes until the duration or the count is reached,
+ * then drains until every expected delivery arrived (or the drain time is
+ * up). The main thread samples rates, CPU and RSS every plan->sample_s for
+ * the progress line and the time series, and measures CPU over the whole run.
+ */
+static void run_load(hb_run_t *run, hb_result_t *r)
+{
+    const hb_plan_t *pl = run->plan;
+    const hb_target_t *t = run->t;
     double sample = pl->sample_s > 0 ? pl->sample_s : 0.25;
     int cap = (int)((pl->p.duration + pl->drain + 2) / sample) + 16;
     r->series = calloc((size_t)cap, sizeof(hb_sample_t));
-    r->lat = calloc(1, sizeof(hb_hist_t));
-    hb_hist_init(r->lat);
 
-    if (rc == 0 && pl->idle) {
-        /* Let the broker settle, then charge it the growth of its RSS per connection. */
-        sleep_s(pl->p.duration > 0 ? pl->p.duration : 1);
-        uint64_t rss = hb_proc_rss(t->pid);
-        r->broker_rss = r->broker_rss_peak = rss;
-        if (t->pid && rss > rss_base)
-            r->mem_per_conn = (double)(rss - rss_base) / run->nconns;
-        if (!pl->quiet) {
-            char a[24], b[24];
-            fprintf(stderr, "  %-7s %-10s %d connections: broker rss %s, %s per connection\n",
-                    t->ad->name, pl->name, run->nconns, hb_fmt_bytes(a, sizeof a, (double)rss),
-                    hb_fmt_bytes(b, sizeof b, r->mem_per_conn));
-        }
-        if (SUM(run, disc))
-            rc = -1;
-    } else if (rc == 0) {
-        if (pl->warmup > 0 && pl->p.count == 0)
-            warm_up(run, pl);
-        base.sent = SUM(run, sent);
-        base.sent_bytes = SUM(run, sent_bytes);
-        base.expected = SUM(run, expected);
-        base.delivered = SUM(run, delivered);
-        base.del_bytes = SUM(run, del_bytes);
-        base.dups = SUM(run, dups);
-        base.reord = SUM(run, reord);
-        base.gaps = SUM(run, gaps);
-        int64_t self0 = hb_self_cpu_ns();
-        int64_t brk0 = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
-        run->t0 = hb_now_ns();
-        set_phase(run, PH_RUN);
-        uint64_t last_t = run->t0, last_sent = base.sent, last_del = base.delivered;
-        int64_t last_self = self0, last_brk = brk0;
-        uint64_t pub_end = 0, end = 0;
-        for (;;) {
-            sleep_s(sample);
-            uint64_t now = hb_now_ns();
-            double el = (double)(now - run->t0) / 1e9;
-            uint64_t s = SUM(run, sent), d = SUM(run, delivered);
-            double dt = (double)(now - last_t) / 1e9;
-            int64_t self = hb_self_cpu_ns();
-            int64_t brk = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
-            uint64_t rss = t->pid ? hb_proc_rss(t->pid) : 0;
-            if (rss > r->broker_rss_peak)
-                r->broker_rss_peak = rss;
-            hb_sample_t *sm = r->nseries < cap ? &r->series[r->nseries++] : NULL;
-            double bcpu = (double)(self - last_self) / 1e7 / dt;
-            double kcpu = brk >= 0 && last_brk >= 0 ? (double)(brk - last_brk) / 1e7 / dt : -1;
-            if (sm) {
-                sm->t = el;
-                sm->pub_rate = (double)(s - last_sent) / dt;
-                sm->del_rate = (double)(d - last_del) / dt;
-                sm->broker_cpu = kcpu;
-                sm->broker_rss = rss;
-            }
-            uint64_t e = SUM(run, expected);
-            progress(pl, t, el, (double)(s - last_sent) / dt, (double)(d - last_del) / dt,
-                     e > d ? e - d : 0, bcpu, kcpu, rss, 0);
-            last_t = now;
-            last_sent = s;
-            last_del = d;
-            last_self = self;
-            last_brk = brk;
-            int phase = atomic_load(&run->phase);
+    if (pl->warmup > 0 && pl->p.count == 0)
+        warm_up(run, pl);
+    take_base(run);
+    int64_t self0 = hb_self_cpu_ns();
+    int64_t brk0 = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
+    run->t0 = hb_now_ns();
+    set_phase(run, PH_RUN);
+    uint64_t last_t = run->t0, last_sent = run->base.sent, last_del = run->base.delivered;
+    int64_t last_self = self0, last_brk = brk0;
+    uint64_t pub_end = 0, end = 0;
+    for (;;) {
+        sleep_s(sample);
+        uint64_t now = hb_now_ns();
+        double el = (double)(now - run->t0) / 1e9;
+        uint64_t s = SUM(run, sent), d = SUM(run, delivered), e = SUM(run, expected);
+        double dt = (double)(now - last_t) / 1e9;
+        int64_t self = hb_self_cpu_ns();
+        int64_t brk = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
+        uint64_t rss = t->pid ? hb_proc_rss(t->pid) : 0;
+        if (rss > r->broker_rss_peak)
+            r->broker_rss_peak = rss;
+        double bcpu = (double)(self - last_self) / 1e7 / dt;
+        double kcpu = brk >= 0 && last_brk >= 0 ? (double)(brk - last_brk) / 1e7 / dt : -1;
+        if (r->nseries < cap)
+            r->series[r->nseries++] = (hb_sample_t){el, (double)(s - last_sent) / dt,
+                                                    (double)(d - last_del) / dt, kcpu, rss};
+        progress(pl, t, el, (double)(s - last_sent) / dt, (double)(d - last_del) / dt,
+                 e > d ? e - d : 0, bcpu, kcpu, rss, 0);
+        last_t = now;
+        last_sent = s;
+        last_del = d;
+        last_self = self;
+        last_brk = brk;
+        if (atomic_load(&run->phase) == PH_RUN) {
             int pubs_all_done = SUM(run, pubs_done) >= (uint64_t)run->npubs;
-            if (phase == PH_RUN) {
-                if ((pl->p.count == 0 && el >= pl->p.duration) || (pl->p.count && pubs_all_done) ||
-                    el >= pl->p.duration + 60 || (pubs_all_done && run->npubs)) {
-                    pub_end = pl->p.count ? max_of(run, offsetof(ctrs_t, pub_end_ns)) : now;
-                    if (!pub_end)
-                        pub_end = now;
-                    set_phase(run, PH_DRAIN);
-                }
-                continue;
+            if ((pl->p.count == 0 && el >= pl->p.duration) || (pl->p.count && pubs_all_done) ||
+                el >= pl->p.duration + 60 || (pubs_all_done && run->npubs)) {
+                pub_end = pl->p.count ? max_of(run, offsetof(ctrs_t, pub_end_ns)) : now;
+                if (!pub_end)
+                    pub_end = now;
+                set_phase(run, PH_DRAIN);
             }
-            /* Drain: everything written, then everything expected delivered, or time out. */
-            int flushed = SUM(run, pubs_pending) == 0;
-            if ((flushed && d >= e) || (double)(now - pub_end) / 1e9 > pl->drain) {
-                end = now;
-                break;
-            }
+            continue;
         }
-        set_phase(run, PH_STOP);
-        int64_t self1 = hb_self_cpu_ns();
-        int64_t brk1 = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
-        double wall = (double)(end - run->t0) / 1e9;
-        r->bench_cpu = (double)(self1 - self0) / 1e7 / wall;
-        if (brk0 >= 0 && brk1 >= 0)
-            r->broker_cpu = (double)(brk1 - brk0) / 1e7 / wall;
-        r->broker_rss = t->pid ? hb_proc_rss(t->pid) : 0;
-        r->pub_secs = (double)(pub_end - run->t0) / 1e9;
-        uint64_t last = max_of(run, offsetof(ctrs_t, last_del_ns));
-        r->del_secs = last > run->t0 ? (double)(last - run->t0) / 1e9 : 0;
-        uint64_t e = SUM(run, expected), d = SUM(run, delivered);
-        progress(pl, t, wall,
-                 r->pub_secs > 0 ? (double)(SUM(run, sent) - base.sent) / r->pub_secs : 0,
-                 r->del_secs > 0 ? (double)(d - base.delivered) / r->del_secs : 0,
-                 e > d ? e - d : 0, r->bench_cpu, r->broker_cpu, r->broker_rss, 1);
+        /* Drain: everything written, then everything expected delivered, or time out. */
+        int flushed = SUM(run, pubs_pending) == 0;
+        if ((flushed && d >= e) || (double)(now - pub_end) / 1e9 > pl->drain) {
+            end = now;
+            break;
+        }
     }
     set_phase(run, PH_STOP);
-    for (int i = 0; i < run->nthreads; i++)
-        pthread_join(run->th[i].tid, NULL);
+    int64_t self1 = hb_self_cpu_ns();
+    int64_t brk1 = t->pid ? hb_proc_cpu_ns(t->pid) : -1;
+    double wall = (double)(end - run->t0) / 1e9;
+    r->bench_cpu = (double)(self1 - self0) / 1e7 / wall;
+    if (brk0 >= 0 && brk1 >= 0)
+        r->broker_cpu = (double)(brk1 - brk0) / 1e7 / wall;
+    r->broker_rss = t->pid ? hb_proc_rss(t->pid) : 0;
+    r->pub_secs = (double)(pub_end - run->t0) / 1e9;
+    uint64_t last = max_of(run, offsetof(ctrs_t, last_del_ns));
+    r->del_secs = last > run->t0 ? (double)(last - run->t0) / 1e9 : 0;
+    uint64_t e = SUM(run, expected), d = SUM(run, delivered);
+    progress(pl, t, wall,
+             r->pub_secs > 0 ? (double)(SUM(run, sent) - run->base.sent) / r->pub_secs : 0,
+             r->del_secs > 0 ? (double)(d - run->base.delivered) / r->del_secs : 0,
+             e > d ? e - d : 0, r->bench_cpu, r->broker_cpu, r->broker_rss, 1);
+}
 
-    r->published = SUM(run, sent) - base.sent;
-    r->pub_bytes = SUM(run, sent_bytes) - base.sent_bytes;
-    r->expected = SUM(run, expected) - base.expected;
-    r->delivered = SUM(run, delivered) - base.delivered;
-    r->del_bytes = SUM(run, del_bytes) - base.del_bytes;
-    r->duplicates = SUM(run, dups) - base.dups;
-    r->reordered = SUM(run, reord) - base.reord;
-    r->gaps = SUM(run, gaps) - base.gaps;
-    r->errors = SUM(run, errors);
-    r->disconnects = SUM(run, disc);
-    for (int i = 0; i < run->nthreads; i++)
-        hb_hist_merge(r->lat, &run->th[i].hist);
-
-    /*
-     * A stalled subscriber the broker cut off reads as end-of-file once drained.
-     * What the broker had in its socket buffer trickles in as we read, so only a
-     * quiet period (or 3 s in all) means the connection is still open.
-     */
+/*
+ * Counts the stalled subscribers the broker cut off: such a connection reads
+ * as end-of-file once drained. What the broker had in its socket buffer
+ * trickles in as we read, so only a quiet period (or 3 s in all) means the
+ * connection is still open.
+ */
+static uint64_t count_stalled_closed(hb_run_t *run)
+{
     static uint8_t sink[1 << 16];
+    uint64_t closed = 0;
     for (int i = 0; i < run->nconns; i++) {
         hb_conn_t *c = &run->conns[i];
         if (!(c->role & HB_STALL) || c->fd < 0)
@@ -1104,10 +1076,33 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
                     continue;
                 break;
             }
-            r->stalled_closed++;
+            closed++;
             break;
         }
     }
+    return closed;
+}
+
+/* Fills the result's counts (relative to the run's start) and latency; threads have ended. */
+static void run_collect(hb_run_t *run, hb_result_t *r)
+{
+    r->published = SUM(run, sent) - run->base.sent;
+    r->pub_bytes = SUM(run, sent_bytes) - run->base.sent_bytes;
+    r->expected = SUM(run, expected) - run->base.expected;
+    r->delivered = SUM(run, delivered) - run->base.delivered;
+    r->del_bytes = SUM(run, del_bytes) - run->base.del_bytes;
+    r->duplicates = SUM(run, dups) - run->base.dups;
+    r->reordered = SUM(run, reord) - run->base.reord;
+    r->gaps = SUM(run, gaps) - run->base.gaps;
+    r->errors = SUM(run, errors);
+    r->disconnects = SUM(run, disc);
+    for (int i = 0; i < run->nthreads; i++)
+        hb_hist_merge(r->lat, &run->th[i].hist);
+    r->stalled_closed = count_stalled_closed(run);
+}
+
+static void run_free(hb_run_t *run)
+{
     for (int i = 0; i < run->nconns; i++) {
         hb_conn_t *c = &run->conns[i];
         if (c->fd >= 0)
@@ -1133,15 +1128,58 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         free(th->rbuf);
         free(th->payload);
     }
-    hb_result_finish(r);
-    if (run->error[0])
-        snprintf(r->error, sizeof r->error, "%s", run->error);
-    r->ok = rc == 0 && !r->disconnects;
     free(run->th);
     free(run->conns);
     free(run->fan);
     free(run->topic);
     free(run->tlen);
     pthread_mutex_destroy(&run->lock);
+}
+
+int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
+{
+    hb_run_t run_s, *run = &run_s;
+    memset(run, 0, sizeof(*run));
+    memset(r, 0, sizeof(*r));
+    snprintf(r->scenario, sizeof r->scenario, "%s", pl->name);
+    snprintf(r->broker, sizeof r->broker, "%s", t->ad->name);
+    snprintf(r->version, sizeof r->version, "%s", t->version);
+    r->params = pl->p;
+    r->broker_cpu = -1;
+    if (pl->sub_ws && (!t->ad->ws || !t->ws_port)) {
+        snprintf(r->error, sizeof r->error, "%s cannot be driven over WebSocket here", t->ad->name);
+        return -1;
+    }
+    run->plan = pl;
+    run->t = t;
+    run->ad = t->ad;
+    if (resolve(t->host, t->port, &run->addr) || resolve(t->host, t->ws_port, &run->ws_addr)) {
+        snprintf(r->error, sizeof r->error, "cannot resolve %s", t->host);
+        return -1;
+    }
+    pthread_mutex_init(&run->lock, NULL);
+    run_open(run);
+    r->params.threads = run->nthreads;
+    r->lat = calloc(1, sizeof(hb_hist_t));
+    hb_hist_init(r->lat);
+    for (int i = 0; i < run->nthreads; i++)
+        pthread_create(&run->th[i].tid, NULL, thread_main, &run->th[i]);
+
+    r->broker_rss_base = t->pid ? hb_proc_rss(t->pid) : 0;
+    int rc = run_setup(run);
+    if (rc == 0 && pl->idle)
+        rc = run_idle(run, r);
+    else if (rc == 0)
+        run_load(run, r);
+    set_phase(run, PH_STOP);
+    for (int i = 0; i < run->nthreads; i++)
+        pthread_join(run->th[i].tid, NULL);
+
+    run_collect(run, r);
+    hb_result_finish(r);
+    if (run->error[0])
+        snprintf(r->error, sizeof r->error, "%s", run->error);
+    r->ok = rc == 0 && !r->disconnects;
+    run_free(run);
     return r->ok ? 0 : -1;
 }

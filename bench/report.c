@@ -312,6 +312,11 @@ static double g_mpc(const hb_result_t *r)
 {
     return r->mem_per_conn > 0 ? r->mem_per_conn : NAN;
 }
+/* Deliveries per second of broker CPU: what the broker did with the CPU it was given. */
+static double g_eff(const hb_result_t *r)
+{
+    return idle(r) || r->broker_cpu <= 1 ? NAN : r->del_rate / (r->broker_cpu / 100);
+}
 static double g_cpu(const hb_result_t *r)
 {
     return idle(r) ? NAN : r->bench_cpu;
@@ -335,6 +340,7 @@ static const row_t rows[] = {
     {"stalled subscriber cut off", 4, 0, g_cut},
     {"memory per connection", 2, -1, g_mpc},
     {"broker CPU (% of a core)", 3, 0, g_bcpu},
+    {"delivered msgs per broker CPU-second", 0, +1, g_eff},
     {"broker peak RSS", 2, -1, g_rss},
     {"herald-bench CPU (% of a core)", 3, 0, g_cpu},
 };
@@ -443,7 +449,9 @@ static void write_scenario(FILE *f, const char *scen, hb_result_t *const *rs, in
             /* Under max-rate load latency is queueing inside the window, and at a fixed
              * rate the rates are the schedule: neither gets a ratio. */
             int maxrate = herald->params.rate <= 0 && strcmp(herald->scenario, "reqrep") != 0;
-            int noratio = row->kind == 1 ? maxrate : row->kind == 0 && herald->params.rate > 0;
+            int noratio = row->kind == 1      ? maxrate
+                          : row->get == g_eff ? 0
+                                              : row->kind == 0 && herald->params.rate > 0;
             if (row->dir == 0 || noratio || isnan(h) || isnan(o) || o == 0) {
                 fputs(" |", f);
                 continue;
@@ -458,6 +466,13 @@ static void write_scenario(FILE *f, const char *scen, hb_result_t *const *rs, in
     fputc('\n', f);
 
 notes:
+    for (int c = 0; c < ncol; c++)
+        if (col[c]->ok && col[c]->params.threads > 0 &&
+            col[c]->bench_cpu >= 90.0 * col[c]->params.threads)
+            fprintf(f,
+                    "herald-bench was close to saturating its %d thread(s) in the %s run "
+                    "(%.0f%% CPU): that figure may be the generator's limit, not the broker's.\n\n",
+                    col[c]->params.threads, display(col[c]->broker), col[c]->bench_cpu);
     for (int c = 0; c < ncol; c++)
         if (!col[c]->ok)
             fprintf(f, "%s %s: %s.\n\n", display(col[c]->broker),

@@ -579,29 +579,36 @@ void hr__auth_destroy(hr_server_t *s)
 
 /* ---- HELLO ---------------------------------------------------------------------- */
 
-/* The JWT's audience claim: a string or an array of strings containing `want`. */
+/* 1 if the JSON array of strings `json` contains `want`. */
+static int json_array_has(const char *json, const char *want)
+{
+    char buf[512];
+    size_t n, wn = strlen(want);
+    js_t j = {json, json + strlen(json)};
+    js_ws(&j);
+    if (j.p >= j.end || *j.p++ != '[')
+        return 0;
+    for (;;) {
+        js_ws(&j);
+        if (!js_str(&j, buf, sizeof(buf), &n))
+            return 0;
+        if (n == wn && memcmp(buf, want, n) == 0)
+            return 1;
+        js_ws(&j);
+        if (j.p >= j.end || *j.p++ != ',')
+            return 0;
+    }
+}
+
+/* The JWT's audience claim: a string, or an array of strings containing `want`. */
 static int aud_ok(jwt_t *j, const char *want)
 {
     const char *one = jwt_get_grant(j, "aud");
     if (one)
         return strcmp(one, want) == 0;
     char *json = jwt_get_grants_json(j, "aud");
-    int ok = 0;
-    if (json) {
-        hr_perms_t tmp = {0};
-        /* Reuse the claim reader: {"pub": <aud array>} gives the audiences as patterns. */
-        size_t n = strlen(json) + 16;
-        char *wrap = malloc(n);
-        if (wrap) {
-            snprintf(wrap, n, "{\"pub\":%s}", json);
-            if (hr__auth_parse_claim(&tmp, wrap, strlen(wrap)) == 0)
-                for (uint32_t i = 0; i < tmp.pub.n && !ok; i++)
-                    ok = strcmp(tmp.pub.v[i], want) == 0;
-            free(wrap);
-        }
-        hr__auth_perms_clear(&tmp);
-        free(json);
-    }
+    int ok = json && json_array_has(json, want);
+    free(json);
     return ok;
 }
 

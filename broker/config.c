@@ -46,6 +46,8 @@ static const opt_t opts[] = {
     I("max-topics", max_topics, 1, 100000000, "1000000", "topics with state (seq, history)"),
     I("history-msgs", history_msgs, 0, 1000000, "128", "messages retained per topic (0: none)"),
     Z("history-bytes", history_bytes, 0, INT64_C(1) << 40, "1M", "bytes retained per topic"),
+    I("replay-scan-rate", replay_scan_rate, 1, INT64_C(1) << 40, "1000000",
+      "topics a connection's wildcard `since` replays may examine a second"),
     Z("history-total", history_total, 0, INT64_C(1) << 40, "256M", "bytes retained, all topics"),
     Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
       "pending output per connection that closes it at once (ERR 6)"),

@@ -134,6 +134,8 @@ static void begin_shutdown(hr_conn_t *c)
 
 int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n)
 {
+    if (n == 0)
+        return HR_OK; /* an empty entry would never be written, and never leave the queue */
     hr_msg_t *m = hr_msg_new(0, p, n);
     if (!m)
         return HR_ENOMEM;
@@ -536,18 +538,57 @@ static void replay_one(void *arg, hr_msg_t *body)
     deliver(r->c, r->sub->sid, body);
 }
 
-static void gap_check(void *arg, hr_topic_t *t)
+static void gap_check(replay_t *r, hr_topic_t *t)
 {
-    replay_t *r = arg;
     uint64_t oldest = t->count ? t->ring[t->head].seq : t->seq + 1;
     if (r->since < t->seq && oldest > r->since + 1)
         r->gap = 1;
 }
 
-static void replay_topic(void *arg, hr_topic_t *t)
+typedef struct matches_s {
+    hr_topic_t **v;
+    size_t n, cap;
+    int oom;
+} matches_t;
+
+static void collect(void *arg, hr_topic_t *t)
 {
-    replay_t *r = arg;
-    hr__engine_replay(&r->c->srv->engine, t, r->since, replay_one, r);
+    matches_t *m = arg;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        hr_topic_t **v = realloc(m->v, cap * sizeof(*v));
+        if (!v) {
+            m->oom = 1;
+            return;
+        }
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->n++] = t;
+}
+
+/*
+ * A wildcard `since` examines every topic with state, so it is charged
+ * against a per-connection budget of topics examined (replay-scan-rate a
+ * second, as a token bucket): without it a burst of such SUBs, a few bytes
+ * each, stalls the loop for every other client. Over budget, the
+ * subscription goes live without replay and the client gets ERR 10, the
+ * same answer as for history that is gone.
+ */
+static int scan_budget_take(hr_conn_t *c, uint64_t cost)
+{
+    uint64_t rate = (uint64_t)c->srv->cfg.replay_scan_rate, now = hr__now_ms(c->srv);
+    if (!c->scan_at) {
+        c->scan_tokens = rate;
+    } else {
+        uint64_t refill = (now - c->scan_at) * rate / 1000;
+        c->scan_tokens = c->scan_tokens + refill > rate ? rate : c->scan_tokens + refill;
+    }
+    c->scan_at = now ? now : 1;
+    if (cost > c->scan_tokens)
+        return 0;
+    c->scan_tokens -= cost;
+    return 1;
 }
 
 /*
@@ -561,20 +602,31 @@ static void replay(hr_conn_t *c, hr_sub_t *sub, uint64_t since)
 {
     hr_server_t *s = c->srv;
     replay_t r = {c, sub, since, 0};
+    matches_t m = {NULL, 0, 0, 0};
+    hr_topic_t *one;
     int st;
-    int wild = hr_topic_validate(sub->pattern, sub->plen) != HR_OK;
-    hr_topic_t *t = NULL;
-    if (wild) {
-        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, gap_check, &r);
-    } else if ((t = hr__engine_topic(&s->engine, sub->pattern, sub->plen, 0, &st))) {
-        gap_check(&r, t);
+    if (hr_topic_validate(sub->pattern, sub->plen) == HR_OK) {
+        one = hr__engine_topic(&s->engine, sub->pattern, sub->plen, 0, &st);
+        if (one) {
+            m.v = &one;
+            m.n = 1;
+        }
+    } else {
+        if (!scan_budget_take(c, s->engine.topics.count + 1)) {
+            hr__conn_err(c, 10, "history not replayed: wildcard replay budget exhausted", 1,
+                         sub->sid);
+            return;
+        }
+        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, collect, &m);
     }
-    if (r.gap)
+    for (size_t i = 0; i < m.n; i++)
+        gap_check(&r, m.v[i]);
+    if (r.gap || m.oom)
         hr__conn_err(c, 10, "history gap: since is older than the retained history", 1, sub->sid);
-    if (wild)
-        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, replay_topic, &r);
-    else if (t)
-        replay_topic(&r, t);
+    for (size_t i = 0; i < m.n && !(c->flags & HR_C_CLOSING); i++)
+        hr__engine_replay(&s->engine, m.v[i], since, replay_one, &r);
+    if (m.v != &one)
+        free(m.v);
 }
 
 static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
@@ -613,7 +665,9 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
         c->subs[c->nsubs++] = sub;
         slot = &c->subs[c->nsubs - 1];
     }
-    if (f->flags & HR_F_SINCE)
+    /* A queue group delivers each message to one member; replaying history
+     * to a joining member would break that, so `since` is ignored there. */
+    if ((f->flags & HR_F_SINCE) && !(f->flags & HR_F_QUEUE))
         replay(c, sub, f->since);
     if (c->flags & HR_C_CLOSING)
         return; /* the replay overflowed the output limit */

@@ -67,6 +67,8 @@ struct hr_conn_s {
     hr_limits_conn_t lim;    /* limits.c: per-IP slot, pending handshake, publish bucket */
     uint64_t soft_since;     /* ms: when output went over out-soft, 0 if not */
     uint64_t deadline;       /* ms: force close when CLOSING lasts past this */
+    uint64_t scan_tokens;    /* wildcard replay budget left (topics) */
+    uint64_t scan_at;        /* ms: when scan_tokens was last refilled; 0 = never */
     uv_write_t *wreq;        /* owned while a write is in flight */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */

@@ -185,6 +185,7 @@ fi
 CMD_SHOWN="$BENCH -t $T_HERALD -t $T_NATS -t $T_REDIS --duration $DURATION --repeat $REPEAT ${EXTRA[*]} --json bench/results/$STAMP-SCENARIO.json --md SCENARIO.md SCENARIO"
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+HERALD_SHOWN="${HERALD_ARGS[*]}"
 
 # ---- the report ---------------------------------------------------------------------------
 CPU_MODEL=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
@@ -227,7 +228,7 @@ scenario runs once per broker, on freshly started brokers, since it measures the
 
 Brokers, all on 127.0.0.1, started by scripts/bench.sh, nothing persisted:
 
-- Herald: \`herald ${HERALD_ARGS[*]}\` — otherwise defaults: one worker, output limit
+- Herald: \`herald ${HERALD_SHOWN//$WORK\//\/tmp\/}\` — otherwise defaults: one worker, output limit
   8 MiB hard / 2 MiB soft for 10 s per connection (slow consumers get ERR 6), history of the
   last 128 messages per topic kept in memory.
 - nats-server: \`nats-server -c nats.conf\` with

@@ -312,6 +312,56 @@ START_TEST(heartbeat_and_shutdown)
 }
 END_TEST
 
+/* A wildcard `since` is charged per topic examined; over budget it goes live with ERR 10. */
+START_TEST(wildcard_replay_budget)
+{
+    const char *args[] = {"--replay-scan-rate", "30", NULL};
+    hr_fixture_t fx;
+    hr_raw_t p, s;
+    char topic[32];
+    start(&fx, args);
+    client(&p, &fx, 1);
+    for (int i = 0; i < 20; i++) {
+        snprintf(topic, sizeof(topic), "w.%d", i);
+        pub(&p, topic, "x", 1, i == 19 ? 1 : 0);
+    }
+    ck_assert_int_eq(hr_raw_next(&p, 5000), 0); /* the ACK: all 20 topics exist */
+    client(&s, &fx, 1);
+    sub(&s, 1, "w.*", 1, 0); /* 21 of the 30 topics a second: replayed */
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_int_eq(s.f.op, HR_OP_MSG);
+        ck_assert(s.f.flags & HR_F_REPLAY);
+    }
+    sub(&s, 2, "w.>", 1, 0); /* the budget is spent: ERR 10, then live only */
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_int_eq(s.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(s.f.code, 10);
+    ck_assert_uint_eq(s.f.sid, 2);
+    pub(&p, "w.3", "y", 1, 0);
+    for (int k = 0; k < 2; k++) { /* sid 1 and sid 2 both get the live message */
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_int_eq(s.f.op, HR_OP_MSG);
+        ck_assert_uint_eq(s.f.seq, 2);
+        ck_assert(!(s.f.flags & HR_F_REPLAY));
+    }
+    /* `since` on a queue subscription is ignored: one member gets each message. */
+    hr_buf_t b;
+    hr_buf_init(&b);
+    hr_enc_sub(&b, 3, S("w.4"), S("q"), 1, 0);
+    hr_raw_send_body(&s, &b);
+    hr_enc_ping(&b, 9);
+    hr_raw_send_body(&s, &b);
+    hr_buf_destroy(&b);
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_int_eq(s.f.op, HR_OP_PONG); /* no replay came before it */
+    hr_raw_close(&p);
+    hr_raw_close(&s);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
 static Suite *broker_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -323,6 +373,7 @@ static Suite *broker_suite(void)
     tcase_add_test(t, garbage_closes_only_offender);
     tcase_add_test(t, since_replay_and_gap);
     tcase_add_test(t, heartbeat_and_shutdown);
+    tcase_add_test(t, wildcard_replay_budget);
     tcase_set_timeout(t, 60);
     suite_add_tcase(s, t);
     return s;

@@ -127,6 +127,8 @@ START_TEST(test_markdown_ratio_ahead)
     ck_assert_ptr_nonnull(
         strstr(s, "| delivered msgs/s | 3.00M | 1.50M | 1.00M | 2.00x | 3.00x |"));
     ck_assert_ptr_nonnull(strstr(s, "Herald is ahead of nats-server on delivered msgs/s: 2.00x"));
+    ck_assert_ptr_nonnull(strstr(
+        s, "| delivered msgs per broker CPU-second | 3.16M | 1.58M | 1.05M | 2.00x | 3.00x |"));
     ck_assert_ptr_nonnull(strstr(s, "Target >= 1.5x nats-server: met (2.000x"));
     ck_assert_ptr_null(strstr(s, "behind"));
     free(s);
@@ -146,6 +148,14 @@ START_TEST(test_markdown_states_behind)
     ck_assert_ptr_nonnull(strstr(s, "| delivered msgs/s | 1.00M | 4.00M | 0.25x (behind) |"));
     ck_assert_ptr_nonnull(
         strstr(s, "**Herald is behind nats-server** on delivered msgs/s: 0.25x (75% lower)"));
+    ck_assert_ptr_null(strstr(s, "saturating"));
+    free(s);
+    /* A generator near its limit is called out. */
+    h.params.threads = 2;
+    h.bench_cpu = 190;
+    s = render_md(rs, 2);
+    ck_assert_ptr_nonnull(strstr(s, "herald-bench was close to saturating its 2 thread(s) in the "
+                                    "herald run (190% CPU)"));
     ck_assert_ptr_nonnull(strstr(s, "Target >= 2x the better peer: **missed** (0.250x"));
     free(s);
     drop(&h);

@@ -4,6 +4,9 @@
 """Every case of PROTOCOL.md, over raw sockets, against $HERALD_BIN.
 
 Run:  HERALD_BIN=build/broker/herald /usr/bin/python3 tests/conformance/test_conformance.py -v
+      (one class or test: append TestReplay or TestReplay.test_since_replays_then_live)
+Environment: HERALD_TEST_SLOW=2 doubles every wait (sanitizer builds; CMake sets it);
+HERALD_EXTRA_ARGS="--flag value" is added to every broker the suite starts.
 Only python3-msgpack and the standard library are used; see herald_wire.py.
 """
 
@@ -81,6 +84,23 @@ class Case(unittest.TestCase):
         """A fresh topic name, so tests on the shared broker never see each other's seqs."""
         Case._n = getattr(Case, "_n", 0) + 1
         return "%s.%s.%d.%d" % (prefix, self._testMethodName[:40], os.getpid(), Case._n)
+
+    def wait_for_free_slots(self):
+        """For tests of connection limits: waits until the broker has seen this test's
+        connections go (a probe is welcomed again), then lets the probe go too."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            probe = Conn(self.b.port)
+            try:
+                probe.hello()
+                break
+            except (Closed, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                probe.close()
+        time.sleep(0.1)
 
     # ---- assertions -------------------------------------------------------
 
@@ -642,22 +662,8 @@ class TestLimitReached(Case):
         self.assertEqual(sorted(m[1] for m in c.sync()), [3, 4])
 
     def tearDown(self):
-        # The next test needs free connection slots: wait until the broker has seen this
-        # test's connections go (a probe is welcomed again), then let the probe go too.
         super().tearDown()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            probe = Conn(self.b.port)
-            try:
-                probe.hello()
-                break
-            except (Closed, AssertionError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            finally:
-                probe.close()
-        time.sleep(0.1)
+        self.wait_for_free_slots()
 
     def test_topic_limit_err7_stays_open(self):
         c = self.connect()
@@ -709,6 +715,58 @@ class TestLimitReached(Case):
         self.assertLess(time.monotonic() - t0, 0.5 + 2 * TIMEOUT / 5)
 
 
+class TestRateAndIpLimits(Case):
+    @classmethod
+    def setUpClass(cls):
+        cls.broker = Broker("--max-pub-rate", "10", "--max-pub-burst", "5",
+                            "--max-conns-per-ip", "3")
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.broker.stop()
+        cls.broker.cleanup()
+        assert rc == 0, rc
+
+    def tearDown(self):
+        super().tearDown()
+        self.wait_for_free_slots()
+
+    def test_publish_rate_err7_stays_open(self):
+        c = self.connect()
+        t = self.topic()
+        c.send_raw(b"".join(frame([PUB, t, b"", {"ack": i}]) for i in range(20)))
+        frames = c.sync()
+        acked = [f[1] for f in frames if f[0] == ACK]
+        refused = [(f[1], f[3]) for f in frames if f[0] == ERR]
+        self.assertGreaterEqual(len(acked), 5)
+        self.assertLessEqual(len(acked), 7, "a burst of 5 at 10/s")
+        self.assertEqual(sorted(acked + [r for _, r in refused]), list(range(20)))
+        self.assertTrue(all(code == E_LIMIT for code, _ in refused), refused)
+        time.sleep(0.6)  # the bucket refills: publishing works again
+        self.assertEqual(self.pub_acked(c, t), len(acked) + 1)
+
+    def test_connections_per_ip_err7_closed(self):
+        # Earlier tests' connections may still be going away: wait for a free slot first.
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            conns = []
+            try:
+                for _ in range(3):
+                    conns.append(self.connect())
+                break
+            except (Closed, AssertionError):
+                for c in conns:
+                    c.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        extra = self.connect(hello=False)
+        self.assertEqual([(f[0], f[1]) for f in extra.wait_closed()], [(ERR, E_LIMIT)])
+        for c in conns:
+            self.assertEqual(c.sync(), [])
+
+
+# ==========================================================================================
 # ==========================================================================================
 VALID_TOPICS = ["a", "chat.room1", "orders.eu-west.created", "a.$b", "_INBOX.x7Gq",
                 "!#%&'()+,-/0123456789:;<=?@[\\]^_`{|}~", "A" * 64, "x." * 15 + "y",

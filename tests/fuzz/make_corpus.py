@@ -134,6 +134,16 @@ max-pub-rate = 1000
                               + lp(pk(2, "other", b"p")) + lp(pk(3, 1, ">")) + lp(pk(3, 2, "chat.*")))
           + chunks(1, lp(pk(1, {"v": 1, "token": "svc-secret-22"})) + lp(pk(2, "chat.y", b"q")))
           + chunks(2, lp(pk(1, {"v": 1})) + lp(pk(3, 1, "public.>")) + lp(pk(2, "public.a", b"z"))))
+    # A JWT the harness accepts (its HS256 secret; exp in 2100) so the fuzzer starts from the
+    # JWT permission path.
+    import base64, hashlib, hmac, json
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    signing = (b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + b"." + b64(json.dumps(
+        {"sub": "fz", "exp": 4102444800, "herald": {"pub": ["chat.>"], "sub": ["chat.*"]}}).encode()))
+    jwt = signing + b"." + b64(hmac.new(b"0123456789abcdef0123456789abcdef", signing,
+                                        hashlib.sha256).digest())
+    write(cn, "jwt", chunks(0, lp(pk(1, {"v": 1, "token": jwt.decode()})) + lp(pk(3, 1, "chat.x"))
+                            + lp(pk(3, 2, "chat.>")) + lp(pk(2, "chat.x", b"p", {"ack": 1}))))
     write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
 

@@ -235,8 +235,11 @@ class Jwt(unittest.TestCase):
             self.assertEqual([f[4] for f in frames if f[0] == MSG], [b"hi"])
 
     def test_aud_array(self):
-        c, f = self.hello(make_jwt(self.claims(aud=["x", "herald"]), "HS256", HS_SECRET))
+        c, f = self.hello(make_jwt(self.claims(aud=["https://x.example/a b", "herald"]), "HS256",
+                                   HS_SECRET))
         self.assertEqual(f[0], WELCOME, f)
+        self.assert_refused(make_jwt(self.claims(aud=["x", "herald2", 7]), "HS256", HS_SECRET),
+                            "audience")
 
     def test_no_herald_claim_means_no_permissions(self):
         cl = self.claims()
