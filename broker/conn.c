@@ -533,12 +533,42 @@ static void send_welcome(hr_conn_t *c)
         hr__conn_send_scratch(c);
 }
 
+/* A connection's subscriptions are kept sorted by sid, so SUB and UNSUB find
+ * theirs by binary search even with thousands of them. */
+static uint32_t sub_pos(const hr_conn_t *c, uint64_t sid)
+{
+    uint32_t lo = 0, hi = c->nsubs;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->subs[mid]->sid < sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
 {
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i]->sid == sid)
-            return &c->subs[i];
-    return NULL;
+    uint32_t i = sub_pos(c, sid);
+    return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
+}
+
+/* Inserts `sub` (room already reserved); returns its slot. */
+static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
+{
+    uint32_t i = sub_pos(c, sub->sid);
+    memmove(&c->subs[i + 1], &c->subs[i], (c->nsubs - i) * sizeof(*c->subs));
+    c->subs[i] = sub;
+    c->nsubs++;
+    return &c->subs[i];
+}
+
+static void sub_erase(hr_conn_t *c, hr_sub_t **slot)
+{
+    uint32_t i = (uint32_t)(slot - c->subs);
+    memmove(&c->subs[i], &c->subs[i + 1], (c->nsubs - i - 1) * sizeof(*c->subs));
+    c->nsubs--;
 }
 
 typedef struct replay_s {
@@ -678,8 +708,7 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
         hr__sub_free(*slot);
         *slot = sub;
     } else {
-        c->subs[c->nsubs++] = sub;
-        slot = &c->subs[c->nsubs - 1];
+        slot = sub_insert(c, sub);
     }
     /* A queue group delivers each message to one member; replaying history
      * to a joining member would break that, so `since` is ignored there. */
@@ -688,7 +717,7 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
     if (c->flags & HR_C_CLOSING)
         return; /* the replay overflowed the output limit */
     if (hr__index_add(&s->index, sub) != 0) {
-        *slot = c->subs[--c->nsubs];
+        sub_erase(c, slot);
         hr__sub_free(sub);
         hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
     }
@@ -704,7 +733,7 @@ static void handle_unsub(hr_conn_t *c, uint64_t sid)
     hr_sub_t *sub = *slot;
     hr__index_remove(&c->srv->index, sub);
     hr__sub_free(sub);
-    *slot = c->subs[--c->nsubs];
+    sub_erase(c, slot);
 }
 
 static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char *why)
