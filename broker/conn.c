@@ -274,14 +274,25 @@ static void conn_flush(hr_conn_t *c)
         }
         oq_advance(c, (size_t)r);
         if ((size_t)r < total) {
-            k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
+            /* The rest of this batch goes to uv_write: skip what was written in
+             * the iovecs already built (the entries they point at stay queued). */
+            int i = 0;
+            size_t done = (size_t)r;
+            while (done >= iov[i].len) {
+                done -= iov[i].len;
+                i++;
+            }
+            iov[i].base += done;
+            iov[i].len -= done;
+            total -= (size_t)r;
             c->wreq = malloc(sizeof(*c->wreq));
             if (!c->wreq) {
                 hr__conn_close_now(c);
                 return;
             }
             c->wreq->data = c;
-            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)k, on_write) != 0) {
+            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov + i, (unsigned)(k - i), on_write) !=
+                0) {
                 free(c->wreq);
                 c->wreq = NULL;
                 hr__conn_close_now(c);
