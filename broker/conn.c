@@ -200,7 +200,8 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     if (code == 9 || hr__limits_log_budget(s)) /* floods must not flood the log */
-        HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
+        HR_LOG(code == 9 || code == 0 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s",
+               code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. deliver() skips CLOSING
      * connections and queue groups pick another member. */
@@ -462,19 +463,34 @@ static void fan_sub(void *arg, hr_sub_t *sub)
     deliver(sub->conn, sub->sid, f->m);
 }
 
+/*
+ * One member of the group gets the message: round robin, skipping members
+ * that are closing and, while another member can take it, members whose
+ * output is already over the soft limit (a slow member would otherwise keep
+ * being chosen until it is cut off, and take its share with it). When every
+ * member is over it, the least backlogged one gets the message.
+ */
 static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
+    hr_sub_t *fallback = NULL;
     for (uint32_t tries = 0; tries < g->n; tries++) {
         hr_sub_t *sub = hr__qgroup_pick(g, skip);
         if (!sub)
             return;
-        if (!(sub->conn->flags & HR_C_CLOSING)) {
-            deliver(sub->conn, sub->sid, f->m);
-            return;
+        if (sub->conn->flags & HR_C_CLOSING)
+            continue;
+        if (sub->conn->out.bytes > (size_t)sub->conn->srv->cfg.out_soft) {
+            if (!fallback || sub->conn->out.bytes < fallback->conn->out.bytes)
+                fallback = sub; /* the least backlogged of the busy ones */
+            continue;
         }
+        deliver(sub->conn, sub->sid, f->m);
+        return;
     }
+    if (fallback)
+        deliver(fallback->conn, fallback->sid, f->m);
 }
 
 int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
@@ -517,12 +533,42 @@ static void send_welcome(hr_conn_t *c)
         hr__conn_send_scratch(c);
 }
 
+/* A connection's subscriptions are kept sorted by sid, so SUB and UNSUB find
+ * theirs by binary search even with thousands of them. */
+static uint32_t sub_pos(const hr_conn_t *c, uint64_t sid)
+{
+    uint32_t lo = 0, hi = c->nsubs;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->subs[mid]->sid < sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
 {
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i]->sid == sid)
-            return &c->subs[i];
-    return NULL;
+    uint32_t i = sub_pos(c, sid);
+    return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
+}
+
+/* Inserts `sub` (room already reserved); returns its slot. */
+static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
+{
+    uint32_t i = sub_pos(c, sub->sid);
+    memmove(&c->subs[i + 1], &c->subs[i], (c->nsubs - i) * sizeof(*c->subs));
+    c->subs[i] = sub;
+    c->nsubs++;
+    return &c->subs[i];
+}
+
+static void sub_erase(hr_conn_t *c, hr_sub_t **slot)
+{
+    uint32_t i = (uint32_t)(slot - c->subs);
+    memmove(&c->subs[i], &c->subs[i + 1], (c->nsubs - i - 1) * sizeof(*c->subs));
+    c->nsubs--;
 }
 
 typedef struct replay_s {
@@ -666,8 +712,7 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
         hr__sub_free(*slot);
         *slot = sub;
     } else {
-        c->subs[c->nsubs++] = sub;
-        slot = &c->subs[c->nsubs - 1];
+        slot = sub_insert(c, sub);
     }
     /* A queue group delivers each message to one member; replaying history
      * to a joining member would break that, so `since` is ignored there. */
@@ -676,7 +721,7 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
     if (c->flags & HR_C_CLOSING)
         return; /* the replay overflowed the output limit */
     if (hr__index_add(&s->index, sub) != 0) {
-        *slot = c->subs[--c->nsubs];
+        sub_erase(c, slot);
         hr__sub_free(sub);
         hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
     }
@@ -692,7 +737,7 @@ static void handle_unsub(hr_conn_t *c, uint64_t sid)
     hr_sub_t *sub = *slot;
     hr__index_remove(&c->srv->index, sub);
     hr__sub_free(sub);
-    *slot = c->subs[--c->nsubs];
+    sub_erase(c, slot);
 }
 
 static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char *why)
