@@ -41,6 +41,8 @@ typedef struct hr_config_s {
     int64_t max_pending;
     int64_t max_pub_rate;
     int64_t max_pub_burst;
+    int64_t max_replay_rate;
+    int64_t max_replay_burst;
 } hr_config_t;
 
 /** Fills `c` with the defaults. */

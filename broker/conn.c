@@ -694,6 +694,10 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
         hr__conn_err(c, 4, "not permitted to subscribe to this pattern", 1, f->sid);
         return;
     }
+    if ((f->flags & HR_F_SINCE) && !hr__limits_replay(c, f->topic.p, f->topic.n)) {
+        hr__conn_err(c, 7, "replay rate limit exceeded (max-replay-rate)", 1, f->sid);
+        return;
+    }
     if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
         hr__conn_err(c, 7, "subscription limit reached", 1, f->sid);
         return;

@@ -86,6 +86,7 @@ typedef struct hr_stats_s {
     uint64_t refused_per_ip;  /* max-conns-per-ip */
     uint64_t refused_pending; /* max-pending handshakes */
     uint64_t rate_limited;    /* PUBs refused by max-pub-rate */
+    uint64_t replay_limited;  /* wildcard SUBs with since refused by max-replay-rate */
     uint64_t auth_failed;     /* HELLOs refused (ERR 3), incl. expiry */
     uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
     uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */
