@@ -46,6 +46,8 @@ static const opt_t opts[] = {
     I("max-topics", max_topics, 1, 100000000, "1000000", "topics with state (seq, history)"),
     I("history-msgs", history_msgs, 0, 1000000, "128", "messages retained per topic (0: none)"),
     Z("history-bytes", history_bytes, 0, INT64_C(1) << 40, "1M", "bytes retained per topic"),
+    I("replay-scan-rate", replay_scan_rate, 1, INT64_C(1) << 40, "1000000",
+      "topics a connection's wildcard `since` replays may examine a second"),
     Z("history-total", history_total, 0, INT64_C(1) << 40, "256M", "bytes retained, all topics"),
     Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
       "pending output per connection that closes it at once (ERR 6)"),
@@ -78,6 +80,10 @@ static const opt_t opts[] = {
       "PUBs a second per connection (0: no limit)"),
     I("max-pub-burst", max_pub_burst, 0, 100000000, "0",
       "PUBs a connection may send at once above the rate (0: one second's worth)"),
+    I("max-replay-rate", max_replay_rate, 0, 1000000, "10",
+      "SUBs with since on a wildcard pattern a second per connection (0: no limit)"),
+    I("max-replay-burst", max_replay_burst, 0, 1000000, "20",
+      "such SUBs a connection may send at once (0: one second's worth)"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 

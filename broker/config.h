@@ -19,6 +19,7 @@ typedef struct hr_config_s {
     int64_t history_msgs;
     int64_t history_bytes;
     int64_t history_total;
+    int64_t replay_scan_rate;
     int64_t out_hard;
     int64_t out_soft;
     int64_t out_soft_ms;
@@ -40,6 +41,8 @@ typedef struct hr_config_s {
     int64_t max_pending;
     int64_t max_pub_rate;
     int64_t max_pub_burst;
+    int64_t max_replay_rate;
+    int64_t max_replay_burst;
 } hr_config_t;
 
 /** Fills `c` with the defaults. */

@@ -134,6 +134,8 @@ static void begin_shutdown(hr_conn_t *c)
 
 int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n)
 {
+    if (n == 0)
+        return HR_OK; /* an empty entry would never be written, and never leave the queue */
     hr_msg_t *m = hr_msg_new(0, p, n);
     if (!m)
         return HR_ENOMEM;
@@ -198,7 +200,8 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     if (c->flags & HR_C_CLOSING)
         return;
     if (code == 9 || hr__limits_log_budget(s)) /* floods must not flood the log */
-        HR_LOG(code == 9 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
+        HR_LOG(code == 9 || code == 0 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s",
+               code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. deliver() skips CLOSING
      * connections and queue groups pick another member. */
@@ -271,14 +274,25 @@ static void conn_flush(hr_conn_t *c)
         }
         oq_advance(c, (size_t)r);
         if ((size_t)r < total) {
-            k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
+            /* The rest of this batch goes to uv_write: skip what was written in
+             * the iovecs already built (the entries they point at stay queued). */
+            int i = 0;
+            size_t done = (size_t)r;
+            while (done >= iov[i].len) {
+                done -= iov[i].len;
+                i++;
+            }
+            iov[i].base += done;
+            iov[i].len -= done;
+            total -= (size_t)r;
             c->wreq = malloc(sizeof(*c->wreq));
             if (!c->wreq) {
                 hr__conn_close_now(c);
                 return;
             }
             c->wreq->data = c;
-            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov, (unsigned)k, on_write) != 0) {
+            if (uv_write(c->wreq, (uv_stream_t *)&c->tcp, iov + i, (unsigned)(k - i), on_write) !=
+                0) {
                 free(c->wreq);
                 c->wreq = NULL;
                 hr__conn_close_now(c);
@@ -460,19 +474,34 @@ static void fan_sub(void *arg, hr_sub_t *sub)
     deliver(sub->conn, sub->sid, f->m);
 }
 
+/*
+ * One member of the group gets the message: round robin, skipping members
+ * that are closing and, while another member can take it, members whose
+ * output is already over the soft limit (a slow member would otherwise keep
+ * being chosen until it is cut off, and take its share with it). When every
+ * member is over it, the least backlogged one gets the message.
+ */
 static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
+    hr_sub_t *fallback = NULL;
     for (uint32_t tries = 0; tries < g->n; tries++) {
         hr_sub_t *sub = hr__qgroup_pick(g, skip);
         if (!sub)
             return;
-        if (!(sub->conn->flags & HR_C_CLOSING)) {
-            deliver(sub->conn, sub->sid, f->m);
-            return;
+        if (sub->conn->flags & HR_C_CLOSING)
+            continue;
+        if (sub->conn->out.bytes > (size_t)sub->conn->srv->cfg.out_soft) {
+            if (!fallback || sub->conn->out.bytes < fallback->conn->out.bytes)
+                fallback = sub; /* the least backlogged of the busy ones */
+            continue;
         }
+        deliver(sub->conn, sub->sid, f->m);
+        return;
     }
+    if (fallback)
+        deliver(fallback->conn, fallback->sid, f->m);
 }
 
 int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
@@ -515,12 +544,42 @@ static void send_welcome(hr_conn_t *c)
         hr__conn_send_scratch(c);
 }
 
+/* A connection's subscriptions are kept sorted by sid, so SUB and UNSUB find
+ * theirs by binary search even with thousands of them. */
+static uint32_t sub_pos(const hr_conn_t *c, uint64_t sid)
+{
+    uint32_t lo = 0, hi = c->nsubs;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->subs[mid]->sid < sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
 {
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i]->sid == sid)
-            return &c->subs[i];
-    return NULL;
+    uint32_t i = sub_pos(c, sid);
+    return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
+}
+
+/* Inserts `sub` (room already reserved); returns its slot. */
+static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
+{
+    uint32_t i = sub_pos(c, sub->sid);
+    memmove(&c->subs[i + 1], &c->subs[i], (c->nsubs - i) * sizeof(*c->subs));
+    c->subs[i] = sub;
+    c->nsubs++;
+    return &c->subs[i];
+}
+
+static void sub_erase(hr_conn_t *c, hr_sub_t **slot)
+{
+    uint32_t i = (uint32_t)(slot - c->subs);
+    memmove(&c->subs[i], &c->subs[i + 1], (c->nsubs - i - 1) * sizeof(*c->subs));
+    c->nsubs--;
 }
 
 typedef struct replay_s {
@@ -536,18 +595,57 @@ static void replay_one(void *arg, hr_msg_t *body)
     deliver(r->c, r->sub->sid, body);
 }
 
-static void gap_check(void *arg, hr_topic_t *t)
+static void gap_check(replay_t *r, hr_topic_t *t)
 {
-    replay_t *r = arg;
     uint64_t oldest = t->count ? t->ring[t->head].seq : t->seq + 1;
     if (r->since < t->seq && oldest > r->since + 1)
         r->gap = 1;
 }
 
-static void replay_topic(void *arg, hr_topic_t *t)
+typedef struct matches_s {
+    hr_topic_t **v;
+    size_t n, cap;
+    int oom;
+} matches_t;
+
+static void collect(void *arg, hr_topic_t *t)
 {
-    replay_t *r = arg;
-    hr__engine_replay(&r->c->srv->engine, t, r->since, replay_one, r);
+    matches_t *m = arg;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        hr_topic_t **v = realloc(m->v, cap * sizeof(*v));
+        if (!v) {
+            m->oom = 1;
+            return;
+        }
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->n++] = t;
+}
+
+/*
+ * A wildcard `since` examines every topic with state, so it is charged
+ * against a per-connection budget of topics examined (replay-scan-rate a
+ * second, as a token bucket): without it a burst of such SUBs, a few bytes
+ * each, stalls the loop for every other client. Over budget, the
+ * subscription goes live without replay and the client gets ERR 10, the
+ * same answer as for history that is gone.
+ */
+static int scan_budget_take(hr_conn_t *c, uint64_t cost)
+{
+    uint64_t rate = (uint64_t)c->srv->cfg.replay_scan_rate, now = hr__now_ms(c->srv);
+    if (!c->scan_at) {
+        c->scan_tokens = rate;
+    } else {
+        uint64_t refill = (now - c->scan_at) * rate / 1000;
+        c->scan_tokens = c->scan_tokens + refill > rate ? rate : c->scan_tokens + refill;
+    }
+    c->scan_at = now ? now : 1;
+    if (cost > c->scan_tokens)
+        return 0;
+    c->scan_tokens -= cost;
+    return 1;
 }
 
 /*
@@ -561,20 +659,31 @@ static void replay(hr_conn_t *c, hr_sub_t *sub, uint64_t since)
 {
     hr_server_t *s = c->srv;
     replay_t r = {c, sub, since, 0};
+    matches_t m = {NULL, 0, 0, 0};
+    hr_topic_t *one;
     int st;
-    int wild = hr_topic_validate(sub->pattern, sub->plen) != HR_OK;
-    hr_topic_t *t = NULL;
-    if (wild) {
-        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, gap_check, &r);
-    } else if ((t = hr__engine_topic(&s->engine, sub->pattern, sub->plen, 0, &st))) {
-        gap_check(&r, t);
+    if (hr_topic_validate(sub->pattern, sub->plen) == HR_OK) {
+        one = hr__engine_topic(&s->engine, sub->pattern, sub->plen, 0, &st);
+        if (one) {
+            m.v = &one;
+            m.n = 1;
+        }
+    } else {
+        if (!scan_budget_take(c, s->engine.topics.count + 1)) {
+            hr__conn_err(c, 10, "history not replayed: wildcard replay budget exhausted", 1,
+                         sub->sid);
+            return;
+        }
+        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, collect, &m);
     }
-    if (r.gap)
+    for (size_t i = 0; i < m.n; i++)
+        gap_check(&r, m.v[i]);
+    if (r.gap || m.oom)
         hr__conn_err(c, 10, "history gap: since is older than the retained history", 1, sub->sid);
-    if (wild)
-        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, replay_topic, &r);
-    else if (t)
-        replay_topic(&r, t);
+    for (size_t i = 0; i < m.n && !(c->flags & HR_C_CLOSING); i++)
+        hr__engine_replay(&s->engine, m.v[i], since, replay_one, &r);
+    if (m.v != &one)
+        free(m.v);
 }
 
 static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
@@ -583,6 +692,10 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
     hr_sub_t **slot = find_sub(c, f->sid);
     if (!hr__auth_allowed(c, HR_AUTH_SUB, f->topic)) {
         hr__conn_err(c, 4, "not permitted to subscribe to this pattern", 1, f->sid);
+        return;
+    }
+    if ((f->flags & HR_F_SINCE) && !hr__limits_replay(c, f->topic.p, f->topic.n)) {
+        hr__conn_err(c, 7, "replay rate limit exceeded (max-replay-rate)", 1, f->sid);
         return;
     }
     if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
@@ -610,15 +723,16 @@ static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
         hr__sub_free(*slot);
         *slot = sub;
     } else {
-        c->subs[c->nsubs++] = sub;
-        slot = &c->subs[c->nsubs - 1];
+        slot = sub_insert(c, sub);
     }
-    if (f->flags & HR_F_SINCE)
+    /* A queue group delivers each message to one member; replaying history
+     * to a joining member would break that, so `since` is ignored there. */
+    if ((f->flags & HR_F_SINCE) && !(f->flags & HR_F_QUEUE))
         replay(c, sub, f->since);
     if (c->flags & HR_C_CLOSING)
         return; /* the replay overflowed the output limit */
     if (hr__index_add(&s->index, sub) != 0) {
-        *slot = c->subs[--c->nsubs];
+        sub_erase(c, slot);
         hr__sub_free(sub);
         hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
     }
@@ -634,7 +748,7 @@ static void handle_unsub(hr_conn_t *c, uint64_t sid)
     hr_sub_t *sub = *slot;
     hr__index_remove(&c->srv->index, sub);
     hr__sub_free(sub);
-    *slot = c->subs[--c->nsubs];
+    sub_erase(c, slot);
 }
 
 static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char *why)

@@ -336,6 +336,9 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
                "Connections refused by max-pending (handshakes in progress).", st->refused_pending);
     r = simple(b, r, "publish_rate_limited_total", "counter",
                "PUBs refused by max-pub-rate (ERR 7).", st->rate_limited);
+    r = simple(b, r, "replay_rate_limited_total", "counter",
+               "SUBs with since on a wildcard refused by max-replay-rate (ERR 7).",
+               st->replay_limited);
     r = simple(b, r, "auth_failures_total", "counter",
                "HELLOs refused by authentication (ERR 3), expired tokens included.",
                st->auth_failed);

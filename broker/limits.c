@@ -83,31 +83,47 @@ void hr__limits_hello(hr_conn_t *c)
 }
 
 /*
- * A token bucket per connection: max-pub-rate messages a second, bursts of
- * up to max-pub-burst (default: one second's worth). Kept in thousandths of a
- * message so that low rates refill smoothly at millisecond resolution.
+ * A token bucket: `rate` a second, bursts of up to `burst` (0: one second's
+ * worth). Kept in thousandths so that low rates refill smoothly at
+ * millisecond resolution. Returns 1 and takes a token, or 0.
  */
+static int bucket_take(uint64_t *tokens, uint64_t *last, uint64_t rate, uint64_t burst,
+                       uint64_t now)
+{
+    uint64_t cap = (burst ? burst : rate) * 1000;
+    if (now > *last) {
+        uint64_t add = (now - *last) * rate; /* rate/s = rate thousandths per ms */
+        *tokens = cap - *tokens < add ? cap : *tokens + add;
+        *last = now;
+    }
+    if (*tokens < 1000)
+        return 0;
+    *tokens -= 1000;
+    return 1;
+}
+
 int hr__limits_pub(hr_conn_t *c)
 {
     hr_server_t *s = c->srv;
-    hr_limits_conn_t *l = &c->lim;
-    uint64_t rate = (uint64_t)s->cfg.max_pub_rate;
-    if (!rate)
+    if (!s->cfg.max_pub_rate)
         return 1;
-    uint64_t cap =
-        (uint64_t)(s->cfg.max_pub_burst ? s->cfg.max_pub_burst : s->cfg.max_pub_rate) * 1000;
-    uint64_t now = hr__now_ms(s);
-    if (now > l->rate_ms) {
-        uint64_t add = (now - l->rate_ms) * rate; /* rate/s = rate thousandths per ms */
-        l->tokens = cap - l->tokens < add ? cap : l->tokens + add;
-        l->rate_ms = now;
-    }
-    if (l->tokens < 1000) {
-        s->stats.rate_limited++;
-        return 0;
-    }
-    l->tokens -= 1000;
-    return 1;
+    if (bucket_take(&c->lim.tokens, &c->lim.rate_ms, (uint64_t)s->cfg.max_pub_rate,
+                    (uint64_t)s->cfg.max_pub_burst, hr__now_ms(s)))
+        return 1;
+    s->stats.rate_limited++;
+    return 0;
+}
+
+int hr__limits_replay(hr_conn_t *c, const char *pattern, size_t n)
+{
+    hr_server_t *s = c->srv;
+    if (!s->cfg.max_replay_rate || hr_topic_validate(pattern, n) == HR_OK)
+        return 1; /* no limit, or one topic: a single lookup */
+    if (bucket_take(&c->lim.replays, &c->lim.replay_ms, (uint64_t)s->cfg.max_replay_rate,
+                    (uint64_t)s->cfg.max_replay_burst, hr__now_ms(s)))
+        return 1;
+    s->stats.replay_limited++;
+    return 0;
 }
 
 #define LOG_PER_SEC 10

@@ -12,11 +12,13 @@ struct hr_server_s;
 
 /* Per-connection limit state (embedded in hr_conn_t). */
 typedef struct hr_limits_conn_s {
-    uint8_t ip[16];   /* private: per-IP key (IPv4, or the /64 of IPv6) */
-    uint8_t iplen;    /* private: 0 when not counted per IP */
-    uint8_t pending;  /* private: counted as a pending handshake */
-    uint64_t rate_ms; /* private: last refill of the publish bucket */
-    uint64_t tokens;  /* private: publish bucket, in thousandths of a message */
+    uint8_t ip[16];     /* private: per-IP key (IPv4, or the /64 of IPv6) */
+    uint8_t iplen;      /* private: 0 when not counted per IP */
+    uint8_t pending;    /* private: counted as a pending handshake */
+    uint64_t rate_ms;   /* private: last refill of the publish bucket */
+    uint64_t tokens;    /* private: publish bucket, in thousandths of a message */
+    uint64_t replay_ms; /* private: last refill of the wildcard-replay bucket */
+    uint64_t replays;   /* private: wildcard-replay bucket, in thousandths */
 } hr_limits_conn_t;
 
 /* Per-worker limit state (embedded in hr_server_t). */
@@ -50,6 +52,13 @@ int hr__limits_pub(struct hr_conn_s *c);
  * next line after a second with suppressed lines says how many there were.
  */
 int hr__limits_log_budget(struct hr_server_s *s);
+
+/**
+ * 1 if `c` may start a history replay (SUB with `since`) for `pattern` now,
+ * else 0 (counted). Only wildcard patterns are limited (max-replay-rate):
+ * finding the topics they match walks every topic of the worker.
+ */
+int hr__limits_replay(struct hr_conn_s *c, const char *pattern, size_t n);
 
 /** Releases what `c` holds (its per-IP count, its pending slot). Idempotent. */
 void hr__limits_conn_free(struct hr_conn_s *c);

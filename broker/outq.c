@@ -5,6 +5,47 @@
 
 #include "outq.h"
 
+/*
+ * Drained chunks are kept for reuse (up to CHUNK_CACHE of them): every 32
+ * deliveries would otherwise malloc and free a 1 KiB block, which keeps
+ * glibc out of its fast paths. The broker's loop thread is the only user.
+ */
+#define CHUNK_CACHE 256
+static hr_oq_chunk_t *chunk_cache;
+static unsigned chunk_cached;
+
+static hr_oq_chunk_t *chunk_new(void)
+{
+    hr_oq_chunk_t *c = chunk_cache;
+    if (c) {
+        chunk_cache = c->next;
+        chunk_cached--;
+        return c;
+    }
+    return malloc(sizeof(*c));
+}
+
+static void chunk_free(hr_oq_chunk_t *c)
+{
+    if (chunk_cached < CHUNK_CACHE) {
+        c->next = chunk_cache;
+        chunk_cache = c;
+        chunk_cached++;
+        return;
+    }
+    free(c);
+}
+
+void hr__oq_cache_release(void)
+{
+    while (chunk_cache) {
+        hr_oq_chunk_t *next = chunk_cache->next;
+        free(chunk_cache);
+        chunk_cache = next;
+    }
+    chunk_cached = 0;
+}
+
 static size_t ent_len(const hr_oq_ent_t *e)
 {
     return e->hlen + e->msg->len;
@@ -13,7 +54,7 @@ static size_t ent_len(const hr_oq_ent_t *e)
 int hr__oq_push(hr_outq_t *q, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
 {
     if (!q->tail || q->tail->n == HR_OQ_CHUNK) {
-        hr_oq_chunk_t *c = malloc(sizeof(*c));
+        hr_oq_chunk_t *c = chunk_new();
         if (!c)
             return HR_ENOMEM;
         c->next = NULL;
@@ -29,8 +70,8 @@ int hr__oq_push(hr_outq_t *q, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
     hr_oq_ent_t *e = &q->tail->ents[q->tail->n++];
     e->msg = hr_msg_ref(m);
     e->hlen = (uint8_t)hlen;
-    if (hlen)
-        memcpy(e->hdr, hdr, hlen);
+    if (hlen) /* the caller's buffer is HR_DELIVERY_HDR_MAX bytes: a fixed-size copy is cheaper */
+        memcpy(e->hdr, hdr, sizeof(e->hdr));
     q->n++;
     q->bytes += ent_len(e);
     return HR_OK;
@@ -50,7 +91,7 @@ static void pop(hr_outq_t *q)
             q->head_i = 0;
             if (!q->head)
                 q->tail = NULL;
-            free(c);
+            chunk_free(c);
         }
     }
 }
@@ -108,13 +149,13 @@ void hr__oq_drop_unsent(hr_outq_t *q)
     cut->n = cut_i;
     while (rest) {
         hr_oq_chunk_t *next = rest->next;
-        free(rest);
+        chunk_free(rest);
         rest = next;
     }
     q->n = keep;
     q->tail = cut;
     if (keep == 0) {
-        free(cut);
+        chunk_free(cut);
         q->head = q->tail = NULL;
         q->head_i = 0;
     }
@@ -127,7 +168,7 @@ void hr__oq_free(hr_outq_t *q)
     hr_oq_chunk_t *c = q->head;
     while (c) {
         hr_oq_chunk_t *next = c->next;
-        free(c);
+        chunk_free(c);
         c = next;
     }
     memset(q, 0, sizeof(*q));
@@ -142,14 +183,17 @@ int hr__oq_iov(const hr_outq_t *q, uv_buf_t *iov, int max_iov, size_t max_bytes,
         if (k + 2 > max_iov || sum >= max_bytes)
             break;
         const hr_oq_ent_t *e = &c->ents[i];
+        /* Plain stores: uv_buf_init() is an out-of-line call in libuv. */
         if (off < e->hlen) {
-            iov[k++] = uv_buf_init((char *)e->hdr + off, (unsigned)(e->hlen - off));
+            iov[k].base = (char *)e->hdr + off;
+            iov[k++].len = e->hlen - off;
             sum += e->hlen - off;
             off = 0;
         } else {
             off -= e->hlen;
         }
-        iov[k++] = uv_buf_init((char *)hr_msg_bytes(e->msg) + off, (unsigned)(e->msg->len - off));
+        iov[k].base = (char *)hr_msg_bytes(e->msg) + off;
+        iov[k++].len = e->msg->len - off;
         sum += e->msg->len - off;
         off = 0;
     }

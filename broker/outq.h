@@ -38,7 +38,10 @@ typedef struct hr_outq_s {
     size_t inflight; /* bytes handed to uv_write, not yet completed */
 } hr_outq_t;
 
-/** Appends `m` (taking a reference) preceded by `hlen` header bytes. HR_OK or HR_ENOMEM. */
+/**
+ * Appends `m` (taking a reference) preceded by `hlen` header bytes; `hdr`, when
+ * hlen > 0, must point to HR_DELIVERY_HDR_MAX readable bytes. HR_OK or HR_ENOMEM.
+ */
 int hr__oq_push(hr_outq_t *q, hr_msg_t *m, const uint8_t *hdr, size_t hlen);
 /** Releases `n` written bytes from the front, dropping fully written entries. */
 void hr__oq_advance(hr_outq_t *q, size_t n);
@@ -49,6 +52,8 @@ void hr__oq_advance(hr_outq_t *q, size_t n);
 int hr__oq_iov(const hr_outq_t *q, uv_buf_t *iov, int max_iov, size_t max_bytes, size_t *total);
 /** Drops every entry not covered by the write in flight (q->inflight bytes). */
 void hr__oq_drop_unsent(hr_outq_t *q);
+/** Frees the chunks kept for reuse (at exit, so leak checkers see a clean heap). */
+void hr__oq_cache_release(void);
 /** Releases every entry and chunk. */
 void hr__oq_free(hr_outq_t *q);
 

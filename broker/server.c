@@ -224,4 +224,5 @@ void hr__server_destroy(hr_server_t *s)
     hr__index_destroy(&s->index);
     hr__engine_destroy(&s->engine);
     hr_buf_destroy(&s->scratch);
+    hr__oq_cache_release();
 }

@@ -220,14 +220,13 @@ static size_t put_frame_header(uint8_t *out, int framing, uint64_t body_len)
 
 size_t hr_msg_delivery_header(const hr_msg_t *m, uint64_t sid, int framing, uint8_t *out)
 {
-    uint8_t tail[11];
-    size_t t = 0;
-    tail[t++] = m->arr;
-    tail[t++] = HR_OP_MSG;
-    t += put_uint(tail + t, sid);
-    size_t h = put_frame_header(out, framing, t + m->len);
-    memcpy(out + h, tail, t);
-    return h + t;
+    /* Hot: once per delivery. Written straight into `out`, no temporary. */
+    size_t sl = sid < 128 ? 1 : sid < 256 ? 2 : sid < 65536 ? 3 : sid <= UINT32_MAX ? 5 : 9;
+    size_t h = put_frame_header(out, framing, 2 + sl + m->len);
+    out[h] = m->arr;
+    out[h + 1] = HR_OP_MSG;
+    put_uint(out + h + 2, sid);
+    return h + 2 + sl;
 }
 
 int hr_msg_frame(hr_msg_t *m, int framing)

@@ -18,6 +18,11 @@ static hr_slice_t S(const char *s)
     return x;
 }
 
+static int slice_eq_odd(hr_slice_t t)
+{
+    return t.n == 3 && memcmp(t.p, "odd", 3) == 0;
+}
+
 static void start(hr_fixture_t *fx, const char *const *extra)
 {
     ck_assert_msg(hr_fixture_start(fx, extra) == 0, "broker did not start");
@@ -312,6 +317,152 @@ START_TEST(heartbeat_and_shutdown)
 }
 END_TEST
 
+/* A wildcard `since` is charged per topic examined; over budget it goes live with ERR 10. */
+START_TEST(wildcard_replay_budget)
+{
+    const char *args[] = {"--replay-scan-rate", "30", NULL};
+    hr_fixture_t fx;
+    hr_raw_t p, s;
+    char topic[32];
+    start(&fx, args);
+    client(&p, &fx, 1);
+    for (int i = 0; i < 20; i++) {
+        snprintf(topic, sizeof(topic), "w.%d", i);
+        pub(&p, topic, "x", 1, i == 19 ? 1 : 0);
+    }
+    ck_assert_int_eq(hr_raw_next(&p, 5000), 0); /* the ACK: all 20 topics exist */
+    client(&s, &fx, 1);
+    sub(&s, 1, "w.*", 1, 0); /* 21 of the 30 topics a second: replayed */
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_int_eq(s.f.op, HR_OP_MSG);
+        ck_assert(s.f.flags & HR_F_REPLAY);
+    }
+    sub(&s, 2, "w.>", 1, 0); /* the budget is spent: ERR 10, then live only */
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_int_eq(s.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(s.f.code, 10);
+    ck_assert_uint_eq(s.f.sid, 2);
+    pub(&p, "w.3", "y", 1, 0);
+    for (int k = 0; k < 2; k++) { /* sid 1 and sid 2 both get the live message */
+        ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+        ck_assert_int_eq(s.f.op, HR_OP_MSG);
+        ck_assert_uint_eq(s.f.seq, 2);
+        ck_assert(!(s.f.flags & HR_F_REPLAY));
+    }
+    /* `since` on a queue subscription is ignored: one member gets each message. */
+    hr_buf_t b;
+    hr_buf_init(&b);
+    hr_enc_sub(&b, 3, S("w.4"), S("q"), 1, 0);
+    hr_raw_send_body(&s, &b);
+    hr_enc_ping(&b, 9);
+    hr_raw_send_body(&s, &b);
+    hr_buf_destroy(&b);
+    ck_assert_int_eq(hr_raw_next_nonping(&s, 5000), 0);
+    ck_assert_int_eq(s.f.op, HR_OP_PONG); /* no replay came before it */
+    hr_raw_close(&p);
+    hr_raw_close(&s);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+/* A queue group stops choosing a member whose output is over the soft limit. */
+START_TEST(queue_group_skips_backlogged_member)
+{
+    const char *args[] = {"--out-soft", "64K", "--out-hard", "64M", "--out-soft-ms", "60000", NULL};
+    enum { N = 10000 };
+    static char payload[4096];
+    hr_fixture_t fx;
+    hr_raw_t a, b, p;
+    hr_buf_t buf;
+    int small = 4096, got = 0;
+    start(&fx, args);
+    ck_assert_int_eq(hr_raw_connect(&a, fx.tcp_port), 0);
+    setsockopt(a.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    ck_assert_int_eq(hr_raw_hello(&a, 1), 0);
+    client(&b, &fx, 1);
+    hr_buf_init(&buf);
+    hr_enc_sub(&buf, 1, S("jobs"), S("w"), 0, 0);
+    hr_raw_send_body(&a, &buf);
+    hr_enc_sub(&buf, 2, S("jobs"), S("w"), 0, 0);
+    hr_raw_send_body(&b, &buf);
+    hr_buf_destroy(&buf);
+    ck_assert_int_eq(hr_raw_sync(&a, 1), 0); /* `a` never reads again */
+    ck_assert_int_eq(hr_raw_sync(&b, 1), 0);
+    client(&p, &fx, 1);
+    for (int i = 0; i < N; i++) {
+        pub(&p, "jobs", payload, sizeof(payload), 0);
+        if (i % 8 == 7) /* `b` keeps up: read what has arrived */
+            while (hr_raw_next_nonping(&b, 0) == 0)
+                got++;
+    }
+    while (hr_raw_next_nonping(&b, 500) == 0)
+        got++;
+    /* Strict round robin would give `b` only half. */
+    ck_assert_msg(got >= N * 7 / 10, "b got %d of %d", got, N);
+    hr_raw_close(&a);
+    hr_raw_close(&b);
+    hr_raw_close(&p);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
+/* Many subscriptions in random sid order: replace, unsubscribe, unknown sids. */
+START_TEST(many_sids)
+{
+    enum { N = 2000 };
+    hr_fixture_t fx;
+    hr_raw_t c;
+    hr_buf_t b;
+    static uint64_t sids[N];
+    start(&fx, NULL);
+    client(&c, &fx, 1);
+    hr_buf_init(&b);
+    for (int i = 0; i < N; i++)
+        sids[i] = (uint64_t)(i * 7919 % N) * 1000003ull + 1; /* a permutation, spread out */
+    for (int i = 0; i < N; i++) {
+        hr_enc_sub(&b, sids[i], S(i % 2 ? "odd" : "even"), S(""), 0, 0);
+        hr_raw_send_body(&c, &b);
+    }
+    for (int i = 0; i < N; i += 2) { /* even ones move to "odd" (replaced, not added) */
+        hr_enc_sub(&b, sids[i], S("odd"), S(""), 0, 0);
+        hr_raw_send_body(&c, &b);
+    }
+    for (int i = 0; i < N; i += 4) {
+        hr_enc_unsub(&b, sids[i]);
+        hr_raw_send_body(&c, &b);
+    }
+    hr_enc_unsub(&b, sids[0]); /* already gone: ERR 8 naming it */
+    hr_raw_send_body(&c, &b);
+    ck_assert_int_eq(hr_raw_next_nonping(&c, 5000), 0);
+    ck_assert_int_eq(c.f.op, HR_OP_ERR);
+    ck_assert_uint_eq(c.f.code, 8);
+    ck_assert_uint_eq(c.f.sid, sids[0]);
+    hr_enc_pub(&b, S("odd"), S("x"), NULL);
+    hr_raw_send_body(&c, &b);
+    hr_enc_pub(&b, S("even"), S("x"), NULL);
+    hr_raw_send_body(&c, &b);
+    hr_enc_ping(&b, 5);
+    hr_raw_send_body(&c, &b);
+    int odd = 0;
+    for (;;) {
+        ck_assert_int_eq(hr_raw_next_nonping(&c, 5000), 0);
+        if (c.f.op == HR_OP_PONG)
+            break;
+        ck_assert_int_eq(c.f.op, HR_OP_MSG);
+        ck_assert(slice_eq_odd(c.f.topic));
+        odd++;
+    }
+    ck_assert_int_eq(odd, N - N / 4); /* nothing left on "even"; a quarter unsubscribed */
+    hr_buf_destroy(&b);
+    hr_raw_close(&c);
+    ck_assert_int_eq(hr_fixture_stop(&fx), 0);
+    hr_fixture_destroy(&fx);
+}
+END_TEST
+
 static Suite *broker_suite(void)
 {
     Suite *s = suite_create("broker");
@@ -323,6 +474,9 @@ static Suite *broker_suite(void)
     tcase_add_test(t, garbage_closes_only_offender);
     tcase_add_test(t, since_replay_and_gap);
     tcase_add_test(t, heartbeat_and_shutdown);
+    tcase_add_test(t, wildcard_replay_budget);
+    tcase_add_test(t, queue_group_skips_backlogged_member);
+    tcase_add_test(t, many_sids);
     tcase_set_timeout(t, 60);
     suite_add_tcase(s, t);
     return s;

@@ -9,7 +9,8 @@
 /* Pushes three deliveries of one shared body and one control message. */
 static void fill(hr_outq_t *q, hr_msg_t *shared, hr_msg_t *ctl)
 {
-    static const uint8_t h1[] = {'A'}, h2[] = {'B', 'B'}, h3[] = {'C', 'C', 'C'};
+    static const uint8_t h1[HR_DELIVERY_HDR_MAX] = {'A'}, h2[HR_DELIVERY_HDR_MAX] = {'B', 'B'},
+                         h3[HR_DELIVERY_HDR_MAX] = {'C', 'C', 'C'};
     memset(q, 0, sizeof(*q));
     hr__oq_push(q, shared, h1, 1);
     hr__oq_push(q, ctl, NULL, 0);

@@ -85,6 +85,28 @@ class Limits(unittest.TestCase):
             c.pub("t.rate", b"x", ack=i)
         self.assertEqual([f[1] for f in c.sync() if f[0] == ACK], list(range(100, 105)))
 
+    def test_replay_rate(self):
+        # A SUB with since on a wildcard walks every topic: limited per connection. Exact
+        # topics (a single lookup) are not.
+        b = self.start("--max-replay-rate", "2", "--max-replay-burst", "3")
+        c = self.connect(b)
+        c.pub("h.a", b"1", ack=1)
+        c.sync()
+        for sid in range(1, 7):
+            c.sub(sid, "h.*", since=0)
+        for sid in range(7, 17):
+            c.sub(sid, "h.a", since=0)
+        frames = c.sync()
+        self.assertEqual(errs(frames), [(7, 4), (7, 5), (7, 6)])
+        replayed = sorted(f[1] for f in frames if f[0] == MSG)
+        self.assertEqual(replayed, [1, 2, 3] + list(range(7, 17)))
+        c.sub(20, "h.*")  # without since: not limited
+        self.assertEqual(errs(c.sync()), [])
+        time.sleep(0.6 * SLOW)  # refills one
+        c.sub(21, "h.>", since=0)
+        self.assertEqual(errs(c.sync()), [])
+        self.assertEqual(metrics(b)["herald_replay_rate_limited_total"], 3)
+
     def test_max_connections(self):
         b = self.start("--max-connections", "4")
         live = [self.connect(b) for _ in range(4)]

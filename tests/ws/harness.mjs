@@ -7,6 +7,18 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { decode, encode } from '@msgpack/msgpack';
 
+// Brokers still running when the test process exits (a test timed out) are killed by pid.
+const live = new Set();
+process.on('exit', () => {
+  for (const pid of live) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
 export async function startBroker(...args) {
   const bin = process.env.HERALD_BIN;
   if (!bin || !existsSync(bin)) throw new Error('HERALD_BIN must name the herald binary');
@@ -14,6 +26,8 @@ export async function startBroker(...args) {
   const ready = path.join(dir, 'ready');
   const proc = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--ws-port', '0',
     '--ready-file', ready, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+  live.add(proc.pid);
+  proc.on('exit', () => live.delete(proc.pid));
   const deadline = Date.now() + 10000;
   while (!existsSync(ready)) {
     if (proc.exitCode !== null || Date.now() > deadline) {

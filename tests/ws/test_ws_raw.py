@@ -543,7 +543,7 @@ class WsTimers(unittest.TestCase):
             self.assertEqual(b.stop(), 0)
 
     def test_shutdown_sends_1001(self):
-        b = Broker()
+        b = Broker("--ws-handshake-ms", "5000")
         try:
             c = Conn(b.ws)
             c.send(request() + binary([1, {"v": 1}]))
@@ -551,7 +551,7 @@ class WsTimers(unittest.TestCase):
             self.assertEqual(c.read_msg()[0], 16)
             half = Conn(b.ws)  # mid-handshake: gets a 503
             half.send(b"GET / HTTP/1.1\r\n")
-            time.sleep(0.1)
+            time.sleep(1.3)  # idle long enough to have given its wslay context back
             b.signal()
             WsRaw.expect_close(self, c, 1001, err=9)
             self.assertEqual(half.http_response()[0], 503)

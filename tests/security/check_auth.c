@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit suite for broker/auth.c and limits.c: pattern cover, permission specs, claims, checks. */
+#include <check.h>
+#include <string.h>
+
+#include "auth.h"
+#include "hr_check.h"
+#include "server.h"
+
+static int covers(const char *p, const char *s)
+{
+    return hr__auth_covers(p, strlen(p), s, strlen(s));
+}
+
+START_TEST(cover_rules)
+{
+    static const struct {
+        const char *p, *s;
+        int want;
+    } cases[] = {
+        {"a.b", "a.b", 1},     {"a.b", "a.c", 0},
+        {"a.b", "a.b.c", 0},   {"a.b.c", "a.b", 0},
+        {"a.*", "a.b", 1},     {"a.*", "a.*", 1},
+        {"a.*", "a.>", 0},     {"a.*", "a.b.c", 0},
+        {"a.>", "a.b", 1},     {"a.>", "a.*", 1},
+        {"a.>", "a.>", 1},     {"a.>", "a.b.>", 1},
+        {"a.>", "a", 0},       {"a.>", "b.c", 0},
+        {"*.b", "a.b", 1},     {"*.b", "*.b", 1},
+        {"*.b", "*.c", 0},     {"*.*", "a.*", 1},
+        {"a.b", "a.*", 0},     {"a.b", "*.b", 0},
+        {">", "a", 1},         {">", "a.b.c", 1},
+        {">", "*", 1},         {">", ">", 1},
+        {">", "$SYS.x", 0},    {"*.x", "$SYS.x", 0},
+        {">", "$SYS.>", 0},    {"$SYS.>", "$SYS.conn.1", 1},
+        {"$SYS.>", ">", 0},    {"$SYS.*", "$SYS.x", 1},
+        {"*", "$x", 0},        {"*", "*", 1},
+        {"a.*.c", "a.b.c", 1}, {"a.*.c", "a.*.d", 0},
+        {"ab", "a", 0},        {"a", "ab", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        ck_assert_msg(covers(cases[i].p, cases[i].s) == cases[i].want, "covers(%s, %s) != %d",
+                      cases[i].p, cases[i].s, cases[i].want);
+}
+END_TEST
+
+START_TEST(perm_specs)
+{
+    hr_perms_t p = {0};
+    char err[256];
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a.>,b  sub=c.*;sub=$SYS.>", err, sizeof(err)),
+                     0);
+    ck_assert_uint_eq(p.pub.n, 2);
+    ck_assert_uint_eq(p.sub.n, 2);
+    ck_assert_str_eq(p.pub.v[0], "a.>");
+    ck_assert_str_eq(p.sub.v[1], "$SYS.>");
+    hr__auth_perms_clear(&p);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=", err, sizeof(err)), 0);
+    ck_assert_uint_eq(p.pub.n, 0);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a..b", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "a..b"));
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "read=a", err, sizeof(err)), -1);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a.>.b", err, sizeof(err)), -1);
+    hr__auth_perms_clear(&p);
+}
+END_TEST
+
+static int claim(hr_perms_t *p, const char *json)
+{
+    memset(p, 0, sizeof(*p));
+    return hr__auth_parse_claim(p, json, strlen(json));
+}
+
+START_TEST(claims)
+{
+    hr_perms_t p;
+    ck_assert_int_eq(claim(&p, "{\"pub\":[\"a.>\"],\"sub\":[\"b.*\",\"c\"]}"), 0);
+    ck_assert_uint_eq(p.pub.n, 1);
+    ck_assert_uint_eq(p.sub.n, 2);
+    hr__auth_perms_clear(&p);
+    /* Whitespace, unknown keys of every JSON type, escapes. */
+    ck_assert_int_eq(claim(&p,
+                           " { \"x\" : [1, -2.5e3, true, null, {\"y\": [\"z\"]}] ,"
+                           " \"pub\" : [ \"a.\\u0062\" , \"\\\"q\\/\" ] , \"longer-key\": {} } "),
+                     0);
+    ck_assert_uint_eq(p.pub.n, 2);
+    ck_assert_str_eq(p.pub.v[0], "a.b");
+    ck_assert_str_eq(p.pub.v[1], "\"q/");
+    hr__auth_perms_clear(&p);
+    ck_assert_int_eq(claim(&p, "{}"), 0);
+    ck_assert_uint_eq(p.pub.n + p.sub.n, 0);
+    /* Malformed or invalid: refused whole. */
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{\"pub\":\"a\"}",
+        "{\"pub\":[1]}",
+        "{\"pub\":[\"a..b\"]}",
+        "{\"pub\":[\"a b\"]}",
+        "{\"pub\":[\"a\\u00e9\"]}",
+        "{\"pub\":[\"a\\n\"]}",
+        "{\"pub\":[\"a\"]",
+        "{\"pub\":[\"a\"]} x",
+        "{\"x\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}",
+        "{\"x\":tru}",
+        "{\"pub\":[\"a\"],}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(claim(&p, bad[i]) == -1, "accepted: %s", bad[i]);
+        hr__auth_perms_clear(&p);
+    }
+}
+END_TEST
+
+START_TEST(allowed)
+{
+    static hr_server_t srv;
+    hr_conn_t c;
+    hr_perms_t p = {0};
+    char err[256];
+    memset(&c, 0, sizeof(c));
+    c.srv = &srv;
+    hr_slice_t t = {"x.y", 3};
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_PUB, t), 1); /* no auth: unrestricted */
+    ck_assert_int_eq(
+        hr__auth_parse_perms(&p, "pub=chat.>,_INBOX.me.> sub=chat.*,_INBOX.me.>", err, sizeof(err)),
+        0);
+    p.shared = 1;
+    c.auth = &p;
+    hr_slice_t chat = {"chat.a", 6}, news = {"news.a", 6}, inbox = {"_INBOX.me.1", 11},
+               other = {"_INBOX.you.1", 12}, deep = {"chat.a.b", 8}, wild = {"chat.>", 6};
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_PUB, chat), 1);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_PUB, deep), 1);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_PUB, news), 0);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_SUB, chat), 1);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_SUB, deep), 0);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_SUB, wild), 0);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_REPLY, inbox), 1);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_REPLY, other), 0);
+    ck_assert_int_eq(hr__auth_allowed(&c, HR_AUTH_REPLY, deep), 0); /* publishable only */
+    ck_assert_uint_eq(srv.stats.denied_pub, 3);
+    ck_assert_uint_eq(srv.stats.denied_sub, 2);
+    ck_assert_int_eq(hr__auth_expired(&c), 0);
+    p.exp = 1; /* 1970 */
+    ck_assert_int_eq(hr__auth_expired(&c), 1);
+    hr__auth_conn_free(&c); /* shared: not freed */
+    ck_assert_ptr_null(c.auth);
+    hr__auth_perms_clear(&p);
+}
+END_TEST
+
+static Suite *auth_suite(void)
+{
+    Suite *s = suite_create("auth");
+    TCase *t = tcase_create("rules");
+    tcase_add_test(t, cover_rules);
+    tcase_add_test(t, perm_specs);
+    tcase_add_test(t, claims);
+    tcase_add_test(t, allowed);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+HR_CHECK_MAIN(auth_suite)
