@@ -502,7 +502,10 @@ notes:
         }
         double ratio = hh.value / ho.value;
         int behind = hh.higher_better ? ratio < 1 : ratio > 1;
-        if (behind)
+        if (fabs(ratio - 1) < 0.01)
+            fprintf(f, "Herald is level with %s on %s: %.3fx.\n\n", display(col[c]->broker),
+                    hh.label, ratio);
+        else if (behind)
             fprintf(f, "**Herald is behind %s** on %s: %.2fx (%.0f%% %s).\n\n",
                     display(col[c]->broker), hh.label, ratio, fabs(1 - ratio) * 100,
                     hh.higher_better ? "lower" : "higher");
