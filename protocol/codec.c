@@ -500,7 +500,9 @@ int hr_frame_decode(const void *body, size_t len, size_t max_payload, hr_frame_t
                     const char **why)
 {
     const char *dummy;
-    rd_t r = {(const uint8_t *)body, (const uint8_t *)body + len};
+    /* An empty body may come as (NULL, 0) (an empty WebSocket message); NULL + 0 is undefined. */
+    const uint8_t *p = body ? (const uint8_t *)body : (const uint8_t *)"";
+    rd_t r = {p, p + (body ? len : 0)};
     int toobig = 0;
 
     if (!why)

@@ -174,6 +174,9 @@ max-pub-rate = 1000
     body = pk(2, "chat.frag", b"f" * 100)
     write(ws, "fragments", b"\x01" + chunks(0, wsf(pk(1, {"v": 1})) + wsf(body[:10], fin=False)
                                            + wsf(b"", op=9) + wsf(body[10:], op=0)))
+    # Regression (found by tests/ws/fuzz_ws): an empty message reassembled from empty fragments
+    # reached hr_frame_decode() as (NULL, 0), and NULL + 0 is undefined behaviour.
+    write(ws, "empty_fragments", b"\x01" + chunks(0, wsf(b"", fin=False) + wsf(b"", op=0)))
     write(ws, "text", b"\x01" + chunks(0, wsf(b"hello", op=1)))
     write(ws, "close", b"\x01" + chunks(0, wsf(struct.pack(">H", 1000) + b"bye", op=8)))
     write(ws, "close1", b"\x01" + chunks(0, wsf(b"\x03", op=8)))
