@@ -199,7 +199,7 @@ void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
     hr_server_t *s = c->srv;
     if (c->flags & HR_C_CLOSING)
         return;
-    if (code == 9 || hr__limits_log_budget(s)) /* floods must not flood the log */
+    if (code == 9 || code == 0 || hr__limits_log_budget(s)) /* floods must not flood the log */
         HR_LOG(code == 9 || code == 0 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s",
                code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
