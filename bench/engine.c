@@ -103,14 +103,26 @@ uint64_t hb_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * Reads an eventfd or timerfd that polled readable. Failure (EAGAIN) only
+ * means another wake-up consumed it first: nothing to do.
+ */
+static void consume_fd(int fd)
+{
+    uint64_t x;
+    ssize_t n = read(fd, &x, sizeof x);
+    (void)n;
+}
+
 /* Changes the phase and wakes every thread so none sleeps through it. */
 static void set_phase(hb_run_t *run, int phase)
 {
     atomic_store(&run->phase, phase);
     for (int i = 0; i < run->nthreads; i++) {
+        /* EAGAIN would mean the counter is full: a wake-up is pending anyway. */
         uint64_t one = 1;
-        if (write(run->th[i].wfd, &one, sizeof one) < 0)
-            (void)0;
+        ssize_t n = write(run->th[i].wfd, &one, sizeof one);
+        (void)n;
     }
 }
 
@@ -595,15 +607,11 @@ static void *thread_main(void *arg)
         th->now = hb_now_ns();
         for (int i = 0; i < n; i++) {
             if (ev[i].data.ptr == &dummy_wake) {
-                uint64_t x;
-                if (read(th->wfd, &x, sizeof x) < 0)
-                    (void)0;
+                consume_fd(th->wfd);
                 continue;
             }
             if (ev[i].data.ptr == &dummy_timer) {
-                uint64_t x;
-                if (read(th->tfd, &x, sizeof x) < 0)
-                    (void)0;
+                consume_fd(th->tfd);
                 th->timer_at = 0;
                 continue;
             }

@@ -23,7 +23,7 @@ ctest --test-dir build --output-on-failure -j2 -LE 'fuzz|tsan'
 step "AddressSanitizer + UndefinedBehaviorSanitizer build and every suite"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DHERALD_SANITIZE='address;undefined' >/dev/null
 cmake --build build-asan -j"$JOBS"
-ctest --test-dir build-asan --output-on-failure -j2 -LE 'fuzz|tsan|browser|bench'
+ctest --test-dir build-asan --output-on-failure -j2 -LE 'fuzz|tsan|browser'
 
 if grep -rqs 'LABELS.*tsan' --include=CMakeLists.txt tests; then
     step "ThreadSanitizer build: the threaded client tests"
