@@ -719,7 +719,8 @@ class TestRateAndIpLimits(Case):
     @classmethod
     def setUpClass(cls):
         cls.broker = Broker("--max-pub-rate", "10", "--max-pub-burst", "5",
-                            "--max-conns-per-ip", "3")
+                            "--max-conns-per-ip", "3", "--max-replay-rate", "2",
+                            "--max-replay-burst", "2", "--replay-scan-rate", "5")
 
     @classmethod
     def tearDownClass(cls):
@@ -744,6 +745,37 @@ class TestRateAndIpLimits(Case):
         self.assertTrue(all(code == E_LIMIT for code, _ in refused), refused)
         time.sleep(0.6)  # the bucket refills: publishing works again
         self.assertEqual(self.pub_acked(c, t), len(acked) + 1)
+
+    def test_wildcard_since_rate_err7(self):
+        c = self.connect()
+        base = self.topic()
+        for sid in (1, 2):
+            c.sub(sid, base + ".*", since=0)
+        self.assertEqual([f for f in c.sync() if f[0] == ERR], [])
+        c.sub(3, base + ".>", since=0)
+        self.assertErrOpen(c, E_LIMIT, ref=3)
+        c.unsub(3)  # the refused SUB was not made
+        self.assertErrOpen(c, E_SID, ref=3)
+        for sid in range(10, 16):  # a single topic with since is not limited
+            c.sub(sid, base + ".one", since=0)
+        self.assertQuiet(c)
+        c.sub(4, base + ".*")  # nor is a wildcard without since
+        self.assertQuiet(c)
+
+    def test_wildcard_since_scan_budget_err10_then_live(self):
+        p = self.connect()
+        base = self.topic()
+        for i in range(6):  # more topics than the 5 a second this broker may scan
+            time.sleep(0.15 if i >= 4 else 0)  # and stay within max-pub-rate (burst 5, 10/s)
+            self.pub_acked(p, "%s.%d" % (base, i))
+        c = self.connect()
+        c.sub(1, base + ".*", since=0)
+        frames = c.sync()
+        self.assertEqual([(f[0], f[1], f[3] if len(f) > 3 else None) for f in frames],
+                         [(ERR, E_GAP, 1)], "ERR 10 and no replay")
+        time.sleep(0.15)
+        self.pub_acked(p, base + ".0")
+        self.assertEqual([(f[0], f[1], f[3]) for f in c.sync()], [(MSG, 1, 2)])
 
     def test_connections_per_ip_err7_closed(self):
         # Earlier tests' connections may still be going away: wait for a free slot first.
@@ -1341,6 +1373,17 @@ class TestReplay(Case):
         self.assertQuiet(s)
         self.pub_acked(p, t)
         self.assertEqual(sorted((m[1], m[3]) for m in s.sync()), [(1, last + 1), (2, last + 1)])
+
+    def test_since_on_queue_subscription_is_ignored(self):
+        # Replaying to every member joining a group would deliver messages twice.
+        t = self.topic()
+        p = self.connect()
+        self.publish_n(p, t, 2)
+        s = self.connect()
+        s.sub(1, t, queue="q", since=0)
+        self.assertQuiet(s)
+        self.pub_acked(p, t)
+        self.assertEqual([(f[0], f[3]) for f in s.sync()], [(MSG, 4)])
 
     def test_since_on_unknown_topic(self):
         s = self.connect()
