@@ -508,7 +508,8 @@ int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_sli
                        hr_slice_t reply, hr_slice_t headers, uint64_t *seq)
 {
     int st;
-    hr_topic_t *t = hr__engine_topic(&s->engine, topic.p, topic.n, 1, &st);
+    uint64_t h = hr__hash(topic.p, topic.n); /* once, for the engine and the index */
+    hr_topic_t *t = hr__engine_topic_hashed(&s->engine, topic.p, topic.n, h, 1, &st);
     if (!t)
         return st;
     uint64_t sq = t->seq + 1;
@@ -519,7 +520,7 @@ int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_sli
     hr__engine_retain(&s->engine, t, sq, m);
     fan_t f = {s, from, m};
     hr_index_visitor_t v = {fan_sub, fan_group, &f};
-    hr__index_match(&s->index, topic.p, topic.n, &v);
+    hr__index_match_hashed(&s->index, topic.p, topic.n, h, &v);
     hr_msg_unref(&m);
     s->stats.msgs_in++;
     if (seq)

@@ -78,7 +78,13 @@ static void lru_push_tail(hr_engine_t *e, hr_topic_t *t)
 hr_topic_t *hr__engine_topic(hr_engine_t *e, const char *topic, size_t tlen, int create,
                              int *status)
 {
-    hr_topic_t *t = hr__map_get(&e->topics, topic, tlen);
+    return hr__engine_topic_hashed(e, topic, tlen, hr__hash(topic, tlen), create, status);
+}
+
+hr_topic_t *hr__engine_topic_hashed(hr_engine_t *e, const char *topic, size_t tlen, uint64_t h,
+                                    int create, int *status)
+{
+    hr_topic_t *t = hr__map_get_hashed(&e->topics, topic, tlen, h);
     *status = HR_OK;
     if (t || !create)
         return t;

@@ -57,6 +57,10 @@ void hr__engine_destroy(hr_engine_t *e);
 hr_topic_t *hr__engine_topic(hr_engine_t *e, const char *topic, size_t tlen, int create,
                              int *status);
 
+/** hr__engine_topic() with `h` = hr__hash(topic, tlen) from the caller. */
+hr_topic_t *hr__engine_topic_hashed(hr_engine_t *e, const char *topic, size_t tlen, uint64_t h,
+                                    int create, int *status);
+
 /** Assigns the next seq of `t` and retains `m` (taking a reference) as that seq. */
 uint64_t hr__engine_sequence(hr_engine_t *e, hr_topic_t *t);
 void hr__engine_retain(hr_engine_t *e, hr_topic_t *t, uint64_t seq, hr_msg_t *m);

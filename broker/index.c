@@ -346,7 +346,13 @@ static void walk(const hr_index_t *ix, const hr_inode_t *node, const tokens_t *t
 void hr__index_match(const hr_index_t *ix, const char *topic, size_t tlen,
                      const hr_index_visitor_t *v)
 {
-    const hr_inode_t *exact = hr__map_get(&ix->exact, topic, tlen);
+    hr__index_match_hashed(ix, topic, tlen, hr__hash(topic, tlen), v);
+}
+
+void hr__index_match_hashed(const hr_index_t *ix, const char *topic, size_t tlen, uint64_t h,
+                            const hr_index_visitor_t *v)
+{
+    const hr_inode_t *exact = hr__map_get_hashed(&ix->exact, topic, tlen, h);
     if (exact)
         visit(&exact->in, v);
     if (!ix->root->nchildren && !ix->root->star && !ix->root->gt)

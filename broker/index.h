@@ -72,6 +72,9 @@ void hr__index_remove(hr_index_t *ix, hr_sub_t *s);
 /** Visits every plain subscription and every queue group whose pattern matches `topic`. */
 void hr__index_match(const hr_index_t *ix, const char *topic, size_t tlen,
                      const hr_index_visitor_t *v);
+/** hr__index_match() with `h` = hr__hash(topic, tlen) from the caller. */
+void hr__index_match_hashed(const hr_index_t *ix, const char *topic, size_t tlen, uint64_t h,
+                            const hr_index_visitor_t *v);
 /** Picks the next member of `g` round-robin, skipping members owned by `skip`; NULL if none. */
 hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, const struct hr_conn_s *skip);
 

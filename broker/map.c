@@ -117,7 +117,12 @@ static hr_map_ent_t **find(const hr_map_t *m, const void *key, size_t klen, uint
 
 void *hr__map_get(const hr_map_t *m, const void *key, size_t klen)
 {
-    hr_map_ent_t **pp = find(m, key, klen, hr__hash(key, klen));
+    return hr__map_get_hashed(m, key, klen, hr__hash(key, klen));
+}
+
+void *hr__map_get_hashed(const hr_map_t *m, const void *key, size_t klen, uint64_t h)
+{
+    hr_map_ent_t **pp = find(m, key, klen, h);
     return pp && *pp ? (*pp)->val : NULL;
 }
 

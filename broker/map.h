@@ -18,6 +18,8 @@ void hr__map_init(hr_map_t *m);
 /** Frees the table and its keys; values stay with their owners. */
 void hr__map_destroy(hr_map_t *m);
 void *hr__map_get(const hr_map_t *m, const void *key, size_t klen);
+/** hr__map_get() with `h` = hr__hash(key, klen) computed by the caller (once for several maps). */
+void *hr__map_get_hashed(const hr_map_t *m, const void *key, size_t klen, uint64_t h);
 /** Inserts or replaces; returns 0 or -1 on OOM. */
 int hr__map_put(hr_map_t *m, const void *key, size_t klen, void *val);
 /** Removes and returns the value, or NULL. */
