@@ -735,12 +735,14 @@ class TestRateAndIpLimits(Case):
     def test_publish_rate_err7_stays_open(self):
         c = self.connect()
         t = self.topic()
+        t0 = time.monotonic()
         c.send_raw(b"".join(frame([PUB, t, b"", {"ack": i}]) for i in range(20)))
         frames = c.sync()
+        elapsed = time.monotonic() - t0
         acked = [f[1] for f in frames if f[0] == ACK]
         refused = [(f[1], f[3]) for f in frames if f[0] == ERR]
         self.assertGreaterEqual(len(acked), 5)
-        self.assertLessEqual(len(acked), 7, "a burst of 5 at 10/s")
+        self.assertLessEqual(len(acked), 5 + 1 + int(elapsed * 10), "a burst of 5 at 10/s")
         self.assertEqual(sorted(acked + [r for _, r in refused]), list(range(20)))
         self.assertTrue(all(code == E_LIMIT for code, _ in refused), refused)
         time.sleep(0.6)  # the bucket refills: publishing works again
@@ -749,10 +751,8 @@ class TestRateAndIpLimits(Case):
     def test_wildcard_since_rate_err7(self):
         c = self.connect()
         base = self.topic()
-        for sid in (1, 2):
-            c.sub(sid, base + ".*", since=0)
-        self.assertEqual([f for f in c.sync() if f[0] == ERR], [])
-        c.sub(3, base + ".>", since=0)
+        c.send_raw(b"".join(frame([SUB, sid, base + ".*", {"since": 0}]) for sid in (1, 2)) +
+                   frame([SUB, 3, base + ".>", {"since": 0}]))
         self.assertErrOpen(c, E_LIMIT, ref=3)
         c.unsub(3)  # the refused SUB was not made
         self.assertErrOpen(c, E_SID, ref=3)
@@ -1463,8 +1463,8 @@ class TestReplay(Case):
     def test_replay_then_live_no_gap_no_dup_under_load(self):
         t = self.topic()
         p = self.connect()
-        self.publish_n(p, t, 99)  # seqs 1..100 retained
-        total = 700
+        self.publish_n(p, t, 19)  # seqs 1..20 retained; 108 more fit in the default history
+        total = 600
         started = threading.Event()
         errors = []
 
@@ -1473,7 +1473,7 @@ class TestReplay(Case):
                 q = Conn(self.b.port)
                 q.hello()
                 started.wait(TIMEOUT)
-                for i in range(101, total + 1):
+                for i in range(21, total + 1):
                     q.pub(t, b"%d" % i)
                     if i % 5 == 0:
                         time.sleep(0.001)
@@ -1493,7 +1493,7 @@ class TestReplay(Case):
         self.assertEqual([f[3] for f in frames], list(range(1, total + 1)), "gap or duplicate")
         flags = [bool(msg_opts(f).get("replay")) for f in frames]
         k = flags.index(False) if False in flags else len(flags)
-        self.assertGreaterEqual(k, 100, "the 100 retained messages come as replay")
+        self.assertGreaterEqual(k, 20, "the 20 retained messages come as replay")
         self.assertEqual(flags, [True] * k + [False] * (total - k), "replay is a prefix")
         self.assertQuiet(s)
 
@@ -1863,7 +1863,7 @@ class TestSoftOutputLimit(Case):
 
     @classmethod
     def setUpClass(cls):
-        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "800", "--out-hard", "64M")
+        cls.broker = Broker("--out-soft", "256K", "--out-soft-ms", "2000", "--out-hard", "64M")
 
     @classmethod
     def tearDownClass(cls):
@@ -1880,7 +1880,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"s" * (128 * 1024))  # 4 MiB: over out-soft, far below out-hard
         self.pub_acked(p, t)
-        time.sleep(2.0)  # the grace period (0.8 s) and a sweep or two
+        time.sleep(3.5)  # the grace period (2 s) and a sweep or two
         got = []
         try:
             while True:
@@ -1904,7 +1904,7 @@ class TestSoftOutputLimit(Case):
         for _ in range(32):
             p.pub(t, b"w" * (128 * 1024))
         self.pub_acked(p, t)
-        time.sleep(2.0)
+        time.sleep(3.5)
         frames = slow.wait_closed(TIMEOUT * 2)
         self.assertEqual((frames[-1][0], frames[-1][1]), (ERR, E_SLOW), describe(frames[-1])[:80])
         self.assertEqual(slow.close_code, 1008)
@@ -1919,7 +1919,7 @@ class TestSoftOutputLimit(Case):
             p.pub(t, b"s" * (128 * 1024))  # 1 MiB at once, read right away
         self.pub_acked(p, t)
         self.assertEqual(len(self.collect(s, 9)), 9)
-        time.sleep(1.2)
+        time.sleep(2.5)
         self.assertQuiet(s)
 
 
