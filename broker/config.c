@@ -80,9 +80,9 @@ static const opt_t opts[] = {
       "PUBs a second per connection (0: no limit)"),
     I("max-pub-burst", max_pub_burst, 0, 100000000, "0",
       "PUBs a connection may send at once above the rate (0: one second's worth)"),
-    I("max-replay-rate", max_replay_rate, 0, 1000000, "10",
+    I("max-replay-rate", max_replay_rate, 0, 1000000, "0",
       "SUBs with since on a wildcard pattern a second per connection (0: no limit)"),
-    I("max-replay-burst", max_replay_burst, 0, 1000000, "20",
+    I("max-replay-burst", max_replay_burst, 0, 1000000, "0",
       "such SUBs a connection may send at once (0: one second's worth)"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
