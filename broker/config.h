@@ -43,6 +43,9 @@ typedef struct hr_config_s {
     int64_t max_pub_burst;
     int64_t max_replay_rate;
     int64_t max_replay_burst;
+    /* engine */
+    int64_t topic_tombstones;
+    int64_t engine_delay_ms;
 } hr_config_t;
 
 /** Fills `c` with the defaults. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Connections: input framing, frame dispatch, output queues, the router's fan-out. */
+/* Connections: lifecycle, reading, output queues and answers in order, closing, sweeps. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,16 +7,15 @@
 #include "log.h"
 #include "server.h"
 
-#define IOV_BATCH 1024              /* iovecs per write (IOV_MAX on Linux) */
-#define WRITE_BATCH (256 * 1024)    /* bytes per write */
-#define CLOSE_LINGER_MS 5000        /* how long a closing connection may take to drain */
-#define FIN_LINGER_MS 1000          /* after our FIN, how long the peer has to close */
-#define DIRECT_READ_MIN (16 * 1024) /* read straight into a partial frame this large */
+#define IOV_BATCH 1024           /* iovecs per write (IOV_MAX on Linux) */
+#define WRITE_BATCH (256 * 1024) /* bytes per write */
+#define CLOSE_LINGER_MS 5000     /* how long a closing connection may take to drain */
+#define FIN_LINGER_MS 1000       /* after our FIN, how long the peer has to close */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_flush(hr_conn_t *c);
+static void replies_orphan(hr_conn_t *c);
 
 /* ---- output queue ---------------------------------------------------------- */
 
@@ -45,12 +44,6 @@ static void oq_advance(hr_conn_t *c, size_t n)
 
 /* ---- closing --------------------------------------------------------------- */
 
-static void drop_subs(hr_conn_t *c)
-{
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        hr__index_remove(&c->srv->index, c->subs[i]);
-}
-
 static void on_close(uv_handle_t *h)
 {
     hr_conn_t *c = h->data;
@@ -62,9 +55,8 @@ static void on_close(uv_handle_t *h)
         if (*pp)
             *pp = c->pending_next;
     }
-    for (uint32_t i = 0; i < c->nsubs; i++)
-        hr__sub_free(c->subs[i]);
-    free(c->subs);
+    hr__subs_free(c);
+    replies_orphan(c);
     hr__oq_free(&c->out);
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
@@ -89,7 +81,7 @@ void hr__conn_close_now(hr_conn_t *c)
 {
     if (c->flags & HR_C_CLOSED)
         return;
-    drop_subs(c);
+    hr__subs_drop(c);
     c->flags |= HR_C_CLOSED | HR_C_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
@@ -163,14 +155,21 @@ static void charge_output(hr_conn_t *c)
     }
 }
 
-int hr__conn_send_scratch(hr_conn_t *c)
+hr_msg_t *hr__conn_frame_scratch(hr_conn_t *c)
 {
     hr_buf_t *b = &c->srv->scratch;
     hr_msg_t *m = hr_msg_new(HR_WS_HDR_MAX, b->base, b->len);
     hr_buf_reset(b);
+    if (m)
+        hr_msg_frame(m, c->tp->framing);
+    return m;
+}
+
+int hr__conn_send_scratch(hr_conn_t *c)
+{
+    hr_msg_t *m = hr__conn_frame_scratch(c);
     if (!m)
         return HR_ENOMEM;
-    hr_msg_frame(m, c->tp->framing);
     int r = oq_push(c, m, NULL, 0);
     hr_msg_unref(&m);
     if (r == HR_OK)
@@ -178,48 +177,199 @@ int hr__conn_send_scratch(hr_conn_t *c)
     return r;
 }
 
-static void send_err(hr_conn_t *c, unsigned code, const char *msg, int has_ref, uint64_t ref)
+/* The wire code of `status` (1..13), counted in the per-code error metrics. */
+static unsigned count_err(hr_server_t *s, int status)
 {
-    if (code < sizeof(c->srv->stats.errors) / sizeof(c->srv->stats.errors[0]))
-        c->srv->stats.errors[code]++;
-    if (hr_enc_err(&c->srv->scratch, code, msg, has_ref, ref) == HR_OK)
-        hr__conn_send_scratch(c);
+    unsigned code = hr_status_to_wire(status);
+    if (code < sizeof(s->stats.errors) / sizeof(s->stats.errors[0]))
+        s->stats.errors[code]++;
+    return code;
 }
 
-void hr__conn_err(hr_conn_t *c, unsigned code, const char *msg, int has_ref, uint64_t ref)
+/* ---- answers in order ------------------------------------------------------- */
+
+/*
+ * Frames on one connection are processed in order, and a client that needs
+ * to know its earlier frames were handled sends PING and waits for the
+ * PONG. With an engine that answers later, a PUB's ACK (or a SUB's replay)
+ * can complete after later frames were read; their answers then wait here,
+ * in arrival order, behind the first one not answered yet. With nothing
+ * outstanding (always, with the in-memory engine) answers go straight out.
+ */
+struct hr_reply_s {
+    struct hr_reply_s *next;
+    hr_conn_t *c;           /* NULL once the connection is gone: the completion frees the slot */
+    hr_msg_t *body;         /* the framed answer, or NULL (a replay barrier, or not answered yet) */
+    void (*run)(void *arg); /* instead of a body: runs when the slot's turn comes */
+    void *arg;
+    int done;
+};
+
+static void replies_drain(hr_conn_t *c)
+{
+    while (c->rq_head && c->rq_head->done) {
+        hr_reply_t *r = c->rq_head;
+        c->rq_head = r->next;
+        if (!c->rq_head)
+            c->rq_tail = NULL;
+        if (r->body && !(c->flags & HR_C_CLOSING)) {
+            if (oq_push(c, r->body, NULL, 0) == HR_OK)
+                charge_output(c);
+        }
+        hr_msg_unref(&r->body);
+        if (r->run) { /* its answers go out now, ahead of the later ones still queued */
+            c->flags |= HR_C_TURN;
+            r->run(r->arg);
+            c->flags &= ~(uint32_t)HR_C_TURN;
+        }
+        free(r);
+    }
+}
+
+hr_conn_t *hr__reply_conn(const hr_reply_t *r)
+{
+    return r->c;
+}
+
+hr_reply_t *hr__conn_reply_later(hr_conn_t *c)
+{
+    hr_reply_t *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->c = c;
+    if (c->rq_tail)
+        c->rq_tail->next = r;
+    else
+        c->rq_head = r;
+    c->rq_tail = r;
+    return r;
+}
+
+void hr__reply_set_run(hr_reply_t *r, void (*run)(void *arg), void *arg)
+{
+    r->run = run;
+    r->arg = arg;
+}
+
+void hr__conn_reply_fill(hr_reply_t *r, int with_scratch)
+{
+    hr_conn_t *c = r->c;
+    if (!c) { /* the connection went away first (the caller encoded nothing) */
+        if (r->run)
+            r->run(r->arg); /* lets the owner of arg clean up */
+        free(r);
+        return;
+    }
+    if (with_scratch)
+        r->body = hr__conn_frame_scratch(c);
+    r->done = 1;
+    replies_drain(c);
+}
+
+int hr__conn_answer(hr_conn_t *c)
+{
+    if (!c->rq_head || (c->flags & HR_C_TURN))
+        return hr__conn_send_scratch(c);
+    hr_reply_t *r = hr__conn_reply_later(c);
+    if (!r) {
+        hr_buf_reset(&c->srv->scratch);
+        return HR_ENOMEM;
+    }
+    hr__conn_reply_fill(r, 1);
+    return HR_OK;
+}
+
+static void replies_orphan(hr_conn_t *c)
+{
+    hr_reply_t *r = c->rq_head;
+    while (r) {
+        hr_reply_t *next = r->next;
+        if (r->done) {
+            hr_msg_unref(&r->body);
+            if (r->run)
+                r->run(r->arg);
+            free(r);
+        } else {
+            r->c = NULL; /* its completion is still to come and frees it */
+            r->next = NULL;
+        }
+        r = next;
+    }
+    c->rq_head = c->rq_tail = NULL;
+}
+
+static void send_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref)
+{
+    unsigned code = count_err(c->srv, status);
+    if (hr_enc_err(&c->srv->scratch, code, msg, has_ref, ref) == HR_OK)
+        hr__conn_answer(c);
+}
+
+void hr__conn_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref)
 {
     if (c->flags & HR_C_CLOSING)
         return;
-    HR_LOG(HR_LOG_DEBUG, c->id, "ERR %u: %s", code, msg);
-    send_err(c, code, msg, has_ref, ref);
+    HR_LOG(HR_LOG_DEBUG, c->id, "ERR %u: %s", hr_status_to_wire(status), msg);
+    send_err(c, status, msg, has_ref, ref);
 }
 
-void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg)
+void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
 {
     hr_server_t *s = c->srv;
     if (c->flags & HR_C_CLOSING)
         return;
-    if (code == 9 || code == 0 || hr__limits_log_budget(s)) /* floods must not flood the log */
-        HR_LOG(code == 9 || code == 0 ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s",
-               code, msg);
+    unsigned code = hr_status_to_wire(status);
+    int quiet = status == HR_OK || status == HR_ESHUTDOWN;
+    if (quiet || hr__limits_log_budget(s)) /* floods must not flood the log */
+        HR_LOG(quiet ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
-     * of a fan-out over the very list they are in. deliver() skips CLOSING
+     * of a fan-out over the very list they are in. Deliveries skip CLOSING
      * connections and queue groups pick another member. */
-    if (code == 6) {
+    if (status == HR_ESLOW) {
         s->stats.slow_consumers++;
         hr__oq_drop_unsent(&c->out);
     }
-    if (code && (c->flags & HR_C_PROTOCOL))
-        send_err(c, code, msg, 0, 0);
-    else if (code)
-        s->stats.errors[code]++;
+    /* The goodbye goes out now, ahead of answers still waiting for the engine. */
+    replies_orphan(c);
+    if (status != HR_OK && (c->flags & HR_C_PROTOCOL)) {
+        count_err(s, status);
+        if (hr_enc_err(&s->scratch, code, msg, 0, 0) == HR_OK)
+            hr__conn_send_scratch(c);
+    } else if (status != HR_OK) {
+        count_err(s, status);
+    }
     if (c->tp->on_closing)
-        c->tp->on_closing(c, code);
+        c->tp->on_closing(c, status);
     c->flags |= HR_C_CLOSING;
-    c->deadline =
-        hr__now_ms(s) + (code == 9 ? (uint64_t)s->cfg.shutdown_timeout_ms : CLOSE_LINGER_MS);
+    c->deadline = hr__now_ms(s) +
+                  (status == HR_ESHUTDOWN ? (uint64_t)s->cfg.shutdown_timeout_ms : CLOSE_LINGER_MS);
     uv_read_stop((uv_stream_t *)&c->tcp);
     mark_pending(c);
+}
+
+/*
+ * An engine that answers later lets a client have many publishes and
+ * replays outstanding; past OPS_MAX of them its input is paused until half
+ * have been answered, so what waits for the engine stays bounded.
+ */
+#define OPS_MAX 1024
+
+void hr__conn_ops_begin(hr_conn_t *c)
+{
+    if (++c->inflight_ops >= OPS_MAX && !(c->flags & (HR_C_OPS_WAIT | HR_C_CLOSING))) {
+        c->flags |= HR_C_OPS_WAIT;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+void hr__conn_ops_end(hr_conn_t *c)
+{
+    c->inflight_ops--;
+    if ((c->flags & HR_C_OPS_WAIT) && c->inflight_ops <= OPS_MAX / 2) {
+        c->flags &= ~(uint32_t)HR_C_OPS_WAIT;
+        if (!(c->flags & (HR_C_PAUSED | HR_C_CLOSING)))
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
 }
 
 /* ---- writing --------------------------------------------------------------- */
@@ -229,7 +379,8 @@ static void check_backpressure(hr_conn_t *c)
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
     if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (!(c->flags & HR_C_OPS_WAIT))
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
@@ -321,56 +472,13 @@ void hr__conn_flush_all(hr_server_t *s)
 
 /* ---- reading --------------------------------------------------------------- */
 
-static size_t lp_total(const hr_conn_t *c)
-{
-    const uint8_t *p = c->in.base;
-    return HR_LP_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
-}
-
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     hr_conn_t *c = h->data;
-    /* A large frame already started: read the rest straight into its buffer. */
-    if (c->tp == &hr__tcp_transport && c->in.len >= HR_LP_PREFIX && !(c->flags & HR_C_SHUT)) {
-        size_t need = lp_total(c) - c->in.len;
-        if (need >= DIRECT_READ_MIN && hr_buf_reserve(&c->in, need) == HR_OK) {
-            *buf = uv_buf_init((char *)c->in.base + c->in.len, (unsigned)need);
-            return;
-        }
-    }
+    (void)hint;
+    if (c->tp->read_buf && c->tp->read_buf(c, buf))
+        return;
     *buf = uv_buf_init(c->srv->rbuf, sizeof(c->srv->rbuf));
-}
-
-/* Dispatches the partial frame in c->in if it is complete. */
-static void lp_complete(hr_conn_t *c)
-{
-    if (c->in.len < HR_LP_PREFIX)
-        return;
-    size_t total = lp_total(c);
-    if (total - HR_LP_PREFIX > c->srv->max_frame) {
-        hr__conn_fail(c, 2, "frame larger than max_frame");
-        return;
-    }
-    if (c->in.len < total)
-        return;
-    hr__conn_on_frame(c, (const char *)c->in.base + HR_LP_PREFIX, total - HR_LP_PREFIX);
-    hr_buf_destroy(&c->in); /* an idle connection holds no input buffer */
-}
-
-static int lp_frame(void *arg, const char *body, size_t n)
-{
-    hr_conn_t *c = arg;
-    hr__conn_on_frame(c, body, n);
-    return (c->flags & HR_C_CLOSING) != 0;
-}
-
-void hr__conn_lp_data(hr_conn_t *c, const char *p, size_t n)
-{
-    int r = hr_lp_feed(&c->in, p, n, c->srv->max_frame, lp_frame, c);
-    if (r == HR_ETOOBIG)
-        hr__conn_fail(c, 2, "frame larger than max_frame");
-    else if (r == HR_ENOMEM)
-        hr__conn_close_now(c);
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -386,25 +494,18 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return; /* lingering close: discard */
     c->srv->stats.bytes_in += (uint64_t)nread;
     if (buf->base != c->srv->rbuf) {
-        c->in.len += (size_t)nread;
-        lp_complete(c);
+        c->tp->read_done(c, (size_t)nread);
         return;
     }
     c->tp->on_data(c, buf->base, (size_t)nread);
 }
 
-static void tcp_on_data(hr_conn_t *c, const char *p, size_t n)
-{
-    hr__conn_lp_data(c, p, n);
-}
-
-const hr_transport_t hr__tcp_transport = {
-    .name = "tcp",
-    .kind = HR_T_TCP,
-    .framing = HR_FRAMING_LP,
-    .on_data = tcp_on_data,
-};
-
+/*
+ * Client ids are unique across the workers of one broker: worker w of n
+ * hands out w, w + n, w + 2n, ... (plus one, so 0 never names a client),
+ * from a counter that a respawned worker starts past what its previous
+ * incarnation can have used (next_id's starting value).
+ */
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
 {
     hr_conn_t *c = calloc(1, sizeof(*c));
@@ -417,7 +518,7 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
     c->tcp.data = c;
     c->srv = s;
     c->tp = tp;
-    c->id = ++s->next_id;
+    c->id = s->next_id++ * s->nworkers + s->worker + 1;
     c->idle_since = hr__now_ms(s);
     c->next = s->conns;
     if (s->conns)
@@ -426,7 +527,7 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
     s->nconns++;
     s->stats.conns[tp->kind]++;
     s->stats.conns_total[tp->kind]++;
-    if (tp->kind == HR_T_TCP)
+    if (tp->ready_at_accept)
         c->flags |= HR_C_PROTOCOL;
     return c;
 }
@@ -438,15 +539,9 @@ void hr__conn_start(hr_conn_t *c)
         hr__conn_close_now(c);
 }
 
-/* ---- router ------------------------------------------------------------------ */
+/* ---- delivery ---------------------------------------------------------------- */
 
-typedef struct fan_s {
-    hr_server_t *s;
-    hr_conn_t *from;
-    hr_msg_t *m;
-} fan_t;
-
-static void deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
+void hr__conn_deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
 {
     uint8_t hdr[HR_DELIVERY_HDR_MAX];
     hr_server_t *s = c->srv;
@@ -454,407 +549,15 @@ static void deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
         return;
     size_t hlen = hr_msg_delivery_header(m, sid, c->tp->framing, hdr);
     if (oq_push(c, m, hdr, hlen) != HR_OK) {
-        hr__conn_fail(c, 6, "slow consumer: out of memory for pending output");
+        hr__conn_fail(c, HR_ESLOW, "slow consumer: out of memory for pending output");
         return;
     }
     s->stats.deliveries++;
-    size_t q = c->out.bytes;
-    if (q > (size_t)s->cfg.out_hard) {
-        hr__conn_fail(c, 6, "slow consumer: pending output over out-hard");
+    if (c->out.bytes > (size_t)s->cfg.out_hard) {
+        hr__conn_fail(c, HR_ESLOW, "slow consumer: pending output over out-hard");
         return;
     }
     charge_output(c);
-}
-
-static void fan_sub(void *arg, hr_sub_t *sub)
-{
-    fan_t *f = arg;
-    if (sub->conn == f->from && (f->from->flags & HR_C_NO_ECHO))
-        return;
-    deliver(sub->conn, sub->sid, f->m);
-}
-
-/*
- * One member of the group gets the message: round robin, skipping members
- * that are closing and, while another member can take it, members whose
- * output is already over the soft limit (a slow member would otherwise keep
- * being chosen until it is cut off, and take its share with it). When every
- * member is over it, the least backlogged one gets the message.
- */
-static void fan_group(void *arg, hr_qgroup_t *g)
-{
-    fan_t *f = arg;
-    hr_conn_t *skip = f->from && (f->from->flags & HR_C_NO_ECHO) ? f->from : NULL;
-    hr_sub_t *fallback = NULL;
-    for (uint32_t tries = 0; tries < g->n; tries++) {
-        hr_sub_t *sub = hr__qgroup_pick(g, skip);
-        if (!sub)
-            return;
-        if (sub->conn->flags & HR_C_CLOSING)
-            continue;
-        if (sub->conn->out.bytes > (size_t)sub->conn->srv->cfg.out_soft) {
-            if (!fallback || sub->conn->out.bytes < fallback->conn->out.bytes)
-                fallback = sub; /* the least backlogged of the busy ones */
-            continue;
-        }
-        deliver(sub->conn, sub->sid, f->m);
-        return;
-    }
-    if (fallback)
-        deliver(fallback->conn, fallback->sid, f->m);
-}
-
-int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
-                       hr_slice_t reply, hr_slice_t headers, uint64_t *seq)
-{
-    int st;
-    uint64_t h = hr__hash(topic.p, topic.n); /* once, for the engine and the index */
-    hr_topic_t *t = hr__engine_topic_hashed(&s->engine, topic.p, topic.n, h, 1, &st);
-    if (!t)
-        return st;
-    uint64_t sq = t->seq + 1;
-    hr_msg_t *m = hr_msg_new_delivery(topic, sq, payload, reply, headers, 0);
-    if (!m)
-        return HR_ENOMEM;
-    hr__engine_sequence(&s->engine, t);
-    hr__engine_retain(&s->engine, t, sq, m);
-    fan_t f = {s, from, m};
-    hr_index_visitor_t v = {fan_sub, fan_group, &f};
-    hr__index_match_hashed(&s->index, topic.p, topic.n, h, &v);
-    hr_msg_unref(&m);
-    s->stats.msgs_in++;
-    if (seq)
-        *seq = sq;
-    return HR_OK;
-}
-
-/* ---- frames ------------------------------------------------------------------ */
-
-static void send_welcome(hr_conn_t *c)
-{
-    hr_server_t *s = c->srv;
-    hr_welcome_t w = {
-        .server = "herald/" HERALD_VERSION,
-        .client_id = c->id,
-        .worker = 0,
-        .max_payload = (uint64_t)s->cfg.max_payload,
-        .max_frame = s->max_frame,
-        .heartbeat_ms = (uint64_t)s->cfg.heartbeat_ms,
-    };
-    if (hr_enc_welcome(&s->scratch, &w) == HR_OK)
-        hr__conn_send_scratch(c);
-}
-
-/* A connection's subscriptions are kept sorted by sid, so SUB and UNSUB find
- * theirs by binary search even with thousands of them. */
-static uint32_t sub_pos(const hr_conn_t *c, uint64_t sid)
-{
-    uint32_t lo = 0, hi = c->nsubs;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (c->subs[mid]->sid < sid)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
-{
-    uint32_t i = sub_pos(c, sid);
-    return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
-}
-
-/* Inserts `sub` (room already reserved); returns its slot. */
-static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
-{
-    uint32_t i = sub_pos(c, sub->sid);
-    memmove(&c->subs[i + 1], &c->subs[i], (c->nsubs - i) * sizeof(*c->subs));
-    c->subs[i] = sub;
-    c->nsubs++;
-    return &c->subs[i];
-}
-
-static void sub_erase(hr_conn_t *c, hr_sub_t **slot)
-{
-    uint32_t i = (uint32_t)(slot - c->subs);
-    memmove(&c->subs[i], &c->subs[i + 1], (c->nsubs - i - 1) * sizeof(*c->subs));
-    c->nsubs--;
-}
-
-typedef struct replay_s {
-    hr_conn_t *c;
-    hr_sub_t *sub;
-    uint64_t since;
-    int gap;
-} replay_t;
-
-static void replay_one(void *arg, hr_msg_t *body)
-{
-    replay_t *r = arg;
-    deliver(r->c, r->sub->sid, body);
-}
-
-static void gap_check(replay_t *r, hr_topic_t *t)
-{
-    uint64_t oldest = t->count ? t->ring[t->head].seq : t->seq + 1;
-    if (r->since < t->seq && oldest > r->since + 1)
-        r->gap = 1;
-}
-
-typedef struct matches_s {
-    hr_topic_t **v;
-    size_t n, cap;
-    int oom;
-} matches_t;
-
-static void collect(void *arg, hr_topic_t *t)
-{
-    matches_t *m = arg;
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 16;
-        hr_topic_t **v = realloc(m->v, cap * sizeof(*v));
-        if (!v) {
-            m->oom = 1;
-            return;
-        }
-        m->v = v;
-        m->cap = cap;
-    }
-    m->v[m->n++] = t;
-}
-
-/*
- * A wildcard `since` examines every topic with state, so it is charged
- * against a per-connection budget of topics examined (replay-scan-rate a
- * second, as a token bucket): without it a burst of such SUBs, a few bytes
- * each, stalls the loop for every other client. Over budget, the
- * subscription goes live without replay and the client gets ERR 10, the
- * same answer as for history that is gone.
- */
-static int scan_budget_take(hr_conn_t *c, uint64_t cost)
-{
-    uint64_t rate = (uint64_t)c->srv->cfg.replay_scan_rate, now = hr__now_ms(c->srv);
-    if (!c->scan_at) {
-        c->scan_tokens = rate;
-    } else {
-        uint64_t refill = (now - c->scan_at) * rate / 1000;
-        c->scan_tokens = c->scan_tokens + refill > rate ? rate : c->scan_tokens + refill;
-    }
-    c->scan_at = now ? now : 1;
-    if (cost > c->scan_tokens)
-        return 0;
-    c->scan_tokens -= cost;
-    return 1;
-}
-
-/*
- * SUB with `since`: the retained history of every matching topic goes out
- * before the subscription is indexed, all within this callback, so the
- * first live message queued after it follows the last replayed one: no gap,
- * no duplicate. A single ERR 10 precedes the replay when some topic's
- * history no longer reaches back to since + 1.
- */
-static void replay(hr_conn_t *c, hr_sub_t *sub, uint64_t since)
-{
-    hr_server_t *s = c->srv;
-    replay_t r = {c, sub, since, 0};
-    matches_t m = {NULL, 0, 0, 0};
-    hr_topic_t *one;
-    int st;
-    if (hr_topic_validate(sub->pattern, sub->plen) == HR_OK) {
-        one = hr__engine_topic(&s->engine, sub->pattern, sub->plen, 0, &st);
-        if (one) {
-            m.v = &one;
-            m.n = 1;
-        }
-    } else {
-        if (!scan_budget_take(c, s->engine.topics.count + 1)) {
-            hr__conn_err(c, 10, "history not replayed: wildcard replay budget exhausted", 1,
-                         sub->sid);
-            return;
-        }
-        hr__engine_each_match(&s->engine, sub->pattern, sub->plen, collect, &m);
-    }
-    for (size_t i = 0; i < m.n; i++)
-        gap_check(&r, m.v[i]);
-    if (r.gap || m.oom)
-        hr__conn_err(c, 10, "history gap: since is older than the retained history", 1, sub->sid);
-    for (size_t i = 0; i < m.n && !(c->flags & HR_C_CLOSING); i++)
-        hr__engine_replay(&s->engine, m.v[i], since, replay_one, &r);
-    if (m.v != &one)
-        free(m.v);
-}
-
-static void handle_sub(hr_conn_t *c, const hr_frame_t *f)
-{
-    hr_server_t *s = c->srv;
-    hr_sub_t **slot = find_sub(c, f->sid);
-    if (!hr__auth_allowed(c, HR_AUTH_SUB, f->topic)) {
-        hr__conn_err(c, 4, "not permitted to subscribe to this pattern", 1, f->sid);
-        return;
-    }
-    if ((f->flags & HR_F_SINCE) && !hr__limits_replay(c, f->topic.p, f->topic.n)) {
-        hr__conn_err(c, 7, "replay rate limit exceeded (max-replay-rate)", 1, f->sid);
-        return;
-    }
-    if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
-        hr__conn_err(c, 7, "subscription limit reached", 1, f->sid);
-        return;
-    }
-    if (!slot && c->nsubs == c->subcap) {
-        uint32_t cap = c->subcap ? c->subcap * 2 : 2;
-        hr_sub_t **p = realloc(c->subs, cap * sizeof(*p));
-        if (!p) {
-            hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
-            return;
-        }
-        c->subs = p;
-        c->subcap = cap;
-    }
-    hr_sub_t *sub = hr__sub_new(c, f->sid, f->topic.p, f->topic.n, f->queue.p,
-                                (f->flags & HR_F_QUEUE) ? f->queue.n : 0);
-    if (!sub) {
-        hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
-        return;
-    }
-    if (slot) { /* an active sid is replaced */
-        hr__index_remove(&s->index, *slot);
-        hr__sub_free(*slot);
-        *slot = sub;
-    } else {
-        slot = sub_insert(c, sub);
-    }
-    /* A queue group delivers each message to one member; replaying history
-     * to a joining member would break that, so `since` is ignored there. */
-    if ((f->flags & HR_F_SINCE) && !(f->flags & HR_F_QUEUE))
-        replay(c, sub, f->since);
-    if (c->flags & HR_C_CLOSING)
-        return; /* the replay overflowed the output limit */
-    if (hr__index_add(&s->index, sub) != 0) {
-        sub_erase(c, slot);
-        hr__sub_free(sub);
-        hr__conn_err(c, 7, "out of memory for subscriptions", 1, f->sid);
-    }
-}
-
-static void handle_unsub(hr_conn_t *c, uint64_t sid)
-{
-    hr_sub_t **slot = find_sub(c, sid);
-    if (!slot) {
-        hr__conn_err(c, 8, "unknown sid", 1, sid);
-        return;
-    }
-    hr_sub_t *sub = *slot;
-    hr__index_remove(&c->srv->index, sub);
-    hr__sub_free(sub);
-    sub_erase(c, slot);
-}
-
-static void handle_pub(hr_conn_t *c, const hr_frame_t *f, int status, const char *why)
-{
-    int has_ack = (f->flags & HR_F_ACK) != 0;
-    uint64_t seq;
-    if (status == HR_ETOPIC) {
-        hr__conn_err(c, 5, why, has_ack, f->id);
-        return;
-    }
-    if (f->topic.p[0] == '$') {
-        hr__conn_err(c, 4, "topics beginning with '$' are reserved for the broker", has_ack, f->id);
-        return;
-    }
-    if (!hr__auth_allowed(c, HR_AUTH_PUB, f->topic)) {
-        hr__conn_err(c, 4, "not permitted to publish to this topic", has_ack, f->id);
-        return;
-    }
-    if ((f->flags & HR_F_REPLY) && !hr__auth_allowed(c, HR_AUTH_REPLY, f->reply)) {
-        hr__conn_err(c, 4, "not permitted to use this reply topic", has_ack, f->id);
-        return;
-    }
-    if (!hr__limits_pub(c)) {
-        hr__conn_err(c, 7, "publish rate limit exceeded (max-pub-rate)", has_ack, f->id);
-        return;
-    }
-    int r = hr__router_publish(c->srv, c, f->topic, f->payload, f->reply, f->headers, &seq);
-    if (r == HR_ELIMIT) {
-        hr__conn_err(c, 7, "topic limit reached", has_ack, f->id);
-        return;
-    }
-    if (r != HR_OK) {
-        hr__conn_err(c, 7, "out of memory", has_ack, f->id);
-        return;
-    }
-    if (c->flags & HR_C_CLOSING)
-        return; /* its own delivery overflowed its output: nothing may follow the ERR */
-    if (has_ack && hr_enc_ack(&c->srv->scratch, f->id, seq) == HR_OK)
-        hr__conn_send_scratch(c);
-}
-
-void hr__conn_on_frame(hr_conn_t *c, const char *body, size_t n)
-{
-    hr_server_t *s = c->srv;
-    hr_frame_t f;
-    const char *why;
-    if (c->flags & HR_C_CLOSING)
-        return;
-    c->idle_since = hr__now_ms(s);
-    c->pings = 0;
-    int r = hr_frame_decode(body, n, (size_t)s->cfg.max_payload, &f, &why);
-    if (r == HR_EPROTO) {
-        hr__conn_fail(c, 1, why);
-        return;
-    }
-    if (r == HR_ETOOBIG) {
-        hr__conn_fail(c, 2, why);
-        return;
-    }
-    if (!(c->flags & HR_C_HELLO) && f.op != HR_OP_HELLO) {
-        hr__conn_fail(c, 1, "the first frame must be HELLO");
-        return;
-    }
-    switch (f.op) {
-    case HR_OP_HELLO:
-        if (c->flags & HR_C_HELLO) {
-            hr__conn_fail(c, 1, "HELLO may only be the first frame");
-            return;
-        }
-        if (f.version != HR_PROTOCOL_VERSION) {
-            hr__conn_fail(c, 1, "unsupported protocol version (this broker speaks v 1)");
-            return;
-        }
-        if (hr__auth_hello(c, f.token, &why) != HR_OK) {
-            hr__conn_fail(c, 3, why);
-            return;
-        }
-        c->flags |= HR_C_HELLO;
-        if (f.flags & HR_F_NO_ECHO)
-            c->flags |= HR_C_NO_ECHO;
-        HR_LOG(HR_LOG_DEBUG, c->id, "HELLO name=%.*s", (int)f.name.n, f.name.p ? f.name.p : "");
-        send_welcome(c);
-        break;
-    case HR_OP_PUB:
-        handle_pub(c, &f, r, why);
-        break;
-    case HR_OP_SUB:
-        if (r == HR_ETOPIC)
-            hr__conn_err(c, 5, why, 1, f.sid);
-        else
-            handle_sub(c, &f);
-        break;
-    case HR_OP_UNSUB:
-        handle_unsub(c, f.sid);
-        break;
-    case HR_OP_PING:
-        if (hr_enc_pong(&s->scratch, f.id) == HR_OK)
-            hr__conn_send_scratch(c);
-        break;
-    case HR_OP_PONG:
-        break;
-    default:
-        hr__conn_fail(c, 1, "opcode not valid from a client");
-        break;
-    }
 }
 
 /* ---- timers ------------------------------------------------------------------ */
@@ -875,20 +578,20 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
         return;
     if (!(c->flags & HR_C_HELLO)) {
         if (now - c->idle_since >= (uint64_t)s->cfg.hello_timeout_ms)
-            hr__conn_fail(c, 1, "no HELLO within hello-timeout-ms");
+            hr__conn_fail(c, HR_EPROTO, "no HELLO within hello-timeout-ms");
         return;
     }
     if (hr__auth_expired(c)) {
-        hr__conn_fail(c, 3, "token expired");
+        hr__conn_fail(c, HR_EAUTH, "token expired");
         return;
     }
     if (c->soft_since && now - c->soft_since >= (uint64_t)s->cfg.out_soft_ms) {
-        hr__conn_fail(c, 6, "slow consumer: pending output over out-soft for too long");
+        hr__conn_fail(c, HR_ESLOW, "slow consumer: pending output over out-soft for too long");
         return;
     }
     if (now - c->idle_since >= (uint64_t)s->cfg.heartbeat_ms) {
         if (c->pings >= 2) {
-            hr__conn_fail(c, 11, "heartbeat timeout: two pings unanswered");
+            hr__conn_fail(c, HR_EHEARTBEAT, "heartbeat timeout: two pings unanswered");
             return;
         }
         c->pings++;

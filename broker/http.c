@@ -283,8 +283,20 @@ void hr__http_count(hr_stats_t *st, int status)
 }
 
 static const char *const err_names[] = {
-    "",     "protocol", "too_large",   "auth",     "not_permitted", "invalid_topic",
-    "slow", "limit",    "unknown_sid", "shutdown", "history_gap",   "heartbeat",
+    "",
+    "protocol",
+    "too_large",
+    "auth",
+    "not_permitted",
+    "invalid_topic",
+    "slow",
+    "limit",
+    "unknown_sid",
+    "shutdown",
+    "history_gap",
+    "heartbeat",
+    "invalid_option",
+    "rejected",
 };
 
 static int metric(hr_buf_t *b, const char *name, const char *type, const char *help)
@@ -357,8 +369,13 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
                     (unsigned long long)st->http_status[i]);
     r = simple(b, r, "subscriptions", "gauge", "Active subscriptions.", s->index.nsubs);
     r = simple(b, r, "patterns", "gauge", "Distinct subscribed patterns.", s->index.npatterns);
-    r = simple(b, r, "topics", "gauge", "Topics with state (sequence, history).",
-               s->engine.topics.count);
+    hr_engine_stats_t es = {0};
+    s->engine->ops->stats(s->engine, &es);
+    r = simple(b, r, "topics", "gauge", "Topics with state (sequence, history).", es.topics);
+    r = simple(b, r, "topics_reclaimed_total", "counter",
+               "Topics whose state was reclaimed (their seq remembered).", es.reclaimed);
+    r = simple(b, r, "topic_tombstones", "gauge", "Reclaimed topics whose last seq is remembered.",
+               es.tombstones);
     r = simple(b, r, "messages_in_total", "counter", "Messages published.", st->msgs_in);
     r = simple(b, r, "bytes_in_total", "counter", "Bytes read from clients.", st->bytes_in);
     r = simple(b, r, "deliveries_total", "counter", "Messages queued to subscribers.",
@@ -375,8 +392,8 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
                outq);
     r = simple(b, r, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.",
                inflight);
-    r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history.", s->engine.hist_bytes);
-    r = simple(b, r, "history_messages", "gauge", "Retained history messages.",
-               s->engine.hist_msgs);
+    r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history (rings included).",
+               es.hist_bytes);
+    r = simple(b, r, "history_messages", "gauge", "Retained history messages.", es.hist_msgs);
     return r;
 }

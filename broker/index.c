@@ -107,13 +107,14 @@ void hr__index_destroy(hr_index_t *ix)
     ix->root = NULL;
 }
 
-hr_sub_t *hr__sub_new(struct hr_conn_s *conn, uint64_t sid, const char *pattern, size_t plen,
-                      const char *queue, size_t qlen)
+hr_sub_t *hr__sub_new(struct hr_conn_s *conn, uint64_t cid, uint64_t sid, const char *pattern,
+                      size_t plen, const char *queue, size_t qlen)
 {
     hr_sub_t *s = calloc(1, sizeof(*s) + plen + qlen);
     if (!s)
         return NULL;
     s->conn = conn;
+    s->cid = cid;
     s->sid = sid;
     s->plen = (uint16_t)plen;
     memcpy(s->pattern, pattern, plen);
@@ -371,11 +372,11 @@ void hr__index_match_hashed(const hr_index_t *ix, const char *topic, size_t tlen
     walk(ix, ix->root, &t, 0, v);
 }
 
-hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, const struct hr_conn_s *skip)
+hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, uint64_t skip_cid)
 {
     for (uint32_t k = 0; k < g->n; k++) {
         hr_sub_t *s = g->members[(g->rr + k) % g->n];
-        if (s->conn != skip) {
+        if (!skip_cid || s->cid != skip_cid) {
             g->rr = (g->rr + k + 1) % g->n;
             return s;
         }

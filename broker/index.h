@@ -13,13 +13,25 @@ typedef struct hr_interest_s hr_interest_t;
 typedef struct hr_qgroup_s hr_qgroup_t;
 typedef struct hr_inode_s hr_inode_t;
 
-/* One subscription. Owned by its connection; linked into one interest list. */
+struct hr_replay_s;
+
+/*
+ * One subscription, linked into one interest list. Its delivery target is a
+ * local connection (`conn`) or, when `conn` is NULL, the peer link `peer`
+ * (interest another process registered here). `cid` is the identity of the
+ * connection that made it, unique across the processes of one broker:
+ * echo suppression and queue-group choice compare identities, never
+ * pointers, so they work for members that live in another process.
+ */
 typedef struct hr_sub_s {
-    struct hr_conn_s *conn; /* owner */
+    struct hr_conn_s *conn; /* owner, or NULL for a peer's interest */
+    uint64_t cid;           /* client id of the subscriber */
     uint64_t sid;
-    hr_interest_t *in;  /* private: the list it is in */
-    hr_qgroup_t *group; /* private: its queue group, or NULL */
-    uint32_t pos;       /* private: index in in->subs or group->members */
+    struct hr_replay_s *rp; /* private to sub.c: the pending replay while replaying */
+    uint16_t peer;          /* peer link index when conn is NULL */
+    hr_interest_t *in;      /* private: the list it is in */
+    hr_qgroup_t *group;     /* private: its queue group, or NULL */
+    uint32_t pos;           /* private: index in in->subs or group->members */
     uint16_t plen;
     uint16_t qlen;
     char *queue;    /* points into `pattern` storage after the pattern, or NULL */
@@ -61,8 +73,8 @@ int hr__index_init(hr_index_t *ix);
 void hr__index_destroy(hr_index_t *ix);
 
 /** New subscription (not yet indexed); NULL on OOM. Free with hr__sub_free(). */
-hr_sub_t *hr__sub_new(struct hr_conn_s *conn, uint64_t sid, const char *pattern, size_t plen,
-                      const char *queue, size_t qlen);
+hr_sub_t *hr__sub_new(struct hr_conn_s *conn, uint64_t cid, uint64_t sid, const char *pattern,
+                      size_t plen, const char *queue, size_t qlen);
 void hr__sub_free(hr_sub_t *s);
 
 /** Indexes `s` by its (already validated) pattern. 0 or -1 on OOM. */
@@ -75,7 +87,7 @@ void hr__index_match(const hr_index_t *ix, const char *topic, size_t tlen,
 /** hr__index_match() with `h` = hr__hash(topic, tlen) from the caller. */
 void hr__index_match_hashed(const hr_index_t *ix, const char *topic, size_t tlen, uint64_t h,
                             const hr_index_visitor_t *v);
-/** Picks the next member of `g` round-robin, skipping members owned by `skip`; NULL if none. */
-hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, const struct hr_conn_s *skip);
+/** Picks the next member of `g` round-robin, skipping members of client `skip_cid` (0: none). */
+hr_sub_t *hr__qgroup_pick(hr_qgroup_t *g, uint64_t skip_cid);
 
 #endif

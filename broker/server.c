@@ -23,6 +23,13 @@ static void on_check(uv_check_t *h)
     hr__conn_flush_all(h->data);
 }
 
+/* Output queued by timers (sweep PINGs, ERR 6/11 closes, engine timers) goes
+ * out before the loop blocks again, not one poll timeout later. */
+static void on_prepare(uv_prepare_t *h)
+{
+    hr__conn_flush_all(h->data);
+}
+
 static void on_sweep(uv_timer_t *t)
 {
     hr_server_t *s = t->data;
@@ -83,9 +90,9 @@ static void on_connection(uv_stream_t *ls, int status)
         if (hr__limits_log_budget(s))
             HR_LOG(HR_LOG_WARN, c->id, "refused: max-connections (%lld) reached",
                    (long long)s->cfg.max_connections);
-        hr__conn_fail(c, 7, "connection limit reached");
+        hr__conn_fail(c, HR_ELIMIT, "connection limit reached");
     } else if ((why = hr__limits_accept(c)) != NULL) {
-        hr__conn_fail(c, 7, why); /* logs the reason */
+        hr__conn_fail(c, HR_ELIMIT, why); /* logs the reason */
     }
 }
 
@@ -95,14 +102,20 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->loop = loop;
     s->cfg = *cfg;
     s->max_frame = (size_t)cfg->max_payload + HR_FRAME_SLACK;
-    hr_engine_limits_t lim = {
+    s->nworkers = 1;
+    hr_mem_limits_t lim = {
         .max_topics = (size_t)cfg->max_topics,
         .history_msgs = (uint32_t)cfg->history_msgs,
         .history_bytes = (size_t)cfg->history_bytes,
         .history_total = (size_t)cfg->history_total,
+        .max_tombstones = (size_t)cfg->topic_tombstones,
+        .has_interest = hr__router_has_interest,
+        .interest_arg = s,
     };
-    hr__engine_init(&s->engine, &lim);
-    if (hr__index_init(&s->index) != 0)
+    if (hr__index_init(&s->index) != 0 || !(s->engine = hr__engine_mem_new(&lim)))
+        return HR_ENOMEM;
+    if (cfg->engine_delay_ms > 0 &&
+        !(s->engine = hr__engine_delay_new(loop, s->engine, (uint64_t)cfg->engine_delay_ms)))
         return HR_ENOMEM;
     hr_buf_init(&s->scratch);
     hr__limits_init(s);
@@ -111,6 +124,9 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
+    uv_prepare_init(loop, &s->flush_prepare);
+    s->flush_prepare.data = s;
+    uv_prepare_start(&s->flush_prepare, on_prepare);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_init(loop, &s->shutdown_timer);
@@ -162,18 +178,27 @@ static int write_ready_file(hr_server_t *s)
                 strerror(errno));
         return -1;
     }
-    fprintf(f, "tcp=%d\nws=%d\npid=%d\n", s->tcp_l.port, s->ws_l.port, (int)uv_os_getpid());
+    for (int i = 0; i < s->nlisteners; i++)
+        fprintf(f, "%s=%d\n", s->listeners[i].tp->name, s->listeners[i].port);
+    fprintf(f, "pid=%d\n", (int)uv_os_getpid());
     fclose(f);
     return rename(tmp, s->cfg.ready_file);
 }
 
 int hr__server_start(hr_server_t *s)
 {
-    int r = listen_on(s, &s->tcp_l, &hr__tcp_transport, (int)s->cfg.port);
-    if (r == 0 && hr__ws_transport)
-        r = listen_on(s, &s->ws_l, hr__ws_transport, (int)s->cfg.ws_port);
-    if (r != 0)
-        return r;
+    /* One listener per transport; a new front end is one more row. */
+    struct {
+        const hr_transport_t *tp;
+        int port;
+    } want[] = {{&hr__tcp_transport, (int)s->cfg.port}, {hr__ws_transport, (int)s->cfg.ws_port}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (!want[i].tp)
+            continue;
+        int r = listen_on(s, &s->listeners[s->nlisteners++], want[i].tp, want[i].port);
+        if (r != 0)
+            return r;
+    }
     uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
     if (sweep > SWEEP_MS_MAX)
         sweep = SWEEP_MS_MAX;
@@ -199,10 +224,10 @@ void hr__server_shutdown(hr_server_t *s)
 {
     if (!s->shutting_down) {
         s->shutting_down = 1;
-        close_listener(&s->tcp_l);
-        close_listener(&s->ws_l);
+        for (int i = 0; i < s->nlisteners; i++)
+            close_listener(&s->listeners[i]);
         for (hr_conn_t *c = s->conns; c; c = c->next)
-            hr__conn_fail(c, 9, "server shutting down");
+            hr__conn_fail(c, HR_ESHUTDOWN, "server shutting down");
         uv_timer_start(&s->shutdown_timer, on_shutdown_timer, (uint64_t)s->cfg.shutdown_timeout_ms,
                        0);
     }
@@ -211,6 +236,7 @@ void hr__server_shutdown(hr_server_t *s)
     HR_LOG(HR_LOG_INFO, 0, "every client drained; exiting");
     /* Closing every handle lets uv_run() return. */
     uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->flush_prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -222,7 +248,8 @@ void hr__server_destroy(hr_server_t *s)
     hr__auth_destroy(s);
     hr__limits_destroy(s);
     hr__index_destroy(&s->index);
-    hr__engine_destroy(&s->engine);
+    hr__engine_destroy(s->engine);
+    s->engine = NULL;
     hr_buf_destroy(&s->scratch);
     hr__oq_cache_release();
 }

@@ -10,6 +10,7 @@
 #include "herald/protocol.h"
 #include "index.h"
 #include "limits.h"
+#include "router.h"
 
 typedef struct hr_server_s hr_server_t;
 typedef struct hr_conn_s hr_conn_t;
@@ -18,19 +19,25 @@ typedef struct hr_conn_s hr_conn_t;
 enum hr_tkind { HR_T_TCP = 0, HR_T_WS = 1, HR_T_COUNT };
 
 /*
- * A transport turns socket bytes into frame bodies (calling
- * hr__conn_on_frame()) and knows how a body is framed on the way out.
- * TCP is the 4-byte length prefix; WebSocket does its handshake and RFC 6455
- * framing and keeps its state in conn->tdata.
+ * A transport turns socket bytes into frame bodies (handing each to
+ * hr__dispatch_frame()) and knows how a body is framed on the way out.
+ * TCP (tcp.c) is the 4-byte length prefix; WebSocket (ws.c) does its
+ * handshake and RFC 6455 framing and keeps its state in conn->tdata. The
+ * connection code (conn.c) knows no transport by name.
  */
 typedef struct hr_transport_s {
     const char *name;
-    int kind;    /* enum hr_tkind */
-    int framing; /* enum hr_framing, for shared delivery headers */
-    /** Bytes arrived (borrowed for the call). */
+    int kind;            /* enum hr_tkind */
+    int framing;         /* enum hr_framing, for shared delivery headers */
+    int ready_at_accept; /* frames flow from the first byte (no transport handshake) */
+    /** Bytes arrived in the loop-wide read buffer (borrowed for the call). */
     void (*on_data)(hr_conn_t *c, const char *p, size_t n);
-    /** The broker is closing `c` after ERR `code` (0: no ERR): queue any goodbye (close frame). */
-    void (*on_closing)(hr_conn_t *c, unsigned code);
+    /** Optional: offer a buffer of the transport's own for the next read; 1 if it did. */
+    int (*read_buf)(hr_conn_t *c, uv_buf_t *buf);
+    /** With read_buf: `n` bytes arrived in the transport's own buffer. */
+    void (*read_done)(hr_conn_t *c, size_t n);
+    /** The broker is closing `c` for `status` (HR_OK: no ERR): queue any goodbye (close frame). */
+    void (*on_closing)(hr_conn_t *c, int status);
     /** `c` is being freed: release conn->tdata. */
     void (*on_free)(hr_conn_t *c);
     /** Optional: called by the sweep timer; return nonzero to close (timeouts). */
@@ -48,28 +55,32 @@ enum hr_conn_flag {
     HR_C_SHUT = 1u << 5,     /* uv_shutdown issued */
     HR_C_CLOSED = 1u << 6,   /* uv_close issued */
     HR_C_PROTOCOL = 1u << 7, /* the transport handshake is done: frames flow */
+    HR_C_OPS_WAIT = 1u << 8, /* reading paused: too many engine calls in flight */
+    HR_C_TURN = 1u << 9,     /* an answer that waited is being given: its ERRs go out now */
 };
 
 struct hr_conn_s {
     uv_tcp_t tcp;
     hr_server_t *srv;
     const hr_transport_t *tp;
-    void *tdata; /* transport state */
-    void *auth;  /* permissions from auth.c; NULL: unrestricted */
-    uint64_t id;
+    void *tdata;    /* transport state */
+    void *auth;     /* permissions from auth.c; NULL: unrestricted */
+    uint64_t id;    /* client id: unique across the workers of one broker */
     uint32_t flags; /* HR_C_* */
     uint8_t pings;  /* unanswered server pings */
     hr_buf_t in;    /* bytes of a partial frame only; empty when idle */
     hr_outq_t out;
     hr_sub_t **subs; /* owned */
     uint32_t nsubs, subcap;
-    uint64_t idle_since;     /* ms: last frame received or ping sent */
-    hr_limits_conn_t lim;    /* limits.c: per-IP slot, pending handshake, publish bucket */
-    uint64_t soft_since;     /* ms: when output went over out-soft, 0 if not */
-    uint64_t deadline;       /* ms: force close when CLOSING lasts past this */
-    uint64_t scan_tokens;    /* wildcard replay budget left (topics) */
-    uint64_t scan_at;        /* ms: when scan_tokens was last refilled; 0 = never */
-    uv_write_t *wreq;        /* owned while a write is in flight */
+    uint64_t idle_since;  /* ms: last frame received or ping sent */
+    hr_limits_conn_t lim; /* limits.c: per-IP slot, pending handshake, publish bucket */
+    uint64_t soft_since;  /* ms: when output went over out-soft, 0 if not */
+    uint64_t deadline;    /* ms: force close when CLOSING lasts past this */
+    uint64_t scan_tokens; /* wildcard replay budget left (topics) */
+    uint64_t scan_at;     /* ms: when scan_tokens was last refilled; 0 = never */
+    uv_write_t *wreq;     /* owned while a write is in flight */
+    struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
+    uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
@@ -81,7 +92,7 @@ typedef struct hr_stats_s {
     uint64_t msgs_in, bytes_in;
     uint64_t deliveries, bytes_out;
     uint64_t slow_consumers;
-    uint64_t errors[12]; /* by ERR code */
+    uint64_t errors[14]; /* by ERR code */
     uint64_t refused_conns;
     uint64_t refused_per_ip;  /* max-conns-per-ip */
     uint64_t refused_pending; /* max-pending handshakes */
@@ -101,12 +112,18 @@ typedef struct hr_listener_s {
     int open;
 } hr_listener_t;
 
+#define HR_LISTENERS_MAX 4
+
+struct hr_peer_ops_s;
+
 struct hr_server_s {
     uv_loop_t *loop;
     hr_config_t cfg;
     size_t max_frame;
-    hr_listener_t tcp_l, ws_l;
-    uv_check_t flush_check;
+    hr_listener_t listeners[HR_LISTENERS_MAX];
+    int nlisteners;
+    uv_check_t flush_check;     /* flushes output produced by I/O callbacks */
+    uv_prepare_t flush_prepare; /* flushes output produced by timers, before the loop blocks */
     uv_timer_t sweep;
     uv_timer_t shutdown_timer;
     uv_signal_t sigint, sigterm;
@@ -114,8 +131,12 @@ struct hr_server_s {
     hr_conn_t *pending;
     size_t nconns;
     uint64_t next_id;
+    uint16_t worker;   /* this worker's number, in WELCOME and in client ids */
+    uint16_t nworkers; /* workers of this broker (1: a single process) */
     hr_index_t index;
-    hr_engine_t engine;
+    hr_engine_t *engine;
+    const struct hr_peer_ops_s *peer; /* router.h: the other workers; NULL when alone */
+    void *peer_arg;
     hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
@@ -137,29 +158,53 @@ void hr__server_shutdown(hr_server_t *s);
 void hr__server_destroy(hr_server_t *s);
 uint64_t hr__now_ms(const hr_server_t *s);
 
-/* conn.c */
+/* conn.c: connection lifecycle, output queue, closing */
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp);
 void hr__conn_start(hr_conn_t *c);
-/** Handles one complete frame body from the transport. */
-void hr__conn_on_frame(hr_conn_t *c, const char *body, size_t n);
-/** The TCP framing decoder, reused by nothing else but kept public for tests. */
-void hr__conn_lp_data(hr_conn_t *c, const char *p, size_t n);
-/** Queues an ERR that leaves the connection open. */
-void hr__conn_err(hr_conn_t *c, unsigned code, const char *msg, int has_ref, uint64_t ref);
-/** Queues ERR `code` (0: none), lets the transport say goodbye, drains, closes. */
-void hr__conn_fail(hr_conn_t *c, unsigned code, const char *msg);
+/** Queues ERR for `status` (an HR_E* with a wire code) that leaves the connection open. */
+void hr__conn_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref);
+/** Queues the ERR for `status` (HR_OK: none), lets the transport say goodbye, drains, closes. */
+void hr__conn_fail(hr_conn_t *c, int status, const char *msg);
 /** Closes at once (peer gone). */
 void hr__conn_close_now(hr_conn_t *c);
 /** Queues raw, already framed bytes (copied): WebSocket control frames, HTTP responses. */
 int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n);
 /** Queues a body from s->scratch framed for the connection's transport (copied once). */
 int hr__conn_send_scratch(hr_conn_t *c);
+/** Frames the body in s->scratch for `c` as a message of its own (the caller queues it). */
+hr_msg_t *hr__conn_frame_scratch(hr_conn_t *c);
+/*
+ * Answers (ACK, PONG, ERR that leaves the connection open) in the order of
+ * the frames they answer. hr__conn_answer() queues the body in s->scratch,
+ * after any answer still outstanding; hr__conn_reply_later() reserves the
+ * place of one that comes later and hr__conn_reply_fill() completes it
+ * (with the body in s->scratch when `with_scratch`, else none: a barrier).
+ * hr__reply_conn() is NULL once the connection is gone: encode nothing
+ * then, just fill (which frees the slot).
+ */
+typedef struct hr_reply_s hr_reply_t;
+int hr__conn_answer(hr_conn_t *c);
+hr_reply_t *hr__conn_reply_later(hr_conn_t *c);
+hr_conn_t *hr__reply_conn(const hr_reply_t *r);
+void hr__conn_reply_fill(hr_reply_t *r, int with_scratch);
+/** Makes `r` run `run(arg)` when its turn comes (or when the connection is gone) instead. */
+void hr__reply_set_run(hr_reply_t *r, void (*run)(void *arg), void *arg);
+/** An engine call was started for / answered to `c`: bounds what one connection has in flight. */
+void hr__conn_ops_begin(hr_conn_t *c);
+void hr__conn_ops_end(hr_conn_t *c);
+/** Queues a delivery: the shared body `m` behind a per-subscriber header. */
+void hr__conn_deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m);
 /** Flushes every connection with pending output (once per loop turn). */
 void hr__conn_flush_all(hr_server_t *s);
 /** Periodic checks: heartbeats, HELLO timeout, soft output limit, close deadlines. */
 void hr__conn_sweep(hr_conn_t *c, uint64_t now);
-/** Publishes a message from `from` (NULL: the broker itself). Returns HR_OK or a status. */
-int hr__router_publish(hr_server_t *s, hr_conn_t *from, hr_slice_t topic, hr_slice_t payload,
-                       hr_slice_t reply, hr_slice_t headers, uint64_t *seq);
+
+/* dispatch.c */
+/** Handles one complete frame body from the transport. */
+void hr__dispatch_frame(hr_conn_t *c, const char *body, size_t n);
+
+/* tcp.c */
+/** The TCP framing decoder (kept visible for the fuzz target). */
+void hr__tcp_data(hr_conn_t *c, const char *p, size_t n);
 
 #endif

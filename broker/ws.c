@@ -75,7 +75,7 @@ static void http_error(hr_conn_t *c, ws_t *w, int status, const char *extra, con
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, hr__http_reason(status), why);
     HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %d: %s", status, why);
     http_reply(c, w, status, extra, "text/plain; charset=utf-8", body, (size_t)n);
-    hr__conn_fail(c, 0, why);
+    hr__conn_fail(c, HR_OK, why);
 }
 
 static int origin_allowed(const hr_server_t *s, hr_slice_t origin)
@@ -108,7 +108,7 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
     }
     if (rq.path.n == 8 && !memcmp(rq.path.p, "/healthz", 8)) {
         http_reply(c, w, 200, NULL, "text/plain; charset=utf-8", "ok\n", 3);
-        hr__conn_fail(c, 0, "HTTP request served");
+        hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }
     if (rq.path.n == 8 && !memcmp(rq.path.p, "/metrics", 8)) {
@@ -120,7 +120,7 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
         else
             http_reply(c, w, 500, NULL, "text/plain", "out of memory\n", 14);
         hr_buf_destroy(&b);
-        hr__conn_fail(c, 0, "HTTP request served");
+        hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }
     if (rq.path.n != 1 || rq.path.p[0] != '/') {
@@ -278,7 +278,7 @@ static void cb_frame_chunk(wslay_event_context_ptr ctx,
         /* The whole message in one chunk: hand wslay's (unmasked) bytes over as they are. */
         w->dispatched = 1;
         flush_ctl(c, w);
-        hr__conn_on_frame(c, (const char *)a->data, a->data_length);
+        hr__dispatch_frame(c, (const char *)a->data, a->data_length);
         return;
     }
     if (hr_buf_append(&w->msg, a->data, a->data_length) != HR_OK)
@@ -295,7 +295,7 @@ static void cb_frame_end(wslay_event_context_ptr ctx, void *ud)
     w->in_msg = 0;
     if (!w->dispatched && !(c->flags & HR_C_CLOSING)) {
         flush_ctl(c, w);
-        hr__conn_on_frame(c, (const char *)w->msg.base, w->msg.len);
+        hr__dispatch_frame(c, (const char *)w->msg.base, w->msg.len);
     }
     hr_buf_destroy(&w->msg); /* an idle connection keeps no message buffer */
 }
@@ -346,9 +346,9 @@ static void ws_release(ws_t *w)
     hr_buf_destroy(&w->ctl);
 }
 
-static unsigned close_to_err(uint16_t code)
+static int close_to_err(uint16_t code)
 {
-    return code == 1009 ? 2 : 1;
+    return code == 1009 ? HR_ETOOBIG : HR_EPROTO;
 }
 
 static const char *close_reason(uint16_t code)
@@ -421,7 +421,7 @@ static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
         }
         queue_ctl(c, w); /* pongs, then the echo of their close */
         w->close_sent = 1;
-        hr__conn_fail(c, 0, "the client closed the WebSocket");
+        hr__conn_fail(c, HR_OK, "the client closed the WebSocket");
         return;
     }
     queue_ctl(c, w);
@@ -510,16 +510,16 @@ static void put_close(hr_conn_t *c, ws_t *w, uint16_t code)
  * goodbye is an HTTP error response; after it, a close frame whose code
  * follows the ERR (PROTOCOL.md), unless a WebSocket-level error chose one.
  */
-static void ws_on_closing(hr_conn_t *c, unsigned code)
+static void ws_on_closing(hr_conn_t *c, int status)
 {
     ws_t *w = ws_get(c);
     if (!w)
         return;
     if (w->state == WS_HTTP) {
         if (!w->responded) {
-            const char *why = code == 7   ? "connection limit reached"
-                              : code == 9 ? "server shutting down"
-                                          : "closing";
+            const char *why = status == HR_ELIMIT      ? "connection limit reached"
+                              : status == HR_ESHUTDOWN ? "server shutting down"
+                                                       : "closing";
             char body[80];
             int n = snprintf(body, sizeof(body), "503 Service Unavailable: %s\n", why);
             http_reply(c, w, 503, "Retry-After: 1\r\n", "text/plain; charset=utf-8", body,
@@ -533,21 +533,21 @@ static void ws_on_closing(hr_conn_t *c, unsigned code)
         return;
     uint16_t cc = w->close_code;
     if (!cc) {
-        switch (code) {
-        case 0:
+        switch (status) {
+        case HR_OK:
             cc = 1000;
             break;
-        case 1:
+        case HR_EPROTO:
             cc = 1002;
             break;
-        case 2:
+        case HR_ETOOBIG:
             cc = 1009;
             break;
-        case 9:
-        case 11:
+        case HR_ESHUTDOWN:
+        case HR_EHEARTBEAT:
             cc = 1001;
             break;
-        default: /* 3, 6, 7 */
+        default: /* HR_EAUTH, HR_ESLOW, HR_ELIMIT */
             cc = 1008;
             break;
         }

@@ -4,6 +4,8 @@
 
 #include "herald/status.h"
 
+#define HR__WIRE_MAX 13 /* the highest wire ERR code */
+
 const char *hr_strerror(int status)
 {
     switch (status) {
@@ -37,10 +39,10 @@ const char *hr_err_name(int status)
 unsigned hr_status_to_wire(int status)
 {
     int code = -status - HR__STATUS_BASE;
-    return code >= 1 && code <= 11 ? (unsigned)code : 0;
+    return code >= 1 && code <= HR__WIRE_MAX ? (unsigned)code : 0;
 }
 
 int hr_status_from_wire(unsigned code)
 {
-    return code >= 1 && code <= 11 ? -(HR__STATUS_BASE + (int)code) : HR_EPROTO;
+    return code >= 1 && code <= HR__WIRE_MAX ? -(HR__STATUS_BASE + (int)code) : HR_EPROTO;
 }

@@ -22,7 +22,7 @@ static void on_sub(void *arg, hr_sub_t *s)
 static void on_group(void *arg, hr_qgroup_t *g)
 {
     hits_t *h = arg;
-    hr_sub_t *s = hr__qgroup_pick(g, NULL);
+    hr_sub_t *s = hr__qgroup_pick(g, 0);
     h->groups++;
     if (s)
         h->sids[h->n++] = s->sid;
@@ -47,7 +47,8 @@ static int has(const hits_t *h, uint64_t sid)
 
 static hr_sub_t *add(hr_index_t *ix, uint64_t sid, const char *pat, const char *queue)
 {
-    hr_sub_t *s = hr__sub_new((void *)0x1, sid, pat, strlen(pat), queue, queue ? strlen(queue) : 0);
+    hr_sub_t *s =
+        hr__sub_new((void *)0x1, 1, sid, pat, strlen(pat), queue, queue ? strlen(queue) : 0);
     ck_assert_ptr_nonnull(s);
     ck_assert_int_eq(hr__index_add(ix, s), 0);
     return s;
@@ -132,14 +133,14 @@ START_TEST(skip_in_group)
 {
     hr_index_t ix;
     hr__index_init(&ix);
-    hr_sub_t *a = hr__sub_new((void *)0x1, 1, "q", 1, "g", 1);
-    hr_sub_t *b = hr__sub_new((void *)0x2, 2, "q", 1, "g", 1);
+    hr_sub_t *a = hr__sub_new((void *)0x1, 1, 1, "q", 1, "g", 1);
+    hr_sub_t *b = hr__sub_new((void *)0x2, 2, 2, "q", 1, "g", 1);
     hr__index_add(&ix, a);
     hr__index_add(&ix, b);
     for (int i = 0; i < 10; i++)
-        ck_assert_ptr_eq(hr__qgroup_pick(a->group, (void *)0x1), b);
+        ck_assert_ptr_eq(hr__qgroup_pick(a->group, 1), b);
     hr__index_remove(&ix, b);
-    ck_assert_ptr_null(hr__qgroup_pick(a->group, (void *)0x1));
+    ck_assert_ptr_null(hr__qgroup_pick(a->group, 1));
     hr__sub_free(b);
     hr__index_destroy(&ix); /* frees the remaining index structures */
     hr__sub_free(a);

@@ -8,8 +8,8 @@ extern "C" {
 #endif
 
 /*
- * One table generates the enum and hr_strerror(). Codes 1..11 are the wire
- * ERR codes of PROTOCOL.md (HR_EPROTO is ERR 1, ...); the rest are local.
+ * One table generates the enum and hr_strerror(). Codes 1..13 are the wire
+ * ERR codes of docs/protocol.md (HR_EPROTO is ERR 1, ...); the rest are local.
  * Herald's codes live at -30000 and below so libuv's UV_E* values (small
  * negative errno numbers) pass through the same `int status` unchanged.
  */
@@ -25,6 +25,8 @@ extern "C" {
     XX(ESHUTDOWN, 9, "server shutting down")                                                       \
     XX(EGAP, 10, "history gap")                                                                    \
     XX(EHEARTBEAT, 11, "heartbeat timeout")                                                        \
+    XX(EOPTION, 12, "invalid subscription option")                                                 \
+    XX(EREJECTED, 13, "rejected by a publish transform")                                           \
     XX(EAGAIN, 100, "incomplete input, need more bytes")                                           \
     XX(ENOMEM, 101, "out of memory")                                                               \
     XX(EINVAL, 102, "invalid argument")                                                            \
@@ -52,7 +54,7 @@ const char *hr_strerror(int status);
 /** Returns the name of `status` ("HR_EPROTO", "UV_ECONNREFUSED", ...). Static storage. */
 const char *hr_err_name(int status);
 
-/** Maps a status to its wire ERR code (1..11), or 0 if it has none. */
+/** Maps a status to its wire ERR code (1..13), or 0 if it has none. */
 unsigned hr_status_to_wire(int status);
 
 /** Maps a wire ERR code to a status; unknown codes map to HR_EPROTO. */

@@ -666,8 +666,14 @@ class TestLimitReached(Case):
         self.wait_for_free_slots()
 
     def test_topic_limit_err7_stays_open(self):
+        # At max-topics a new topic takes the place of the least recently
+        # published one that nothing subscribes to; ERR 7 only when every
+        # topic with state has a subscriber.
+        watcher = self.connect()
         c = self.connect()
         base = self.topic()
+        watcher.sub(1, base + ".>")
+        self.assertQuiet(watcher)
         accepted = []
         for i in range(4):
             t = "%s.%d" % (base, i)
@@ -679,10 +685,18 @@ class TestLimitReached(Case):
             self.assertEqual(f, [ACK, 70 + i, 1])
             accepted.append(t)
         else:
-            self.fail("4 topics accepted with --max-topics 3")
+            self.fail("4 subscribed topics accepted with --max-topics 3")
+        self.assertEqual(len(accepted), 3)
         self.assertQuiet(c)
         for t in accepted:  # known topics still take messages
             self.assertEqual(self.pub_acked(c, t), 2)
+        # Without interest the least recently published topic is reclaimed,
+        # and its seq continues when it comes back (never backwards).
+        watcher.unsub(1)
+        watcher.sync()
+        self.assertEqual(self.pub_acked(c, "%s.3" % base), 1)
+        self.assertEqual(self.pub_acked(c, accepted[0]), 3)
+        watcher.close()
 
     def test_connection_limit_err7_closed(self):
         others = [self.connect() for _ in range(4)]

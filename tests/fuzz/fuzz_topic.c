@@ -112,9 +112,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
          * subscription and one queue group on the pattern. */
         hr_index_t ix;
         CHECK(hr__index_init(&ix) == 0);
-        hr_sub_t *a = hr__sub_new(NULL, 1, P, pn, NULL, 0);
-        hr_sub_t *b = hr__sub_new(NULL, 2, P, pn, "q", 1);
-        hr_sub_t *c = p2v ? hr__sub_new(NULL, 3, P2, p2n, NULL, 0) : NULL;
+        hr_sub_t *a = hr__sub_new(NULL, 1, 1, P, pn, NULL, 0);
+        hr_sub_t *b = hr__sub_new(NULL, 2, 2, P, pn, "q", 1);
+        hr_sub_t *c = p2v ? hr__sub_new(NULL, 3, 3, P2, p2n, NULL, 0) : NULL;
         CHECK(a && b && hr__index_add(&ix, a) == 0 && hr__index_add(&ix, b) == 0);
         if (c)
             CHECK(hr__index_add(&ix, c) == 0);

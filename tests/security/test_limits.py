@@ -122,11 +122,21 @@ class Limits(unittest.TestCase):
         for sid in (1, 2, 3):
             c.sub(sid, "s.%d" % sid)
         self.assertEqual(errs(c.sync()), [(7, 3)])
+        # max-topics: topics something subscribes to are kept, so past the
+        # cap new topics are refused; topics without interest make room.
+        w = self.connect(b)
+        w.sub(1, "topic.*")
+        w.sync()
         for i in range(5):
             c.pub("topic.%d" % i, b"x", ack=i)
         frames = c.sync()
         self.assertEqual([f[1] for f in frames if f[0] == ACK], [0, 1, 2])
         self.assertEqual(errs(frames), [(7, 3), (7, 4)])
+        w.send(4, 1)  # UNSUB
+        w.sync()
+        c.pub("topic.3", b"x", ack=3)
+        frames = c.sync()
+        self.assertEqual([f[1] for f in frames if f[0] == ACK], [3])
         c.pub("topic.0", b"x" * 2048)
         self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
 

@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: MIT */
+/* Subscriptions: SUB and UNSUB, and replays that stay gap-free when the engine answers late. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "log.h"
+#include "server.h"
+
+/* ---- a connection's subscriptions, sorted by sid -------------------------------- */
+
+/* Kept sorted by sid, so SUB and UNSUB find theirs by binary search even
+ * with thousands of them. */
+static uint32_t sub_pos(const hr_conn_t *c, uint64_t sid)
+{
+    uint32_t lo = 0, hi = c->nsubs;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->subs[mid]->sid < sid)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
+{
+    uint32_t i = sub_pos(c, sid);
+    return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
+}
+
+/* Inserts `sub` (room already reserved); returns its slot. */
+static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
+{
+    uint32_t i = sub_pos(c, sub->sid);
+    memmove(&c->subs[i + 1], &c->subs[i], (c->nsubs - i) * sizeof(*c->subs));
+    c->subs[i] = sub;
+    c->nsubs++;
+    return &c->subs[i];
+}
+
+static void sub_erase(hr_conn_t *c, hr_sub_t **slot)
+{
+    uint32_t i = (uint32_t)(slot - c->subs);
+    memmove(&c->subs[i], &c->subs[i + 1], (c->nsubs - i - 1) * sizeof(*c->subs));
+    c->nsubs--;
+}
+
+/* ---- replay --------------------------------------------------------------------- */
+
+/*
+ * A subscription with `since` or `last` is indexed first and replayed
+ * second: from the moment it is indexed, live messages for it are held
+ * here instead of delivered. When the engine's answer is complete (and it
+ * is the answer's turn among the connection's answers), the ERR 10 if
+ * history was missing goes out first, then the replayed messages, then the
+ * held live ones whose seq the replay did not already cover. So the
+ * subscriber sees no gap and no duplicate however late the answer comes.
+ * Messages are held by reference (the shared bodies), charged against the
+ * connection's out-hard limit.
+ */
+typedef struct held_s {
+    hr_msg_t *m;
+    uint64_t th; /* topic hash */
+    uint64_t seq;
+} held_t;
+
+typedef struct seen_s {
+    uint64_t th;
+    uint64_t seq; /* highest seq the replay delivered for the topic */
+} seen_t;
+
+typedef struct hr_replay_s hr_replay_t;
+
+struct hr_replay_s {
+    hr_sub_t *sub; /* NULL once the subscription is gone */
+    hr_server_t *srv;
+    hr_reply_t *slot; /* the answer's place when the engine is asynchronous */
+    held_t *replayed; /* the engine's answer, kept until it is complete */
+    size_t nreplayed, capreplayed;
+    held_t *live; /* live messages that arrived meanwhile */
+    size_t nlive, caplive, live_bytes;
+    seen_t *seen; /* per topic, the highest replayed seq */
+    size_t nseen, capseen;
+    int status;
+    int overflow;
+};
+
+static int push_held(held_t **v, size_t *n, size_t *cap, hr_msg_t *m, uint64_t th, uint64_t seq)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        held_t *p = realloc(*v, nc * sizeof(*p));
+        if (!p)
+            return -1;
+        *v = p;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = (held_t){hr_msg_ref(m), th, seq};
+    return 0;
+}
+
+static seen_t *seen_find(hr_replay_t *rp, uint64_t th)
+{
+    for (size_t i = 0; i < rp->nseen; i++)
+        if (rp->seen[i].th == th)
+            return &rp->seen[i];
+    return NULL;
+}
+
+static void replay_free(hr_replay_t *rp)
+{
+    for (size_t i = 0; i < rp->nreplayed; i++)
+        hr_msg_unref(&rp->replayed[i].m);
+    for (size_t i = 0; i < rp->nlive; i++)
+        hr_msg_unref(&rp->live[i].m);
+    free(rp->replayed);
+    free(rp->live);
+    free(rp->seen);
+    free(rp);
+}
+
+static void on_replay_msg(void *arg, hr_slice_t topic, uint64_t seq, hr_msg_t *body)
+{
+    hr_replay_t *rp = arg;
+    if (!rp->sub || rp->overflow)
+        return;
+    uint64_t th = hr__hash(topic.p, topic.n);
+    seen_t *s = seen_find(rp, th);
+    if (!s) {
+        if (rp->nseen == rp->capseen) {
+            size_t nc = rp->capseen ? rp->capseen * 2 : 4;
+            seen_t *p = realloc(rp->seen, nc * sizeof(*p));
+            if (!p) {
+                rp->overflow = 1;
+                return;
+            }
+            rp->seen = p;
+            rp->capseen = nc;
+        }
+        s = &rp->seen[rp->nseen++];
+        *s = (seen_t){th, 0};
+    }
+    if (seq > s->seq)
+        s->seq = seq;
+    if (push_held(&rp->replayed, &rp->nreplayed, &rp->capreplayed, body, th, seq) != 0)
+        rp->overflow = 1;
+}
+
+void hr__sub_hold(hr_sub_t *sub, hr_slice_t topic, uint64_t seq, hr_msg_t *m)
+{
+    hr_replay_t *rp = sub->rp;
+    hr_conn_t *c = sub->conn;
+    if (rp->overflow || (c->flags & HR_C_CLOSING))
+        return;
+    rp->live_bytes += m->len + sizeof(held_t);
+    if (rp->live_bytes + c->out.bytes > (size_t)c->srv->cfg.out_hard ||
+        push_held(&rp->live, &rp->nlive, &rp->caplive, m, hr__hash(topic.p, topic.n), seq) != 0) {
+        rp->overflow = 1;
+        hr__conn_fail(c, HR_ESLOW,
+                      "slow consumer: live messages held during a replay over out-hard");
+    }
+}
+
+/* The answer is complete and it is its turn: deliver it, then what was held. */
+static void replay_finish(void *arg)
+{
+    hr_replay_t *rp = arg;
+    hr_sub_t *sub = rp->sub;
+    if (!sub) {
+        replay_free(rp);
+        return;
+    }
+    hr_conn_t *c = sub->conn;
+    sub->rp = NULL;
+    if (!(c->flags & HR_C_CLOSING) && !rp->overflow) {
+        if (rp->status == HR_ELIMIT)
+            hr__conn_err(c, HR_EGAP, "history not replayed: wildcard replay budget exhausted", 1,
+                         sub->sid);
+        else if (rp->status != HR_OK)
+            hr__conn_err(c, HR_EGAP, "history gap: since is older than the retained history", 1,
+                         sub->sid);
+        for (size_t i = 0; i < rp->nreplayed && !(c->flags & HR_C_CLOSING); i++)
+            hr__conn_deliver(c, sub->sid, rp->replayed[i].m);
+        for (size_t i = 0; i < rp->nlive && !(c->flags & HR_C_CLOSING); i++) {
+            seen_t *s = seen_find(rp, rp->live[i].th);
+            if (!s || rp->live[i].seq > s->seq)
+                hr__conn_deliver(c, sub->sid, rp->live[i].m);
+        }
+    }
+    replay_free(rp);
+}
+
+/*
+ * A wildcard replay examines every topic with state, so it is charged
+ * against a per-connection budget of topics examined (replay-scan-rate a
+ * second, as a token bucket): without it a burst of such SUBs, a few bytes
+ * each, stalls the loop for every other client. Over budget, the
+ * subscription goes live without replay and the client gets ERR 10, the
+ * same answer as for history that is gone.
+ */
+static uint64_t scan_budget(hr_conn_t *c)
+{
+    uint64_t rate = (uint64_t)c->srv->cfg.replay_scan_rate, now = hr__now_ms(c->srv);
+    if (!c->scan_at) {
+        c->scan_tokens = rate;
+    } else {
+        uint64_t refill = (now - c->scan_at) * rate / 1000;
+        c->scan_tokens = c->scan_tokens + refill > rate ? rate : c->scan_tokens + refill;
+    }
+    c->scan_at = now ? now : 1;
+    return c->scan_tokens;
+}
+
+static void on_replay_done(void *arg, int status, uint64_t topics)
+{
+    hr_replay_t *rp = arg;
+    rp->status = status;
+    if (rp->sub && topics) {
+        hr_conn_t *c = rp->sub->conn;
+        c->scan_tokens = topics > c->scan_tokens ? 0 : c->scan_tokens - topics;
+    }
+    if (!rp->slot) {
+        replay_finish(rp);
+        return;
+    }
+    hr_conn_t *c = hr__reply_conn(rp->slot);
+    if (c)
+        hr__conn_ops_end(c);
+    hr__reply_set_run(rp->slot, replay_finish, rp);
+    hr__conn_reply_fill(rp->slot, 0);
+}
+
+static void start_replay(hr_conn_t *c, hr_sub_t *sub, const hr_sub_cmd_t *cmd)
+{
+    hr_server_t *s = c->srv;
+    hr_erange_t r = {
+        .pattern = {sub->pattern, sub->plen},
+        .wildcard = hr_topic_validate(sub->pattern, sub->plen) != HR_OK,
+        .has_since = cmd->has_since,
+        .has_last = cmd->has_last,
+        .has_epoch = cmd->has_epoch,
+        .since = cmd->since,
+        .last = cmd->last,
+        .epoch = cmd->epoch,
+    };
+    r.hash = r.wildcard ? 0 : hr__hash(sub->pattern, sub->plen);
+    if (r.wildcard) {
+        r.scan_budget = scan_budget(c);
+        if (!r.scan_budget) {
+            hr__conn_err(c, HR_EGAP, "history not replayed: wildcard replay budget exhausted", 1,
+                         sub->sid);
+            return;
+        }
+    }
+    hr_replay_t *rp = calloc(1, sizeof(*rp));
+    if (!rp) {
+        hr__conn_err(c, HR_EGAP, "history not replayed: out of memory", 1, sub->sid);
+        return;
+    }
+    rp->sub = sub;
+    rp->srv = s;
+    if (!s->engine->ops->sync) {
+        if (!(rp->slot = hr__conn_reply_later(c))) {
+            free(rp);
+            hr__conn_err(c, HR_EGAP, "history not replayed: out of memory", 1, sub->sid);
+            return;
+        }
+        hr__conn_ops_begin(c);
+    }
+    sub->rp = rp;
+    int st = hr__engine_replay(s->engine, &r, on_replay_msg, on_replay_done, rp);
+    if (st < 0)
+        on_replay_done(rp, st, 0);
+}
+
+/* ---- SUB and UNSUB ------------------------------------------------------------------ */
+
+/* Unlinks `sub` from everything and frees it; a replay in flight forgets it. */
+static void sub_release(hr_server_t *s, hr_sub_t *sub, int indexed)
+{
+    if (indexed) {
+        hr__index_remove(&s->index, sub);
+        s->engine->ops->interest_remove(s->engine, (hr_slice_t){sub->pattern, sub->plen});
+    }
+    if (sub->rp)
+        sub->rp->sub = NULL;
+    hr__sub_free(sub);
+}
+
+void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
+{
+    hr_server_t *s = c->srv;
+    hr_sub_t **slot = find_sub(c, cmd->sid);
+    int replay = (cmd->has_since || cmd->has_last) && !cmd->queue.n;
+    if (!hr__auth_allowed(c, HR_AUTH_SUB, cmd->pattern)) {
+        hr__conn_err(c, HR_EPERM, "not permitted to subscribe to this pattern", 1, cmd->sid);
+        return;
+    }
+    if (replay && !hr__limits_replay(c, cmd->pattern.p, cmd->pattern.n)) {
+        hr__conn_err(c, HR_ELIMIT, "replay rate limit exceeded (max-replay-rate)", 1, cmd->sid);
+        return;
+    }
+    if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
+        hr__conn_err(c, HR_ELIMIT, "subscription limit reached", 1, cmd->sid);
+        return;
+    }
+    if (!slot && c->nsubs == c->subcap) {
+        uint32_t cap = c->subcap ? c->subcap * 2 : 2;
+        hr_sub_t **p = realloc(c->subs, cap * sizeof(*p));
+        if (!p) {
+            hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
+            return;
+        }
+        c->subs = p;
+        c->subcap = cap;
+    }
+    hr_sub_t *sub =
+        hr__sub_new(c, c->id, cmd->sid, cmd->pattern.p, cmd->pattern.n, cmd->queue.p, cmd->queue.n);
+    if (!sub) {
+        hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
+        return;
+    }
+    if (hr__index_add(&s->index, sub) != 0) {
+        hr__sub_free(sub);
+        hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
+        return;
+    }
+    s->engine->ops->interest_add(s->engine, cmd->pattern);
+    if (slot) { /* an active sid is replaced */
+        sub_release(s, *slot, 1);
+        *slot = sub;
+    } else {
+        sub_insert(c, sub);
+    }
+    /* A queue group delivers each message to one member; replaying history
+     * to a joining member would break that, so `since` and `last` are
+     * ignored there. */
+    if (replay)
+        start_replay(c, sub, cmd);
+}
+
+void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
+{
+    hr_sub_t **slot = find_sub(c, sid);
+    if (!slot) {
+        hr__conn_err(c, HR_ESID, "unknown sid", 1, sid);
+        return;
+    }
+    hr_sub_t *sub = *slot;
+    sub_erase(c, slot);
+    sub_release(c->srv, sub, 1);
+}
+
+void hr__subs_drop(hr_conn_t *c)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++) {
+        hr__index_remove(&c->srv->index, c->subs[i]);
+        c->srv->engine->ops->interest_remove(c->srv->engine,
+                                             (hr_slice_t){c->subs[i]->pattern, c->subs[i]->plen});
+    }
+}
+
+void hr__subs_free(hr_conn_t *c)
+{
+    for (uint32_t i = 0; i < c->nsubs; i++)
+        sub_release(c->srv, c->subs[i], 0);
+    free(c->subs);
+    c->subs = NULL;
+    c->nsubs = c->subcap = 0;
+}
