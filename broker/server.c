@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "log.h"
@@ -89,8 +90,14 @@ static void on_connection(uv_stream_t *ls, int status)
     }
 }
 
+/*
+ * Everything that can fail for a reason the operator must fix (the
+ * credentials) is checked before a libuv handle exists, so a failed init
+ * leaves nothing to close: the caller prints nothing more and exits.
+ */
 int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
 {
+    int r;
     memset(s, 0, sizeof(*s));
     s->loop = loop;
     s->cfg = *cfg;
@@ -102,12 +109,14 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         .history_total = (size_t)cfg->history_total,
     };
     hr__engine_init(&s->engine, &lim);
-    if (hr__index_init(&s->index) != 0)
-        return HR_ENOMEM;
     hr_buf_init(&s->scratch);
     hr__limits_init(s);
-    if (hr__auth_init(s) != HR_OK)
-        return HR_EINVAL;
+    if (hr__index_init(&s->index) != 0) {
+        r = HR_ENOMEM;
+        goto fail;
+    }
+    if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -119,6 +128,11 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     uv_signal_init(loop, &s->sigterm);
     s->sigint.data = s->sigterm.data = s;
     return HR_OK;
+fail:
+    if (r == HR_ENOMEM)
+        fprintf(stderr, "herald: out of memory\n");
+    hr__server_destroy(s);
+    return r;
 }
 
 static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp, int port)
@@ -148,7 +162,6 @@ static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp,
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &namelen);
     l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", tp->name, s->cfg.bind, l->port);
     return 0;
 }
 
@@ -163,27 +176,12 @@ static int write_ready_file(hr_server_t *s)
         return -1;
     }
     fprintf(f, "tcp=%d\nws=%d\npid=%d\n", s->tcp_l.port, s->ws_l.port, (int)uv_os_getpid());
-    fclose(f);
-    return rename(tmp, s->cfg.ready_file);
-}
-
-int hr__server_start(hr_server_t *s)
-{
-    int r = listen_on(s, &s->tcp_l, &hr__tcp_transport, (int)s->cfg.port);
-    if (r == 0 && hr__ws_transport)
-        r = listen_on(s, &s->ws_l, hr__ws_transport, (int)s->cfg.ws_port);
-    if (r != 0)
-        return r;
-    uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
-    if (sweep > SWEEP_MS_MAX)
-        sweep = SWEEP_MS_MAX;
-    if (sweep < 10)
-        sweep = 10;
-    uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    if (*s->cfg.ready_file && write_ready_file(s) != 0)
+    if (fclose(f) != 0 || rename(tmp, s->cfg.ready_file) != 0) {
+        fprintf(stderr, "herald: setting 'ready-file': cannot write '%s': %s\n", s->cfg.ready_file,
+                strerror(errno));
+        unlink(tmp);
         return -1;
+    }
     return 0;
 }
 
@@ -193,6 +191,48 @@ static void close_listener(hr_listener_t *l)
         l->open = 0;
         uv_close((uv_handle_t *)&l->tcp, NULL);
     }
+}
+
+/* Closing every handle lets uv_run() return. */
+static void close_handles(hr_server_t *s)
+{
+    close_listener(&s->tcp_l);
+    close_listener(&s->ws_l);
+    uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+/*
+ * Nothing is logged until both ports listen and the ready file is written:
+ * a start that fails prints its one reason to stderr and nothing else.
+ */
+int hr__server_start(hr_server_t *s)
+{
+    int r = listen_on(s, &s->tcp_l, &hr__tcp_transport, (int)s->cfg.port);
+    if (r == 0 && hr__ws_transport)
+        r = listen_on(s, &s->ws_l, hr__ws_transport, (int)s->cfg.ws_port);
+    if (r == 0 && *s->cfg.ready_file && write_ready_file(s) != 0)
+        r = -1;
+    if (r != 0) {
+        close_handles(s);
+        return r;
+    }
+    uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
+    if (sweep > SWEEP_MS_MAX)
+        sweep = SWEEP_MS_MAX;
+    if (sweep < 10)
+        sweep = 10;
+    uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    HR_LOG(HR_LOG_INFO, 0, "listening: tcp on %s:%d", s->cfg.bind, s->tcp_l.port);
+    if (s->ws_l.open)
+        HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", s->ws_l.tp->name, s->cfg.bind,
+               s->ws_l.port);
+    return 0;
 }
 
 void hr__server_shutdown(hr_server_t *s)
@@ -209,12 +249,7 @@ void hr__server_shutdown(hr_server_t *s)
     if (s->nconns)
         return; /* called again from the last connection's close */
     HR_LOG(HR_LOG_INFO, 0, "every client drained; exiting");
-    /* Closing every handle lets uv_run() return. */
-    uv_close((uv_handle_t *)&s->flush_check, NULL);
-    uv_close((uv_handle_t *)&s->sweep, NULL);
-    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    close_handles(s);
 }
 
 void hr__server_destroy(hr_server_t *s)

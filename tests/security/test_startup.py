@@ -1,0 +1,101 @@
+# SPDX-License-Identifier: MIT
+# The broker binary at start-up: a failure is one line on stderr and exit 1, nothing else.
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from herald_test import SLOW, herald_bin
+
+# An EC (not RSA) public key: a valid PEM that jwt-rs256-public-key must refuse.
+EC_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAESzqWaykVKBG4cfetnulfCkGRr1HK
+ZA5+oKrdmfRrHb4RNqo9ccbQ++JQMACmKgwxLISEmijlQF0aRSIFxlZiVg==
+-----END PUBLIC KEY-----
+"""
+
+
+def run_herald(*args, timeout=10):
+    return subprocess.run([herald_bin(), *args], capture_output=True, text=True,
+                          timeout=timeout * SLOW, stdin=subprocess.DEVNULL)
+
+
+class StartupFailures(unittest.TestCase):
+    """Each failure: exit 1, exactly one line on stderr that names the problem, no chatter."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="herald-startup-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def file(self, name, text):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def assert_fails(self, args, *needles):
+        # The default log level (info), so that any extra line would show.
+        r = run_herald("--bind", "127.0.0.1", "--port", "0", "--ws-port", "0", *args)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        lines = r.stderr.splitlines()
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertTrue(lines[0].startswith("herald: "), r.stderr)
+        for n in needles:
+            self.assertIn(n, lines[0])
+        self.assertEqual(r.stdout, "")
+        return lines[0]
+
+    def test_short_jwt_secret(self):
+        self.assert_fails(["--jwt-hs256-secret", "short"], "jwt-hs256-secret", "32 bytes")
+
+    def test_missing_tokens_file(self):
+        missing = os.path.join(self.dir, "no-such-tokens")
+        self.assert_fails(["--auth-tokens-file", missing], "auth-tokens-file", missing)
+
+    def test_short_secret_in_token_line(self):
+        tokens = self.file("tokens", "# name secret\nok 0123456789abcdef\nbad short\n")
+        self.assert_fails(["--auth-tokens-file", tokens], tokens + ":3:", "8 bytes")
+
+    def test_non_rsa_public_key(self):
+        key = self.file("ec.pub.pem", EC_PUBLIC_KEY)
+        self.assert_fails(["--jwt-rs256-public-key", key], "jwt-rs256-public-key", "RSA")
+
+    def test_bad_anonymous_permissions(self):
+        self.assert_fails(["--jwt-hs256-secret", "x" * 32, "--auth-anonymous", "read=all"],
+                          "auth-anonymous")
+
+    def test_port_in_use(self):
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = str(held.getsockname()[1])
+        for flag, name in (("--port", "tcp"), ("--ws-port", "ws")):
+            with self.subTest(flag=flag):
+                self.assert_fails([flag, port], "cannot listen on %s port" % name, port,
+                                  "address already in use")
+
+    def test_bad_bind_address(self):
+        self.assert_fails(["--bind", "localhost"], "bind", "'localhost'")
+
+    def test_unwritable_ready_file(self):
+        ready = os.path.join(self.dir, "no-such-dir", "ready")
+        self.assert_fails(["--ready-file", ready], "ready-file", ready)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_bad_settings(self):
+        conf = self.file("herald.conf", "port = 7410\nws-port = seven\n")
+        for args, needle in ((["--prot", "7410"], "prot"),
+                             (["--port", "70000"], "'port'"),
+                             (["--port"], "--port"),
+                             (["stray"], "stray"),
+                             (["--config", conf], conf + ":2:"),
+                             (["--config", os.path.join(self.dir, "nope.conf")], "nope.conf")):
+            with self.subTest(args=args):
+                self.assert_fails(args, needle)
+
+
+if __name__ == "__main__":
+    unittest.main()
