@@ -21,6 +21,7 @@ int main(int argc, char **argv)
         return r > 0 ? 0 : 1;
     hr__log_level = hr__log_parse_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the server's handler logs it */
 
     /*
      * A broker that cannot start says why in one line on stderr (printed by

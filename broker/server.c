@@ -40,6 +40,11 @@ static void on_sweep(uv_timer_t *t)
 static void on_signal(uv_signal_t *h, int signum)
 {
     hr_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        /* The default action would end the broker without a word. */
+        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: ignored (configuration reload is not supported)");
+        return;
+    }
     HR_LOG(HR_LOG_INFO, 0, "%s received: %s", signum == SIGINT ? "SIGINT" : "SIGTERM",
            s->shutting_down ? "closing every connection now" : "shutting down");
     if (s->shutting_down) {
@@ -126,7 +131,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->shutdown_timer.data = s;
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
-    s->sigint.data = s->sigterm.data = s;
+    uv_signal_init(loop, &s->sighup);
+    s->sigint.data = s->sigterm.data = s->sighup.data = s;
     return HR_OK;
 fail:
     if (r == HR_ENOMEM)
@@ -203,6 +209,7 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 /*
@@ -228,6 +235,7 @@ int hr__server_start(hr_server_t *s)
     uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sighup, on_signal, SIGHUP);
     HR_LOG(HR_LOG_INFO, 0, "listening: tcp on %s:%d", s->cfg.bind, s->tcp_l.port);
     if (s->ws_l.open)
         HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", s->ws_l.tp->name, s->cfg.bind,

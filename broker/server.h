@@ -109,7 +109,7 @@ struct hr_server_s {
     uv_check_t flush_check;
     uv_timer_t sweep;
     uv_timer_t shutdown_timer;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     hr_conn_t *conns;
     hr_conn_t *pending;
     size_t nconns;

@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: MIT
-# The broker binary at start-up: a failure is one line on stderr and exit 1, nothing else.
+# The broker binary at start-up: a failure is one line on stderr and exit 1, nothing else;
+# SIGHUP is logged and survived.
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
-from herald_test import SLOW, herald_bin
+from herald_test import MSG, SLOW, SUB, Broker, Client, herald_bin
 
 # An EC (not RSA) public key: a valid PEM that jwt-rs256-public-key must refuse.
 EC_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
@@ -95,6 +98,31 @@ class StartupFailures(unittest.TestCase):
                              (["--config", os.path.join(self.dir, "nope.conf")], "nope.conf")):
             with self.subTest(args=args):
                 self.assert_fails(args, needle)
+
+
+class Signals(unittest.TestCase):
+    def test_sighup_is_logged_and_survived(self):
+        with Broker() as b:
+            sub = Client(b.tcp)
+            sub.sync()
+            sub.send(SUB, 1, "news.>")
+            sub.sync()
+            for _ in range(3):
+                os.kill(b.pid, signal.SIGHUP)
+            deadline = time.time() + 5 * SLOW
+            while "SIGHUP" not in b.logtext() and time.time() < deadline:
+                time.sleep(0.02)
+            self.assertIn("SIGHUP received: ignored", b.logtext())
+            self.assertTrue(b.alive())
+            # Both the old connection and a new one are served.
+            pub = Client(b.tcp)
+            pub.pub("news.today", b"still here")
+            pub.sync()
+            f = sub.expect(MSG)
+            self.assertEqual((f[2], f[4]), ("news.today", b"still here"))
+            pub.s.close()
+            sub.s.close()
+            self.assertEqual(b.stop(), 0)
 
 
 if __name__ == "__main__":
