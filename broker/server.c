@@ -212,6 +212,19 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
+/* 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8: reachable from this host only. */
+static int is_loopback(const char *addr)
+{
+    unsigned char a[16];
+    static const unsigned char v6_loopback[16] = {[15] = 1};
+    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (uv_inet_pton(AF_INET, addr, a) == 0)
+        return a[0] == 127;
+    if (uv_inet_pton(AF_INET6, addr, a) == 0)
+        return memcmp(a, v6_loopback, 16) == 0 || (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+    return 0;
+}
+
 /*
  * Nothing is logged until both ports listen and the ready file is written:
  * a start that fails prints its one reason to stderr and nothing else.
@@ -240,6 +253,12 @@ int hr__server_start(hr_server_t *s)
     if (s->ws_l.open)
         HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", s->ws_l.tp->name, s->cfg.bind,
                s->ws_l.port);
+    if (!s->auth && !is_loopback(s->cfg.bind))
+        HR_LOG(HR_LOG_WARN, 0,
+               "bind %s is not loopback and authentication is off: any client that can reach "
+               "these ports may publish and subscribe to every topic (set auth-tokens-file or "
+               "a jwt-* key, or bind 127.0.0.1 behind a TLS proxy: see docs/security.md)",
+               s->cfg.bind);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # The broker binary at start-up: a failure is one line on stderr and exit 1, nothing else;
-# SIGHUP is logged and survived.
+# SIGHUP is logged and survived; an open broker beyond loopback is warned about.
 import os
 import shutil
 import signal
@@ -123,6 +123,44 @@ class Signals(unittest.TestCase):
             pub.s.close()
             sub.s.close()
             self.assertEqual(b.stop(), 0)
+
+
+def can_unshare():
+    if not shutil.which("unshare"):
+        return False
+    try:
+        return subprocess.run(["unshare", "-rn", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+class OpenBrokerWarning(unittest.TestCase):
+    """Listening beyond loopback without authentication is warned about at start-up."""
+
+    WARNING = "is not loopback and authentication is off"
+
+    def startup_log(self, *args, prefix=None):
+        b = Broker(*args, prefix=prefix)
+        try:
+            return b.logtext()
+        finally:
+            self.assertEqual(b.stop(), 0)
+
+    def test_loopback_is_quiet(self):
+        self.assertNotIn(self.WARNING, self.startup_log())
+        self.assertNotIn(self.WARNING, self.startup_log("--bind", "::ffff:127.0.0.1"))
+
+    # 0.0.0.0 only inside a fresh network namespace, whose one interface is its own loopback:
+    # the test never listens on a real network.
+    @unittest.skipUnless(can_unshare(), "needs unshare -rn (user and network namespaces)")
+    def test_any_address_without_auth_warns(self):
+        ns = ["unshare", "-rn"]
+        log = self.startup_log("--bind", "0.0.0.0", prefix=ns)
+        self.assertIn("bind 0.0.0.0 " + self.WARNING, log)
+        self.assertIn("docs/security.md", log)
+        log = self.startup_log("--bind", "0.0.0.0", "--jwt-hs256-secret", "k" * 32, prefix=ns)
+        self.assertNotIn(self.WARNING, log)
 
 
 if __name__ == "__main__":
