@@ -186,6 +186,53 @@ static char *trim(char *s)
     return s;
 }
 
+/*
+ * Splits one line of a configuration file in place. The value is either
+ * bare text, where a `#` after a space or tab starts a comment (so a `#`
+ * inside a URL stays), or a double-quoted string taken literally between
+ * its quotes (it may hold `#`, leading spaces or nothing at all; there are
+ * no escapes). Returns 1 with `name` and `value` set, 0 for a blank or
+ * comment line, -1 with `why` set.
+ */
+static int split_line(char *line, char **name, char **value, const char **why)
+{
+    char *s = trim(line), *v, *p;
+    if (!*s || *s == '#')
+        return 0;
+    char *eq = strchr(s, '=');
+    if (!eq || eq == s) {
+        *why = "expected 'name = value'";
+        return -1;
+    }
+    *eq = 0;
+    *name = trim(s);
+    for (v = eq + 1; *v == ' ' || *v == '\t'; v++)
+        ;
+    if (*v == '"') {
+        char *close = strchr(v + 1, '"');
+        if (!close) {
+            *why = "unterminated quote: the value needs its closing '\"'";
+            return -1;
+        }
+        *close = 0;
+        for (p = close + 1; *p == ' ' || *p == '\t'; p++)
+            ;
+        if (*p && *p != '#') {
+            *why = "unexpected text after the closing quote (a comment starts with '#')";
+            return -1;
+        }
+        *value = v + 1;
+        return 1;
+    }
+    for (p = v; *p; p++)
+        if (*p == '#' && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = 0;
+            break;
+        }
+    *value = trim(v);
+    return 1;
+}
+
 int hr__config_file(hr_config_t *c, const char *path)
 {
     char line[2048], err[256];
@@ -196,24 +243,22 @@ int hr__config_file(hr_config_t *c, const char *path)
         return -1;
     }
     while (fgets(line, sizeof(line), f)) {
+        char *name, *value;
+        const char *why = err;
+        size_t n = strlen(line);
+        int r = -1;
         lineno++;
-        char *s = trim(line);
-        if (!*s || *s == '#')
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f))
+            snprintf(err, sizeof(err), "line longer than %zu bytes", sizeof(line) - 2);
+        else if ((r = split_line(line, &name, &value, &why)) == 0)
             continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            fprintf(stderr, "herald: %s:%d: expected 'name = value'\n", path, lineno);
-            rc = -1;
-            break;
-        }
-        *eq = 0;
-        char *name = trim(s), *value = trim(eq + 1);
-        if (strcmp(name, "config") == 0 || hr__config_set(c, name, value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "herald: %s:%d: %s\n", path, lineno,
-                    strcmp(name, "config") == 0 ? "'config' is not allowed in a file" : err);
-            rc = -1;
-            break;
-        }
+        else if (r > 0 && strcmp(name, "config") == 0)
+            why = "'config' is not allowed in a file";
+        else if (r > 0 && hr__config_set(c, name, value, err, sizeof(err)) == 0)
+            continue;
+        fprintf(stderr, "herald: %s:%d: %s\n", path, lineno, why);
+        rc = -1;
+        break;
     }
     fclose(f);
     return rc;
