@@ -27,6 +27,15 @@ START_TEST(defaults_and_set)
     ck_assert_int_eq(hr__config_set(&c, "max-payload", "1T", err, sizeof(err)), -1);
     ck_assert_int_eq(hr__config_set(&c, "nope", "1", err, sizeof(err)), -1);
     ck_assert_ptr_nonnull(strstr(err, "unknown setting 'nope'"));
+    ck_assert_ptr_null(strstr(err, "did you mean"));
+    ck_assert_int_eq(hr__config_set(&c, "prot", "1", err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "unknown setting 'prot' (did you mean 'port'?)");
+    ck_assert_int_eq(hr__config_set(&c, "max_payload", "1", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "(did you mean 'max-payload'?)"));
+    ck_assert_int_eq(hr__config_set(&c, "heartbeat", "1", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "(did you mean 'heartbeat-ms'?)"));
+    ck_assert_int_eq(hr__config_set(&c, "help", "1", err, sizeof(err)), -1);
+    ck_assert_ptr_null(strstr(err, "did you mean")); /* not a file setting */
     ck_assert_int_eq(hr__config_set(&c, "log-level", "loud", err, sizeof(err)), -1);
     ck_assert_int_eq(hr__config_set(&c, "log-level", "debug", err, sizeof(err)), 0);
 }
@@ -135,6 +144,9 @@ START_TEST(file_errors_name_the_line)
     ck_assert_ptr_nonnull(strstr(msg, ":2: expected 'name = value'"));
     ck_assert_int_eq(apply_file(&c, "port\n", msg, sizeof(msg)), -1);
     ck_assert_ptr_nonnull(strstr(msg, ":1: expected 'name = value'"));
+    ck_assert_int_eq(apply_file(&c, "ws-orgins = *\n", msg, sizeof(msg)), -1);
+    ck_assert_ptr_nonnull(
+        strstr(msg, ":1: unknown setting 'ws-orgins' (did you mean 'ws-origins'?)"));
     ck_assert_int_eq(apply_file(&c, "config = other.conf\n", msg, sizeof(msg)), -1);
     ck_assert_ptr_nonnull(strstr(msg, ":1: 'config' is not allowed"));
     /* A line longer than the buffer is an error, not two lines. */

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # The broker binary at start-up: a failure is one line on stderr and exit 1, nothing else;
-# SIGHUP is logged and survived; an open broker beyond loopback is warned about.
+# SIGHUP is logged and survived; an open broker beyond loopback is warned about; --help
+# shows ranges, defaults and the file format; an unknown option gets the closest name.
 import os
 import shutil
 import signal
@@ -90,7 +91,9 @@ class StartupFailures(unittest.TestCase):
 
     def test_bad_settings(self):
         conf = self.file("herald.conf", "port = 7410\nws-port = seven\n")
-        for args, needle in ((["--prot", "7410"], "prot"),
+        for args, needle in ((["--prot", "7410"], "unknown option '--prot' (did you mean --port?)"),
+                             (["-port", "7410"], "'-port' (did you mean --port?)"),
+                             (["--zzzz", "1"], "unknown option '--zzzz' (see --help)"),
                              (["--port", "70000"], "'port'"),
                              (["--port"], "--port"),
                              (["stray"], "stray"),
@@ -98,6 +101,28 @@ class StartupFailures(unittest.TestCase):
                              (["--config", os.path.join(self.dir, "nope.conf")], "nope.conf")):
             with self.subTest(args=args):
                 self.assert_fails(args, needle)
+
+
+class Help(unittest.TestCase):
+    def test_help_shows_ranges_defaults_and_the_file_format(self):
+        r = run_herald("--help")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout
+        self.assertRegex(out, r"--port N +TCP port.*\n +0\.\.65535, default 7400\n")
+        self.assertRegex(out, r"--max-payload SIZE .*\n +1\.\.64M, default 1M\n")
+        self.assertRegex(out, r"--bind STR .*\n +default 0\.0\.0\.0\n")
+        self.assertRegex(out, r"--ready-file STR .*pid=PID")
+        self.assertIn("Configuration file", out)
+        self.assertIn('ws-origins = "https://app.example.com"', out)
+        self.assertIn("SIGHUP", out)
+        # Every setting (between --config and --help) has a line with its default.
+        lines = out.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith("  --config"))
+        last = next(i for i, line in enumerate(lines) if line.startswith("  --help"))
+        names = [line for line in lines[first + 1:last] if line.startswith("  --")]
+        defaults = [line for line in lines[first + 1:last] if "default " in line]
+        self.assertEqual(len(defaults), len(names))
+        self.assertGreater(len(names), 30)
 
 
 class Signals(unittest.TestCase):
