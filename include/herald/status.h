@@ -9,7 +9,7 @@ extern "C" {
 
 /*
  * One table generates the enum and hr_strerror(). Codes 1..11 are the wire
- * ERR codes of PROTOCOL.md (HR_EPROTO is ERR 1, ...); the rest are local.
+ * ERR codes of docs/protocol.md (HR_EPROTO is ERR 1, ...); the rest are local.
  * Herald's codes live at -30000 and below so libuv's UV_E* values (small
  * negative errno numbers) pass through the same `int status` unchanged.
  */
