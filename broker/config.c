@@ -127,19 +127,25 @@ static size_t distance(const char *a, const char *b)
 /*
  * The name closest to `name` among the settings (and, on the command line,
  * the other options), or NULL when none is close enough to be a slip: at
- * most one edit in three characters, or `name` a prefix of it.
+ * most one edit in three characters, or `name` the start of only it.
  */
 static const char *closest(const char *name, int cmdline)
 {
     static const char *const extra[] = {"config", "help", "version"};
-    const char *best = NULL;
-    size_t bestd = SIZE_MAX, len = strlen(name);
-    for (size_t i = 0; i < NOPTS + (cmdline ? 3 : 0); i++) {
-        const char *cand = i < NOPTS ? opts[i].name : extra[i - NOPTS];
-        size_t d = len >= 3 && strncmp(cand, name, len) == 0 ? 1 : distance(name, cand);
+    const char *names[NOPTS + 3], *best = NULL;
+    size_t n = 0, starts = 0, bestd = SIZE_MAX, len = strlen(name);
+    for (size_t i = 0; i < NOPTS; i++)
+        names[n++] = opts[i].name;
+    for (size_t i = 0; cmdline && i < 3; i++)
+        names[n++] = extra[i];
+    for (size_t i = 0; i < n; i++)
+        starts += strncmp(names[i], name, len) == 0;
+    for (size_t i = 0; i < n; i++) {
+        int start = len >= 3 && starts == 1 && strncmp(names[i], name, len) == 0;
+        size_t d = start ? 1 : distance(name, names[i]);
         if (d < bestd) {
             bestd = d;
-            best = cand;
+            best = names[i];
         }
     }
     return bestd <= (len / 3 > 1 ? len / 3 : 1) ? best : NULL;
