@@ -21,6 +21,16 @@ ZA5+oKrdmfRrHb4RNqo9ccbQ++JQMACmKgwxLISEmijlQF0aRSIFxlZiVg==
 """
 
 
+def wait_log(broker, text, timeout=5):
+    """The broker's log once it holds `text` (lines may follow the ready file by a moment)."""
+    deadline = time.time() + timeout * SLOW
+    log = broker.logtext()
+    while text not in log and time.time() < deadline:
+        time.sleep(0.02)
+        log = broker.logtext()
+    return log
+
+
 def run_herald(*args, timeout=10):
     return subprocess.run([herald_bin(), *args], capture_output=True, text=True,
                           timeout=timeout * SLOW, stdin=subprocess.DEVNULL)
@@ -81,6 +91,18 @@ class StartupFailures(unittest.TestCase):
                 self.assert_fails([flag, port], "cannot listen on %s port" % name, port,
                                   "address already in use")
 
+    def test_lines_logged_before_the_failure_are_dropped(self):
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        # The credentials load (an info line) before the port turns out to be taken.
+        self.assert_fails(["--jwt-hs256-secret", "k" * 32, "--port", str(held.getsockname()[1])],
+                          "address already in use")
+        # A warning about the settings, then a ready file that cannot be written.
+        self.assert_fails(["--auth-anonymous", "sub=x", "--ready-file",
+                           os.path.join(self.dir, "no-such-dir", "ready")], "ready-file")
+
     def test_bad_bind_address(self):
         self.assert_fails(["--bind", "localhost"], "bind", "'localhost'")
 
@@ -125,6 +147,14 @@ class Help(unittest.TestCase):
         self.assertGreater(len(names), 30)
 
 
+class StartupLog(unittest.TestCase):
+    def test_lines_held_during_startup_are_written_in_order(self):
+        with Broker("--log-level", "info", "--jwt-hs256-secret", "k" * 32) as b:
+            log = wait_log(b, "ready (pid")
+            auth, tcp, ready = (log.find(s) for s in ("auth: ", "listening: tcp", "ready (pid"))
+            self.assertTrue(0 <= auth < tcp < ready, log)
+
+
 class Signals(unittest.TestCase):
     def test_sighup_is_logged_and_survived(self):
         with Broker() as b:
@@ -166,9 +196,9 @@ class OpenBrokerWarning(unittest.TestCase):
     WARNING = "is not loopback and authentication is off"
 
     def startup_log(self, *args, prefix=None):
-        b = Broker(*args, prefix=prefix)
+        b = Broker("--log-level", "info", *args, prefix=prefix)
         try:
-            return b.logtext()
+            return wait_log(b, "ready (pid")
         finally:
             self.assertEqual(b.stop(), 0)
 
