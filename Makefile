@@ -2,20 +2,26 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 PORT ?= 7400
+ARGS ?=
 
-.PHONY: all deps build run test bench fuzz soak clean
+.PHONY: all deps configure build run test bench fuzz soak clean
 
 all: build
 
 deps:
 	@scripts/deps.sh core
 
-build: deps
+configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+
+build: configure
 	@cmake --build $(BUILD) -j$(JOBS)
 
-run: build
-	exec $(BUILD)/broker/herald --port $(PORT)
+# Builds only the broker, showing compiler messages but not progress.
+run: configure
+	@echo "building $(BUILD)/broker/herald"
+	@cmake --build $(BUILD) --target herald -j$(JOBS) >/dev/null
+	@exec $(BUILD)/broker/herald --port $(PORT) $(ARGS)
 
 test:
 	@scripts/deps.sh browser

@@ -220,7 +220,7 @@ hb_headline_t hb_headline(const hb_result_t *r)
     return h;
 }
 
-/* The targets of issue 5, as ratios against a named peer or the better one. */
+/* The performance targets, as ratios against a named peer or the better one. */
 typedef struct target_s {
     const char *scenario;
     const char *peer; /* NULL: the better peer */

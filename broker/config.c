@@ -39,7 +39,8 @@ static const opt_t opts[] = {
     I("port", port, 0, 65535, "7400", "TCP port (0: any free port)"),
     I("ws-port", ws_port, 0, 65535, "7401", "WebSocket/HTTP port (0: any free port)"),
     S("log-level", log_level, "info", "error, warn, info, debug or trace"),
-    S("ready-file", ready_file, "", "write 'tcp=PORT\\nws=PORT\\n' here once listening"),
+    S("ready-file", ready_file, "",
+      "once listening, write lines 'tcp=PORT', 'ws=PORT' and 'pid=PID' here"),
     Z("max-payload", max_payload, 1, 64 << 20, "1M", "largest PUB payload (bytes)"),
     I("max-connections", max_connections, 1, 10000000, "100000", "connections in total"),
     I("max-subs", max_subs, 1, 10000000, "10000", "subscriptions per connection"),
@@ -100,6 +101,61 @@ static const opt_t *find(const char *name)
     return NULL;
 }
 
+/*
+ * Edit distance counting a swap of two neighbours as one edit (optimal
+ * string alignment), so that `prot` is one edit from `port`.
+ */
+static size_t distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b), d[64][64];
+    if (n >= 64 || m >= 64)
+        return SIZE_MAX;
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+/*
+ * The name closest to `name` among the settings (and, on the command line,
+ * the other options), or NULL when none is close enough to be a slip: at
+ * most one edit in three characters, or `name` the start of only it.
+ */
+static const char *closest(const char *name, int cmdline)
+{
+    static const char *const extra[] = {"config", "help", "version"};
+    const char *names[NOPTS + 3], *best = NULL;
+    size_t n = 0, starts = 0, bestd = SIZE_MAX, len = strlen(name);
+    for (size_t i = 0; i < NOPTS; i++)
+        names[n++] = opts[i].name;
+    for (size_t i = 0; cmdline && i < 3; i++)
+        names[n++] = extra[i];
+    for (size_t i = 0; i < n; i++)
+        starts += strncmp(names[i], name, len) == 0;
+    for (size_t i = 0; i < n; i++) {
+        int start = len >= 3 && starts == 1 && strncmp(names[i], name, len) == 0;
+        size_t d = start ? 1 : distance(name, names[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = names[i];
+        }
+    }
+    return bestd <= (len / 3 > 1 ? len / 3 : 1) ? best : NULL;
+}
+
 /* Integers with an optional K/M/G suffix (powers of 1024) for sizes. */
 static int parse_int(const char *v, int size, int64_t *out)
 {
@@ -129,7 +185,9 @@ int hr__config_set(hr_config_t *c, const char *name, const char *value, char *er
     const opt_t *o = find(name);
     char *base = (char *)c;
     if (!o) {
-        snprintf(err, errlen, "unknown setting '%s'", name);
+        const char *near = closest(name, 0);
+        snprintf(err, errlen, "unknown setting '%s'%s%s%s", name, near ? " (did you mean '" : "",
+                 near ? near : "", near ? "'?)" : "");
         return -1;
     }
     if (o->kind == K_STR) {
@@ -164,21 +222,61 @@ void hr__config_defaults(hr_config_t *c)
             fprintf(stderr, "herald: bad default: %s\n", err);
 }
 
+/* A size the way the help writes it: 1M rather than 1048576. */
+static void fmt_size(char *buf, size_t len, int64_t v)
+{
+    static const char *const units[] = {"", "K", "M", "G"};
+    int u = 0;
+    while (u < 3 && v != 0 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, "%" PRId64 "%s", v, units[u]);
+}
+
 static void usage(void)
 {
-    printf("Usage: herald [options]\n\nHerald pub/sub broker.\n\nOptions (also valid as "
-           "'name = value' lines in --config FILE):\n");
-    printf("  %-22s %s\n", "--config FILE", "read settings from FILE (later options win)");
+    printf("Usage: herald [options]\n\nHerald pub/sub broker.\n\nOptions (also 'name = value' "
+           "lines in a --config FILE):\n");
+    printf("  %-22s %s\n", "--config FILE", "read settings from FILE here (later settings win)");
     for (size_t i = 0; i < NOPTS; i++) {
-        char left[64];
-        snprintf(left, sizeof(left), "--%s %s", opts[i].name,
-                 opts[i].kind == K_STR    ? "STR"
-                 : opts[i].kind == K_SIZE ? "SIZE"
-                                          : "N");
-        printf("  %-22s %s (default: %s)\n", left, opts[i].help, *opts[i].def ? opts[i].def : "''");
+        const opt_t *o = &opts[i];
+        char left[64], lo[32], hi[32];
+        snprintf(left, sizeof(left), "--%s %s", o->name,
+                 o->kind == K_STR    ? "STR"
+                 : o->kind == K_SIZE ? "SIZE"
+                                     : "N");
+        if (strlen(left) > 22) /* the help on a line of its own, aligned */
+            printf("  %s\n  %-22s %s\n", left, "", o->help);
+        else
+            printf("  %-22s %s\n", left, o->help);
+        if (o->kind == K_STR) {
+            printf("  %-22s default %s\n", "", *o->def ? o->def : "''");
+            continue;
+        }
+        if (o->kind == K_SIZE) {
+            fmt_size(lo, sizeof(lo), o->min);
+            fmt_size(hi, sizeof(hi), o->max);
+        } else {
+            snprintf(lo, sizeof(lo), "%" PRId64, o->min);
+            snprintf(hi, sizeof(hi), "%" PRId64, o->max);
+        }
+        printf("  %-22s %s..%s, default %s\n", "", lo, hi, o->def);
     }
-    printf("  %-22s %s\n  %-22s %s\n\nSIZE accepts K, M and G suffixes.\n", "--help",
-           "show this help", "--version", "show the version");
+    printf("  %-22s %s\n  %-22s %s\n", "--help", "show this help", "--version", "show the version");
+    printf("\nSIZE accepts K, M and G suffixes (powers of 1024).\n"
+           "\n"
+           "Configuration file: one setting a line, named as above without the dashes:\n"
+           "    port = 7400               # '#' after a space starts a comment\n"
+           "    ws-origins = \"https://app.example.com\"\n"
+           "A '#' at the start of a line or after a space or tab starts a comment. Double\n"
+           "quotes keep a value as written ('#', spaces, \"\" for empty). Settings apply in\n"
+           "order, so a later line or option overrides an earlier one; a bad line stops the\n"
+           "broker with FILE:LINE and the reason.\n"
+           "\n"
+           "SIGINT or SIGTERM drains clients and exits 0 (a second one closes them at once);\n"
+           "SIGHUP is logged and ignored. Exit status 1: the broker could not start (the\n"
+           "reason is on stderr). More in docs/configuration.md.\n");
 }
 
 static char *trim(char *s)
@@ -191,6 +289,53 @@ static char *trim(char *s)
     return s;
 }
 
+/*
+ * Splits one line of a configuration file in place. The value is either
+ * bare text, where a `#` after a space or tab starts a comment (so a `#`
+ * inside a URL stays), or a double-quoted string taken literally between
+ * its quotes (it may hold `#`, leading spaces or nothing at all; there are
+ * no escapes). Returns 1 with `name` and `value` set, 0 for a blank or
+ * comment line, -1 with `why` set.
+ */
+static int split_line(char *line, char **name, char **value, const char **why)
+{
+    char *s = trim(line), *v, *p;
+    if (!*s || *s == '#')
+        return 0;
+    char *eq = strchr(s, '=');
+    if (!eq || eq == s) {
+        *why = "expected 'name = value'";
+        return -1;
+    }
+    *eq = 0;
+    *name = trim(s);
+    for (v = eq + 1; *v == ' ' || *v == '\t'; v++)
+        ;
+    if (*v == '"') {
+        char *close = strchr(v + 1, '"');
+        if (!close) {
+            *why = "unterminated quote: the value needs its closing '\"'";
+            return -1;
+        }
+        *close = 0;
+        for (p = close + 1; *p == ' ' || *p == '\t'; p++)
+            ;
+        if (*p && *p != '#') {
+            *why = "unexpected text after the closing quote (a comment starts with '#')";
+            return -1;
+        }
+        *value = v + 1;
+        return 1;
+    }
+    for (p = v; *p; p++)
+        if (*p == '#' && (p[-1] == ' ' || p[-1] == '\t')) {
+            *p = 0;
+            break;
+        }
+    *value = trim(v);
+    return 1;
+}
+
 int hr__config_file(hr_config_t *c, const char *path)
 {
     char line[2048], err[256];
@@ -201,24 +346,22 @@ int hr__config_file(hr_config_t *c, const char *path)
         return -1;
     }
     while (fgets(line, sizeof(line), f)) {
+        char *name, *value;
+        const char *why = err;
+        size_t n = strlen(line);
+        int r = -1;
         lineno++;
-        char *s = trim(line);
-        if (!*s || *s == '#')
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f))
+            snprintf(err, sizeof(err), "line longer than %zu bytes", sizeof(line) - 2);
+        else if ((r = split_line(line, &name, &value, &why)) == 0)
             continue;
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            fprintf(stderr, "herald: %s:%d: expected 'name = value'\n", path, lineno);
-            rc = -1;
-            break;
-        }
-        *eq = 0;
-        char *name = trim(s), *value = trim(eq + 1);
-        if (strcmp(name, "config") == 0 || hr__config_set(c, name, value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "herald: %s:%d: %s\n", path, lineno,
-                    strcmp(name, "config") == 0 ? "'config' is not allowed in a file" : err);
-            rc = -1;
-            break;
-        }
+        else if (r > 0 && strcmp(name, "config") == 0)
+            why = "'config' is not allowed in a file";
+        else if (r > 0 && hr__config_set(c, name, value, err, sizeof(err)) == 0)
+            continue;
+        fprintf(stderr, "herald: %s:%d: %s\n", path, lineno, why);
+        rc = -1;
+        break;
     }
     fclose(f);
     return rc;
@@ -238,7 +381,9 @@ int hr__config_args(hr_config_t *c, int argc, char **argv)
             return 1;
         }
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "herald: unexpected argument '%s' (see --help)\n", a);
+            const char *near = a[0] == '-' ? closest(a + 1, 1) : NULL;
+            fprintf(stderr, "herald: unexpected argument '%s' (%s%s%s)\n", a,
+                    near ? "did you mean --" : "see --help", near ? near : "", near ? "?" : "");
             return -1;
         }
         a += 2;
@@ -250,6 +395,12 @@ int hr__config_args(hr_config_t *c, int argc, char **argv)
         }
         memcpy(name, a, n);
         name[n] = 0;
+        if (strcmp(name, "config") != 0 && !find(name)) {
+            const char *near = closest(name, 1);
+            fprintf(stderr, "herald: unknown option '--%s' (%s%s%s)\n", name,
+                    near ? "did you mean --" : "see --help", near ? near : "", near ? "?" : "");
+            return -1;
+        }
         if (eq)
             value = eq + 1;
         else if (i + 1 < argc)

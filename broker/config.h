@@ -59,7 +59,11 @@ void hr__config_defaults(hr_config_t *c);
  */
 int hr__config_args(hr_config_t *c, int argc, char **argv);
 
-/** Applies a `name = value` file (# comments). 0 or -1 after an error on stderr. */
+/**
+ * Applies a file of `name = value` lines: `#` starts a comment at the start
+ * of a line or after a space or tab; a value in double quotes is taken
+ * literally without them. 0, or -1 after an error naming FILE:LINE on stderr.
+ */
 int hr__config_file(hr_config_t *c, const char *path);
 
 /** Sets one setting by name; 0 or -1 with a message in `err`. */

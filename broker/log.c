@@ -9,6 +9,13 @@
 
 int hr__log_level = HR_LOG_INFO;
 
+/* Lines held during start-up (hr__log_hold), written or dropped together. */
+static struct {
+    int on;
+    size_t len;
+    char buf[16384];
+} held;
+
 static const char *const names[] = {"error", "warn", "info", "debug", "trace"};
 
 int hr__log_parse_level(const char *s)
@@ -75,5 +82,25 @@ void hr__log_write(int level, uint64_t conn_id, const char *fmt, ...)
     if ((size_t)n >= sizeof(line) - 1)
         n = sizeof(line) - 2;
     line[n++] = '\n';
+    if (held.on && held.len + (size_t)n <= sizeof(held.buf)) {
+        memcpy(held.buf + held.len, line, (size_t)n);
+        held.len += (size_t)n;
+        return;
+    }
+    if (held.on) /* full: keep the order, write what is held first */
+        hr__log_release(0);
     fwrite(line, 1, (size_t)n, stderr);
+}
+
+void hr__log_hold(void)
+{
+    held.on = 1;
+}
+
+void hr__log_release(int drop)
+{
+    if (!drop && held.len)
+        fwrite(held.buf, 1, held.len, stderr);
+    held.on = 0;
+    held.len = 0;
 }

@@ -18,19 +18,32 @@ int main(int argc, char **argv)
     hr__config_defaults(&cfg);
     r = hr__config_args(&cfg, argc, argv);
     if (r != 0)
-        return r > 0 ? 0 : 2;
+        return r > 0 ? 0 : 1;
     hr__log_level = hr__log_parse_level(cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the server's handler logs it */
 
+    /*
+     * A broker that cannot start says why in one line on stderr (printed by
+     * the step that failed) and exits 1; there is nothing to drain yet. What
+     * the steps before it logged (the credentials loaded, warnings) is held
+     * back until the start succeeds, and dropped when it does not.
+     */
     uv_loop_t *loop = uv_default_loop();
-    if (hr__server_init(&srv, loop, &cfg) != HR_OK || hr__server_start(&srv) != 0) {
-        HR_LOG(HR_LOG_ERROR, 0, "startup failed");
-        hr__server_shutdown(&srv);
-        uv_run(loop, UV_RUN_DEFAULT);
+    hr__log_hold();
+    if (hr__server_init(&srv, loop, &cfg) != HR_OK) {
+        hr__log_release(1);
+        uv_loop_close(loop);
+        return 1;
+    }
+    if (hr__server_start(&srv) != 0) {
+        hr__log_release(1);
+        uv_run(loop, UV_RUN_DEFAULT); /* lets the handles it opened close */
         hr__server_destroy(&srv);
         uv_loop_close(loop);
         return 1;
     }
+    hr__log_release(0);
     HR_LOG(HR_LOG_INFO, 0, "herald %s ready (pid %d)", HERALD_VERSION, (int)uv_os_getpid());
     uv_run(loop, UV_RUN_DEFAULT);
     hr__server_destroy(&srv);

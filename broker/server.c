@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "log.h"
@@ -46,6 +47,11 @@ static void on_sweep(uv_timer_t *t)
 static void on_signal(uv_signal_t *h, int signum)
 {
     hr_server_t *s = h->data;
+    if (signum == SIGHUP) {
+        /* The default action would end the broker without a word. */
+        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: ignored (configuration reload is not supported)");
+        return;
+    }
     HR_LOG(HR_LOG_INFO, 0, "%s received: %s", signum == SIGINT ? "SIGINT" : "SIGTERM",
            s->shutting_down ? "closing every connection now" : "shutting down");
     if (s->shutting_down) {
@@ -96,8 +102,14 @@ static void on_connection(uv_stream_t *ls, int status)
     }
 }
 
+/*
+ * Everything that can fail for a reason the operator must fix (the
+ * credentials) is checked before a libuv handle exists, so a failed init
+ * leaves nothing to close: the caller prints nothing more and exits.
+ */
 int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
 {
+    int r;
     memset(s, 0, sizeof(*s));
     s->loop = loop;
     s->cfg = *cfg;
@@ -112,15 +124,19 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         .has_interest = hr__router_has_interest,
         .interest_arg = s,
     };
-    if (hr__index_init(&s->index) != 0 || !(s->engine = hr__engine_mem_new(&lim)))
-        return HR_ENOMEM;
-    if (cfg->engine_delay_ms > 0 &&
-        !(s->engine = hr__engine_delay_new(loop, s->engine, (uint64_t)cfg->engine_delay_ms)))
-        return HR_ENOMEM;
     hr_buf_init(&s->scratch);
     hr__limits_init(s);
-    if (hr__auth_init(s) != HR_OK)
-        return HR_EINVAL;
+    if (hr__index_init(&s->index) != 0 || !(s->engine = hr__engine_mem_new(&lim))) {
+        r = HR_ENOMEM;
+        goto fail;
+    }
+    if (cfg->engine_delay_ms > 0 &&
+        !(s->engine = hr__engine_delay_new(loop, s->engine, (uint64_t)cfg->engine_delay_ms))) {
+        r = HR_ENOMEM;
+        goto fail;
+    }
+    if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -133,8 +149,14 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->shutdown_timer.data = s;
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
-    s->sigint.data = s->sigterm.data = s;
+    uv_signal_init(loop, &s->sighup);
+    s->sigint.data = s->sigterm.data = s->sighup.data = s;
     return HR_OK;
+fail:
+    if (r == HR_ENOMEM)
+        fprintf(stderr, "herald: out of memory\n");
+    hr__server_destroy(s);
+    return r;
 }
 
 static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp, int port)
@@ -164,7 +186,6 @@ static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp,
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &namelen);
     l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", tp->name, s->cfg.bind, l->port);
     return 0;
 }
 
@@ -181,34 +202,12 @@ static int write_ready_file(hr_server_t *s)
     for (int i = 0; i < s->nlisteners; i++)
         fprintf(f, "%s=%d\n", s->listeners[i].tp->name, s->listeners[i].port);
     fprintf(f, "pid=%d\n", (int)uv_os_getpid());
-    fclose(f);
-    return rename(tmp, s->cfg.ready_file);
-}
-
-int hr__server_start(hr_server_t *s)
-{
-    /* One listener per transport; a new front end is one more row. */
-    struct {
-        const hr_transport_t *tp;
-        int port;
-    } want[] = {{&hr__tcp_transport, (int)s->cfg.port}, {hr__ws_transport, (int)s->cfg.ws_port}};
-    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-        if (!want[i].tp)
-            continue;
-        int r = listen_on(s, &s->listeners[s->nlisteners++], want[i].tp, want[i].port);
-        if (r != 0)
-            return r;
-    }
-    uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
-    if (sweep > SWEEP_MS_MAX)
-        sweep = SWEEP_MS_MAX;
-    if (sweep < 10)
-        sweep = 10;
-    uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
-    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-    if (*s->cfg.ready_file && write_ready_file(s) != 0)
+    if (fclose(f) != 0 || rename(tmp, s->cfg.ready_file) != 0) {
+        fprintf(stderr, "herald: setting 'ready-file': cannot write '%s': %s\n", s->cfg.ready_file,
+                strerror(errno));
+        unlink(tmp);
         return -1;
+    }
     return 0;
 }
 
@@ -218,6 +217,75 @@ static void close_listener(hr_listener_t *l)
         l->open = 0;
         uv_close((uv_handle_t *)&l->tcp, NULL);
     }
+}
+
+/* Closing every handle lets uv_run() return. */
+static void close_handles(hr_server_t *s)
+{
+    for (int i = 0; i < s->nlisteners; i++)
+        close_listener(&s->listeners[i]);
+    uv_close((uv_handle_t *)&s->flush_check, NULL);
+    uv_close((uv_handle_t *)&s->flush_prepare, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
+    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
+}
+
+/* 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8: reachable from this host only. */
+static int is_loopback(const char *addr)
+{
+    unsigned char a[16];
+    static const unsigned char v6_loopback[16] = {[15] = 1};
+    static const unsigned char v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+    if (uv_inet_pton(AF_INET, addr, a) == 0)
+        return a[0] == 127;
+    if (uv_inet_pton(AF_INET6, addr, a) == 0)
+        return memcmp(a, v6_loopback, 16) == 0 || (memcmp(a, v4_mapped, 12) == 0 && a[12] == 127);
+    return 0;
+}
+
+/*
+ * Nothing is logged until both ports listen and the ready file is written:
+ * a start that fails prints its one reason to stderr and nothing else.
+ */
+int hr__server_start(hr_server_t *s)
+{
+    /* One listener per transport; a new front end is one more row. */
+    struct {
+        const hr_transport_t *tp;
+        int port;
+    } want[] = {{&hr__tcp_transport, (int)s->cfg.port}, {hr__ws_transport, (int)s->cfg.ws_port}};
+    int r = 0;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]) && r == 0; i++)
+        if (want[i].tp)
+            r = listen_on(s, &s->listeners[s->nlisteners++], want[i].tp, want[i].port);
+    if (r == 0 && *s->cfg.ready_file && write_ready_file(s) != 0)
+        r = -1;
+    if (r != 0) {
+        close_handles(s);
+        return r;
+    }
+    uint64_t sweep = (uint64_t)s->cfg.heartbeat_ms / 4;
+    if (sweep > SWEEP_MS_MAX)
+        sweep = SWEEP_MS_MAX;
+    if (sweep < 10)
+        sweep = 10;
+    uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s->sighup, on_signal, SIGHUP);
+    for (int i = 0; i < s->nlisteners; i++)
+        HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", s->listeners[i].tp->name, s->cfg.bind,
+               s->listeners[i].port);
+    if (!s->auth && !is_loopback(s->cfg.bind))
+        HR_LOG(HR_LOG_WARN, 0,
+               "bind %s is not loopback and authentication is off: any client that can reach "
+               "these ports may publish and subscribe to every topic (set auth-tokens-file or "
+               "a jwt-* key, or bind 127.0.0.1 behind a TLS proxy: see docs/security.md)",
+               s->cfg.bind);
+    return 0;
 }
 
 void hr__server_shutdown(hr_server_t *s)
@@ -234,13 +302,7 @@ void hr__server_shutdown(hr_server_t *s)
     if (s->nconns)
         return; /* called again from the last connection's close */
     HR_LOG(HR_LOG_INFO, 0, "every client drained; exiting");
-    /* Closing every handle lets uv_run() return. */
-    uv_close((uv_handle_t *)&s->flush_check, NULL);
-    uv_close((uv_handle_t *)&s->flush_prepare, NULL);
-    uv_close((uv_handle_t *)&s->sweep, NULL);
-    uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    close_handles(s);
 }
 
 void hr__server_destroy(hr_server_t *s)

@@ -126,7 +126,7 @@ struct hr_server_s {
     uv_prepare_t flush_prepare; /* flushes output produced by timers, before the loop blocks */
     uv_timer_t sweep;
     uv_timer_t shutdown_timer;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     hr_conn_t *conns;
     hr_conn_t *pending;
     size_t nconns;
@@ -150,8 +150,13 @@ extern const hr_transport_t hr__tcp_transport;
 /* Set by the WebSocket module when it is linked in (NULL: no WebSocket listener). */
 extern const hr_transport_t *hr__ws_transport;
 
+/** Sets up the worker; on failure prints why to stderr and leaves nothing to close. */
 int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg);
-/** Binds and listens on the configured ports; writes the ready file. */
+/**
+ * Binds and listens on the configured ports; writes the ready file. On
+ * failure prints why to stderr and closes every handle: run the loop to
+ * finish closing them, then hr__server_destroy().
+ */
 int hr__server_start(hr_server_t *s);
 /** Starts a graceful shutdown: stop accepting, ERR 9 to everyone, drain, stop. */
 void hr__server_shutdown(hr_server_t *s);

@@ -315,7 +315,7 @@ static const struct wslay_event_callbacks callbacks = {
  * Creates the wslay context: at the upgrade, and again when an idle
  * connection that gave its context back receives bytes. No buffering:
  * data frames reach the chunk callback straight from wslay's read buffer;
- * the size limit is max_frame (PROTOCOL.md), and no extension is
+ * the size limit is max_frame (docs/protocol.md), and no extension is
  * negotiated, so every reserved bit must be 0.
  */
 static int ws_ctx(hr_conn_t *c, ws_t *w)
@@ -508,7 +508,7 @@ static void put_close(hr_conn_t *c, ws_t *w, uint16_t code)
  * The broker closes the connection after ERR `code` (already queued as a
  * binary message once the upgrade is done). Before the upgrade the
  * goodbye is an HTTP error response; after it, a close frame whose code
- * follows the ERR (PROTOCOL.md), unless a WebSocket-level error chose one.
+ * follows the ERR (docs/protocol.md), unless a WebSocket-level error chose one.
  */
 static void ws_on_closing(hr_conn_t *c, int status)
 {

@@ -61,7 +61,7 @@ enum hr_frame_flag {
 
 /*
  * One decoded frame. Which fields are meaningful depends on `op` (see
- * PROTOCOL.md); every hr_slice_t points into the input passed to
+ * docs/protocol.md); every hr_slice_t points into the input passed to
  * hr_frame_decode() and is valid only as long as that input is.
  */
 typedef struct hr_frame_s {

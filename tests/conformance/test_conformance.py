@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 # Black-box conformance suite: drives the real herald broker over raw TCP per docs/protocol.md.
-"""Every case of PROTOCOL.md, over raw sockets, against $HERALD_BIN.
+"""Every case of docs/protocol.md, over raw sockets, against $HERALD_BIN.
 
 Run:  HERALD_BIN=build/broker/herald /usr/bin/python3 tests/conformance/test_conformance.py -v
       (one class or test: append TestReplay or TestReplay.test_since_replays_then_live)

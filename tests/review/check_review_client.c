@@ -46,7 +46,7 @@ static hr_sync_t *connect_sync(const hr_fixture_t *fx)
 }
 
 /*
- * The broker accepts a PUB body of exactly max_frame bytes (PROTOCOL.md
+ * The broker accepts a PUB body of exactly max_frame bytes (docs/protocol.md
  * refuses only longer ones), and the MSG it makes of it is a few bytes
  * longer (sid and seq, and `replay: true` for history). libherald held
  * incoming frames to max_frame and dropped the connection on that MSG, so
