@@ -55,6 +55,8 @@ static const opt_t opts[] = {
       "reclaimed topics whose last seq is remembered (about 56 bytes each)"),
     I("engine-delay-ms", engine_delay_ms, 0, 60000, "0",
       "testing only: delay every engine answer this long (0: off)"),
+    I("workers", workers, 0, 64, "1",
+      "worker processes sharing the ports, topics sharded across them (0: one per CPU core)"),
     Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
       "pending output per connection that closes it at once (ERR 6)"),
     Z("out-soft", out_soft, 1024, INT64_C(1) << 40, "2M",
@@ -92,6 +94,49 @@ static const opt_t opts[] = {
       "such SUBs a connection may send at once (0: one second's worth)"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+/*
+ * Settings a running broker takes from a SIGHUP (each new value applies to
+ * what happens next: a new connection, the next publish, the next sweep).
+ * The others size or shape state built at start-up and need a restart.
+ */
+static const char *const reloadable[] = {
+    "log-level",       "max-connections",  "max-subs",
+    "out-hard",        "out-soft",         "out-soft-ms",
+    "heartbeat-ms",    "hello-timeout-ms", "shutdown-timeout-ms",
+    "ws-origins",      "ws-handshake-ms",  "max-conns-per-ip",
+    "max-pending",     "max-pub-rate",     "max-pub-burst",
+    "max-replay-rate", "max-replay-burst", "replay-scan-rate"};
+
+static int is_reloadable(const char *name)
+{
+    for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
+        if (strcmp(reloadable[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+int hr__config_reload(hr_config_t *old, const hr_config_t *fresh)
+{
+    int applied = 0;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const opt_t *o = &opts[i];
+        char *a = (char *)old + o->off;
+        const char *b = (const char *)fresh + o->off;
+        size_t n = o->kind == K_STR ? o->cap : sizeof(int64_t);
+        if (memcmp(a, b, n) == 0)
+            continue;
+        if (!is_reloadable(o->name)) {
+            HR_LOG(HR_LOG_WARN, 0,
+                   "reload: '%s' changed but needs a restart: keeping the old value", o->name);
+            continue;
+        }
+        memcpy(a, b, n);
+        applied++;
+        HR_LOG(HR_LOG_INFO, 0, "reload: '%s' applied", o->name);
+    }
+    return applied;
+}
 
 static const opt_t *find(const char *name)
 {

@@ -46,6 +46,14 @@ typedef struct hr_config_s {
     /* engine */
     int64_t topic_tombstones;
     int64_t engine_delay_ms;
+    /* cluster */
+    int64_t workers;
+    /* Not settings: what a worker learns from the primary at start (cluster/worker.c). */
+    int worker_id;    /* 0..nworkers-1 */
+    int nworkers;     /* 0 or 1: a single process */
+    int reuseport;    /* listen with SO_REUSEPORT (every worker binds the same ports) */
+    uint64_t id_base; /* first client-id counter value of this worker incarnation */
+    char epoch[65];   /* the broker's epoch ("" : make one) */
 } hr_config_t;
 
 /** Fills `c` with the defaults. */
@@ -65,6 +73,14 @@ int hr__config_args(hr_config_t *c, int argc, char **argv);
  * literally without them. 0, or -1 after an error naming FILE:LINE on stderr.
  */
 int hr__config_file(hr_config_t *c, const char *path);
+
+/**
+ * Compares `old` with `fresh` (a configuration read again on SIGHUP): the
+ * settings that can change while running are copied into `old` and logged;
+ * the others that differ are logged as needing a restart. Returns how many
+ * settings were applied.
+ */
+int hr__config_reload(hr_config_t *old, const hr_config_t *fresh);
 
 /** Sets one setting by name; 0 or -1 with a message in `err`. */
 int hr__config_set(hr_config_t *c, const char *name, const char *value, char *err, size_t errlen);

@@ -29,6 +29,7 @@
 
 typedef struct hr_engine_s hr_engine_t;
 typedef struct hr_engine_ops_s hr_engine_ops_t;
+struct hr_sub_s;
 
 /* Every engine starts with this; the rest of its state is private. */
 struct hr_engine_s {
@@ -101,9 +102,10 @@ struct hr_engine_ops_s {
     /** Replays retained history for `r`: `msg` per message, then `done` once. */
     int (*replay)(hr_engine_t *e, const hr_erange_t *r, hr_engine_msg_cb msg,
                   hr_engine_done_cb done, void *arg);
-    /** Local interest in `pattern` appeared / went away (refcounted by the caller). */
-    int (*interest_add)(hr_engine_t *e, hr_slice_t pattern);
-    void (*interest_remove)(hr_engine_t *e, hr_slice_t pattern);
+    /** Local subscription `sub` was indexed / is being removed (a scale-out engine tells the
+     *  places that sequence its topics, so messages cross to this process only if wanted). */
+    int (*interest_add)(hr_engine_t *e, const struct hr_sub_s *sub);
+    void (*interest_remove)(hr_engine_t *e, const struct hr_sub_s *sub);
     /** The current epoch (NUL-terminated, at most 64 bytes), stable for the engine's life. */
     const char *(*epoch)(hr_engine_t *e);
     void (*stats)(hr_engine_t *e, hr_engine_stats_t *st);
@@ -142,6 +144,10 @@ typedef struct hr_mem_limits_s {
     /* Whether any subscription matches `topic`: such a topic is not reclaimed. */
     int (*has_interest)(void *arg, const char *topic, size_t n, uint64_t hash);
     void *interest_arg;
+    /* Optional: a cell, outside this process, that keeps `hash`'s last seq across a crash
+     * (the engine raises it to every seq it assigns and starts a new topic from it). */
+    uint64_t *(*seq_cell)(void *arg, uint64_t hash);
+    void *seq_arg;
 } hr_mem_limits_t;
 
 /** The in-memory engine (NULL on OOM). Synchronous: every callback runs inside the call. */

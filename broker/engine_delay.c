@@ -136,16 +136,16 @@ static int delay_replay(hr_engine_t *base, const hr_erange_t *r, hr_engine_msg_c
     return HR_OK;
 }
 
-static int delay_interest_add(hr_engine_t *base, hr_slice_t pattern)
+static int delay_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
 {
     delay_t *d = (delay_t *)base;
-    return d->inner->ops->interest_add(d->inner, pattern);
+    return d->inner->ops->interest_add(d->inner, sub);
 }
 
-static void delay_interest_remove(hr_engine_t *base, hr_slice_t pattern)
+static void delay_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
 {
     delay_t *d = (delay_t *)base;
-    d->inner->ops->interest_remove(d->inner, pattern);
+    d->inner->ops->interest_remove(d->inner, sub);
 }
 
 static const char *delay_epoch(hr_engine_t *base)

@@ -19,6 +19,7 @@ typedef struct topic_s {
     uint64_t seq;  /* last seq assigned */
     uint64_t base; /* seq this state started from (a reclaimed topic's, or the floor) */
     uint64_t hash;
+    uint64_t *cell; /* shared seq cell (lim.seq_cell), or NULL */
     hist_t *ring;
     uint32_t head, count, cap;
     size_t bytes;                  /* history bytes charged, ring included */
@@ -286,6 +287,11 @@ static topic_t *topic_get(mem_t *e, hr_slice_t name, uint64_t h, int create, int
     memcpy(t->name, name.p, name.n);
     uint64_t was = e->tcount ? tomb_take(e, h) : 0;
     t->seq = t->base = was > e->floor ? was : e->floor;
+    if (e->lim.seq_cell && (t->cell = e->lim.seq_cell(e->lim.seq_arg, h))) {
+        uint64_t kept = __atomic_load_n(t->cell, __ATOMIC_ACQUIRE);
+        if (kept > t->seq)
+            t->seq = t->base = kept; /* a previous incarnation of this process got that far */
+    }
     LIST_PUSH(&e->lru, t, lprev, lnext);
     return t;
 }
@@ -304,6 +310,12 @@ static int mem_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb c
     if (!m)
         return HR_ENOMEM;
     t->seq = seq;
+    if (t->cell) { /* raise, never lower: the cell may be shared by several topics */
+        uint64_t cur = __atomic_load_n(t->cell, __ATOMIC_RELAXED);
+        while (cur < seq && !__atomic_compare_exchange_n(t->cell, &cur, seq, 1, __ATOMIC_RELEASE,
+                                                         __ATOMIC_RELAXED))
+            ;
+    }
     LIST_UNLINK(&e->lru, t, lprev, lnext);
     LIST_PUSH(&e->lru, t, lprev, lnext);
     retain(e, t, seq, m);
@@ -444,17 +456,17 @@ static int mem_replay(hr_engine_t *base, const hr_erange_t *r, hr_engine_msg_cb 
 }
 
 /* The in-memory engine learns interest from the router's index when it needs it. */
-static int mem_interest_add(hr_engine_t *base, hr_slice_t pattern)
+static int mem_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
 {
     (void)base;
-    (void)pattern;
+    (void)sub;
     return HR_OK;
 }
 
-static void mem_interest_remove(hr_engine_t *base, hr_slice_t pattern)
+static void mem_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
 {
     (void)base;
-    (void)pattern;
+    (void)sub;
 }
 
 static const char *mem_epoch(hr_engine_t *base)

@@ -16,7 +16,9 @@ struct hr_map_ent_s {
 };
 
 /*
- * SipHash-1-3 under a key drawn at random once per process. Topics and
+ * SipHash-1-3 under a key drawn at random once per broker: each process
+ * draws its own, except the workers of a cluster, which take the primary's
+ * (hr__hash_set_key()) so that all of them agree on a topic's owner. Topics and
  * tokens are chosen by clients, and with an unkeyed hash (FNV-1a before)
  * a client can compute keys that all fall into one bucket and turn every
  * lookup into a walk of that chain, stalling the loop for everyone.
@@ -52,6 +54,13 @@ static void sip_seed(void)
         sip_key[0] = (uint64_t)tv.tv_sec * 1000003u ^ (uint64_t)tv.tv_usec;
         sip_key[1] = (uint64_t)uv_os_getpid() ^ (uint64_t)(uintptr_t)&tv;
     }
+    sip_keyed = 1;
+}
+
+void hr__hash_set_key(const uint8_t key[16])
+{
+    memcpy(&sip_key[0], key, 8);
+    memcpy(&sip_key[1], key + 8, 8);
     sip_keyed = 1;
 }
 

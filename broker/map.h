@@ -28,5 +28,7 @@ void *hr__map_del(hr_map_t *m, const void *key, size_t klen);
 void hr__map_each(const hr_map_t *m, void (*fn)(void *arg, const void *key, size_t klen, void *val),
                   void *arg);
 uint64_t hr__hash(const void *p, size_t n);
+/** Sets the hash key (before any hashing): every process of one broker uses the same. */
+void hr__hash_set_key(const uint8_t key[16]);
 
 #endif

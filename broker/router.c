@@ -17,11 +17,11 @@ uint16_t hr__route(const hr_server_t *s, uint64_t h)
 
 typedef struct fan_s {
     hr_server_t *s;
+    const hr_delivery_t *d;
     hr_msg_t *m;
-    hr_slice_t topic;
-    uint64_t seq;
     uint64_t origin;    /* publisher's client id; 0: the broker */
     int no_echo;        /* the publisher said echo: false */
+    int local_only;     /* skip peers' interest and queue groups */
     uint64_t peer_sent; /* peers already handed this message (at most 64 links) */
 } fan_t;
 
@@ -36,7 +36,7 @@ static void to_peer(fan_t *f, hr_sub_t *sub, const hr_sub_t *member)
             return;
         f->peer_sent |= bit;
     }
-    s->peer->deliver(s->peer_arg, sub->peer, f->m, f->origin, member);
+    s->peer->deliver(s->peer_arg, sub->peer, f->d, member);
 }
 
 static void fan_sub(void *arg, hr_sub_t *sub)
@@ -44,11 +44,12 @@ static void fan_sub(void *arg, hr_sub_t *sub)
     fan_t *f = arg;
     if (f->no_echo && sub->cid == f->origin)
         return;
-    if (!sub->conn)
-        to_peer(f, sub, NULL);
-    else if (sub->rp)
-        hr__sub_hold(sub, f->topic, f->seq, f->m);
-    else
+    if (!sub->conn) {
+        if (!f->local_only)
+            to_peer(f, sub, NULL);
+    } else if (sub->rp) {
+        hr__sub_hold(sub, f->d->topic, f->d->seq, f->m);
+    } else
         hr__conn_deliver(sub->conn, sub->sid, f->m);
 }
 
@@ -77,6 +78,8 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     uint64_t skip = f->no_echo ? f->origin : 0;
+    if (f->local_only)
+        return;
     hr_sub_t *fallback = NULL;
     size_t fb_backlog = 0;
     for (uint32_t tries = 0; tries < g->n; tries++) {
@@ -106,12 +109,21 @@ static void fan_group(void *arg, hr_qgroup_t *g)
         to_peer(f, fallback, fallback);
 }
 
-void hr__router_fanout(hr_server_t *s, hr_slice_t topic, uint64_t h, uint64_t seq, hr_msg_t *m,
-                       uint64_t origin_cid, int origin_no_echo)
+static void fanout(hr_server_t *s, const hr_delivery_t *d, int local_only)
 {
-    fan_t f = {s, m, topic, seq, origin_cid, origin_no_echo, 0};
+    fan_t f = {s, d, d->m, d->origin, d->no_echo, local_only, 0};
     hr_index_visitor_t v = {fan_sub, fan_group, &f};
-    hr__index_match_hashed(&s->index, topic.p, topic.n, h, &v);
+    hr__index_match_hashed(&s->index, d->topic.p, d->topic.n, d->hash, &v);
+}
+
+void hr__router_fanout(hr_server_t *s, const hr_delivery_t *d)
+{
+    fanout(s, d, 0);
+}
+
+void hr__router_fanout_local(hr_server_t *s, const hr_delivery_t *d)
+{
+    fanout(s, d, 1);
 }
 
 typedef struct any_s {
@@ -155,8 +167,9 @@ static void on_sequenced(void *arg, int status, hr_slice_t topic, uint64_t h, ui
 {
     pubctx_t *x = arg;
     if (status == HR_OK) {
+        hr_delivery_t d = {body, topic, h, seq, x->origin, x->no_echo};
         x->s->stats.msgs_in++;
-        hr__router_fanout(x->s, topic, h, seq, body, x->origin, x->no_echo);
+        hr__router_fanout(x->s, &d);
     }
     if (x->done)
         x->done(x->arg, status, seq);

@@ -54,16 +54,26 @@ void hr__subs_free(struct hr_conn_s *c);
  */
 typedef void (*hr_router_done_cb)(void *arg, int status, uint64_t seq);
 
+/* One sequenced message on its way out: the shared body and what routing needs. */
+typedef struct hr_delivery_s {
+    hr_msg_t *m; /* the sealed delivery body */
+    hr_slice_t topic;
+    uint64_t hash; /* hr__hash(topic) */
+    uint64_t seq;
+    uint64_t origin; /* publisher's client id; 0: the broker */
+    int no_echo;     /* the publisher said echo: false */
+} hr_delivery_t;
+
 typedef struct hr_peer_ops_s {
     /** Hands a publish for a topic this worker does not own to its owner; `done` as below. */
     int (*forward)(void *arg, uint16_t owner, const hr_pub_cmd_t *p, uint64_t origin_cid,
                    int origin_no_echo, hr_router_done_cb done, void *done_arg);
     /**
-     * Hands the sealed delivery body `m` to peer `peer`: for its matching
+     * Hands the sealed delivery `d` to peer `peer`: for its matching
      * subscriptions when `member` is NULL (once per message and peer), or
      * to the one queue-group member `member` (a sub registered by the peer).
      */
-    void (*deliver)(void *arg, uint16_t peer, hr_msg_t *m, uint64_t origin_cid,
+    void (*deliver)(void *arg, uint16_t peer, const struct hr_delivery_s *d,
                     const struct hr_sub_s *member);
     /** Whether peer subscription `sub` can take a message now (queue groups skip busy ones). */
     int (*busy)(void *arg, const struct hr_sub_s *sub);
@@ -77,8 +87,14 @@ uint16_t hr__route(const struct hr_server_s *s, uint64_t h);
  * (and to peers with interest) and completes the publisher's ACK. Used by
  * the router itself and by a peer link that receives sequenced messages.
  */
-void hr__router_fanout(struct hr_server_s *s, hr_slice_t topic, uint64_t h, uint64_t seq,
-                       hr_msg_t *m, uint64_t origin_cid, int origin_no_echo);
+void hr__router_fanout(struct hr_server_s *s, const hr_delivery_t *d);
+
+/**
+ * A message sequenced by another worker arrived here: it goes to this
+ * worker's own plain subscriptions only (the owner already chose queue-group
+ * members and handed other workers their copies).
+ */
+void hr__router_fanout_local(struct hr_server_s *s, const hr_delivery_t *d);
 
 /**
  * Publishes from client `origin_cid` (0: the broker itself). `done` (may be

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The worker: listeners, the per-turn flush, periodic sweeps, signals and shutdown. */
+#define _GNU_SOURCE /* SO_REUSEPORT, SOCK_CLOEXEC */
 #include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +117,9 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->loop = loop;
     s->cfg = *cfg;
     s->max_frame = (size_t)cfg->max_payload + HR_FRAME_SLACK;
-    s->nworkers = 1;
+    s->worker = (uint16_t)cfg->worker_id;
+    s->nworkers = (uint16_t)(cfg->nworkers > 1 ? cfg->nworkers : 1);
+    s->next_id = cfg->id_base;
     hr_mem_limits_t lim = {
         .max_topics = (size_t)cfg->max_topics,
         .history_msgs = (uint32_t)cfg->history_msgs,
@@ -123,6 +128,7 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         .max_tombstones = (size_t)cfg->topic_tombstones,
         .has_interest = hr__router_has_interest,
         .interest_arg = s,
+        .epoch = cfg->epoch[0] ? cfg->epoch : NULL,
     };
     hr_buf_init(&s->scratch);
     hr__limits_init(s);
@@ -159,6 +165,32 @@ fail:
     return r;
 }
 
+/*
+ * The workers of a cluster all listen on the same ports: each binds its own
+ * socket with SO_REUSEPORT and the kernel spreads new connections across
+ * them. libuv 1.44 has no flag for it, so the socket is made here and
+ * handed to uv_tcp_open().
+ */
+static int bind_reuseport(uv_tcp_t *h, const struct sockaddr *sa)
+{
+    int on = 1;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    socklen_t len =
+        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 || bind(fd, sa, len) != 0) {
+        int r = uv_translate_sys_error(errno);
+        close(fd);
+        return r;
+    }
+    int r = uv_tcp_open(h, fd);
+    if (r != 0)
+        close(fd);
+    return r;
+}
+
 static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp, int port)
 {
     struct sockaddr_storage ss;
@@ -177,8 +209,11 @@ static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp,
         fprintf(stderr, "herald: setting 'bind': '%s' is not an IP address\n", s->cfg.bind);
         return r;
     }
-    if ((r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) != 0 ||
-        (r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection)) != 0) {
+    if (s->cfg.reuseport)
+        r = bind_reuseport(&l->tcp, (struct sockaddr *)&ss);
+    else
+        r = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+    if (r != 0 || (r = uv_listen((uv_stream_t *)&l->tcp, 4096, on_connection)) != 0) {
         fprintf(stderr, "herald: cannot listen on %s port %s:%d: %s\n", tp->name, s->cfg.bind, port,
                 uv_strerror(r));
         return r;

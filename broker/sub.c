@@ -282,7 +282,7 @@ static void sub_release(hr_server_t *s, hr_sub_t *sub, int indexed)
 {
     if (indexed) {
         hr__index_remove(&s->index, sub);
-        s->engine->ops->interest_remove(s->engine, (hr_slice_t){sub->pattern, sub->plen});
+        s->engine->ops->interest_remove(s->engine, sub);
     }
     if (sub->rp)
         sub->rp->sub = NULL;
@@ -327,7 +327,7 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
         return;
     }
-    s->engine->ops->interest_add(s->engine, cmd->pattern);
+    s->engine->ops->interest_add(s->engine, sub);
     if (slot) { /* an active sid is replaced */
         sub_release(s, *slot, 1);
         *slot = sub;
@@ -357,8 +357,7 @@ void hr__subs_drop(hr_conn_t *c)
 {
     for (uint32_t i = 0; i < c->nsubs; i++) {
         hr__index_remove(&c->srv->index, c->subs[i]);
-        c->srv->engine->ops->interest_remove(c->srv->engine,
-                                             (hr_slice_t){c->subs[i]->pattern, c->subs[i]->plen});
+        c->srv->engine->ops->interest_remove(c->srv->engine, c->subs[i]);
     }
 }
 

@@ -109,7 +109,7 @@ static hr_engine_stats_t stats(hr_engine_t *e)
 
 static hr_engine_t *mem(size_t topics, uint32_t msgs, size_t bytes, size_t total, size_t tombs)
 {
-    hr_mem_limits_t lim = {topics, msgs, bytes, total, tombs, "test-epoch", NULL, NULL};
+    hr_mem_limits_t lim = {topics, msgs, bytes, total, tombs, "test-epoch", NULL, NULL, NULL, NULL};
     hr_engine_t *e = hr__engine_mem_new(&lim);
     ck_assert_ptr_nonnull(e);
     return e;
@@ -246,7 +246,7 @@ static int has_interest(void *arg, const char *topic, size_t n, uint64_t h)
  */
 START_TEST(reclaim_keeps_seq)
 {
-    hr_mem_limits_t lim = {2, 8, 1 << 20, 1 << 20, 16, "e", has_interest, NULL};
+    hr_mem_limits_t lim = {2, 8, 1 << 20, 1 << 20, 16, "e", has_interest, NULL, NULL, NULL};
     hr_engine_t *e = hr__engine_mem_new(&lim);
     seen_t s;
     interested = NULL;
