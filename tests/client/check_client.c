@@ -774,7 +774,7 @@ static void fake_start(uv_loop_t *loop, fake_t *f)
 
 static void fake_welcome(hr_buf_t *b)
 {
-    hr_welcome_t w = {"fake", 7, 0, 1024, 1024 + 4096, 30000};
+    hr_welcome_t w = {"fake", 7, 0, 1024, 1024 + 4096, 30000, NULL};
     size_t m = hr_lp_begin(b);
     hr_enc_welcome(b, &w);
     hr_lp_end(b, m);

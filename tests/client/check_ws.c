@@ -243,7 +243,7 @@ START_TEST(test_fragments_ping_close)
     wsfake_t f;
     st_t t;
     hr_buf_t body;
-    hr_welcome_t w = {"fake", 3, 0, 1024, 1024 + 4096, 30000};
+    hr_welcome_t w = {"fake", 3, 0, 1024, 1024 + 4096, 30000, NULL};
     hr_slice_t topic = {"a.b", 3}, pay = {"hello", 5}, none = {NULL, 0};
     uv_loop_init(&loop);
     memset(&f, 0, sizeof(f));
