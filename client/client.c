@@ -11,12 +11,14 @@
 #define READ_CHUNK 65536
 #define DETAIL_MAX 300
 
-enum op_kind { OP_ACK = 1, OP_REQ = 2, OP_FLUSH = 3 };
+enum op_kind { OP_ACK = 1, OP_REQ = 2, OP_FLUSH = 3, OP_CONFIRM = 4 };
 
 /*
  * A pending operation: a publish waiting for its ACK, a request waiting for
- * its reply, a flush waiting for its PONG. Ack ids and sids share one
- * counter so that an ERR's `ref` names exactly one of them.
+ * its reply, a flush waiting for its PONG, a subscription waiting for the
+ * PONG that confirms it (`id` is that PING's id, 0 until it is sent). Ack
+ * ids and sids share one counter so that an ERR's `ref` names exactly one
+ * of them.
  */
 typedef struct op_s {
     struct op_s *next, *prev;
@@ -29,8 +31,10 @@ typedef struct op_s {
         hr_ack_cb ack;
         hr_request_cb req;
         hr_done_cb done;
+        hr_sub_confirm_cb confirm;
     } cb;
     void *arg;
+    hr_sub_t *sub; /* OP_CONFIRM */
 } op_t;
 
 /* Last seq seen per topic, for wildcard subscriptions. */
@@ -55,11 +59,20 @@ struct hr_sub_s {
     int refs;
     hr_msg_cb cb;
     void *arg;
+    /* The options of the first SUB (after an epoch change: replay all). */
     int has_since;
     uint64_t since;
-    /* Resume state: last seq received, per topic. */
+    int has_last_n;
+    uint64_t last_n;
+    char *epoch_opt; /* NULL: none */
+    int refused;     /* the broker refused the SUB: not restored, not unsubscribed */
+    op_t *confirm;   /* pending on_confirm, or NULL */
+    /* Resume state: last seq received, per topic, and the epoch it came under. */
     int have_last;
     uint64_t last;
+    uint64_t seen_gen; /* c->epoch_gen when `seen_epoch` was taken */
+    int has_seen_epoch;
+    char seen_epoch[HR_EPOCH_MAX + 1];
     seq_entry_t **seqs; /* wildcard: hash by topic */
     size_t nseqs_buckets, nseqs;
     /* Pending limits. */
@@ -108,8 +121,9 @@ struct hr_client_s {
     int attempts;
     int last_err; /* status of a fatal ERR on the current connection */
     uint64_t client_id, max_payload, max_frame, heartbeat_ms;
-    uint64_t prev_client_id;
-    int saw_shutdown;
+    int has_epoch;                /* the last WELCOME carried an epoch */
+    char epoch[HR_EPOCH_MAX + 1]; /* ... this one */
+    uint64_t epoch_gen;           /* bumped whenever the epoch (or its absence) changes */
     /* subscriptions */
     hr_sub_t *subs_head, *subs_tail;
     hr_sub_t **subs_hash;
@@ -375,6 +389,7 @@ static void sub_free(hr_sub_t *s)
     seqs_clear(s);
     free(s->pattern);
     free(s->queue);
+    free(s->epoch_opt);
     free(s);
 }
 
@@ -512,13 +527,24 @@ static void want_flush(hr_client_t *c)
         hr_lp_end((buf), lp_);                                                                     \
     } while (0)
 
-static int send_sub(hr_client_t *c, hr_sub_t *s, int has_since, uint64_t since)
+static int send_sub(hr_client_t *c, hr_sub_t *s, hr_sub_fields_t *o)
 {
-    ENCODE(&c->out,
-           hr_enc_sub(&c->out, s->sid, slice(s->pattern), slice(s->queue), has_since, since));
+    o->queue = slice(s->queue);
+    ENCODE(&c->out, hr_enc_sub_ex(&c->out, s->sid, slice(s->pattern), o));
     s->sent = 1;
     want_flush(c);
     return HR_OK;
+}
+
+/* The SUB options the application asked for. */
+static void first_sub_fields(const hr_sub_t *s, hr_sub_fields_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->has_since = s->has_since;
+    o->since = s->since;
+    o->has_last = s->has_last_n;
+    o->last = s->last_n;
+    o->epoch = s->epoch_opt ? slice(s->epoch_opt) : (hr_slice_t){NULL, 0};
 }
 
 static int send_unsub(hr_client_t *c, uint64_t sid)
@@ -588,6 +614,30 @@ static op_t *op_find(hr_client_t *c, int kind, uint64_t id)
     return NULL;
 }
 
+/*
+ * Reports the outcome of a confirmed subscription. A subscription that
+ * failed is removed before its callback runs, so the callback may neither
+ * see it delivered to nor unsubscribe it; a refused one needs no UNSUB (the
+ * broker never made it), one that timed out gets one.
+ */
+static void confirm_complete(hr_client_t *c, op_t *op, int status)
+{
+    hr_sub_t *s = op->sub;
+    s->confirm = NULL;
+    if (status != HR_OK && !s->dead) {
+        s->dead = 1;
+        sub_remove(c, s);
+        if (connected(c) && s->sent && !s->refused && !s->drained)
+            send_unsub(c, s->sid);
+        assert(s->refs >= 2);
+        s->refs--; /* the subscription's own reference; the op's keeps it alive */
+        op->cb.confirm(c, s, status, op->arg);
+    } else if (!s->dead) {
+        op->cb.confirm(c, s, status, op->arg);
+    }
+    sub_decref(s); /* the op's reference */
+}
+
 /* Completes and frees `op` (already unlinked). */
 static void op_complete(hr_client_t *c, op_t *op, int status, uint64_t seq, hr_message_t *reply)
 {
@@ -601,6 +651,9 @@ static void op_complete(hr_client_t *c, op_t *op, int status, uint64_t seq, hr_m
         break;
     case OP_FLUSH:
         op->cb.done(c, status, op->arg);
+        break;
+    case OP_CONFIRM:
+        confirm_complete(c, op, status);
         break;
     }
     free(op);
@@ -791,14 +844,24 @@ static void on_reply(hr_client_t *c, const hr_frame_t *f)
     drain_check(c);
 }
 
+/* Remembers the epoch under which `s` last saw a seq (copied once per epoch change). */
+static void note_epoch(hr_client_t *c, hr_sub_t *s)
+{
+    if (s->seen_gen == c->epoch_gen)
+        return;
+    s->seen_gen = c->epoch_gen;
+    s->has_seen_epoch = c->has_epoch;
+    memcpy(s->seen_epoch, c->epoch, sizeof(s->seen_epoch));
+}
+
 /*
  * Resume bookkeeping. For an exact topic the broker's `since` replay makes
  * the stream contiguous; for a wildcard the resume point is the smallest
  * last seq over its topics, so topics ahead of it are replayed partly twice
  * and those duplicates (always marked replay) are dropped here by their
  * per-topic last seq. A seq at or below the last one that is not such a
- * replay cannot happen within one broker lifetime: the broker restarted
- * (unrecognised at WELCOME) and its sequence began again. That is reported
+ * replay cannot happen within one epoch; a broker that announces no epoch
+ * may have restarted unseen and begun its sequence again. That is reported
  * as HR_EGAP and the stream continues from the new seq.
  */
 static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
@@ -829,6 +892,7 @@ static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
     else if (!s->wildcard)
         s->last = f->seq;
     s->have_last = 1;
+    note_epoch(c, s);
     return 1;
 }
 
@@ -871,8 +935,6 @@ static void on_err(hr_client_t *c, const hr_frame_t *f)
     case 9:
     case 11:
         c->last_err = status; /* the broker closes the connection after this */
-        if (f->code == 9)
-            c->saw_shutdown = 1;
         break;
     default:
         break;
@@ -886,6 +948,17 @@ static void on_err(hr_client_t *c, const hr_frame_t *f)
             return;
         }
         hr_sub_t *s = sub_find(c, f->sid);
+        if (s && !s->dead && f->code != 10 && f->code != 8) {
+            /* Anything but a history gap (or the answer to an UNSUB) refuses the SUB. */
+            s->refused = 1;
+            if (s->confirm) {
+                op = s->confirm;
+                op_unlink(c, op);
+                op_complete(c, op, status, 0, NULL);
+                drain_check(c);
+                return;
+            }
+        }
         report(c, status, s && !s->dead ? s : NULL, d);
         return;
     }
@@ -906,6 +979,7 @@ static void on_gap(hr_client_t *c, const hr_frame_t *f)
         s->have_last = 1;
         s->last = f->last_seq;
     }
+    note_epoch(c, s);
     snprintf(d, sizeof(d), "GAP on %.*s: seq %llu..%llu lost", (int)f->topic.n, f->topic.p,
              (unsigned long long)f->first_seq, (unsigned long long)f->last_seq);
     report(c, HR_EGAP, s, d);
@@ -915,36 +989,66 @@ static void ping_cb(uv_timer_t *t);
 
 /*
  * The resume point of a subscription on a new connection; see accept_seq().
- * After a broker restart (detected from ERR 9 or a client id that went
- * backwards) the old seqs mean nothing: replay the new broker's whole
- * history, which holds exactly what was published since it started.
+ * It travels with the epoch under which its seq was seen. When that is not
+ * the epoch of this WELCOME the broker's seqs started again: it answers
+ * ERR 10 (reported as HR_EGAP) and replays its whole history, so the old
+ * per-topic seqs are forgotten here and the subscription counts as new,
+ * asking for everything of the new epoch until it sees a seq of its own.
  */
-static void resubscribe(hr_client_t *c, hr_sub_t *s, int restarted)
+static void resubscribe(hr_client_t *c, hr_sub_t *s)
 {
-    int has_since = 0;
-    uint64_t since = 0;
+    hr_sub_fields_t o;
+    first_sub_fields(s, &o);
     if (s->internal || s->queue) {
-        has_since = !s->sent && s->has_since;
-        since = s->since;
-    } else if (restarted && s->sent) {
-        seqs_clear(s);
-        has_since = 1;
-        since = 0;
-    } else if (s->have_last && !s->wildcard) {
-        has_since = 1;
-        since = s->last;
+        if (s->sent)
+            memset(&o, 0, sizeof(o)); /* live: a replay would bypass the group */
     } else if (s->have_last) {
-        has_since = 1;
-        since = UINT64_MAX;
-        for (size_t i = 0; i < s->nseqs_buckets; i++)
-            for (seq_entry_t *e = s->seqs[i]; e; e = e->next)
-                if (e->last < since)
-                    since = e->last;
-    } else {
-        has_since = s->has_since;
-        since = s->since;
+        o.has_last = 0;
+        o.has_since = 1;
+        o.since = s->last;
+        if (s->wildcard) {
+            o.since = UINT64_MAX;
+            for (size_t i = 0; i < s->nseqs_buckets; i++)
+                for (seq_entry_t *e = s->seqs[i]; e; e = e->next)
+                    if (e->last < o.since)
+                        o.since = e->last;
+        }
+        o.epoch = s->has_seen_epoch ? slice(s->seen_epoch) : (hr_slice_t){NULL, 0};
+        if (s->has_seen_epoch && c->has_epoch && strcmp(s->seen_epoch, c->epoch) != 0) {
+            seqs_clear(s);
+            s->has_since = 1;
+            s->since = 0;
+            s->has_last_n = 0;
+            free(s->epoch_opt);
+            s->epoch_opt = NULL;
+        }
     }
-    send_sub(c, s, has_since, since);
+    send_sub(c, s, &o);
+}
+
+/* Sends the PING of every confirmation waiting for one (after its SUB). */
+static void confirm_pings(hr_client_t *c)
+{
+    for (op_t *op = c->ops_head; op; op = op->next)
+        if (op->kind == OP_CONFIRM && !op->id) {
+            op->id = ++c->ping_id;
+            send_ping(c, op->id);
+        }
+}
+
+/* Takes the WELCOME's epoch; a change (or a broker that stops sending one) bumps epoch_gen. */
+static void take_epoch(hr_client_t *c, const hr_frame_t *f)
+{
+    int has = (f->flags & HR_F_EPOCH) != 0;
+    size_t n = has ? f->epoch.n : 0;
+    if (has == c->has_epoch && strlen(c->epoch) == n &&
+        (!n || memcmp(c->epoch, f->epoch.p, n) == 0))
+        return;
+    if (has)
+        memcpy(c->epoch, f->epoch.p, n);
+    c->epoch[n] = '\0';
+    c->has_epoch = has;
+    c->epoch_gen++;
 }
 
 static void on_welcome(hr_client_t *c, const hr_frame_t *f)
@@ -954,20 +1058,19 @@ static void on_welcome(hr_client_t *c, const hr_frame_t *f)
         return;
     }
     uv_timer_stop(&c->t_connect);
-    int restarted = c->saw_shutdown || (c->prev_client_id && f->client_id <= c->prev_client_id);
     c->welcomed = 1;
-    c->saw_shutdown = 0;
     c->last_err = 0;
     c->attempts = 0;
     c->pings_out = 0;
     c->client_id = f->client_id;
-    c->prev_client_id = f->client_id;
     c->max_payload = f->max_payload;
     c->max_frame = f->max_frame;
     c->heartbeat_ms = f->heartbeat_ms;
+    take_epoch(c, f);
     for (hr_sub_t *s = c->subs_head; s; s = s->next)
-        if (!s->dead && !s->drained)
-            resubscribe(c, s, restarted);
+        if (!s->dead && !s->drained && !s->refused)
+            resubscribe(c, s);
+    confirm_pings(c);
     if (c->pend.len) {
         if (hr_buf_append(&c->out, c->pend.base, c->pend.len) != HR_OK) {
             conn_lost(c, HR_ENOMEM);
@@ -978,7 +1081,8 @@ static void on_welcome(hr_client_t *c, const hr_frame_t *f)
     if (c->draining) {
         for (hr_sub_t *s = c->subs_head; s; s = s->next)
             if (!s->internal && !s->drained && !s->dead) {
-                send_unsub(c, s->sid);
+                if (!s->refused)
+                    send_unsub(c, s->sid);
                 s->drained = 1;
             }
         c->drain_ponged = 0;
@@ -1003,7 +1107,14 @@ static void on_pong(hr_client_t *c, uint64_t id)
         drain_check(c);
         return;
     }
-    op_t *op = op_find(c, OP_FLUSH, id);
+    op_t *op = op_find(c, OP_CONFIRM, id);
+    if (op) {
+        op_unlink(c, op);
+        op_complete(c, op, HR_OK, 0, NULL);
+        drain_check(c);
+        return;
+    }
+    op = op_find(c, OP_FLUSH, id);
     if (op && !op->ponged && c->q_deq < c->q_enq) {
         /* Complete after the messages that arrived before this PONG. */
         op->ponged = 1;
@@ -1324,6 +1435,10 @@ static int pick_lost(hr_client_t *c, op_t *op, void *ctx)
     struct keep_set *k = ctx;
     if (op->kind == OP_FLUSH && op->ponged)
         return 0; /* answered; only waiting for local delivery */
+    if (op->kind == OP_CONFIRM) {
+        op->id = 0; /* the SUB goes out again after the next WELCOME, and a new PING */
+        return 0;
+    }
     if (op->kind != OP_ACK)
         return 1;
     for (size_t i = 0; i < k->n; i++)
@@ -1680,7 +1795,8 @@ int hr_client_drain(hr_client_t *c, uint32_t timeout_ms, hr_done_cb cb, void *ar
     if (connected(c)) {
         for (hr_sub_t *s = c->subs_head; s; s = s->next)
             if (!s->internal && !s->dead) {
-                send_unsub(c, s->sid);
+                if (!s->refused)
+                    send_unsub(c, s->sid);
                 s->drained = 1;
             }
         c->drain_ponged = 0;
@@ -1764,6 +1880,11 @@ uint64_t hr_client_id(const hr_client_t *c)
 uint64_t hr_client_max_payload(const hr_client_t *c)
 {
     return c->max_payload;
+}
+
+const char *hr_client_epoch(const hr_client_t *c)
+{
+    return c->has_epoch ? c->epoch : NULL;
 }
 
 uv_loop_t *hr_client_loop(const hr_client_t *c)
@@ -1889,9 +2010,15 @@ static int subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *s
         return HR_ETOPIC;
     if (so && so->queue && hr_topic_validate(so->queue, strlen(so->queue)) != HR_OK)
         return HR_EINVAL;
+    if (so && so->epoch && strlen(so->epoch) > HR_EPOCH_MAX)
+        return HR_EINVAL;
     hr_sub_t *s = calloc(1, sizeof(*s));
-    if (!s)
+    op_t *op = so && so->on_confirm ? calloc(1, sizeof(*op)) : NULL;
+    if (!s || (so && so->on_confirm && !op)) {
+        free(s);
+        free(op);
         return HR_ENOMEM;
+    }
     s->c = c;
     s->refs = 1;
     s->sid = ++c->next_id;
@@ -1903,17 +2030,41 @@ static int subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *s
     s->arg = arg;
     s->has_since = so ? so->has_since : 0;
     s->since = so ? so->since : 0;
+    s->has_last_n = so ? so->has_last : 0;
+    s->last_n = so ? so->last : 0;
+    s->epoch_opt = so && so->epoch ? dupstr(so->epoch) : NULL;
     s->lim_msgs = so && so->pending_msgs_limit ? so->pending_msgs_limit : c->o.pending_msgs_limit;
     s->lim_bytes =
         so && so->pending_bytes_limit ? so->pending_bytes_limit : c->o.pending_bytes_limit;
-    if (!s->pattern || (so && so->queue && !s->queue) || sub_insert(c, s) != HR_OK) {
+    if (!s->pattern || (so && so->queue && !s->queue) || (so && so->epoch && !s->epoch_opt) ||
+        sub_insert(c, s) != HR_OK) {
         sub_free(s);
+        free(op);
         return HR_ENOMEM;
     }
-    if (connected(c) && send_sub(c, s, s->has_since, s->since) != HR_OK) {
-        sub_remove(c, s);
-        sub_free(s);
-        return HR_ENOMEM;
+    if (connected(c)) {
+        hr_sub_fields_t o;
+        first_sub_fields(s, &o);
+        if (send_sub(c, s, &o) != HR_OK || (op && send_ping(c, ++c->ping_id) != HR_OK)) {
+            sub_remove(c, s);
+            sub_free(s);
+            free(op);
+            return HR_ENOMEM;
+        }
+    }
+    if (op) {
+        /* The PING went out right after the SUB; before the WELCOME it waits for confirm_pings().
+         */
+        op->kind = OP_CONFIRM;
+        op->id = connected(c) ? c->ping_id : 0;
+        op->cb.confirm = so->on_confirm;
+        op->arg = so->confirm_arg;
+        op->sub = s;
+        op->deadline = uv_now(c->loop) + c->o.request_timeout_ms;
+        s->refs++;
+        s->confirm = op;
+        op_link(c, op);
+        deadline_arm(c, op->deadline);
     }
     *out = s;
     return HR_OK;
@@ -1949,8 +2100,15 @@ int hr_sub_unsubscribe(hr_sub_t *s)
     sub_remove(c, s);
     if (c->inbox_sub == s)
         c->inbox_sub = NULL;
-    if (connected(c) && !s->drained)
+    if (connected(c) && !s->drained && !s->refused)
         send_unsub(c, s->sid);
+    if (s->confirm) {
+        op_unlink(c, s->confirm);
+        free(s->confirm);
+        s->confirm = NULL;
+        assert(s->refs >= 2);
+        s->refs--; /* the op's reference */
+    }
     sub_decref(s);
     drain_check(c);
     return HR_OK;
