@@ -1205,10 +1205,35 @@ static size_t max_frame(const hr_client_t *c)
     return c->max_frame ? c->max_frame + MSG_SLACK : DEFAULT_MAX_FRAME;
 }
 
+/*
+ * A TCP client dialled to the WebSocket/HTTP port gets an HTTP response
+ * (the broker answers a request line that is not one with 400 at once)
+ * where a WELCOME frame should be: its "HTTP" would otherwise read as a
+ * huge length prefix. Returns HR_EHTTPPORT for one, HR_EAGAIN while the
+ * bytes could still become one, HR_OK otherwise.
+ */
+static int http_answer(const uint8_t *p, size_t n)
+{
+    static const char http[] = "HTTP/";
+    size_t k = n < 5 ? n : 5;
+    if (!n || memcmp(p, http, k) != 0)
+        return HR_OK;
+    return k == 5 ? HR_EHTTPPORT : HR_EAGAIN;
+}
+
 /* TCP: length-prefixed bodies. Returns the bytes consumed. */
 static size_t lp_input(hr_client_t *c, conn_t *conn)
 {
     size_t off = 0;
+    if (!c->welcomed) {
+        int r = http_answer(c->in.base, c->in.len);
+        if (r == HR_EAGAIN)
+            return 0;
+        if (r != HR_OK) {
+            conn_lost(c, r);
+            return 0;
+        }
+    }
     while (c->conn == conn) {
         hr_slice_t body;
         size_t used;
@@ -1295,6 +1320,12 @@ static size_t ws_input(hr_client_t *c, conn_t *conn)
 {
     size_t off = 0;
     if (!conn->ws_open) {
+        /* An HTTP response begins with "HTTP/"; a Herald TCP frame (the broker's
+         * ERR for the request it took as a length prefix) with a zero byte. */
+        if (c->in.len && c->in.base[0] == 0) {
+            conn_lost(c, HR_ETCPPORT);
+            return 0;
+        }
         int r = hr__ws_response(c->in.base, c->in.len, conn->ws_accept, &off);
         if (r == HR_EAGAIN)
             return 0;
@@ -1474,7 +1505,7 @@ static void retry_or_close(hr_client_t *c, int status)
         begin_close(c, status);
         return;
     }
-    if (!c->o.reconnect || status == HR_EAUTH ||
+    if (!c->o.reconnect || status == HR_EAUTH || status == HR_EHTTPPORT || status == HR_ETCPPORT ||
         (c->o.max_reconnect >= 0 && c->attempts >= c->o.max_reconnect)) {
         begin_close(c, status);
         return;
