@@ -29,7 +29,7 @@ extern "C" {
  */
 
 typedef struct hr_client_s hr_client_t;
-typedef struct hr_sub_s hr_sub_t;
+typedef struct hr_subscription_s hr_sub_t;
 typedef struct hr_message_s hr_message_t;
 
 /* Connection events, reported to hr_client_opts_t.on_state. */
