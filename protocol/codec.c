@@ -565,26 +565,6 @@ int hr_frame_decode(const void *body, size_t len, size_t max_payload, hr_frame_t
     return HR_OK;
 }
 
-int hr_lp_next(const void *buf, size_t len, size_t max_frame, hr_slice_t *body, size_t *consumed)
-{
-    const uint8_t *p = buf;
-    if (len < HR_LP_PREFIX) {
-        *consumed = 0;
-        return HR_EAGAIN;
-    }
-    uint64_t n = be(p, HR_LP_PREFIX);
-    if (n > max_frame) {
-        *consumed = 0;
-        return HR_ETOOBIG;
-    }
-    *consumed = HR_LP_PREFIX + (size_t)n;
-    if (len < *consumed)
-        return HR_EAGAIN;
-    body->p = (const char *)p + HR_LP_PREFIX;
-    body->n = (size_t)n;
-    return HR_OK;
-}
-
 const char *hr_op_name(int op)
 {
     switch (op) {

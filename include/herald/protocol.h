@@ -16,13 +16,14 @@ extern "C" {
 #define HR_DEFAULT_PORT 7400
 #define HR_DEFAULT_WS_PORT 7401
 #define HR_WS_SUBPROTOCOL "herald.v1"
-#define HR_TOPIC_MAX 255    /* bytes in a topic or pattern */
-#define HR_TOKEN_MAX 64     /* bytes in one token */
-#define HR_TOKENS_MAX 16    /* tokens in a topic or pattern */
-#define HR_LP_PREFIX 4      /* TCP framing: 4-byte big-endian body length */
-#define HR_WS_HDR_MAX 10    /* largest unmasked server WebSocket frame header */
-#define HR_FRAME_SLACK 4096 /* default max_frame = max_payload + HR_FRAME_SLACK */
-#define HR_EPOCH_MAX 64     /* bytes in a WELCOME / SUB epoch */
+#define HR_TOPIC_MAX 255        /* bytes in a topic or pattern */
+#define HR_TOKEN_MAX 64         /* bytes in one token */
+#define HR_TOKENS_MAX 16        /* tokens in a topic or pattern */
+#define HR_LP_PREFIX 4          /* TCP framing: 4-byte big-endian body length */
+#define HR_WS_HDR_MAX 10        /* largest unmasked server WebSocket frame header */
+#define HR_WS_HDR_MAX_MASKED 14 /* largest WebSocket frame header (with a mask key) */
+#define HR_FRAME_SLACK 4096     /* default max_frame = max_payload + HR_FRAME_SLACK */
+#define HR_EPOCH_MAX 64         /* bytes in a WELCOME / SUB epoch */
 
 /* Opcodes (first element of every frame body). */
 enum hr_op {
@@ -134,6 +135,44 @@ typedef struct hr_headers_iter_s {
 void hr_headers_iter_init(hr_headers_iter_t *it, hr_slice_t raw);
 /** Sets `*key`/`*val` to the next entry and returns 1, or returns 0 at the end. */
 int hr_headers_iter_next(hr_headers_iter_t *it, hr_slice_t *key, hr_slice_t *val);
+
+/* ---- framing (frame.c) -------------------------------------------------- */
+
+/** Writes the TCP length prefix for a body of `n` bytes. */
+void hr_lp_put(uint8_t out[HR_LP_PREFIX], uint32_t n);
+/** Reads a TCP length prefix. */
+uint32_t hr_lp_get(const uint8_t p[HR_LP_PREFIX]);
+
+/* A WebSocket frame header (RFC 6455 section 5.2). */
+typedef struct hr_ws_header_s {
+    int fin;         /* final fragment */
+    int rsv;         /* RSV1..RSV3 as bits 0x4, 0x2, 0x1 (0 unless an extension was agreed) */
+    int opcode;      /* 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong */
+    int masked;      /* a mask key follows the length */
+    uint8_t mask[4]; /* the mask key, or zeroes */
+    uint64_t len;    /* payload length */
+    size_t hdr_len;  /* bytes of header before the payload: 2 .. HR_WS_HDR_MAX_MASKED */
+} hr_ws_header_t;
+
+/**
+ * Parses the frame header at the start of `p` (the payload need not be
+ * there yet). Returns HR_OK with `*h` filled; HR_EAGAIN while `n` bytes do
+ * not hold the whole header; HR_ETOOBIG when the payload length exceeds
+ * `max` (judged before the mask key arrives); HR_EPROTO for a 64-bit
+ * length with its most significant bit set. Reserved bits, opcodes and
+ * control-frame rules are left to the caller.
+ */
+int hr_ws_header_parse(const void *p, size_t n, uint64_t max, hr_ws_header_t *h);
+
+/**
+ * Writes a frame header for a payload of `len` bytes, with the mask key
+ * `mask` (4 bytes) or unmasked if NULL. Returns its length (at most
+ * HR_WS_HDR_MAX_MASKED; HR_WS_HDR_MAX unmasked).
+ */
+size_t hr_ws_header_build(uint8_t *out, int fin, int opcode, uint64_t len, const uint8_t *mask);
+
+/** XORs `n` payload bytes in place with `mask`; `off` is their offset in the payload. */
+void hr_ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], size_t off);
 
 /* ---- topics ------------------------------------------------------------ */
 
