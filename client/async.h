@@ -300,7 +300,7 @@ HR__HIDDEN void hr__op_complete(hr_client_t *c, hr__op_t *op, int status, uint64
 HR__HIDDEN void hr__ops_finish(hr_client_t *c, int status,
                                int (*pick)(hr_client_t *, hr__op_t *, void *), void *ctx);
 HR__HIDDEN void hr__deadline_arm(hr_client_t *c, uint64_t deadline);
-/** Sends the PING of every confirmation waiting for one. */
+/** Sends the PING of every confirmation waiting for one (after the SUBs of a WELCOME). */
 HR__HIDDEN void hr__confirm_pings(hr_client_t *c);
 /** Completes the flushes whose PONG came before messages now delivered. */
 HR__HIDDEN void hr__flush_delivered(hr_client_t *c);

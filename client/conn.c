@@ -94,13 +94,14 @@ int hr__send_hello(hr_client_t *c)
     return HR_OK;
 }
 
-/* ---- inbound frames ---------------------------------------------------------- */
+/* ---- inbound frames ----------------------------------------------------- */
 
 static void on_err(hr_client_t *c, const hr_frame_t *f)
 {
     char d[HR__DETAIL_MAX];
     int status = hr_status_from_wire((unsigned)f->code);
     int n = f->message.n > 250 ? 250 : (int)f->message.n;
+    int fatal = 0;
     snprintf(d, sizeof(d), "ERR %llu: %.*s", (unsigned long long)f->code, n, f->message.p);
     switch (f->code) {
     case 1:
@@ -110,6 +111,7 @@ static void on_err(hr_client_t *c, const hr_frame_t *f)
     case 9:
     case 11:
         c->last_err = status; /* the broker closes the connection after this */
+        fatal = 1;
         break;
     default:
         break;
@@ -123,8 +125,9 @@ static void on_err(hr_client_t *c, const hr_frame_t *f)
             return;
         }
         hr_sub_t *s = hr__sub_find(c, f->sid);
-        if (s && !s->dead && f->code != 10 && f->code != 8) {
-            /* Anything but a history gap (or the answer to an UNSUB) refuses the SUB. */
+        if (s && !s->dead && !fatal && f->code != 10 && f->code != 8) {
+            /* An ERR that leaves the connection open and is neither a history gap
+             * nor the answer to an UNSUB refuses the SUB (4, 5, 7, 12, ...). */
             s->refused = 1;
             if (s->confirm) {
                 op = s->confirm;
@@ -236,7 +239,7 @@ static void handle_frame(hr_client_t *c, const hr_frame_t *f)
     }
 }
 
-/* ---- read path --------------------------------------------------------------- */
+/* ---- read path ---------------------------------------------------------- */
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
@@ -310,7 +313,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         hr_buf_consume(&c->in, off);
 }
 
-/* ---- connection lifecycle ---------------------------------------------------- */
+/* ---- connection lifecycle ----------------------------------------------- */
 
 static void conn_close_cb(uv_handle_t *h)
 {

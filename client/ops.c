@@ -181,8 +181,19 @@ void hr__on_reply(hr_client_t *c, const hr_frame_t *f)
 }
 
 /* Sends the PING of every confirmation waiting for one (after its SUB). */
+static int pick_unsent_drained(hr_client_t *c, hr__op_t *op, void *ctx)
+{
+    return op->kind == HR__OP_CONFIRM && !op->id && op->sub->drained;
+}
+
+/*
+ * After a WELCOME: the SUBs went out, now the PING of each confirmation
+ * that waits for one. A subscription a drain took before it was ever sent
+ * will not be: its confirmation ends with HR_ECLOSED.
+ */
 void hr__confirm_pings(hr_client_t *c)
 {
+    hr__ops_finish(c, HR_ECLOSED, pick_unsent_drained, NULL);
     for (hr__op_t *op = c->ops_head; op; op = op->next)
         if (op->kind == HR__OP_CONFIRM && !op->id) {
             op->id = ++c->ping_id;

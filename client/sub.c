@@ -165,7 +165,7 @@ static hr__seq_entry_t *seq_get(hr_sub_t *s, const char *topic, size_t n, int cr
     return e;
 }
 
-/* ---- SUB frames ---------------------------------------------------------- */
+/* ---- SUB frames --------------------------------------------------------- */
 
 static int send_sub(hr_client_t *c, hr_sub_t *s, hr_sub_fields_t *o)
 {
@@ -278,7 +278,7 @@ void hr__sub_dropped(hr_sub_t *sub, int notify)
     }
 }
 
-/* ---- resume --------------------------------------------------------------- */
+/* ---- resume ------------------------------------------------------------- */
 
 /* Remembers the epoch under which `s` last saw a seq (copied once per epoch change). */
 static void note_epoch(hr_client_t *c, hr_sub_t *s)

@@ -5,7 +5,7 @@
 
 #include "async.h"
 
-/* ---- TCP ------------------------------------------------------------------ */
+/* ---- TCP ---------------------------------------------------------------- */
 
 static int tcp_start(hr_client_t *c, hr__conn_t *conn)
 {
@@ -52,7 +52,7 @@ const hr__transport_t hr__tcp_transport = {
     "tcp", HR_DEFAULT_PORT, 0, tcp_start, tcp_next, tcp_frame_out,
 };
 
-/* ---- WebSocket -------------------------------------------------------------- */
+/* ---- WebSocket ---------------------------------------------------------- */
 
 /* Writes a control frame or the handshake on its own request, beside the data writes. */
 typedef struct raw_write_s {
