@@ -668,8 +668,8 @@ END_TEST
 /* What one SUB carried. */
 typedef struct ef_sub_s {
     int conn;
-    uint64_t sid, since;
-    int has_since, has_epoch;
+    uint64_t sid, since, last;
+    int has_since, has_last, has_epoch;
     char epoch[HR_EPOCH_MAX + 1];
 } ef_sub_t;
 
@@ -745,6 +745,8 @@ static int ef_frame(void *arg, const char *body, size_t n)
         e->sid = fr.sid;
         e->has_since = (fr.flags & HR_F_SINCE) != 0;
         e->since = fr.since;
+        e->has_last = (fr.flags & HR_F_LAST) != 0;
+        e->last = fr.last;
         e->has_epoch = (fr.flags & HR_F_EPOCH) != 0;
         if (fr.epoch.n)
             memcpy(e->epoch, fr.epoch.p, fr.epoch.n);
@@ -818,8 +820,10 @@ static void ef_check_sub(const efake_t *f, int i, int conn, uint64_t sid, int ha
 }
 
 /*
- * Resume with the epoch: each subscription resumes with the epoch of the
- * WELCOME under which it saw its last seq. While the epoch stays, `since`
+ * Resume with the epoch: the first SUBs carry what the application asked
+ * for (`last`; `since` with its own epoch); afterwards each subscription
+ * resumes with `since` and the epoch of the WELCOME under which it saw its
+ * last seq, and no longer with `last`. While the epoch stays, `since`
  * keeps its meaning; when it changes the broker answers ERR 10 and replays
  * from seq 1, which the client delivers (not dropped as duplicates of the
  * old seqs) after one HR_EGAP per subscription. A broker that stops
@@ -860,8 +864,10 @@ START_TEST(test_resume_with_epoch)
     ck_assert_ptr_null(hr_client_epoch(p.c));
     rx_t *r = calloc(1, sizeof(rx_t)), *w = calloc(1, sizeof(rx_t));
     hr_sub_t *s1, *s2;
-    ck_assert_int_eq(hr_client_subscribe(p.c, "t.x", NULL, rx_cb, r, &s1), HR_OK);
-    ck_assert_int_eq(hr_client_subscribe(p.c, "t.>", NULL, rx_cb, w, &s2), HR_OK);
+    hr_sub_opts_t o1 = {.has_last = 1, .last = 3};
+    hr_sub_opts_t o2 = {.has_since = 1, .since = 4, .epoch = "A"};
+    ck_assert_int_eq(hr_client_subscribe(p.c, "t.x", &o1, rx_cb, r, &s1), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(p.c, "t.>", &o2, rx_cb, w, &s2), HR_OK);
     ck_assert_uint_eq(hr_sub_sid(s1), 1);
     ck_assert_uint_eq(hr_sub_sid(s2), 2);
     for (int i = 0; i < 300 && f->nsubs < 8; i++)
@@ -871,9 +877,13 @@ START_TEST(test_resume_with_epoch)
     ck_assert_int_eq(f->accepts, 4);
     ck_assert_ptr_null(hr_client_epoch(p.c)); /* connection 3 announces none */
 
-    /* connection 0: new subscriptions, no resume point */
+    /* connection 0: what the application asked for */
     ef_check_sub(f, 0, 0, 1, 0, 0, NULL);
-    ef_check_sub(f, 1, 0, 2, 0, 0, NULL);
+    ck_assert(f->subs[0].has_last && f->subs[0].last == 3);
+    ef_check_sub(f, 1, 0, 2, 1, 4, "A");
+    ck_assert(!f->subs[1].has_last);
+    for (int i = 2; i < 8; i++)
+        ck_assert(!f->subs[i].has_last);
     /* connection 1: same epoch A, after seq 5 */
     ef_check_sub(f, 2, 1, 1, 1, 5, "A");
     ef_check_sub(f, 3, 1, 2, 1, 5, "A");
