@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "herald/protocol.h"
+
 /*
  * herald-bench always offers the RFC 6455 sample key; the server must answer
  * with its well-known accept value, which spares us SHA-1 and base64 here.
@@ -62,63 +64,34 @@ long hb_ws_parse_upgrade(hb_conn_t *c, const uint8_t *p, size_t n)
 
 void hb_ws_frame(hb_conn_t *c, hb_buf_t *out, int opcode, const void *p, size_t n)
 {
-    uint8_t *w = hb_buf_space(out, n + 14);
-    uint8_t *s = w;
-    *w++ = (uint8_t)(0x80 | opcode);
-    if (n < 126) {
-        *w++ = (uint8_t)(0x80 | n);
-    } else if (n < 65536) {
-        *w++ = 0x80 | 126;
-        *w++ = (uint8_t)(n >> 8);
-        *w++ = (uint8_t)n;
-    } else {
-        *w++ = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            *w++ = (uint8_t)((uint64_t)n >> (8 * i));
-    }
+    uint8_t *w = hb_buf_space(out, n + HR_WS_HDR_MAX_MASKED);
     uint32_t x = c->mask;
     x ^= x << 13;
     x ^= x >> 17;
     x ^= x << 5;
     c->mask = x;
     uint8_t key[4] = {(uint8_t)x, (uint8_t)(x >> 8), (uint8_t)(x >> 16), (uint8_t)(x >> 24)};
-    memcpy(w, key, 4);
-    w += 4;
-    const uint8_t *src = p;
-    for (size_t i = 0; i < n; i++)
-        w[i] = src[i] ^ key[i & 3];
-    w += n;
-    out->len += (size_t)(w - s);
+    size_t hl = hr_ws_header_build(w, 1, opcode, n, key);
+    if (n)
+        memcpy(w + hl, p, n);
+    hr_ws_mask(w + hl, n, key, 0);
+    out->len += hl + n;
 }
 
 long hb_ws_parse(const uint8_t *p, size_t n, int *op, const uint8_t **body, size_t *bn)
 {
-    if (n < 2)
+    hr_ws_header_t h;
+    int r = hr_ws_header_parse(p, n, UINT64_MAX, &h);
+    if (r == HR_EAGAIN)
         return 0;
-    int fin = p[0] & 0x80;
-    *op = p[0] & 0x0f;
-    if (p[1] & 0x80)
+    if (r != HR_OK || h.masked)
         return -1; /* servers never mask */
-    uint64_t len = p[1] & 0x7f;
-    size_t h = 2;
-    if (len == 126) {
-        if (n < 4)
-            return 0;
-        len = (uint64_t)p[2] << 8 | p[3];
-        h = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | p[2 + i];
-        h = 10;
-    }
-    if (!fin || *op == 0)
+    *op = h.opcode;
+    if (!h.fin || h.opcode == 0)
         return -1; /* herald.v1 sends one frame per message; fragments are not expected */
-    if (len > n - h)
+    if (h.len > n - h.hdr_len)
         return 0;
-    *body = p + h;
-    *bn = (size_t)len;
-    return (long)(h + len);
+    *body = p + h.hdr_len;
+    *bn = (size_t)h.len;
+    return (long)(h.hdr_len + h.len);
 }

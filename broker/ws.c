@@ -477,6 +477,13 @@ static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
         hr__conn_close_now(c);
         return;
     }
+    /* A request line starts with a method (upper-case letters). Anything else,
+     * such as a Herald TCP frame's length prefix, is answered at once rather
+     * than after ws-handshake-ms, so a TCP client dialled here fails fast. */
+    if (had == 0 && w->head.len && (w->head.base[0] < 'A' || w->head.base[0] > 'Z')) {
+        http_error(c, w, 400, NULL, "not an HTTP request: this is the WebSocket/HTTP port");
+        return;
+    }
     /* Rescan from just before the new bytes: the empty line may straddle reads. */
     size_t from = had > 3 ? had - 3 : 0;
     size_t hl = hr__http_head_end((const char *)w->head.base + from, w->head.len - from);

@@ -42,6 +42,7 @@ typedef struct cmd_s {
     size_t nheaders;
     hr_sub_opts_t so;
     char *queue;
+    char *epoch;
     hr_sync_sub_t *ssub;
     size_t est; /* CMD_PUBLISH: bytes charged to s->pub_bytes */
     /* outputs */
@@ -95,6 +96,7 @@ static void cmd_unref_locked(hr_sync_t *s, cmd_t *cmd)
     free(cmd->data);
     free(cmd->reply);
     free(cmd->queue);
+    free(cmd->epoch);
     if (cmd->headers) {
         for (size_t i = 0; i < cmd->nheaders; i++) {
             free((char *)cmd->headers[i].key);
@@ -246,6 +248,15 @@ static void flush_cb(hr_client_t *c, int status, void *arg)
     cmd_finish(hr_client_loop(c)->data, arg, status);
 }
 
+/* A refused subscription is already gone from the client: forget it, so no UNSUB follows. */
+static void confirm_cb(hr_client_t *c, hr_sub_t *sub, int status, void *arg)
+{
+    cmd_t *cmd = arg;
+    if (status != HR_OK)
+        cmd->ssub->sub = NULL;
+    cmd_finish(hr_client_loop(c)->data, cmd, status);
+}
+
 /* Queues a message for hr_sync_next(), within the subscription's limits. */
 static void sync_msg_cb(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg)
 {
@@ -325,8 +336,11 @@ static void exec_cmd(hr_sync_t *s, cmd_t *cmd)
             cmd_finish(s, cmd, r);
         break;
     case CMD_SUBSCRIBE:
+        cmd->so.on_confirm = confirm_cb;
+        cmd->so.confirm_arg = cmd;
         r = hr_client_subscribe(c, cmd->topic, &cmd->so, sync_msg_cb, cmd->ssub, &cmd->ssub->sub);
-        cmd_finish(s, cmd, r);
+        if (r != HR_OK)
+            cmd_finish(s, cmd, r);
         break;
     case CMD_UNSUBSCRIBE:
         if (c && cmd->ssub->sub)
@@ -594,6 +608,8 @@ int hr_sync_subscribe(hr_sync_t *s, const char *pattern, const hr_sub_opts_t *op
     cmd->topic = dup_or_null(pattern, &oom);
     cmd->queue = opts ? dup_or_null(opts->queue, &oom) : NULL;
     cmd->so.queue = cmd->queue;
+    cmd->epoch = opts ? dup_or_null(opts->epoch, &oom) : NULL;
+    cmd->so.epoch = cmd->epoch;
     cmd->ssub = ss;
     if (oom) {
         uv_cond_destroy(&ss->cv);

@@ -196,71 +196,35 @@ int hr__ws_response(const uint8_t *p, size_t n, const char *accept, size_t *used
 
 int hr__ws_encode(hr_buf_t *out, int opcode, const void *data, size_t n, uint32_t mask)
 {
-    uint8_t h[14],
+    uint8_t h[HR_WS_HDR_MAX_MASKED],
         m[4] = {(uint8_t)(mask >> 24), (uint8_t)(mask >> 16), (uint8_t)(mask >> 8), (uint8_t)mask};
-    size_t hl = 2;
-    h[0] = (uint8_t)(0x80 | opcode);
-    if (n < 126) {
-        h[1] = (uint8_t)(0x80 | n);
-    } else if (n <= 0xffff) {
-        h[1] = 0x80 | 126;
-        h[2] = (uint8_t)(n >> 8);
-        h[3] = (uint8_t)n;
-        hl = 4;
-    } else {
-        h[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
-        hl = 10;
-    }
-    memcpy(h + hl, m, 4);
-    hl += 4;
+    size_t hl = hr_ws_header_build(h, 1, opcode, n, m);
     if (hr_buf_reserve(out, hl + n) != HR_OK)
         return HR_ENOMEM;
     hr_buf_append(out, h, hl); /* room was reserved: cannot fail */
-    uint8_t *dst = out->base + out->len;
-    const uint8_t *src = data;
-    for (size_t i = 0; i < n; i++)
-        dst[i] = src[i] ^ m[i & 3];
-    out->len += n;
+    hr_buf_append(out, data, n);
+    hr_ws_mask(out->base + out->len - n, n, m, 0);
     return HR_OK;
 }
 
 int hr__ws_frame_next(uint8_t *p, size_t n, uint64_t max, hr__ws_frame_t *f, size_t *used)
 {
-    if (n < 2)
-        return HR_EAGAIN;
-    f->fin = (p[0] & 0x80) != 0;
-    f->opcode = p[0] & 0x0f;
-    if (p[0] & 0x70)
+    hr_ws_header_t h;
+    int r = hr_ws_header_parse(p, n, max, &h);
+    if (r != HR_OK)
+        return r;
+    if (h.rsv)
         return HR_EPROTO; /* no extension was negotiated */
-    int masked = (p[1] & 0x80) != 0;
-    uint64_t len = p[1] & 0x7f;
-    size_t hl = 2;
-    if (len == 126) {
-        if (n < 4)
-            return HR_EAGAIN;
-        len = (uint64_t)p[2] << 8 | p[3];
-        hl = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return HR_EAGAIN;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | p[2 + i];
-        hl = 10;
-    }
-    if (len > max || (f->opcode >= 8 && (len > 125 || !f->fin)))
-        return len > max ? HR_ETOOBIG : HR_EPROTO;
-    if (masked)
-        hl += 4;
-    if (n < hl || n - hl < len)
+    if (h.opcode >= 8 && (h.len > 125 || !h.fin))
+        return HR_EPROTO;
+    if (n - h.hdr_len < h.len)
         return HR_EAGAIN;
-    f->data = p + hl;
-    f->len = (size_t)len;
-    if (masked) /* servers do not mask, but undo it if one does */
-        for (size_t i = 0; i < f->len; i++)
-            f->data[i] ^= p[hl - 4 + (i & 3)];
-    *used = hl + f->len;
+    f->fin = h.fin;
+    f->opcode = h.opcode;
+    f->data = p + h.hdr_len;
+    f->len = (size_t)h.len;
+    if (h.masked) /* servers do not mask, but undo it if one does */
+        hr_ws_mask(f->data, f->len, h.mask, 0);
+    *used = h.hdr_len + f->len;
     return HR_OK;
 }

@@ -14,6 +14,7 @@ typedef struct chat_s {
     uv_stream_t *in;
     char line[4096];
     size_t len;
+    int status; /* why the client closed: the exit status is 0 only for HR_OK */
 } chat_t;
 
 static void on_message(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg)
@@ -32,8 +33,11 @@ static void on_state(hr_client_t *c, int event, int status, void *arg)
     chat_t *ch = arg;
     fprintf(stderr, "chat: %s%s%s\n", names[event], status ? ": " : "",
             status ? hr_strerror(status) : "");
-    if (event == HR_EVENT_CLOSED && !uv_is_closing((uv_handle_t *)ch->in))
-        uv_close((uv_handle_t *)ch->in, NULL); /* let the loop end */
+    if (event == HR_EVENT_CLOSED) {
+        ch->status = status;
+        if (ch->in && !uv_is_closing((uv_handle_t *)ch->in))
+            uv_close((uv_handle_t *)ch->in, NULL); /* let the loop end */
+    }
 }
 
 static void on_error(hr_client_t *c, int status, hr_sub_t *sub, const char *detail, void *arg)
@@ -83,8 +87,10 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 static void usage(void)
 {
     fprintf(stderr, "usage: herald-chat [--url tcp://host:port] [--name NAME] ROOM\n"
-                    "Joins chat room ROOM (topic chat.ROOM), prints its retained history and\n"
-                    "then every new line, and sends each line read from stdin.\n");
+                    "Joins chat room ROOM (topic chat.ROOM; ROOM may have dots: lobby, eu.games),\n"
+                    "prints its retained history and then every new line, and sends each line\n"
+                    "read from stdin. Exits 0 at the end of input, 1 if the broker cannot be\n"
+                    "reached or the connection is lost for good.\n");
 }
 
 int main(int argc, char **argv)
@@ -110,7 +116,11 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    snprintf(ch.topic, sizeof(ch.topic), "chat.%s", room);
+    int tn = snprintf(ch.topic, sizeof(ch.topic), "chat.%s", room);
+    if (tn < 0 || (size_t)tn >= sizeof(ch.topic) || hr_topic_validate(ch.topic, (size_t)tn)) {
+        fprintf(stderr, "chat: bad room name '%s' (tokens of printable ASCII, no * or >)\n", room);
+        return 2;
+    }
     o.name = ch.name;
     o.echo = 0; /* our own lines are already on screen */
     o.on_state = on_state;
@@ -130,19 +140,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "chat: bad room name: %s\n", hr_strerror(r));
         return 1;
     }
+    /* Lines come from a terminal or a pipe; anything else (a file, /dev/null) cannot be
+     * read as a stream, and the member only listens. */
     uv_pipe_t in_pipe;
     uv_tty_t in_tty;
-    if (uv_guess_handle(0) == UV_TTY) {
-        uv_tty_init(loop, &in_tty, 0, 1);
+    uv_handle_type in_type = uv_guess_handle(0);
+    if (in_type == UV_TTY && uv_tty_init(loop, &in_tty, 0, 1) == 0) {
         ch.in = (uv_stream_t *)&in_tty;
-    } else {
-        uv_pipe_init(loop, &in_pipe, 0);
-        uv_pipe_open(&in_pipe, 0);
+    } else if (in_type == UV_NAMED_PIPE && uv_pipe_init(loop, &in_pipe, 0) == 0) {
         ch.in = (uv_stream_t *)&in_pipe;
+        if (uv_pipe_open(&in_pipe, 0) != 0) {
+            uv_close((uv_handle_t *)&in_pipe, NULL);
+            ch.in = NULL;
+        }
     }
-    ch.in->data = &ch;
-    uv_read_start(ch.in, alloc_cb, read_cb);
+    if (ch.in) {
+        ch.in->data = &ch;
+        uv_read_start(ch.in, alloc_cb, read_cb);
+    } else {
+        fprintf(stderr, "chat: stdin is neither a terminal nor a pipe: listening only\n");
+    }
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    return 0;
+    return ch.status == HR_OK ? 0 : 1;
 }

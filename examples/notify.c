@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Notification fan-out: a service answering requests by publishing with acks, and a blocking
- * sender. */
+/* Notification fan-out: a service publishing with acks, a blocking sender and a receiver. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +12,23 @@
  * publishes TEXT on user.USER.inbox with an ack, and once the broker has
  * sequenced it replies "queued USER seq=N" to the requester.
  *
- * `herald-notify send USER TEXT` is the other side, written with the
+ * `herald-notify send USER TEXT` is the requesting side, written with the
  * blocking API: one request, wait for the reply, print it.
+ *
+ * `herald-notify watch USER` is the receiving side, also blocking: it
+ * prints the notifications retained for USER, then each new one.
+ *
+ * USER is one topic token (1..64 printable ASCII bytes without space, `.`,
+ * `*`, `>`), so that user.USER.inbox names exactly one user. Every command
+ * exits 0 on success, 1 when the broker cannot be reached or the
+ * connection is lost for good, 2 for a usage error.
  */
+
+/* 1 if `u` (`n` bytes) is one topic token. */
+static int user_valid(const char *u, size_t n)
+{
+    return n > 0 && n <= HR_TOKEN_MAX && !memchr(u, '.', n) && hr_topic_validate(u, n) == HR_OK;
+}
 
 typedef struct pending_s {
     hr_client_t *c;
@@ -43,8 +56,9 @@ static void on_request(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg
     const char *sp = memchr(body, ' ', len);
     if (!hr_message_reply(m))
         return;
-    if (!sp || sp == body || (size_t)(sp - body) > 64) {
-        hr_client_respond(c, m, "error: expected 'USER TEXT'", 27);
+    if (!sp || !user_valid(body, (size_t)(sp - body))) {
+        static const char bad[] = "error: expected 'USER TEXT', USER one topic token";
+        hr_client_respond(c, m, bad, sizeof(bad) - 1);
         return;
     }
     pending_t *p = calloc(1, sizeof(*p));
@@ -70,14 +84,18 @@ static void on_state(hr_client_t *c, int event, int status, void *arg)
 {
     if (status)
         fprintf(stderr, "notify: event %d: %s\n", event, hr_strerror(status));
+    if (event == HR_EVENT_CLOSED)
+        *(int *)arg = status;
 }
 
 static int serve(hr_client_opts_t *o)
 {
     hr_client_t *c;
     hr_sub_t *sub;
+    int status = HR_OK;
     uv_loop_t *loop = uv_default_loop();
     o->on_state = on_state;
+    o->arg = &status;
     int r = hr_client_new(loop, o, &c);
     if (r == HR_OK)
         r = hr_client_queue_subscribe(c, "notify.send", "notifiers", on_request, NULL, &sub);
@@ -87,7 +105,40 @@ static int serve(hr_client_opts_t *o)
     }
     uv_run(loop, UV_RUN_DEFAULT); /* until the client gives up reconnecting */
     uv_loop_close(loop);
-    return 0;
+    return status == HR_OK ? 0 : 1;
+}
+
+static int watch(hr_client_opts_t *o, const char *user)
+{
+    hr_sync_t *s;
+    hr_sync_sub_t *sub;
+    hr_message_t *m;
+    char topic[128];
+    snprintf(topic, sizeof(topic), "user.%s.inbox", user);
+    int r = hr_sync_connect(o, &s);
+    if (r != HR_OK) {
+        fprintf(stderr, "notify: connect: %s\n", hr_strerror(r));
+        return 1;
+    }
+    hr_sub_opts_t so = {.has_since = 1, .since = 0}; /* what is retained, then live */
+    r = hr_sync_subscribe(s, topic, &so, &sub);
+    if (r != HR_OK) {
+        fprintf(stderr, "notify: watch %s: %s\n", topic, hr_strerror(r));
+        hr_sync_close(&s, 0);
+        return 1;
+    }
+    while ((r = hr_sync_next(sub, -1, &m)) == HR_OK) {
+        size_t len;
+        const char *d = hr_message_data(m, &len);
+        printf("%sseq=%llu %.*s\n", hr_message_is_replay(m) ? "(earlier) " : "",
+               (unsigned long long)hr_message_seq(m), (int)len, d);
+        fflush(stdout);
+        hr_message_unref(&m);
+    }
+    fprintf(stderr, "notify: %s\n", hr_strerror(r)); /* the client gave up reconnecting */
+    hr_sync_unsubscribe(&sub);
+    hr_sync_close(&s, 0);
+    return 1;
 }
 
 static int send_one(hr_client_opts_t *o, const char *user, const char *text)
@@ -123,11 +174,20 @@ int main(int argc, char **argv)
         o.url = argv[2];
         i = 3;
     }
-    if (i < argc && strcmp(argv[i], "serve") == 0)
+    if (i + 1 == argc && strcmp(argv[i], "serve") == 0)
         return serve(&o);
-    if (i + 2 < argc && strcmp(argv[i], "send") == 0)
+    int send = i + 3 == argc && strcmp(argv[i], "send") == 0;
+    int recv = i + 2 == argc && strcmp(argv[i], "watch") == 0;
+    if ((send || recv) && !user_valid(argv[i + 1], strlen(argv[i + 1]))) {
+        fprintf(stderr, "notify: USER must be one topic token (no '.', '*', '>' or spaces)\n");
+        return 2;
+    }
+    if (send)
         return send_one(&o, argv[i + 1], argv[i + 2]);
+    if (recv)
+        return watch(&o, argv[i + 1]);
     fprintf(stderr, "usage: herald-notify [--url tcp://host:port] serve\n"
-                    "       herald-notify [--url tcp://host:port] send USER TEXT\n");
+                    "       herald-notify [--url tcp://host:port] send USER TEXT\n"
+                    "       herald-notify [--url tcp://host:port] watch USER\n");
     return argc > 1 && strcmp(argv[argc - 1], "--help") == 0 ? 0 : 2;
 }

@@ -76,18 +76,12 @@ void hr_lp_end(hr_buf_t *b, size_t mark)
 {
     if (b->oom || b->len < mark + HR_LP_PREFIX)
         return;
-    size_t n = b->len - mark - HR_LP_PREFIX;
-    uint8_t *p = b->base + mark;
-    p[0] = (uint8_t)(n >> 24);
-    p[1] = (uint8_t)(n >> 16);
-    p[2] = (uint8_t)(n >> 8);
-    p[3] = (uint8_t)n;
+    hr_lp_put(b->base + mark, (uint32_t)(b->len - mark - HR_LP_PREFIX));
 }
 
 static size_t prefix_total(const hr_buf_t *b)
 {
-    const uint8_t *p = b->base;
-    return HR_LP_PREFIX + ((size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3]);
+    return HR_LP_PREFIX + (size_t)hr_lp_get(b->base);
 }
 
 int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_frame_cb cb,

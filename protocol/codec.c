@@ -323,6 +323,17 @@ static int hello_opt(rd_t *r, hr_slice_t k, hr_frame_t *f, const char **why)
     return 1;
 }
 
+/* `epoch: str` of WELCOME and SUB: at most HR_EPOCH_MAX bytes. */
+static int rd_epoch(rd_t *r, hr_frame_t *f, const char **why)
+{
+    if (!rd_str(r, &f->epoch))
+        BAD("epoch must be a string");
+    if (f->epoch.n > HR_EPOCH_MAX)
+        BAD("epoch longer than 64 bytes");
+    f->flags |= HR_F_EPOCH;
+    return 1;
+}
+
 static int welcome_opt(rd_t *r, hr_slice_t k, hr_frame_t *f, const char **why)
 {
     uint64_t *dst = NULL;
@@ -331,6 +342,8 @@ static int welcome_opt(rd_t *r, hr_slice_t k, hr_frame_t *f, const char **why)
             BAD("WELCOME server must be a string");
         return 1;
     }
+    if (key_is(k, "epoch"))
+        return rd_epoch(r, f, why);
     if (key_is(k, "v"))
         dst = &f->version;
     else if (key_is(k, "client_id"))
@@ -386,6 +399,12 @@ static int sub_opt(rd_t *r, hr_slice_t k, hr_frame_t *f, const char **why)
         if (!rd_uint(r, &f->since))
             BAD("since must be an unsigned integer");
         f->flags |= HR_F_SINCE;
+    } else if (key_is(k, "last")) {
+        if (!rd_uint(r, &f->last))
+            BAD("last must be an unsigned integer");
+        f->flags |= HR_F_LAST;
+    } else if (key_is(k, "epoch")) {
+        return rd_epoch(r, f, why);
     } else {
         return skip_unknown(r, why);
     }
@@ -457,8 +476,10 @@ static int decode_body(rd_t *r, size_t max_payload, hr_frame_t *f, const char **
             BAD("PING/PONG take exactly one unsigned id");
         break;
     case HR_OP_WELCOME:
-        if (n != 2 || !rd_opts(r, f, welcome_opt, why))
+        if (n != 2)
             BAD("WELCOME takes exactly one option map");
+        if (!rd_opts(r, f, welcome_opt, why))
+            return 0;
         break;
     case HR_OP_MSG:
         if (n < 5 || n > 6)
@@ -541,26 +562,6 @@ int hr_frame_decode(const void *body, size_t len, size_t max_payload, hr_frame_t
     default:
         break;
     }
-    return HR_OK;
-}
-
-int hr_lp_next(const void *buf, size_t len, size_t max_frame, hr_slice_t *body, size_t *consumed)
-{
-    const uint8_t *p = buf;
-    if (len < HR_LP_PREFIX) {
-        *consumed = 0;
-        return HR_EAGAIN;
-    }
-    uint64_t n = be(p, HR_LP_PREFIX);
-    if (n > max_frame) {
-        *consumed = 0;
-        return HR_ETOOBIG;
-    }
-    *consumed = HR_LP_PREFIX + (size_t)n;
-    if (len < *consumed)
-        return HR_EAGAIN;
-    body->p = (const char *)p + HR_LP_PREFIX;
-    body->n = (size_t)n;
     return HR_OK;
 }
 
@@ -728,21 +729,41 @@ int hr_enc_pub(hr_buf_t *b, hr_slice_t topic, hr_slice_t payload, const hr_pub_o
 int hr_enc_sub(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, hr_slice_t queue, int has_since,
                uint64_t since)
 {
-    int has_opts = queue.n || has_since;
+    hr_sub_fields_t o = {.queue = queue, .has_since = has_since, .since = since};
+    return hr_enc_sub_ex(b, sid, pattern, &o);
+}
+
+int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fields_t *o)
+{
+    hr_sub_fields_t none = {{NULL, 0}, 0, 0, 0, 0, {NULL, 0}};
+    if (!o)
+        o = &none;
+    int has_epoch = o->epoch.p != NULL;
+    if (has_epoch && o->epoch.n > HR_EPOCH_MAX)
+        return HR_EINVAL;
+    unsigned nopts = (o->queue.n > 0) + (o->has_since != 0) + (o->has_last != 0) + has_epoch;
     ENC_BEGIN(b);
-    msgpack_pack_array(&pk, has_opts ? 4 : 3);
+    msgpack_pack_array(&pk, nopts ? 4 : 3);
     msgpack_pack_uint8(&pk, HR_OP_SUB);
     msgpack_pack_uint64(&pk, sid);
     str(&pk, pattern.p, pattern.n);
-    if (has_opts) {
-        msgpack_pack_map(&pk, (queue.n > 0) + (has_since != 0));
-        if (queue.n) {
+    if (nopts) {
+        msgpack_pack_map(&pk, nopts);
+        if (o->queue.n) {
             cstr(&pk, "queue");
-            str(&pk, queue.p, queue.n);
+            str(&pk, o->queue.p, o->queue.n);
         }
-        if (has_since) {
+        if (o->has_since) {
             cstr(&pk, "since");
-            msgpack_pack_uint64(&pk, since);
+            msgpack_pack_uint64(&pk, o->since);
+        }
+        if (o->has_last) {
+            cstr(&pk, "last");
+            msgpack_pack_uint64(&pk, o->last);
+        }
+        if (has_epoch) {
+            cstr(&pk, "epoch");
+            str(&pk, o->epoch.p, o->epoch.n);
         }
     }
     ENC_END(b);
@@ -774,10 +795,12 @@ int hr_enc_pong(hr_buf_t *b, uint64_t id)
 
 int hr_enc_welcome(hr_buf_t *b, const hr_welcome_t *w)
 {
+    if (w->epoch && strlen(w->epoch) > HR_EPOCH_MAX)
+        return HR_EINVAL;
     ENC_BEGIN(b);
     msgpack_pack_array(&pk, 2);
     msgpack_pack_uint8(&pk, HR_OP_WELCOME);
-    msgpack_pack_map(&pk, 7);
+    msgpack_pack_map(&pk, w->epoch ? 8 : 7);
     cstr(&pk, "v");
     msgpack_pack_uint8(&pk, HR_PROTOCOL_VERSION);
     cstr(&pk, "server");
@@ -792,6 +815,10 @@ int hr_enc_welcome(hr_buf_t *b, const hr_welcome_t *w)
     msgpack_pack_uint64(&pk, w->max_frame);
     cstr(&pk, "heartbeat_ms");
     msgpack_pack_uint64(&pk, w->heartbeat_ms);
+    if (w->epoch) {
+        cstr(&pk, "epoch");
+        cstr(&pk, w->epoch);
+    }
     ENC_END(b);
 }
 

@@ -175,25 +175,6 @@ hr_msg_t *hr_msg_new_replay(const hr_msg_t *live)
     return m;
 }
 
-size_t hr_ws_frame_header(uint8_t *out, int opcode, uint64_t n)
-{
-    out[0] = (uint8_t)(0x80 | (opcode & 0x0f));
-    if (n < 126) {
-        out[1] = (uint8_t)n;
-        return 2;
-    }
-    if (n < 65536) {
-        out[1] = 126;
-        out[2] = (uint8_t)(n >> 8);
-        out[3] = (uint8_t)n;
-        return 4;
-    }
-    out[1] = 127;
-    for (int i = 0; i < 8; i++)
-        out[2 + i] = (uint8_t)(n >> (56 - 8 * i));
-    return 10;
-}
-
 static size_t put_uint(uint8_t *out, uint64_t v)
 {
     if (v < 128) {
@@ -211,10 +192,7 @@ static size_t put_frame_header(uint8_t *out, int framing, uint64_t body_len)
 {
     if (framing == HR_FRAMING_WS)
         return hr_ws_frame_header(out, 2, body_len);
-    out[0] = (uint8_t)(body_len >> 24);
-    out[1] = (uint8_t)(body_len >> 16);
-    out[2] = (uint8_t)(body_len >> 8);
-    out[3] = (uint8_t)body_len;
+    hr_lp_put(out, (uint32_t)body_len);
     return HR_LP_PREFIX;
 }
 

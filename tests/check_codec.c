@@ -56,7 +56,8 @@ static void build_all(hr_buf_t *stream, int prefixed)
     hr_header_t hdrs[] = {{"k", "v"}, {"trace", "abc"}};
     hr_pub_opts_t po = {
         .reply = S("_INBOX.r1"), .has_ack = 1, .ack = 77, .headers = hdrs, .nheaders = 2};
-    hr_welcome_t w = {"herald/x", 5, 0, 1024, 5120, 30000};
+    hr_welcome_t w = {"herald/x", 5, 0, 1024, 5120, 30000, "e-1764740000-4242"};
+    hr_sub_fields_t so = {.has_since = 1, .since = 41, .has_last = 1, .last = 10, .epoch = S("e1")};
     size_t m;
 #define ONE(call)                                                                                  \
     do {                                                                                           \
@@ -79,10 +80,12 @@ static void build_all(hr_buf_t *stream, int prefixed)
     ONE(hr_enc_ack(stream, 77, 4));
     ONE(hr_enc_err(stream, 5, "invalid topic", 1, 300));
     ONE(hr_enc_gap(stream, 9, S("chat.room1"), 3, 8));
+    ONE(hr_enc_sub_ex(stream, 12, S("room.lobby"), &so));
+    ONE(hr_enc_sub_ex(stream, 13, S("room.>"), NULL));
 #undef ONE
 }
 
-static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20};
+static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20, 3, 3};
 #define NALL (sizeof(all_ops) / sizeof(all_ops[0]))
 
 START_TEST(round_trip)
@@ -122,6 +125,7 @@ START_TEST(round_trip)
         case 3:
             ck_assert(f.sid == 300 && slice_eq(f.topic, "chat.*") && slice_eq(f.queue, "workers"));
             ck_assert((f.flags & HR_F_SINCE) && f.since == 12);
+            ck_assert(!(f.flags & (HR_F_LAST | HR_F_EPOCH)));
             break;
         case 5:
             ck_assert_uint_eq(f.sid, 70000);
@@ -132,6 +136,7 @@ START_TEST(round_trip)
         case 8:
             ck_assert(slice_eq(f.server, "herald/x") && f.client_id == 5 && f.max_frame == 5120);
             ck_assert_uint_eq(f.heartbeat_ms, 30000);
+            ck_assert((f.flags & HR_F_EPOCH) && slice_eq(f.epoch, "e-1764740000-4242"));
             break;
         case 9:
             ck_assert(f.sid == 9 && f.seq == 65536 && slice_eq(f.payload, "payload"));
@@ -145,6 +150,15 @@ START_TEST(round_trip)
             break;
         case 12:
             ck_assert(f.first_seq == 3 && f.last_seq == 8);
+            break;
+        case 13:
+            ck_assert(f.sid == 12 && slice_eq(f.topic, "room.lobby") && !(f.flags & HR_F_QUEUE));
+            ck_assert((f.flags & HR_F_SINCE) && f.since == 41);
+            ck_assert((f.flags & HR_F_LAST) && f.last == 10);
+            ck_assert((f.flags & HR_F_EPOCH) && slice_eq(f.epoch, "e1"));
+            break;
+        case 14:
+            ck_assert(f.sid == 13 && !(f.flags & HR_F_HAS_OPTS));
             break;
         }
         off += used;
@@ -302,6 +316,67 @@ START_TEST(rejections)
 }
 END_TEST
 
+/* WELCOME epoch, SUB epoch and last: types, the 64-byte bound, unknown keys. */
+START_TEST(epoch_and_last)
+{
+    hr_frame_t f;
+    hr_buf_t b;
+    char e65[HR_EPOCH_MAX + 2];
+    const char *why;
+    memset(e65, 'e', sizeof(e65) - 1);
+    e65[sizeof(e65) - 1] = 0;
+    /* SUB {last: 5} and {epoch: "ab"} */
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a4 6c 61 73 74 05", &f), HR_OK);
+    ck_assert((f.flags & HR_F_LAST) && f.last == 5 && !(f.flags & HR_F_SINCE));
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a5 65 70 6f 63 68 a2 61 62", &f), HR_OK);
+    ck_assert((f.flags & HR_F_EPOCH) && f.epoch.n == 2); /* bytes freed: length only */
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a5 65 70 6f 63 68 a0", &f), HR_OK);
+    ck_assert((f.flags & HR_F_EPOCH) && f.epoch.n == 0);
+    /* wrong types */
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a4 6c 61 73 74 a1 31", &f), HR_EPROTO);
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a4 6c 61 73 74 ff", &f), HR_EPROTO);
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a5 65 70 6f 63 68 01", &f), HR_EPROTO);
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 81 a5 65 70 6f 63 68 c4 01 61", &f), HR_EPROTO);
+    ck_assert_int_eq(decode_hex("92 10 81 a5 65 70 6f 63 68 c3", &f), HR_EPROTO);
+    /* unknown keys beside them stay ignored */
+    ck_assert_int_eq(decode_hex("94 03 01 a1 61 82 a4 6c 61 73 74 05 a2 7a 7a 91 01", &f), HR_OK);
+    ck_assert_int_eq(decode_hex("92 10 82 a5 65 70 6f 63 68 a1 78 a2 7a 7a c0", &f), HR_OK);
+    ck_assert((f.flags & HR_F_EPOCH) && f.epoch.n == 1);
+    /* a WELCOME without an epoch (an older broker) has none */
+    ck_assert_int_eq(decode_hex("92 10 81 a1 76 01", &f), HR_OK);
+    ck_assert(!(f.flags & HR_F_EPOCH) && f.epoch.n == 0);
+
+    /* the 64-byte bound, through both encoders and the decoder */
+    hr_buf_init(&b);
+    hr_welcome_t w = {"x", 1, 0, 1024, 5120, 30000, e65};
+    ck_assert_int_eq(hr_enc_welcome(&b, &w), HR_EINVAL);
+    ck_assert_uint_eq(b.len, 0);
+    hr_sub_fields_t so = {.has_since = 1, .since = 3, .epoch = {e65, HR_EPOCH_MAX + 1}};
+    ck_assert_int_eq(hr_enc_sub_ex(&b, 1, S("a"), &so), HR_EINVAL);
+    ck_assert_uint_eq(b.len, 0);
+    so.epoch.n = HR_EPOCH_MAX;
+    ck_assert_int_eq(hr_enc_sub_ex(&b, 1, S("a"), &so), HR_OK);
+    ck_assert_int_eq(hr_frame_decode(b.base, b.len, 0, &f, NULL), HR_OK);
+    ck_assert_uint_eq(f.epoch.n, HR_EPOCH_MAX);
+    /* one byte more, written by hand: a protocol error with a reason */
+    static const uint8_t sub_head[] = {0x94, 0x03, 0x01, 0xa1, 'a', 0x81, 0xa5,
+                                       'e',  'p',  'o',  'c',  'h', 0xd9, HR_EPOCH_MAX + 1};
+    static const uint8_t welcome_head[] = {
+        0x92, 0x10, 0x81, 0xa5, 'e', 'p', 'o', 'c', 'h', 0xd9, HR_EPOCH_MAX + 1};
+    hr_buf_reset(&b);
+    hr_buf_append(&b, sub_head, sizeof(sub_head));
+    hr_buf_append(&b, e65, HR_EPOCH_MAX + 1);
+    ck_assert_int_eq(hr_frame_decode(b.base, b.len, 0, &f, &why), HR_EPROTO);
+    ck_assert_ptr_nonnull(strstr(why, "epoch"));
+    hr_buf_reset(&b);
+    hr_buf_append(&b, welcome_head, sizeof(welcome_head));
+    hr_buf_append(&b, e65, HR_EPOCH_MAX + 1);
+    ck_assert_int_eq(hr_frame_decode(b.base, b.len, 0, &f, &why), HR_EPROTO);
+    ck_assert_ptr_nonnull(strstr(why, "epoch"));
+    hr_buf_destroy(&b);
+}
+END_TEST
+
 START_TEST(length_prefix)
 {
     hr_slice_t body;
@@ -373,6 +448,7 @@ static Suite *codec_suite(void)
     tcase_add_test(t, every_split_point);
     tcase_add_test(t, truncated_bodies_rejected);
     tcase_add_test(t, rejections);
+    tcase_add_test(t, epoch_and_last);
     tcase_add_test(t, length_prefix);
     tcase_add_test(t, topics);
     tcase_add_test(t, status_codes);

@@ -41,12 +41,10 @@ static void check_delivery(uint64_t sid, uint64_t seq, size_t plen, const char *
 
     /* The WebSocket header frames the same bytes as one binary message. */
     h = hr_msg_delivery_header(m, sid, HR_FRAMING_WS, hdr);
-    ck_assert_uint_eq(hdr[0], 0x82);
-    uint64_t wl = hdr[1] < 126 ? hdr[1] : hdr[1] == 126 ? (uint64_t)hdr[2] << 8 | hdr[3] : 0;
-    if (hdr[1] == 127)
-        for (int i = 0; i < 8; i++)
-            wl = wl << 8 | hdr[2 + i];
-    ck_assert_uint_eq(wl, want.len - 4);
+    hr_ws_header_t wh;
+    ck_assert_int_eq(hr_ws_header_parse(hdr, h, UINT64_MAX, &wh), HR_OK);
+    ck_assert(wh.fin && wh.opcode == 2 && !wh.masked);
+    ck_assert_uint_eq(wh.len, want.len - 4);
     hr_msg_unref(&m);
     ck_assert_ptr_null(m);
     hr_buf_destroy(&want);

@@ -29,7 +29,7 @@ extern "C" {
  */
 
 typedef struct hr_client_s hr_client_t;
-typedef struct hr_sub_s hr_sub_t;
+typedef struct hr_subscription_s hr_sub_t;
 typedef struct hr_message_s hr_message_t;
 
 /* Connection events, reported to hr_client_opts_t.on_state. */
@@ -85,6 +85,16 @@ typedef void (*hr_request_cb)(hr_client_t *c, int status, hr_message_t *reply, v
 
 /** Completion of hr_client_flush() and hr_client_drain(). */
 typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
+
+/**
+ * Subscription confirmed (hr_sub_opts_t.on_confirm): HR_OK once the broker
+ * processed the SUB without refusing it; otherwise the refusal (HR_EPERM,
+ * HR_ETOPIC, HR_ELIMIT, ... mapped from the ERR that named the sid),
+ * HR_ETIMEDOUT (no answer within request_timeout_ms) or HR_ECLOSED. On any
+ * status but HR_OK the subscription is already removed: `sub` is valid only
+ * until the callback returns and must not be unsubscribed.
+ */
+typedef void (*hr_sub_confirm_cb)(hr_client_t *c, hr_sub_t *sub, int status, void *arg);
 
 /*
  * Connection options. Initialise with hr_client_opts_init() (zero is not the
@@ -170,6 +180,14 @@ uint64_t hr_client_id(const hr_client_t *c);
 /** The broker's max_payload from the last WELCOME (0 before the first). */
 uint64_t hr_client_max_payload(const hr_client_t *c);
 
+/**
+ * The epoch of the last WELCOME (NUL-terminated, at most HR_EPOCH_MAX
+ * bytes): the incarnation of the broker's seq numbers and history. NULL
+ * before the first WELCOME and with a broker that announces none. Valid
+ * until the next reconnect; copy it to keep it with a saved seq.
+ */
+const char *hr_client_epoch(const hr_client_t *c);
+
 /** The loop the client runs on. */
 uv_loop_t *hr_client_loop(const hr_client_t *c);
 
@@ -218,23 +236,37 @@ int hr_client_respond(hr_client_t *c, const hr_message_t *m, const void *data, s
 
 /* ---- subscribe ---------------------------------------------------------- */
 
-/* Optional subscription settings; NULL means the defaults. */
+/* Optional subscription settings; NULL means the defaults. Strings are copied. */
 typedef struct hr_sub_opts_s {
     const char *queue;          /* queue group name, or NULL */
     int has_since;              /* replay retained history after `since` first */
     uint64_t since;             /* 0 with has_since: all retained history */
+    int has_last;               /* replay the latest `last` retained messages of each topic first */
+    uint64_t last;              /* with both since and last, the later start wins */
+    const char *epoch;          /* the epoch `since` was seen under (hr_client_epoch()), or NULL:
+                                   if the broker's differs it replays from the start (HR_EGAP) */
     size_t pending_msgs_limit;  /* 0: the client's default */
     size_t pending_bytes_limit; /* 0: the client's default */
+    hr_sub_confirm_cb on_confirm; /* send a PING after the SUB and report the outcome, or NULL */
+    void *confirm_arg;            /* for on_confirm */
 } hr_sub_opts_t;
 
 /**
  * Subscribes to `pattern` (`*` and `>` wildcards). `cb` runs for each
  * message, in seq order per topic. Across reconnects the subscription is
  * restored and resumes after the last seq it received on each topic (SUB
- * since), so nothing is lost or repeated while the broker's history covers
- * the outage; when it does not, on_error gets HR_EGAP with this `sub`.
- * Queue subscriptions resume live (a replay would bypass the group).
- * `*out` stays valid until hr_sub_unsubscribe() or the client's CLOSED event.
+ * since, with the epoch of the WELCOME under which that seq arrived), so
+ * nothing is lost or repeated while the broker's history covers the
+ * outage; when it does not, or when the broker's epoch changed (its seq
+ * numbers started again), on_error gets HR_EGAP with this `sub` and the
+ * broker replays what it has from the start. Queue subscriptions resume
+ * live (a replay would bypass the group).
+ * SUB has no positive answer: a refusal (HR_EPERM, HR_ETOPIC, HR_ELIMIT)
+ * arrives at on_error, and the refused subscription is not restored on
+ * reconnect nor unsubscribed on the wire. With `opts->on_confirm` the
+ * outcome arrives there instead, and a refused subscription is removed.
+ * `*out` stays valid until hr_sub_unsubscribe(), an on_confirm with a
+ * failure, or the client's CLOSED event.
  * Returns HR_OK, HR_ETOPIC, HR_EINVAL, HR_ECLOSED, HR_ENOMEM.
  */
 int hr_client_subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *opts,
@@ -246,8 +278,9 @@ int hr_client_queue_subscribe(hr_client_t *c, const char *pattern, const char *q
 
 /**
  * Unsubscribes and frees `sub`: no callback for it runs after this returns
- * (messages already queued for it are dropped). Safe inside its own message
- * callback. Returns HR_OK or HR_EINVAL (NULL).
+ * (messages already queued for it are dropped, a pending on_confirm is
+ * dropped). Safe inside its own message callback. Returns HR_OK or
+ * HR_EINVAL (NULL).
  */
 int hr_sub_unsubscribe(hr_sub_t *sub);
 
@@ -351,9 +384,13 @@ int hr_sync_publish_acked(hr_sync_t *s, const char *topic, const void *data, siz
                           int timeout_ms, uint64_t *seq);
 
 /**
- * Subscribes; messages queue inside `*out` (bounded by the pending limits,
- * then dropped and counted) until hr_sync_next() takes them.
- * Returns as hr_client_subscribe().
+ * Subscribes and confirms: sends SUB then PING and returns once the PONG
+ * arrives (HR_OK) or the broker refused the subscription (its ERR mapped to
+ * HR_EPERM, HR_ETOPIC, HR_ELIMIT, ...; nothing is left subscribed). Messages
+ * queue inside `*out` (bounded by the pending limits, then dropped and
+ * counted) until hr_sync_next() takes them. opts->on_confirm is ignored.
+ * Returns as hr_client_subscribe(), the refusal, or HR_ETIMEDOUT (no answer
+ * within request_timeout_ms, for instance while disconnected).
  */
 int hr_sync_subscribe(hr_sync_t *s, const char *pattern, const hr_sub_opts_t *opts,
                       hr_sync_sub_t **out);

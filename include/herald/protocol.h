@@ -16,12 +16,14 @@ extern "C" {
 #define HR_DEFAULT_PORT 7400
 #define HR_DEFAULT_WS_PORT 7401
 #define HR_WS_SUBPROTOCOL "herald.v1"
-#define HR_TOPIC_MAX 255    /* bytes in a topic or pattern */
-#define HR_TOKEN_MAX 64     /* bytes in one token */
-#define HR_TOKENS_MAX 16    /* tokens in a topic or pattern */
-#define HR_LP_PREFIX 4      /* TCP framing: 4-byte big-endian body length */
-#define HR_WS_HDR_MAX 10    /* largest unmasked server WebSocket frame header */
-#define HR_FRAME_SLACK 4096 /* default max_frame = max_payload + HR_FRAME_SLACK */
+#define HR_TOPIC_MAX 255        /* bytes in a topic or pattern */
+#define HR_TOKEN_MAX 64         /* bytes in one token */
+#define HR_TOKENS_MAX 16        /* tokens in a topic or pattern */
+#define HR_LP_PREFIX 4          /* TCP framing: 4-byte big-endian body length */
+#define HR_WS_HDR_MAX 10        /* largest unmasked server WebSocket frame header */
+#define HR_WS_HDR_MAX_MASKED 14 /* largest WebSocket frame header (with a mask key) */
+#define HR_FRAME_SLACK 4096     /* default max_frame = max_payload + HR_FRAME_SLACK */
+#define HR_EPOCH_MAX 64         /* bytes in a WELCOME / SUB epoch */
 
 /* Opcodes (first element of every frame body). */
 enum hr_op {
@@ -46,17 +48,19 @@ typedef struct hr_slice_s {
 
 /* Bits of hr_frame_t.flags: which optional fields were present. */
 enum hr_frame_flag {
-    HR_F_ACK = 1u << 0,      /* PUB opts.ack present (id in .id) */
-    HR_F_SINCE = 1u << 1,    /* SUB opts.since present */
-    HR_F_REF = 1u << 2,      /* ERR ref present (in .sid) */
-    HR_F_NO_ECHO = 1u << 3,  /* HELLO echo: false */
-    HR_F_REPLAY = 1u << 4,   /* MSG opts.replay: true */
-    HR_F_REPLY = 1u << 5,    /* PUB/MSG opts.reply present */
-    HR_F_HEADERS = 1u << 6,  /* PUB/MSG opts.headers present */
-    HR_F_QUEUE = 1u << 7,    /* SUB opts.queue present */
-    HR_F_NAME = 1u << 8,     /* HELLO name present */
-    HR_F_TOKEN = 1u << 9,    /* HELLO token present */
-    HR_F_HAS_OPTS = 1u << 10 /* the frame carried an option map (may be empty) */
+    HR_F_ACK = 1u << 0,       /* PUB opts.ack present (id in .id) */
+    HR_F_SINCE = 1u << 1,     /* SUB opts.since present */
+    HR_F_REF = 1u << 2,       /* ERR ref present (in .sid) */
+    HR_F_NO_ECHO = 1u << 3,   /* HELLO echo: false */
+    HR_F_REPLAY = 1u << 4,    /* MSG opts.replay: true */
+    HR_F_REPLY = 1u << 5,     /* PUB/MSG opts.reply present */
+    HR_F_HEADERS = 1u << 6,   /* PUB/MSG opts.headers present */
+    HR_F_QUEUE = 1u << 7,     /* SUB opts.queue present */
+    HR_F_NAME = 1u << 8,      /* HELLO name present */
+    HR_F_TOKEN = 1u << 9,     /* HELLO token present */
+    HR_F_HAS_OPTS = 1u << 10, /* the frame carried an option map (may be empty) */
+    HR_F_EPOCH = 1u << 11,    /* WELCOME epoch / SUB opts.epoch present (in .epoch) */
+    HR_F_LAST = 1u << 12      /* SUB opts.last present */
 };
 
 /*
@@ -76,6 +80,8 @@ typedef struct hr_frame_s {
     hr_slice_t headers;    /* PUB, MSG opts.headers: the raw msgpack map, checked map<str,str> */
     hr_slice_t queue;      /* SUB opts.queue */
     uint64_t since;        /* SUB opts.since */
+    uint64_t last;         /* SUB opts.last */
+    hr_slice_t epoch;      /* WELCOME epoch; SUB opts.epoch (at most HR_EPOCH_MAX bytes) */
     uint64_t version;      /* HELLO, WELCOME v */
     hr_slice_t name;       /* HELLO name */
     hr_slice_t token;      /* HELLO token */
@@ -129,6 +135,44 @@ typedef struct hr_headers_iter_s {
 void hr_headers_iter_init(hr_headers_iter_t *it, hr_slice_t raw);
 /** Sets `*key`/`*val` to the next entry and returns 1, or returns 0 at the end. */
 int hr_headers_iter_next(hr_headers_iter_t *it, hr_slice_t *key, hr_slice_t *val);
+
+/* ---- framing (frame.c) -------------------------------------------------- */
+
+/** Writes the TCP length prefix for a body of `n` bytes. */
+void hr_lp_put(uint8_t out[HR_LP_PREFIX], uint32_t n);
+/** Reads a TCP length prefix. */
+uint32_t hr_lp_get(const uint8_t p[HR_LP_PREFIX]);
+
+/* A WebSocket frame header (RFC 6455 section 5.2). */
+typedef struct hr_ws_header_s {
+    int fin;         /* final fragment */
+    int rsv;         /* RSV1..RSV3 as bits 0x4, 0x2, 0x1 (0 unless an extension was agreed) */
+    int opcode;      /* 0 continuation, 1 text, 2 binary, 8 close, 9 ping, 10 pong */
+    int masked;      /* a mask key follows the length */
+    uint8_t mask[4]; /* the mask key, or zeroes */
+    uint64_t len;    /* payload length */
+    size_t hdr_len;  /* bytes of header before the payload: 2 .. HR_WS_HDR_MAX_MASKED */
+} hr_ws_header_t;
+
+/**
+ * Parses the frame header at the start of `p` (the payload need not be
+ * there yet). Returns HR_OK with `*h` filled; HR_EAGAIN while `n` bytes do
+ * not hold the whole header; HR_ETOOBIG when the payload length exceeds
+ * `max` (judged before the mask key arrives); HR_EPROTO for a 64-bit
+ * length with its most significant bit set. Reserved bits, opcodes and
+ * control-frame rules are left to the caller.
+ */
+int hr_ws_header_parse(const void *p, size_t n, uint64_t max, hr_ws_header_t *h);
+
+/**
+ * Writes a frame header for a payload of `len` bytes, with the mask key
+ * `mask` (4 bytes) or unmasked if NULL. Returns its length (at most
+ * HR_WS_HDR_MAX_MASKED; HR_WS_HDR_MAX unmasked).
+ */
+size_t hr_ws_header_build(uint8_t *out, int fin, int opcode, uint64_t len, const uint8_t *mask);
+
+/** XORs `n` payload bytes in place with `mask`; `off` is their offset in the payload. */
+void hr_ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], size_t off);
 
 /* ---- topics ------------------------------------------------------------ */
 
@@ -195,16 +239,31 @@ typedef struct hr_pub_opts_s {
 typedef struct hr_welcome_s {
     const char *server;
     uint64_t client_id, worker, max_payload, max_frame, heartbeat_ms;
+    const char *epoch; /* NULL: no epoch key; else at most HR_EPOCH_MAX bytes */
 } hr_welcome_t;
+
+/* The options of a SUB, for hr_enc_sub_ex(). Zero-initialise, then set what applies. */
+typedef struct hr_sub_fields_s {
+    hr_slice_t queue; /* empty: none */
+    int has_since;
+    uint64_t since;
+    int has_last;
+    uint64_t last;
+    hr_slice_t epoch; /* NULL `p`: none; else at most HR_EPOCH_MAX bytes (may be empty) */
+} hr_sub_fields_t;
 
 /*
  * Encoders append one frame body to `b` (wrap in hr_lp_begin/hr_lp_end for
- * TCP). They return HR_OK or HR_ENOMEM.
+ * TCP). They return HR_OK or HR_ENOMEM; hr_enc_sub_ex() and hr_enc_welcome()
+ * also HR_EINVAL for an epoch longer than HR_EPOCH_MAX (nothing appended).
  */
 int hr_enc_hello(hr_buf_t *b, const char *name, const char *token, int echo);
 int hr_enc_pub(hr_buf_t *b, hr_slice_t topic, hr_slice_t payload, const hr_pub_opts_t *opts);
+/** SUB with only `queue` (empty: none) and `since`; see hr_enc_sub_ex() for every option. */
 int hr_enc_sub(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, hr_slice_t queue, int has_since,
                uint64_t since);
+/** SUB with the options in `o` (NULL: none). */
+int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fields_t *o);
 int hr_enc_unsub(hr_buf_t *b, uint64_t sid);
 int hr_enc_ping(hr_buf_t *b, uint64_t id);
 int hr_enc_pong(hr_buf_t *b, uint64_t id);

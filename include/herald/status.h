@@ -37,7 +37,9 @@ extern "C" {
     XX(EBUFFULL, 107, "buffer full")                                                               \
     XX(ECANCELED, 108, "operation canceled")                                                       \
     XX(EDISCONNECTED, 109, "disconnected before completion")                                       \
-    XX(EURL, 110, "invalid URL")
+    XX(EURL, 110, "invalid URL")                                                                   \
+    XX(EHTTPPORT, 111, "tcp:// URL names a WebSocket/HTTP port: use ws:// or the TCP port")        \
+    XX(ETCPPORT, 112, "ws:// URL names a Herald TCP port: use tcp:// or the WebSocket port")
 
 #define HR__STATUS_BASE 30000
 

@@ -239,6 +239,45 @@ START_TEST(test_connect_refused)
 }
 END_TEST
 
+/*
+ * A tcp:// URL naming the WebSocket/HTTP port and a ws:// URL naming the TCP
+ * port fail at once with a status that says so, not after the connect
+ * timeout, and are not retried even with retry_on_failed_connect.
+ */
+START_TEST(test_wrong_port)
+{
+    char url[64];
+    const struct {
+        const char *scheme;
+        int port;
+        int status;
+    } cases[] = {{"tcp", F.ws_port, HR_EHTTPPORT}, {"ws", F.port, HR_ETCPPORT}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        tc_t t;
+        hr_client_opts_t o;
+        tc_init(&t);
+        snprintf(url, sizeof(url), "%s://127.0.0.1:%d", cases[i].scheme, cases[i].port);
+        tc_opts(&t, &o, url);
+        o.retry_on_failed_connect = 1;
+        uint64_t t0 = uv_hrtime();
+        ck_assert_int_eq(hr_client_new(&t.loop, &o, &t.c), HR_OK);
+        ck_assert(cfix_run_until(&t.loop, &t.closed, 3000));
+        ck_assert_int_eq(t.close_status, cases[i].status);
+        ck_assert_uint_lt((uv_hrtime() - t0) / 1000000, 1000);
+        ck_assert_int_eq(t.connected, 0);
+        cfix_loop_close(&t.loop);
+
+        hr_sync_t *s = NULL;
+        hr_client_opts_init(&o);
+        o.url = url;
+        ck_assert_int_eq(hr_sync_connect(&o, &s), cases[i].status);
+        ck_assert_ptr_null(s);
+    }
+    ck_assert_ptr_nonnull(strstr(hr_strerror(HR_EHTTPPORT), "WebSocket/HTTP port"));
+    ck_assert_ptr_nonnull(strstr(hr_strerror(HR_ETCPPORT), "TCP port"));
+}
+END_TEST
+
 START_TEST(test_connect_hostname_and_retry)
 {
     tc_t t;
@@ -774,7 +813,7 @@ static void fake_start(uv_loop_t *loop, fake_t *f)
 
 static void fake_welcome(hr_buf_t *b)
 {
-    hr_welcome_t w = {"fake", 7, 0, 1024, 1024 + 4096, 30000};
+    hr_welcome_t w = {"fake", 7, 0, 1024, 1024 + 4096, 30000, NULL};
     size_t m = hr_lp_begin(b);
     hr_enc_welcome(b, &w);
     hr_lp_end(b, m);
@@ -934,6 +973,7 @@ Suite *client_suite(void)
         {"heartbeat_err_ref", test_server_heartbeat},
         {"fake_broker", test_fake_broker_statuses},
         {"fake_broker_gap", test_fake_broker_gap_and_ack_err},
+        {"wrong_port", test_wrong_port},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         TCase *tc = tcase_create(cases[i].name);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "herald/client.h"
 #include "cfix.h"
@@ -338,6 +339,171 @@ START_TEST(test_publish_backpressure)
 }
 END_TEST
 
+/* ---- confirmed subscriptions, against a broker with authentication ---- */
+
+#define TOKEN "alice-secret-token"
+static char TOKENS[64];
+
+static void setup_auth(void)
+{
+    snprintf(TOKENS, sizeof(TOKENS), "/tmp/herald-tokens-XXXXXX");
+    int fd = mkstemp(TOKENS);
+    ck_assert_int_ge(fd, 0);
+    FILE *fp = fdopen(fd, "w");
+    fprintf(fp, "alice %s pub=chat.> sub=chat.>,_INBOX.>\n", TOKEN);
+    fclose(fp);
+    const char *extra[] = {"--auth-tokens-file", TOKENS, NULL};
+    ck_assert_int_eq(cfix_start(&F, extra), 0);
+    cfix_url(&F, URL, sizeof(URL));
+}
+
+static void teardown_auth(void)
+{
+    cfix_stop(&F);
+    unlink(TOKENS);
+}
+
+/* Errors reported to on_error, from whichever thread runs the client. */
+typedef struct errs_s {
+    uv_mutex_t mu;
+    int n;
+    int last;
+    int closed; /* loop thread only */
+} errs_t;
+
+static void count_err(hr_client_t *c, int status, hr_sub_t *sub, const char *detail, void *arg)
+{
+    errs_t *e = arg;
+    uv_mutex_lock(&e->mu);
+    e->n++;
+    e->last = status;
+    uv_mutex_unlock(&e->mu);
+    fprintf(stderr, "on_error %s: %s\n", hr_err_name(status), detail);
+}
+
+static int errs_count(errs_t *e)
+{
+    uv_mutex_lock(&e->mu);
+    int n = e->n;
+    uv_mutex_unlock(&e->mu);
+    return n;
+}
+
+static void auth_opts(hr_client_opts_t *o, errs_t *e)
+{
+    hr_client_opts_init(o);
+    o->url = URL;
+    o->token = TOKEN;
+    o->on_error = count_err;
+    o->arg = e;
+}
+
+/*
+ * A denied subscription is answered by its ERR before the PONG: the call
+ * returns that status, leaves nothing subscribed, and nothing is
+ * unsubscribed at close (no ERR 8 unknown sid).
+ */
+START_TEST(test_subscribe_confirmed)
+{
+    errs_t e = {.n = 0};
+    hr_client_opts_t o;
+    hr_sync_t *s = NULL;
+    hr_sync_sub_t *denied = NULL, *ok = NULL;
+    hr_message_t *m = NULL;
+    uv_mutex_init(&e.mu);
+    auth_opts(&o, &e);
+    ck_assert_int_eq(hr_sync_connect(&o, &s), HR_OK);
+    ck_assert_int_eq(hr_sync_subscribe(s, "secret.>", NULL, &denied), HR_EPERM);
+    ck_assert_ptr_null(denied);
+    ck_assert_int_eq(hr_sync_subscribe(s, "chat.*", NULL, &ok), HR_OK);
+    ck_assert_int_eq(hr_sync_publish(s, "chat.lobby", "hi", 2, NULL), HR_OK);
+    ck_assert_int_eq(hr_sync_next(ok, 2000, &m), HR_OK);
+    hr_message_unref(&m);
+    ck_assert_int_eq(hr_sync_subscribe(s, "chat.>", NULL, &denied), HR_OK);
+    ck_assert_int_eq(hr_sync_unsubscribe(&denied), HR_OK);
+    ck_assert_int_eq(hr_sync_flush(s, 2000), HR_OK);
+    ck_assert_int_eq(errs_count(&e), 0);
+    hr_sync_close(&s, 1); /* drain: UNSUB for what is still subscribed, then a PING */
+    ck_assert_int_eq(errs_count(&e), 0);
+    uv_mutex_destroy(&e.mu);
+}
+END_TEST
+
+typedef struct conf_s {
+    int n, status;
+    hr_sub_t *sub;
+} conf_t;
+
+static void conf_cb(hr_client_t *c, hr_sub_t *sub, int status, void *arg)
+{
+    conf_t *k = arg;
+    k->n++;
+    k->status = status;
+    k->sub = sub;
+    ck_assert_int_eq(hr_sub_unsubscribe(sub), status == HR_OK ? HR_OK : HR_EINVAL);
+}
+
+static void nop_msg(hr_client_t *c, hr_sub_t *sub, hr_message_t *m, void *arg)
+{
+}
+
+static void closed_cb(hr_client_t *c, int ev, int status, void *arg)
+{
+    if (ev == HR_EVENT_CLOSED)
+        ((errs_t *)arg)->closed = 1;
+}
+
+/*
+ * The asynchronous API: on_confirm reports HR_OK or the refusal. Without
+ * on_confirm a refusal goes to on_error and the refused subscription is
+ * neither restored nor unsubscribed on the wire.
+ */
+START_TEST(test_async_confirm)
+{
+    uv_loop_t loop;
+    errs_t e = {.n = 0};
+    hr_client_opts_t o;
+    hr_client_t *c;
+    hr_sub_t *a, *b, *plain;
+    conf_t ka = {0}, kb = {0};
+    uv_mutex_init(&e.mu);
+    uv_loop_init(&loop);
+    auth_opts(&o, &e);
+    o.on_state = closed_cb;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    /* made before the connection is up: confirmed after the WELCOME */
+    hr_sub_opts_t so = {.on_confirm = conf_cb, .confirm_arg = &ka};
+    ck_assert_int_eq(hr_client_subscribe(c, "chat.x", &so, nop_msg, NULL, &a), HR_OK);
+    so.confirm_arg = &kb;
+    ck_assert_int_eq(hr_client_subscribe(c, "admin.x", &so, nop_msg, NULL, &b), HR_OK);
+    ck_assert(cfix_run_until(&loop, &kb.n, 3000));
+    ck_assert(cfix_run_until(&loop, &ka.n, 3000));
+    ck_assert_int_eq(ka.status, HR_OK);
+    ck_assert_ptr_eq(ka.sub, a);
+    ck_assert_int_eq(kb.status, HR_EPERM);
+    ck_assert_ptr_eq(kb.sub, b);
+    ck_assert_int_eq(ka.n + kb.n, 2);
+    ck_assert_int_eq(errs_count(&e), 0); /* the refusal went to on_confirm only */
+
+    /* unconfirmed: the refusal reaches on_error; unsubscribing sends nothing */
+    hr_client_close(c);
+    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
+    e.closed = 0;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(c, "admin.y", NULL, nop_msg, NULL, &plain), HR_OK);
+    for (int i = 0; i < 300 && errs_count(&e) == 0; i++)
+        cfix_run_for(&loop, 10);
+    ck_assert_int_eq(errs_count(&e), 1);
+    ck_assert_int_eq(e.last, HR_EPERM);
+    ck_assert_int_eq(hr_sub_unsubscribe(plain), HR_OK);
+    ck_assert_int_eq(hr_client_drain(c, 2000, NULL, NULL), HR_OK);
+    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
+    ck_assert_int_eq(errs_count(&e), 1); /* no ERR 8 */
+    cfix_loop_close(&loop);
+    uv_mutex_destroy(&e.mu);
+}
+END_TEST
+
 Suite *sync_suite(void);
 
 Suite *sync_suite(void)
@@ -352,6 +518,12 @@ Suite *sync_suite(void)
     tcase_add_test(tc, test_many_threads);
     tcase_add_test(tc, test_pending_limit_and_close);
     tcase_add_test(tc, test_publish_backpressure);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("confirm");
+    tcase_add_checked_fixture(tc, setup_auth, teardown_auth);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_subscribe_confirmed);
+    tcase_add_test(tc, test_async_confirm);
     suite_add_tcase(s, tc);
     return s;
 }

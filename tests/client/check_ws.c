@@ -243,7 +243,7 @@ START_TEST(test_fragments_ping_close)
     wsfake_t f;
     st_t t;
     hr_buf_t body;
-    hr_welcome_t w = {"fake", 3, 0, 1024, 1024 + 4096, 30000};
+    hr_welcome_t w = {"fake", 3, 0, 1024, 1024 + 4096, 30000, NULL};
     hr_slice_t topic = {"a.b", 3}, pay = {"hello", 5}, none = {NULL, 0};
     uv_loop_init(&loop);
     memset(&f, 0, sizeof(f));
@@ -427,13 +427,13 @@ START_TEST(test_ws_shutdown_reconnect)
     ck_assert(cfix_run_until(&loop, &e.closed, 3000));
     cfix_loop_close(&loop);
 
-    /* ws:// to the TCP port: not an HTTP answer. */
+    /* ws:// to the TCP port: the broker's ERR frame instead of an HTTP answer. */
     uv_loop_init(&loop);
     memset(&e, 0, sizeof(e));
     snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", F.port);
     ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
     ck_assert(cfix_run_until(&loop, &e.closed, 5000));
-    ck_assert_int_eq(e.close_status, HR_EPROTO);
+    ck_assert_int_eq(e.close_status, HR_ETCPPORT);
     cfix_loop_close(&loop);
 }
 END_TEST

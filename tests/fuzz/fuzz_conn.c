@@ -113,28 +113,18 @@ static size_t next_frame(peer_t *p, const uint8_t *b, size_t n)
         p->http = memcmp(b, "HTTP/1.1 101 ", 13) == 0 ? 0 : 2;
         return (size_t)((const uint8_t *)end + 4 - b);
     }
-    if (n < 2)
+    hr_ws_header_t h;
+    int r = hr_ws_header_parse(b, n, UINT64_MAX, &h);
+    if (r == HR_EAGAIN)
         return 0;
-    CHECK((b[1] & 0x80) == 0); /* a server never masks */
-    CHECK(b[0] & 0x80);        /* nor fragments */
-    uint64_t len = b[1] & 0x7f;
-    size_t off = 2;
-    if (len == 126) {
-        if (n < 4)
-            return 0;
-        len = (uint64_t)b[2] << 8 | b[3];
-        off = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | b[2 + i];
-        off = 10;
-    }
+    CHECK(r == HR_OK);
+    CHECK(!h.masked); /* a server never masks */
+    CHECK(h.fin);     /* nor fragments */
+    size_t off = h.hdr_len;
+    uint64_t len = h.len;
     if (n - off < len)
         return 0;
-    int op = b[0] & 0x0f;
+    int op = h.opcode;
     CHECK(op == 2 || op == 8 || op == 9 || op == 10);
     if (op == 2)
         check_body(b + off, (size_t)len);

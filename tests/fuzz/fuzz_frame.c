@@ -45,10 +45,17 @@ static void roundtrip(const hr_frame_t *f)
         r = hr_enc_pub(&b, f->topic, f->payload, &o);
         break;
     }
-    case HR_OP_SUB:
-        r = hr_enc_sub(&b, f->sid, f->topic, (f->flags & HR_F_QUEUE) ? f->queue : (hr_slice_t){0},
-                       (f->flags & HR_F_SINCE) != 0, f->since);
+    case HR_OP_SUB: {
+        hr_sub_fields_t o = {0};
+        o.queue = (f->flags & HR_F_QUEUE) ? f->queue : (hr_slice_t){0};
+        o.has_since = (f->flags & HR_F_SINCE) != 0;
+        o.since = f->since;
+        o.has_last = (f->flags & HR_F_LAST) != 0;
+        o.last = f->last;
+        o.epoch = (f->flags & HR_F_EPOCH) ? f->epoch : (hr_slice_t){0};
+        r = hr_enc_sub_ex(&b, f->sid, f->topic, &o);
         break;
+    }
     case HR_OP_UNSUB:
         r = hr_enc_unsub(&b, f->sid);
         break;
@@ -80,14 +87,19 @@ static void roundtrip(const hr_frame_t *f)
     CHECK(g.op == f->op);
     CHECK(g.sid == f->sid && g.id == f->id && g.seq == f->seq);
     CHECK(slice_eq(g.topic, f->topic) && slice_eq(g.payload, f->payload));
-    CHECK((g.flags & (HR_F_ACK | HR_F_SINCE | HR_F_REPLY | HR_F_QUEUE | HR_F_REPLAY)) ==
-          (f->flags & (HR_F_ACK | HR_F_SINCE | HR_F_REPLY | HR_F_QUEUE | HR_F_REPLAY)));
+    uint32_t kept =
+        HR_F_ACK | HR_F_SINCE | HR_F_REPLY | HR_F_QUEUE | HR_F_REPLAY | HR_F_LAST | HR_F_EPOCH;
+    CHECK((g.flags & kept) == (f->flags & kept));
     if (f->flags & HR_F_REPLY)
         CHECK(slice_eq(g.reply, f->reply));
     if (f->flags & HR_F_QUEUE)
         CHECK(slice_eq(g.queue, f->queue));
     if (f->flags & HR_F_SINCE)
         CHECK(g.since == f->since);
+    if (f->flags & HR_F_LAST)
+        CHECK(g.last == f->last);
+    if (f->flags & HR_F_EPOCH)
+        CHECK(slice_eq(g.epoch, f->epoch));
     if (f->flags & HR_F_HEADERS) {
         hr_headers_iter_t a, c;
         hr_slice_t ka, va, kc, vc;

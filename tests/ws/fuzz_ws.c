@@ -61,29 +61,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 static size_t check_frame(side_t *s)
 {
     const uint8_t *p = s->in.base;
-    size_t n = s->in.len, off = 2;
-    if (n < 2)
+    size_t n = s->in.len;
+    hr_ws_header_t h;
+    int r = hr_ws_header_parse(p, n, UINT64_MAX, &h);
+    if (r == HR_EAGAIN)
         return 0;
-    CHECK(!(p[1] & 0x80));     /* server frames are never masked */
-    CHECK((p[0] & 0x70) == 0); /* no reserved bits */
-    uint64_t len = p[1] & 0x7f;
-    if (len == 126) {
-        if (n < 4)
-            return 0;
-        len = (uint64_t)p[2] << 8 | p[3];
-        off = 4;
-    } else if (len == 127) {
-        if (n < 10)
-            return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = len << 8 | p[2 + i];
-        off = 10;
-    }
+    CHECK(r == HR_OK);
+    CHECK(!h.masked);  /* server frames are never masked */
+    CHECK(h.rsv == 0); /* no reserved bits */
+    size_t off = h.hdr_len;
+    uint64_t len = h.len;
     if (n - off < len)
         return 0;
-    int op = p[0] & 0x0f;
-    CHECK(p[0] & 0x80); /* the broker never fragments */
+    int op = h.opcode;
+    CHECK(h.fin); /* the broker never fragments */
     CHECK(!s->closed);
     if (op == 2) {
         hr_frame_t f;
