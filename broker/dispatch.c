@@ -14,6 +14,7 @@ static void send_welcome(hr_conn_t *c)
         .max_payload = (uint64_t)s->cfg.max_payload,
         .max_frame = s->max_frame,
         .heartbeat_ms = (uint64_t)s->cfg.heartbeat_ms,
+        .epoch = s->engine->ops->epoch(s->engine),
     };
     if (hr_enc_welcome(&s->scratch, &w) == HR_OK)
         hr__conn_send_scratch(c);
@@ -96,6 +97,10 @@ void hr__dispatch_frame(hr_conn_t *c, const char *body, size_t n)
             .queue = (f.flags & HR_F_QUEUE) ? f.queue : (hr_slice_t){0},
             .has_since = (f.flags & HR_F_SINCE) != 0,
             .since = f.since,
+            .has_last = (f.flags & HR_F_LAST) != 0,
+            .last = f.last,
+            .has_epoch = (f.flags & HR_F_EPOCH) != 0,
+            .epoch = f.epoch,
         };
         hr__cmd_subscribe(c, &sc);
         break;

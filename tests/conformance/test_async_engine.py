@@ -22,7 +22,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from herald_wire import (  # noqa: E402
-    ACK, E_PERM, ERR, MSG, PING, PONG, Broker, msg_opts)
+    ACK, E_GAP, E_PERM, ERR, MSG, PING, PONG, Broker, msg_opts)
 
 DELAY_MS = 40
 
@@ -116,6 +116,19 @@ class AsyncEngine(unittest.TestCase):
         sub.sub(1, t, since=0)
         frames = sub.sync()  # the PONG comes after everything the SUB produced
         self.assertEqual([f[3] for f in frames], [1, 2, 3, 4, 5])
+
+    def test_gap_err_first_then_replay(self):
+        pub = self.connect()
+        sub = self.connect()
+        t = self.topic()
+        for i in range(3):
+            pub.pub(t, b"m", ack=i)
+        pub.sync()
+        sub.sub(7, t, since=1, epoch="not-this-broker")
+        frames = sub.sync()
+        self.assertEqual(frames[0][:2], [ERR, E_GAP])
+        self.assertEqual(frames[0][3], 7)
+        self.assertEqual([f[3] for f in frames[1:]], [1, 2, 3])
 
     def test_close_with_answers_outstanding(self):
         for _ in range(5):

@@ -1365,6 +1365,43 @@ class TestReplay(Case):
         self.assertEqual(m[4], b"live")
         self.assertFalse(msg_opts(m).get("replay", False))
 
+    def test_last_replays_the_newest_then_live(self):
+        t = self.topic()
+        p = self.connect()
+        self.assertEqual(self.publish_n(p, t, 9), 10)
+        s = self.connect()
+        s.sub(1, t, last=3)
+        frames = s.sync()
+        self.assertEqual([f[3] for f in self.replayed(frames)], [8, 9, 10])
+        self.assertEqual(len(frames), 3)  # never an ERR 10 for last
+        s.sub(2, t, last=50)
+        self.assertEqual([f[3] for f in self.replayed(s.sync())], list(range(1, 11)))
+        s.sub(3, t, last=5, since=8)  # the later start wins: since
+        self.assertEqual([f[3] for f in self.replayed(s.sync())], [9, 10])
+        s.sub(4, t, last=2, since=3)  # the later start wins: last
+        self.assertEqual([f[3] for f in self.replayed(s.sync())], [9, 10])
+        self.assertEqual(self.pub_acked(p, t, b"live"), 11)
+        live = [f for f in s.sync() if f[0] == MSG]
+        self.assertEqual(sorted(f[1] for f in live), [1, 2, 3, 4])
+
+    def test_epoch_in_welcome_and_sub(self):
+        t = self.topic()
+        p = self.connect()
+        epoch = p.welcome.get("epoch")
+        self.assertIsInstance(epoch, str)
+        self.assertTrue(0 < len(epoch.encode()) <= 64)
+        self.assertEqual(self.connect().welcome["epoch"], epoch)  # one per broker
+        self.publish_n(p, t, 4)
+        s = self.connect()
+        s.sub(1, t, since=3, epoch=epoch)  # the same epoch: a plain resume
+        self.assertEqual([f[3] for f in s.sync()], [4, 5])
+        s.sub(2, t, since=3, epoch="an-older-incarnation")
+        frames = s.sync()
+        self.assertEqual((frames[0][0], frames[0][1], frames[0][3]), (ERR, E_GAP, 2))
+        self.assertEqual([f[3] for f in frames[1:]], [1, 2, 3, 4, 5])
+        s.sub(3, t, since=3, epoch="x" * 65)  # too long: a protocol error
+        self.assertEqual([f[:2] for f in s.wait_closed()], [[ERR, E_PROTO]])
+
     def test_since_zero_replays_everything(self):
         t = self.topic()
         p = self.connect()
