@@ -71,6 +71,8 @@ static void on_close(uv_handle_t *h)
         c->next->prev = c->prev;
     s->nconns--;
     s->stats.conns[c->tp->kind]--;
+    if (s->nworkers > 1)
+        hr__map_del(&s->conns_by_id, &c->id, sizeof(c->id));
     HR_LOG(HR_LOG_DEBUG, c->id, "closed");
     free(c);
     if (s->shutting_down && s->nconns == 0)
@@ -354,6 +356,25 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
  */
 #define OPS_MAX 1024
 
+void hr__conn_congest(hr_conn_t *c)
+{
+    if (!(c->flags & (HR_C_CONGESTED | HR_C_CLOSING))) {
+        c->flags |= HR_C_CONGESTED;
+        uv_read_stop((uv_stream_t *)&c->tcp);
+    }
+}
+
+void hr__server_uncongest(hr_server_t *s)
+{
+    for (hr_conn_t *c = s->conns; c; c = c->next) {
+        if (!(c->flags & HR_C_CONGESTED))
+            continue;
+        c->flags &= ~(uint32_t)HR_C_CONGESTED;
+        if (!(c->flags & (HR_C_PAUSED | HR_C_OPS_WAIT | HR_C_CLOSING)))
+            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    }
+}
+
 void hr__conn_ops_begin(hr_conn_t *c)
 {
     if (++c->inflight_ops >= OPS_MAX && !(c->flags & (HR_C_OPS_WAIT | HR_C_CLOSING))) {
@@ -367,7 +388,7 @@ void hr__conn_ops_end(hr_conn_t *c)
     c->inflight_ops--;
     if ((c->flags & HR_C_OPS_WAIT) && c->inflight_ops <= OPS_MAX / 2) {
         c->flags &= ~(uint32_t)HR_C_OPS_WAIT;
-        if (!(c->flags & (HR_C_PAUSED | HR_C_CLOSING)))
+        if (!(c->flags & (HR_C_PAUSED | HR_C_CLOSING | HR_C_CONGESTED)))
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
 }
@@ -379,7 +400,7 @@ static void check_backpressure(hr_conn_t *c)
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
     if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
-        if (!(c->flags & HR_C_OPS_WAIT))
+        if (!(c->flags & (HR_C_OPS_WAIT | HR_C_CONGESTED)))
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
     if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
@@ -506,6 +527,11 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
  * from a counter that a respawned worker starts past what its previous
  * incarnation can have used (next_id's starting value).
  */
+static void free_unlisted(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
 {
     hr_conn_t *c = calloc(1, sizeof(*c));
@@ -519,6 +545,10 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
     c->srv = s;
     c->tp = tp;
     c->id = s->next_id++ * s->nworkers + s->worker + 1;
+    if (s->nworkers > 1 && hr__map_put(&s->conns_by_id, &c->id, sizeof(c->id), c) != 0) {
+        uv_close((uv_handle_t *)&c->tcp, free_unlisted);
+        return NULL;
+    }
     c->idle_since = hr__now_ms(s);
     c->next = s->conns;
     if (s->conns)
@@ -527,6 +557,7 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
     s->nconns++;
     s->stats.conns[tp->kind]++;
     s->stats.conns_total[tp->kind]++;
+
     if (tp->ready_at_accept)
         c->flags |= HR_C_PROTOCOL;
     return c;

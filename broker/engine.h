@@ -153,6 +153,10 @@ typedef struct hr_mem_limits_s {
 /** The in-memory engine (NULL on OOM). Synchronous: every callback runs inside the call. */
 hr_engine_t *hr__engine_mem_new(const hr_mem_limits_t *lim);
 
+/** Sets the shared seq cells of a memory engine (before its first publish). */
+void hr__engine_mem_set_seq_cell(hr_engine_t *e, uint64_t *(*cell)(void *arg, uint64_t hash),
+                                 void *arg);
+
 /* ---- the delaying engine (engine_delay.c) ---------------------------------- */
 
 struct uv_loop_s;

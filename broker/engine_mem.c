@@ -521,6 +521,14 @@ static const hr_engine_ops_t mem_ops = {
     .destroy = mem_destroy,
 };
 
+void hr__engine_mem_set_seq_cell(hr_engine_t *base, uint64_t *(*cell)(void *arg, uint64_t hash),
+                                 void *arg)
+{
+    mem_t *e = (mem_t *)base;
+    e->lim.seq_cell = cell;
+    e->lim.seq_arg = arg;
+}
+
 hr_engine_t *hr__engine_mem_new(const hr_mem_limits_t *lim)
 {
     mem_t *e = calloc(1, sizeof(*e));

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cluster.h"
+#include "link.h"
 #include "log.h"
 #include "server.h"
 #include "ws.h"
@@ -20,6 +22,20 @@ int main(int argc, char **argv)
     if (r != 0)
         return r > 0 ? 0 : 1;
     hr__log_level = hr__log_parse_level(cfg.log_level);
+    int worker = hr__worker_setup(&cfg);
+    if (worker < 0)
+        return 1;
+    if (!worker && cfg.workers == 0) {
+        uv_cpu_info_t *cpus;
+        int ncpu = 1;
+        if (uv_cpu_info(&cpus, &ncpu) == 0)
+            uv_free_cpu_info(cpus, ncpu);
+        cfg.workers = ncpu > 1 ? (ncpu > HR_CLUSTER_MAX ? HR_CLUSTER_MAX : ncpu) : 1;
+    }
+    if (!worker && cfg.workers > 1) {
+        signal(SIGPIPE, SIG_IGN);
+        return hr__primary_run(&cfg, argc, argv);
+    }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* until the server's handler logs it */
 
@@ -36,6 +52,11 @@ int main(int argc, char **argv)
         uv_loop_close(loop);
         return 1;
     }
+    if (worker && hr__worker_attach(&srv) != HR_OK) {
+        hr__log_release(1);
+        hr__server_destroy(&srv);
+        return 1;
+    }
     if (hr__server_start(&srv) != 0) {
         hr__log_release(1);
         uv_run(loop, UV_RUN_DEFAULT); /* lets the handles it opened close */
@@ -44,8 +65,15 @@ int main(int argc, char **argv)
         return 1;
     }
     hr__log_release(0);
-    HR_LOG(HR_LOG_INFO, 0, "herald %s ready (pid %d)", HERALD_VERSION, (int)uv_os_getpid());
+    if (worker) {
+        HR_LOG(HR_LOG_INFO, 0, "worker %d ready (pid %d)", srv.worker, (int)uv_os_getpid());
+        hr__worker_ready(&srv);
+    } else {
+        HR_LOG(HR_LOG_INFO, 0, "herald %s ready (pid %d)", HERALD_VERSION, (int)uv_os_getpid());
+    }
     uv_run(loop, UV_RUN_DEFAULT);
+    if (worker)
+        hr__worker_detach(&srv);
     hr__server_destroy(&srv);
     r = uv_loop_close(loop);
     if (r != 0)

@@ -262,6 +262,8 @@ void hr__cmd_publish(hr_conn_t *c, const hr_pub_cmd_t *p)
         return;
     }
     int no_echo = (c->flags & HR_C_NO_ECHO) != 0;
+    if (s->congested)
+        hr__conn_congest(c); /* this one is taken; the next frames wait for the rings */
     if (s->engine->ops->sync && !s->peer) {
         pubans_t a = {c, NULL, has_ack, p->ack};
         int r = hr__router_publish(s, p, c->id, no_echo, on_pub_done, &a);

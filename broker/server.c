@@ -259,6 +259,8 @@ static void close_handles(hr_server_t *s)
 {
     for (int i = 0; i < s->nlisteners; i++)
         close_listener(&s->listeners[i]);
+    if (s->on_stop)
+        s->on_stop(s);
     uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
@@ -345,6 +347,7 @@ void hr__server_destroy(hr_server_t *s)
     hr__auth_destroy(s);
     hr__limits_destroy(s);
     hr__index_destroy(&s->index);
+    hr__map_destroy(&s->conns_by_id);
     hr__engine_destroy(s->engine);
     s->engine = NULL;
     hr_buf_destroy(&s->scratch);

@@ -57,6 +57,7 @@ enum hr_conn_flag {
     HR_C_PROTOCOL = 1u << 7, /* the transport handshake is done: frames flow */
     HR_C_OPS_WAIT = 1u << 8, /* reading paused: too many engine calls in flight */
     HR_C_TURN = 1u << 9,     /* an answer that waited is being given: its ERRs go out now */
+    HR_C_CONGESTED = 1u << 10, /* reading paused: the rings to other workers are full */
 };
 
 struct hr_conn_s {
@@ -137,6 +138,9 @@ struct hr_server_s {
     hr_engine_t *engine;
     const struct hr_peer_ops_s *peer; /* router.h: the other workers; NULL when alone */
     void *peer_arg;
+    hr_map_t conns_by_id; /* client id -> connection, in a cluster (queue-group deliveries) */
+    int congested;        /* the rings to other workers are full: publishers are paused */
+    void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
     hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
@@ -162,6 +166,11 @@ int hr__server_start(hr_server_t *s);
 void hr__server_shutdown(hr_server_t *s);
 void hr__server_destroy(hr_server_t *s);
 uint64_t hr__now_ms(const hr_server_t *s);
+
+/** The rings drained: resumes the connections paused while they were full. */
+void hr__server_uncongest(hr_server_t *s);
+/** Pauses reading `c` until hr__server_uncongest() (it publishes while the rings are full). */
+void hr__conn_congest(hr_conn_t *c);
 
 /* conn.c: connection lifecycle, output queue, closing */
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp);

@@ -1,0 +1,1104 @@
+/* SPDX-License-Identifier: MIT */
+/* A worker's links to the others: interest, forwarded publishes, deliveries and replays. */
+#define _GNU_SOURCE /* memfd_create */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sys/mman.h>
+
+#include "link.h"
+#include "log.h"
+#include "server.h"
+#include "shm.h"
+#include "waker.h"
+
+/*
+ * Every topic has one owner, the worker hr__route() names. The owner
+ * sequences the topic, keeps its history and does its fan-out: to its own
+ * connections, and to every other worker that told it about a matching
+ * subscription. What crosses between workers are records on the ring of
+ * that ordered pair:
+ *
+ *   ADD / DEL      a plain pattern this worker now (no longer) subscribes to;
+ *                  exact topics go to their owner only, wildcards to all
+ *   QADD / QDEL    one queue-group member, so the owner can choose among all
+ *   RESET          forget everything the sender registered (it restarted)
+ *   PUB            a publish for a topic the receiver owns; answered by ACK
+ *   ACK            the owner's answer to a PUB: status and seq
+ *   MSG            a sequenced message for the receiver's subscriptions
+ *                  (or for one queue-group member there)
+ *   RREQ           a replay (since/last) for topics the receiver owns;
+ *                  answered by RMSG records and one RDONE
+ *
+ * A record is copied once into the ring by its producer and once out of it
+ * (into a refcounted message) by its consumer: one copy per hop. A full ring
+ * never loses a record: it waits in the producer's overflow queue, and
+ * while that queue is long the worker stops reading its connections and its
+ * inbound rings, so backpressure reaches the publishers.
+ */
+enum rec_type {
+    R_ADD = 1,
+    R_DEL,
+    R_QADD,
+    R_QDEL,
+    R_RESET,
+    R_PUB,
+    R_ACK,
+    R_MSG,
+    R_RREQ,
+    R_RMSG,
+    R_RDONE
+};
+
+#define DRAIN_BUDGET 4096                /* records per inbound ring per loop turn */
+#define OVERFLOW_HIGH (8u * 1024 * 1024) /* queued bytes that pause this worker's input */
+#define SEQ_SLOTS (1u << 20)             /* shared seq table: 16 MiB of address space */
+#define SEQ_PROBE 32
+
+/* ---- the shared seq table ------------------------------------------------------------ */
+
+/*
+ * The last seq of every topic, kept where a worker's crash cannot take it:
+ * a table in memory the primary created. A respawned owner continues each
+ * topic from here, so seq numbers never go backwards; only history is lost
+ * (and resuming clients get ERR 10 for it). Each slot has one writer, the
+ * topic's owner. A topic that finds no free slot uses the shared floor
+ * cell, raised by every such topic, which is just as safe.
+ */
+typedef struct seq_slot_s {
+    uint64_t key; /* hash | 1; 0: free */
+    uint64_t seq;
+} seq_slot_t;
+
+typedef struct seq_table_s {
+    uint64_t floor;
+    uint64_t pad;
+    seq_slot_t slot[SEQ_SLOTS];
+} seq_table_t;
+
+/* ---- primary side ------------------------------------------------------------------- */
+
+struct hr_cluster_shm_s {
+    hr_shm_t shm;
+    int seq_fd;
+    int efd[HR_CLUSTER_MAX];
+    int n;
+};
+
+hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
+{
+    (void)cfg;
+    hr_cluster_shm_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->n = n;
+    c->seq_fd = -1;
+    for (int i = 0; i < HR_CLUSTER_MAX; i++)
+        c->efd[i] = -1;
+    if (hr__shm_create(&c->shm, (unsigned)n, 0) != 0)
+        goto fail;
+    c->seq_fd = memfd_create("herald-seq", 0);
+    if (c->seq_fd < 0 || ftruncate(c->seq_fd, sizeof(seq_table_t)) != 0)
+        goto fail;
+    for (int i = 0; i < n; i++)
+        if ((c->efd[i] = hr__waker_fd_new()) < 0)
+            goto fail;
+    return c;
+fail:
+    hr__cluster_shm_free(c);
+    return NULL;
+}
+
+int hr__cluster_shm_stdio(hr_cluster_shm_t *c, uv_stdio_container_t *io, int max)
+{
+    int k = 0;
+    if (max < 2 + c->n)
+        return 0;
+    io[k].flags = UV_INHERIT_FD;
+    io[k++].data.fd = c->shm.fd;
+    io[k].flags = UV_INHERIT_FD;
+    io[k++].data.fd = c->seq_fd;
+    for (int i = 0; i < c->n; i++) {
+        io[k].flags = UV_INHERIT_FD;
+        io[k++].data.fd = c->efd[i];
+    }
+    return k;
+}
+
+void hr__cluster_shm_free(hr_cluster_shm_t *c)
+{
+    if (!c)
+        return;
+    hr__shm_unmap(&c->shm);
+    if (c->seq_fd >= 0)
+        close(c->seq_fd);
+    for (int i = 0; i < HR_CLUSTER_MAX; i++)
+        if (c->efd[i] >= 0)
+            close(c->efd[i]);
+    free(c);
+}
+
+/* ---- worker side ---------------------------------------------------------------------- */
+
+typedef struct ovf_s {
+    struct ovf_s *next;
+    uint32_t type;
+    size_t len;
+    uint8_t data[];
+} ovf_t;
+
+typedef struct peer_s {
+    hr_ring_t out, in; /* to the peer, from the peer */
+    int efd;           /* the peer's eventfd: wakes it */
+    int up;
+    ovf_t *ovf_head, *ovf_tail; /* records waiting for room in `out` */
+    size_t ovf_bytes;
+} peer_t;
+
+typedef struct pend_pub_s {
+    hr_router_done_cb done;
+    void *arg;
+} pend_pub_t;
+
+typedef struct pend_replay_s {
+    hr_engine_msg_cb msg;
+    hr_engine_done_cb done;
+    void *arg;
+    int waiting; /* answers still to come */
+    int status;
+    uint64_t topics;
+} pend_replay_t;
+
+typedef struct link_s {
+    hr_engine_t base; /* the cluster engine: replays span owners */
+    hr_engine_t *inner;
+    hr_server_t *s;
+    int self, n;
+    hr_shm_t shm;
+    seq_table_t *seq;
+    hr_waker_t waker;
+    int efd;
+    peer_t peer[HR_CLUSTER_MAX];
+    hr_map_t interest;  /* pattern -> local plain subscriptions (count) */
+    hr_map_t remote;    /* key -> hr_sub_t* registered by peers */
+    hr_map_t pend_pubs; /* token -> pend_pub_t* */
+    hr_map_t pend_reps; /* token -> pend_replay_t* */
+    uint64_t next_token;
+    size_t ovf_total;
+    int congested;
+    uv_timer_t retry; /* flushes overflow queues while any is non-empty */
+    int stopped;      /* hr__link_stop() ran */
+    hr_buf_t rec;     /* record being built */
+} link_t;
+
+static link_t *L; /* one worker, one link */
+
+/* ---- records ------------------------------------------------------------------------------ */
+
+/* Little helpers to build and read records: fixed fields, then length-prefixed bytes. */
+static void put_u64(hr_buf_t *b, uint64_t v)
+{
+    hr_buf_append(b, &v, sizeof(v));
+}
+
+static void put_bytes(hr_buf_t *b, hr_slice_t s)
+{
+    uint32_t n = (uint32_t)s.n;
+    hr_buf_append(b, &n, sizeof(n));
+    if (n)
+        hr_buf_append(b, s.p, n);
+}
+
+typedef struct rd_s {
+    const uint8_t *p;
+    size_t n;
+    int bad;
+} rd_t;
+
+static uint64_t get_u64(rd_t *r)
+{
+    uint64_t v = 0;
+    if (r->n < sizeof(v)) {
+        r->bad = 1;
+        return 0;
+    }
+    memcpy(&v, r->p, sizeof(v));
+    r->p += sizeof(v);
+    r->n -= sizeof(v);
+    return v;
+}
+
+static hr_slice_t get_bytes(rd_t *r)
+{
+    uint32_t n = 0;
+    hr_slice_t s = {NULL, 0};
+    if (r->n < sizeof(n)) {
+        r->bad = 1;
+        return s;
+    }
+    memcpy(&n, r->p, sizeof(n));
+    if (r->n - sizeof(n) < n) {
+        r->bad = 1;
+        return s;
+    }
+    s.p = (const char *)r->p + sizeof(n);
+    s.n = n;
+    r->p += sizeof(n) + n;
+    r->n -= sizeof(n) + n;
+    return s;
+}
+
+static void set_congested(link_t *l, int on);
+static void on_retry(uv_timer_t *t);
+
+static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t len)
+{
+    peer_t *p = &l->peer[to];
+    void *dst;
+    if (!p->ovf_head && hr__ring_reserve(&p->out, type, len, &dst) == 0) {
+        memcpy(dst, data, len);
+        if (hr__ring_commit(&p->out))
+            hr__waker_signal(p->efd);
+        return HR_OK;
+    }
+    ovf_t *o = malloc(sizeof(*o) + len);
+    if (!o)
+        return HR_ENOMEM;
+    o->next = NULL;
+    o->type = type;
+    o->len = len;
+    memcpy(o->data, data, len);
+    if (p->ovf_tail)
+        p->ovf_tail->next = o;
+    else
+        p->ovf_head = o;
+    p->ovf_tail = o;
+    p->ovf_bytes += len;
+    l->ovf_total += len;
+    if (!l->stopped && !uv_is_active((uv_handle_t *)&l->retry))
+        uv_timer_start(&l->retry, on_retry, 1, 1);
+    if (l->ovf_total > OVERFLOW_HIGH)
+        set_congested(l, 1);
+    return HR_OK;
+}
+
+/* Sends the record built in l->rec. */
+static int send_rec(link_t *l, int to, uint32_t type)
+{
+    int r = ring_put(l, to, type, l->rec.base, l->rec.len);
+    hr_buf_reset(&l->rec);
+    return r;
+}
+
+static void flush_overflow(link_t *l)
+{
+    for (int i = 0; i < l->n; i++) {
+        peer_t *p = &l->peer[i];
+        int wake = 0;
+        while (p->ovf_head) {
+            ovf_t *o = p->ovf_head;
+            void *dst;
+            if (hr__ring_reserve(&p->out, o->type, o->len, &dst) != 0)
+                break;
+            memcpy(dst, o->data, o->len);
+            p->ovf_head = o->next;
+            if (!p->ovf_head)
+                p->ovf_tail = NULL;
+            p->ovf_bytes -= o->len;
+            l->ovf_total -= o->len;
+            free(o);
+            wake = 1;
+        }
+        if (wake && hr__ring_commit(&p->out))
+            hr__waker_signal(p->efd);
+    }
+    if (l->ovf_total <= OVERFLOW_HIGH / 2)
+        set_congested(l, 0);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    link_t *l = t->data;
+    flush_overflow(l);
+    if (!l->ovf_total)
+        uv_timer_stop(t);
+}
+
+/* ---- congestion: pause input while the overflow queues are long ------------------------------- */
+
+static void set_congested(link_t *l, int on)
+{
+    if (l->congested == on)
+        return;
+    l->congested = on;
+    l->s->congested = on;
+    if (on) {
+        HR_LOG(HR_LOG_DEBUG, 0, "rings full: pausing input until the other workers catch up");
+        if (!l->stopped)
+            uv_timer_start(&l->retry, on_retry, 1, 1);
+    } else {
+        hr__server_uncongest(l->s);
+    }
+}
+
+/* ---- interest -------------------------------------------------------------------------------- */
+
+static int exact(const hr_sub_t *sub)
+{
+    return hr_topic_validate(sub->pattern, sub->plen) == HR_OK;
+}
+
+/* Sends the record in l->rec to the places that sequence topics `sub` matches. */
+static void send_interest(link_t *l, const hr_sub_t *sub, uint32_t type)
+{
+    if (exact(sub)) {
+        int owner = hr__route(l->s, hr__hash(sub->pattern, sub->plen));
+        if (owner != l->self)
+            ring_put(l, owner, type, l->rec.base, l->rec.len);
+    } else {
+        for (int i = 0; i < l->n; i++)
+            if (i != l->self)
+                ring_put(l, i, type, l->rec.base, l->rec.len);
+    }
+    hr_buf_reset(&l->rec);
+}
+
+static void build_interest(link_t *l, const hr_sub_t *sub)
+{
+    put_u64(&l->rec, sub->cid);
+    put_u64(&l->rec, sub->sid);
+    put_bytes(&l->rec, (hr_slice_t){sub->pattern, sub->plen});
+    put_bytes(&l->rec, (hr_slice_t){sub->queue, sub->qlen});
+}
+
+static int cl_interest_add(hr_engine_t *e, const hr_sub_t *sub)
+{
+    link_t *l = (link_t *)e;
+    if (sub->qlen) {
+        build_interest(l, sub);
+        send_interest(l, sub, R_QADD);
+        return HR_OK;
+    }
+    uintptr_t n = (uintptr_t)hr__map_get(&l->interest, sub->pattern, sub->plen);
+    if (hr__map_put(&l->interest, sub->pattern, sub->plen, (void *)(n + 1)) != 0)
+        return HR_ENOMEM;
+    if (n == 0) {
+        build_interest(l, sub);
+        send_interest(l, sub, R_ADD);
+    }
+    return HR_OK;
+}
+
+static void cl_interest_remove(hr_engine_t *e, const hr_sub_t *sub)
+{
+    link_t *l = (link_t *)e;
+    if (sub->qlen) {
+        build_interest(l, sub);
+        send_interest(l, sub, R_QDEL);
+        return;
+    }
+    uintptr_t n = (uintptr_t)hr__map_get(&l->interest, sub->pattern, sub->plen);
+    if (n > 1) {
+        hr__map_put(&l->interest, sub->pattern, sub->plen, (void *)(n - 1));
+        return;
+    }
+    hr__map_del(&l->interest, sub->pattern, sub->plen);
+    if (n == 1) {
+        build_interest(l, sub);
+        send_interest(l, sub, R_DEL);
+    }
+}
+
+/* The key of a peer's registration: peer, kind, member identity, pattern, queue. */
+static size_t remote_key(char *k, size_t cap, int peer, int q, uint64_t cid, uint64_t sid,
+                         hr_slice_t pattern, hr_slice_t queue)
+{
+    size_t n = (size_t)snprintf(k, cap, "%d|%d|%llu|%llu|", peer, q,
+                                q ? (unsigned long long)cid : 0ull,
+                                q ? (unsigned long long)sid : 0ull);
+    if (n + pattern.n + 1 + queue.n > cap)
+        return 0;
+    memcpy(k + n, pattern.p, pattern.n);
+    n += pattern.n;
+    k[n++] = '|';
+    if (queue.n)
+        memcpy(k + n, queue.p, queue.n);
+    return n + queue.n;
+}
+
+static void on_interest(link_t *l, int from, uint32_t type, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    hr_slice_t pattern = get_bytes(r), queue = get_bytes(r);
+    char key[HR_TOPIC_MAX * 2 + 64];
+    int q = type == R_QADD || type == R_QDEL;
+    if (r->bad || !pattern.n || pattern.n > HR_TOPIC_MAX || queue.n > HR_TOPIC_MAX)
+        return;
+    size_t kl = remote_key(key, sizeof(key), from, q, cid, sid, pattern, queue);
+    if (!kl)
+        return;
+    hr_sub_t *sub = hr__map_get(&l->remote, key, kl);
+    if (type == R_ADD || type == R_QADD) {
+        if (sub)
+            return;
+        sub = hr__sub_new(NULL, q ? cid : 0, sid, pattern.p, pattern.n, queue.p, queue.n);
+        if (!sub)
+            return;
+        sub->peer = (uint16_t)from;
+        if (hr__index_add(&l->s->index, sub) != 0 || hr__map_put(&l->remote, key, kl, sub) != 0) {
+            hr__index_remove(&l->s->index, sub);
+            hr__sub_free(sub);
+        }
+        return;
+    }
+    if (sub) {
+        hr__map_del(&l->remote, key, kl);
+        hr__index_remove(&l->s->index, sub);
+        hr__sub_free(sub);
+    }
+}
+
+typedef struct collect_s {
+    int peer; /* -1: every peer */
+    hr_sub_t **v;
+    char **keys;
+    size_t *klens;
+    size_t n, cap;
+} collect_t;
+
+static void collect_remote(void *arg, const void *k, size_t kl, void *val)
+{
+    collect_t *c = arg;
+    if (c->peer >= 0 && ((hr_sub_t *)val)->peer != c->peer)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 32;
+        void *a = realloc(c->v, cap * sizeof(*c->v)), *b = realloc(c->keys, cap * sizeof(char *)),
+             *d = realloc(c->klens, cap * sizeof(size_t));
+        if (a)
+            c->v = a;
+        if (b)
+            c->keys = b;
+        if (d)
+            c->klens = d;
+        if (!a || !b || !d)
+            return;
+        c->cap = cap;
+    }
+    c->keys[c->n] = malloc(kl);
+    if (!c->keys[c->n])
+        return;
+    memcpy(c->keys[c->n], k, kl);
+    c->klens[c->n] = kl;
+    c->v[c->n++] = val;
+}
+
+/* Forgets what `peer` (or, with -1, every peer) registered here. */
+static void forget_remote(link_t *l, int peer)
+{
+    collect_t c = {peer, NULL, NULL, NULL, 0, 0};
+    hr__map_each(&l->remote, collect_remote, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        hr__map_del(&l->remote, c.keys[i], c.klens[i]);
+        hr__index_remove(&l->s->index, c.v[i]);
+        hr__sub_free(c.v[i]);
+        free(c.keys[i]);
+    }
+    free(c.v);
+    free(c.keys);
+    free(c.klens);
+}
+
+/* Tells `peer` everything this worker subscribes to, after a RESET. */
+static void announce(link_t *l, int peer)
+{
+    hr_server_t *s = l->s;
+    ring_put(l, peer, R_RESET, "", 0);
+    for (hr_conn_t *c = s->conns; c; c = c->next) {
+        if (c->flags & HR_C_CLOSED)
+            continue;
+        for (uint32_t i = 0; i < c->nsubs; i++) {
+            const hr_sub_t *sub = c->subs[i];
+            int to_peer = !exact(sub) || hr__route(s, hr__hash(sub->pattern, sub->plen)) == peer;
+            if (!to_peer)
+                continue;
+            build_interest(l, sub);
+            send_rec(l, peer, sub->qlen ? R_QADD : R_ADD); /* duplicates are idempotent */
+        }
+    }
+}
+
+/* ---- publishing through the owner --------------------------------------------------------------- */
+
+static int cl_forward(void *arg, uint16_t owner, const hr_pub_cmd_t *p, uint64_t origin_cid,
+                      int origin_no_echo, hr_router_done_cb done, void *done_arg)
+{
+    link_t *l = arg;
+    pend_pub_t *pp = malloc(sizeof(*pp));
+    if (!pp)
+        return HR_ENOMEM;
+    uint64_t token = ++l->next_token;
+    pp->done = done;
+    pp->arg = done_arg;
+    if (hr__map_put(&l->pend_pubs, &token, sizeof(token), pp) != 0) {
+        free(pp);
+        return HR_ENOMEM;
+    }
+    put_u64(&l->rec, token);
+    put_u64(&l->rec, origin_cid);
+    put_u64(&l->rec, (uint64_t)origin_no_echo);
+    put_bytes(&l->rec, p->topic);
+    put_bytes(&l->rec, p->payload);
+    put_bytes(&l->rec, p->reply);
+    put_bytes(&l->rec, p->headers);
+    if (send_rec(l, owner, R_PUB) != HR_OK) {
+        hr__map_del(&l->pend_pubs, &token, sizeof(token));
+        free(pp);
+        return HR_ENOMEM;
+    }
+    return HR_OK;
+}
+
+typedef struct fwd_s {
+    link_t *l;
+    int from;
+    uint64_t token;
+} fwd_t;
+
+static void send_ack(link_t *l, int to, uint64_t token, int status, uint64_t seq)
+{
+    put_u64(&l->rec, token);
+    put_u64(&l->rec, (uint64_t)(int64_t)status);
+    put_u64(&l->rec, seq);
+    send_rec(l, to, R_ACK);
+}
+
+static void on_fwd_done(void *arg, int status, uint64_t seq)
+{
+    fwd_t *f = arg;
+    send_ack(f->l, f->from, f->token, status, seq);
+    free(f);
+}
+
+static void on_pub(link_t *l, int from, rd_t *r)
+{
+    uint64_t token = get_u64(r), origin = get_u64(r), no_echo = get_u64(r);
+    hr_pub_cmd_t p = {0};
+    p.topic = get_bytes(r);
+    p.payload = get_bytes(r);
+    p.reply = get_bytes(r);
+    p.headers = get_bytes(r);
+    if (r->bad || !p.topic.n)
+        return;
+    fwd_t *f = malloc(sizeof(*f));
+    if (!f) {
+        send_ack(l, from, token, HR_ENOMEM, 0);
+        return;
+    }
+    *f = (fwd_t){l, from, token};
+    int st = hr__router_publish(l->s, &p, origin, (int)no_echo, on_fwd_done, f);
+    if (st < 0)
+        on_fwd_done(f, st, 0);
+}
+
+static void on_ack(link_t *l, rd_t *r)
+{
+    uint64_t token = get_u64(r);
+    int status = (int)(int64_t)get_u64(r);
+    uint64_t seq = get_u64(r);
+    if (r->bad)
+        return;
+    pend_pub_t *pp = hr__map_del(&l->pend_pubs, &token, sizeof(token));
+    if (!pp)
+        return; /* an answer for a previous incarnation of this worker */
+    if (pp->done)
+        pp->done(pp->arg, status, seq);
+    free(pp);
+}
+
+/* ---- deliveries ------------------------------------------------------------------------------------ */
+
+static void put_delivery(link_t *l, const hr_delivery_t *d)
+{
+    put_u64(&l->rec, d->hash);
+    put_u64(&l->rec, d->seq);
+    put_u64(&l->rec, d->origin);
+    put_u64(&l->rec, (uint64_t)d->no_echo | (uint64_t)d->m->arr << 8);
+    put_bytes(&l->rec, d->topic);
+    put_bytes(&l->rec, (hr_slice_t){(const char *)hr_msg_bytes(d->m), d->m->len});
+}
+
+static void cl_deliver(void *arg, uint16_t peer, const hr_delivery_t *d, const hr_sub_t *member)
+{
+    link_t *l = arg;
+    put_u64(&l->rec, member ? member->cid : 0);
+    put_u64(&l->rec, member ? member->sid : 0);
+    put_delivery(l, d);
+    send_rec(l, peer, R_MSG);
+}
+
+static int cl_busy(void *arg, const hr_sub_t *sub)
+{
+    link_t *l = arg;
+    return l->peer[sub->peer].ovf_head != NULL || !l->peer[sub->peer].up;
+}
+
+/* Reads a delivery record into a message of its own: the one copy out of the ring. */
+static hr_msg_t *get_delivery(rd_t *r, hr_delivery_t *d)
+{
+    d->hash = get_u64(r);
+    d->seq = get_u64(r);
+    d->origin = get_u64(r);
+    uint64_t flags = get_u64(r);
+    d->no_echo = (int)(flags & 1);
+    d->topic = get_bytes(r);
+    hr_slice_t body = get_bytes(r);
+    if (r->bad || !d->topic.n)
+        return NULL;
+    hr_msg_t *m = hr_msg_new(0, body.p, body.n);
+    if (m)
+        m->arr = (uint8_t)(flags >> 8);
+    return d->m = m;
+}
+
+static void on_msg(link_t *l, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    hr_delivery_t d;
+    hr_msg_t *m = get_delivery(r, &d);
+    if (!m)
+        return;
+    if (cid) { /* the owner chose this worker's member of a queue group */
+        hr_conn_t *c = hr__map_get(&l->s->conns_by_id, &cid, sizeof(cid));
+        if (c)
+            hr__conn_deliver(c, sid, m);
+    } else {
+        hr__router_fanout_local(l->s, &d);
+    }
+    hr_msg_unref(&m);
+}
+
+/* ---- replays across owners ---------------------------------------------------------------------------- */
+
+typedef struct rreq_s {
+    link_t *l;
+    int to;
+    uint64_t token;
+} rreq_t;
+
+static void rreq_msg(void *arg, hr_slice_t topic, uint64_t seq, hr_msg_t *body)
+{
+    rreq_t *q = arg;
+    link_t *l = q->l;
+    hr_delivery_t d = {body, topic, 0, seq, 0, 0};
+    put_u64(&l->rec, q->token);
+    put_delivery(l, &d);
+    send_rec(l, q->to, R_RMSG);
+}
+
+static void rreq_done(void *arg, int status, uint64_t topics)
+{
+    rreq_t *q = arg;
+    link_t *l = q->l;
+    put_u64(&l->rec, q->token);
+    put_u64(&l->rec, (uint64_t)(int64_t)status);
+    put_u64(&l->rec, topics);
+    send_rec(l, q->to, R_RDONE);
+    free(q);
+}
+
+static void put_range(link_t *l, const hr_erange_t *r)
+{
+    put_u64(&l->rec, r->hash);
+    put_u64(&l->rec, (uint64_t)r->wildcard | (uint64_t)r->has_since << 1 |
+                         (uint64_t)r->has_last << 2 | (uint64_t)r->has_epoch << 3);
+    put_u64(&l->rec, r->since);
+    put_u64(&l->rec, r->last);
+    put_u64(&l->rec, r->scan_budget);
+    put_bytes(&l->rec, r->pattern);
+    put_bytes(&l->rec, r->epoch);
+}
+
+static void on_rreq(link_t *l, int from, rd_t *r)
+{
+    uint64_t token = get_u64(r);
+    hr_erange_t q = {0};
+    q.hash = get_u64(r);
+    uint64_t f = get_u64(r);
+    q.wildcard = (int)(f & 1);
+    q.has_since = (int)(f >> 1 & 1);
+    q.has_last = (int)(f >> 2 & 1);
+    q.has_epoch = (int)(f >> 3 & 1);
+    q.since = get_u64(r);
+    q.last = get_u64(r);
+    q.scan_budget = get_u64(r);
+    q.pattern = get_bytes(r);
+    q.epoch = get_bytes(r);
+    if (r->bad || !q.pattern.n)
+        return;
+    rreq_t *x = malloc(sizeof(*x));
+    if (!x)
+        return;
+    *x = (rreq_t){l, from, token};
+    if (hr__engine_replay(l->inner, &q, rreq_msg, rreq_done, x) < 0)
+        rreq_done(x, HR_ENOMEM, 0);
+}
+
+static void replay_answered(link_t *l, uint64_t token, pend_replay_t *pr, int status,
+                            uint64_t topics)
+{
+    if (status != HR_OK && (pr->status == HR_OK || status == HR_ELIMIT))
+        pr->status = status;
+    pr->topics += topics;
+    if (--pr->waiting > 0)
+        return;
+    hr__map_del(&l->pend_reps, &token, sizeof(token));
+    pr->done(pr->arg, pr->status, pr->topics);
+    free(pr);
+}
+
+static void on_rmsg(link_t *l, rd_t *r)
+{
+    uint64_t token = get_u64(r);
+    hr_delivery_t d;
+    hr_msg_t *m = get_delivery(r, &d);
+    if (!m)
+        return;
+    pend_replay_t *pr = hr__map_get(&l->pend_reps, &token, sizeof(token));
+    if (pr)
+        pr->msg(pr->arg, d.topic, d.seq, m);
+    hr_msg_unref(&m);
+}
+
+static void on_rdone(link_t *l, rd_t *r)
+{
+    uint64_t token = get_u64(r);
+    int status = (int)(int64_t)get_u64(r);
+    uint64_t topics = get_u64(r);
+    pend_replay_t *pr = r->bad ? NULL : hr__map_get(&l->pend_reps, &token, sizeof(token));
+    if (pr)
+        replay_answered(l, token, pr, status, topics);
+}
+
+/* The local part of a replay answers at once: counted like a peer's answer. */
+typedef struct local_s {
+    link_t *l;
+    uint64_t token;
+    pend_replay_t *pr;
+} local_t;
+
+static void local_msg(void *arg, hr_slice_t topic, uint64_t seq, hr_msg_t *body)
+{
+    local_t *x = arg;
+    x->pr->msg(x->pr->arg, topic, seq, body);
+}
+
+static void local_done(void *arg, int status, uint64_t topics)
+{
+    local_t *x = arg;
+    replay_answered(x->l, x->token, x->pr, status, topics);
+}
+
+/*
+ * A replay asks the owners: for an exact topic its one owner, for a wildcard
+ * every worker (each owns a share of the matching topics). A worker that is
+ * down answers with a gap: its topics' history is not available now.
+ */
+static int cl_replay(hr_engine_t *e, const hr_erange_t *r, hr_engine_msg_cb msg,
+                     hr_engine_done_cb done, void *arg)
+{
+    link_t *l = (link_t *)e;
+    int owner = r->wildcard ? -1 : hr__route(l->s, r->hash);
+    if (owner == l->self)
+        return hr__engine_replay(l->inner, r, msg, done, arg);
+    pend_replay_t *pr = calloc(1, sizeof(*pr));
+    if (!pr)
+        return HR_ENOMEM;
+    uint64_t token = ++l->next_token;
+    *pr = (pend_replay_t){msg, done, arg, owner >= 0 ? 1 : l->n, HR_OK, 0};
+    if (hr__map_put(&l->pend_reps, &token, sizeof(token), pr) != 0) {
+        free(pr);
+        return HR_ENOMEM;
+    }
+    for (int i = 0; i < l->n; i++) {
+        if (owner >= 0 && i != owner)
+            continue;
+        if (i == l->self) {
+            local_t x = {l, token, pr};
+            if (hr__engine_replay(l->inner, r, local_msg, local_done, &x) < 0)
+                local_done(&x, HR_ENOMEM, 0);
+            continue;
+        }
+        if (!l->peer[i].up) {
+            replay_answered(l, token, pr, HR_EGAP, 0);
+            continue;
+        }
+        put_u64(&l->rec, token);
+        put_range(l, r);
+        send_rec(l, i, R_RREQ);
+    }
+    return HR_OK;
+}
+
+static int cl_publish(hr_engine_t *e, const hr_epub_t *p, hr_engine_pub_cb cb, void *arg)
+{
+    link_t *l = (link_t *)e;
+    return hr__engine_publish(l->inner, p, cb, arg); /* the router only calls it on the owner */
+}
+
+static const char *cl_epoch(hr_engine_t *e)
+{
+    link_t *l = (link_t *)e;
+    return l->inner->ops->epoch(l->inner);
+}
+
+static void cl_stats(hr_engine_t *e, hr_engine_stats_t *st)
+{
+    link_t *l = (link_t *)e;
+    l->inner->ops->stats(l->inner, st);
+}
+
+static void cl_destroy(hr_engine_t *e)
+{
+    link_t *l = (link_t *)e;
+    hr__engine_destroy(l->inner);
+    l->inner = NULL;
+}
+
+static const hr_engine_ops_t cluster_ops = {
+    .name = "cluster",
+    .sync = 0,
+    .publish = cl_publish,
+    .replay = cl_replay,
+    .interest_add = cl_interest_add,
+    .interest_remove = cl_interest_remove,
+    .epoch = cl_epoch,
+    .stats = cl_stats,
+    .destroy = cl_destroy,
+};
+
+static const hr_peer_ops_t peer_ops = {cl_forward, cl_deliver, cl_busy};
+
+/* ---- draining ------------------------------------------------------------------------------------------ */
+
+static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len)
+{
+    rd_t r = {data, len, 0};
+    switch (type) {
+    case R_ADD:
+    case R_DEL:
+    case R_QADD:
+    case R_QDEL:
+        on_interest(l, from, type, &r);
+        break;
+    case R_RESET:
+        forget_remote(l, from);
+        break;
+    case R_PUB:
+        on_pub(l, from, &r);
+        break;
+    case R_ACK:
+        on_ack(l, &r);
+        break;
+    case R_MSG:
+        on_msg(l, &r);
+        break;
+    case R_RREQ:
+        on_rreq(l, from, &r);
+        break;
+    case R_RMSG:
+        on_rmsg(l, &r);
+        break;
+    case R_RDONE:
+        on_rdone(l, &r);
+        break;
+    default:
+        break; /* a newer worker's record: skipped */
+    }
+}
+
+static size_t drain(hr_waker_t *w, void *arg)
+{
+    link_t *l = arg;
+    size_t total = 0;
+    (void)w;
+    if (l->congested)
+        return 1; /* come back next turn: our own output must drain first */
+    for (int i = 0; i < l->n; i++) {
+        if (i == l->self)
+            continue;
+        hr_ring_t *in = &l->peer[i].in;
+        uint32_t type;
+        size_t len, k = 0;
+        void *p;
+        while (k < DRAIN_BUDGET && (p = hr__ring_peek(in, &type, &len)) != NULL) {
+            dispatch(l, i, type, p, len);
+            k++;
+        }
+        if (k)
+            hr__ring_release(in);
+        total += k;
+    }
+    return total;
+}
+
+/* ---- the shared seq table ---------------------------------------------------------------------------------- */
+
+static uint64_t *seq_cell(void *arg, uint64_t hash)
+{
+    link_t *l = arg;
+    seq_table_t *t = l->seq;
+    uint64_t key = hash | 1;
+    for (uint32_t i = 0; i < SEQ_PROBE; i++) {
+        seq_slot_t *s = &t->slot[(hash + i) & (SEQ_SLOTS - 1)];
+        uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+        if (k == key)
+            return &s->seq;
+        if (k == 0) {
+            uint64_t zero = 0;
+            if (__atomic_compare_exchange_n(&s->key, &zero, key, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE) ||
+                zero == key)
+                return &s->seq;
+        }
+    }
+    return &t->floor;
+}
+
+/* ---- attach / detach --------------------------------------------------------------------------------------------- */
+
+int hr__link_attach(hr_server_t *s)
+{
+    link_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return HR_ENOMEM;
+    l->s = s;
+    l->self = s->worker;
+    l->n = s->nworkers;
+    l->efd = HR_CLUSTER_FD0 + 2 + l->self;
+    if (hr__shm_map(&l->shm, HR_CLUSTER_FD0) != 0 || (int)l->shm.nworkers != l->n) {
+        fprintf(stderr, "herald: worker %d: cannot map the cluster's shared memory\n", l->self);
+        free(l);
+        return HR_EINVAL;
+    }
+    l->seq = mmap(NULL, sizeof(seq_table_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+                  HR_CLUSTER_FD0 + 1, 0);
+    if (l->seq == MAP_FAILED) {
+        fprintf(stderr, "herald: worker %d: cannot map the seq table: %s\n", l->self,
+                strerror(errno));
+        hr__shm_unmap(&l->shm);
+        free(l);
+        return HR_EINVAL;
+    }
+    for (int i = 0; i < l->n; i++) {
+        if (i == l->self)
+            continue;
+        hr__shm_ring(&l->shm, (unsigned)l->self, (unsigned)i, &l->peer[i].out);
+        hr__shm_ring(&l->shm, (unsigned)i, (unsigned)l->self, &l->peer[i].in);
+        l->peer[i].efd = HR_CLUSTER_FD0 + 2 + i;
+        l->peer[i].up = 1; /* until the primary says otherwise */
+    }
+    hr__map_init(&l->interest);
+    hr__map_init(&l->remote);
+    hr__map_init(&l->pend_pubs);
+    hr__map_init(&l->pend_reps);
+    hr_buf_init(&l->rec);
+    uv_timer_init(s->loop, &l->retry);
+    l->retry.data = l;
+    /* The cluster engine wraps the worker's memory engine: replays reach every owner. */
+    l->base.ops = &cluster_ops;
+    l->inner = s->engine;
+    s->engine = &l->base;
+    s->peer = &peer_ops;
+    s->peer_arg = l;
+    hr__engine_mem_set_seq_cell(l->inner, seq_cell, l);
+    hr_shm_worker_t *me = hr__shm_worker(&l->shm, (unsigned)l->self);
+    if (hr__waker_start(&l->waker, s->loop, l->efd, &me->waiting, drain, l) != 0) {
+        fprintf(stderr, "herald: worker %d: cannot watch its eventfd\n", l->self);
+        return HR_EINVAL;
+    }
+    L = l;
+    /* A new incarnation: whatever the others remember of the previous one goes. */
+    for (int i = 0; i < l->n; i++)
+        if (i != l->self)
+            announce(l, i);
+    return HR_OK;
+}
+
+void hr__link_peer_down(hr_server_t *s, int peer)
+{
+    link_t *l = L;
+    if (!l || peer < 0 || peer >= l->n || peer == l->self)
+        return;
+    l->peer[peer].up = 0;
+    forget_remote(l, peer);
+    (void)s;
+}
+
+void hr__link_peer_up(hr_server_t *s, int peer)
+{
+    link_t *l = L;
+    if (!l || peer < 0 || peer >= l->n || peer == l->self)
+        return;
+    l->peer[peer].up = 1;
+    announce(l, peer);
+    (void)s;
+}
+
+static void free_pub(void *arg, const void *k, size_t kl, void *v)
+{
+    (void)arg;
+    (void)k;
+    (void)kl;
+    free(v);
+}
+
+static void on_waker_closed(hr_waker_t *w)
+{
+    (void)w;
+}
+
+void hr__link_stop(hr_server_t *s)
+{
+    link_t *l = L;
+    (void)s;
+    if (!l || l->stopped)
+        return;
+    l->stopped = 1;
+    hr__waker_stop(&l->waker, on_waker_closed);
+    uv_close((uv_handle_t *)&l->retry, NULL);
+}
+
+void hr__link_detach(hr_server_t *s)
+{
+    link_t *l = L;
+    if (!l)
+        return;
+    if (!l->stopped) {
+        hr__link_stop(s);
+        uv_run(s->loop, UV_RUN_NOWAIT); /* the loop already ended: let the closes finish */
+    }
+    forget_remote(l, -1);
+    for (int i = 0; i < l->n; i++)
+        while (l->peer[i].ovf_head) {
+            ovf_t *o = l->peer[i].ovf_head;
+            l->peer[i].ovf_head = o->next;
+            free(o);
+        }
+    hr__map_each(&l->pend_pubs, free_pub, NULL);
+    hr__map_each(&l->pend_reps, free_pub, NULL);
+    hr__map_destroy(&l->interest);
+    hr__map_destroy(&l->remote);
+    hr__map_destroy(&l->pend_pubs);
+    hr__map_destroy(&l->pend_reps);
+    hr_buf_destroy(&l->rec);
+    munmap(l->seq, sizeof(seq_table_t));
+    hr__shm_unmap(&l->shm);
+    s->engine = l->inner;
+    s->peer = NULL;
+    free(l);
+    L = NULL;
+}
