@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Shared-memory rings: records, wrap-around, full rings, batches, the region, two threads. */
+/* Shared-memory rings: records, wrap-around, full rings, batches, two processes, wake-ups. */
 #define _GNU_SOURCE /* memfd_create */
 #include <check.h>
 #include <fcntl.h>
@@ -19,6 +19,7 @@
 #include "hr_check.h"
 #include "ring.h"
 #include "shm.h"
+#include "waker.h"
 
 /* A ring on the heap for the single-process tests: control block, then data. */
 typedef struct {
@@ -402,6 +403,389 @@ START_TEST(two_threads)
 }
 END_TEST
 
+/* --- Processes: a region and eventfds made before fork, consumed on a libuv loop. --- */
+
+/* Record body: seq, then a checksum of the bytes after the first 16, then those bytes. */
+static uint32_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Lengths of the two-process test: mostly small, sometimes up to 64 KiB. */
+static size_t record_len(uint64_t *rng)
+{
+    uint64_t x = xorshift(rng);
+    if (x % 1000 == 0)
+        return 16 + (x >> 20) % 65536;
+    return 16 + (x >> 20) % 496;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Counters a child producer leaves in its worker header for the parent. */
+enum { C_FULL, C_WAITS, C_WAKES, C_COMMITS, C_DONE };
+
+typedef struct {
+    hr_shm_t *shm;
+    unsigned self;
+    int efd;
+    uint64_t records;
+    unsigned burst_max;   /* records per commit: 1..burst_max */
+    int wait_for_sleeper; /* stress: before each burst, wait for the consumer to sleep */
+} producer_t;
+
+/* Waits for room the way a worker would: spin a little, then yield. */
+static void backoff(unsigned *spins)
+{
+    if (++*spins < 64)
+        return;
+    sched_yield();
+}
+
+/* Runs in a forked child: produce, publish counters, exit. Never returns. */
+static void produce(const producer_t *pr)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    hr_ring_t r;
+    hr_shm_worker_t *me = hr__shm_worker(pr->shm, pr->self);
+    hr_shm_worker_t *them = hr__shm_worker(pr->shm, 0);
+    if (hr__shm_ring(pr->shm, pr->self, 0, &r) != 0)
+        _exit(2);
+    uint64_t rng = 88172645463325252ull + pr->self, seq = 0, waits = 0;
+    while (seq < pr->records) {
+        if (pr->wait_for_sleeper) {
+            /* Let the consumer drain, then commit right as it goes to sleep (or not). */
+            while (hr__ring_used(&r) != 0)
+                sched_yield();
+            uint64_t x = xorshift(&rng);
+            if (x & 1)
+                while (!atomic_load(&them->waiting))
+                    sched_yield();
+            for (volatile unsigned i = 0; i < (x >> 8) % 2000; i++)
+                ;
+        }
+        unsigned burst = 1 + (unsigned)(xorshift(&rng) % pr->burst_max);
+        for (unsigned k = 0; k < burst && seq < pr->records; k++) {
+            size_t len = pr->wait_for_sleeper ? 16 : record_len(&rng);
+            void *v;
+            unsigned spins = 0;
+            while (hr__ring_reserve(&r, pr->self, len, &v) != 0) {
+                waits += spins == 0;
+                /* Full: publish what is reserved so the consumer can make room, then wait. */
+                if (hr__ring_commit(&r))
+                    hr__waker_signal(pr->efd);
+                backoff(&spins);
+            }
+            uint8_t *p = v, fill = (uint8_t)seq;
+            memcpy(p, &seq, 8);
+            for (size_t i = 16; i < len; i++)
+                p[i] = (uint8_t)(fill + i);
+            uint32_t sum = fnv1a(p + 16, len - 16);
+            memcpy(p + 8, &sum, 4);
+            memcpy(p + 12, &(uint32_t){(uint32_t)len}, 4);
+            seq++;
+        }
+        if (hr__ring_commit(&r))
+            hr__waker_signal(pr->efd);
+    }
+    atomic_store(&me->counters[C_FULL], r.full);
+    atomic_store(&me->counters[C_WAITS], waits);
+    atomic_store(&me->counters[C_WAKES], r.wakes);
+    atomic_store(&me->counters[C_COMMITS], r.commits);
+    atomic_store(&me->counters[C_DONE], seq);
+    _exit(0);
+}
+
+typedef struct {
+    hr_shm_t *shm;
+    hr_ring_t in[HR_SHM_MAX_WORKERS];
+    unsigned nworkers;
+    uint64_t want; /* records per producer */
+    uint64_t next[HR_SHM_MAX_WORKERS];
+    uint64_t total;
+    uint64_t bytes;
+    char failure[200];
+    uv_timer_t deadline;
+    hr_waker_t *waker;
+    uint64_t stall; /* stress: random state; when non-zero, an empty drain dawdles */
+    int timed_out;
+    int stopped;
+} consumer_t;
+
+static void fail_with(consumer_t *c, const char *what, unsigned from, uint64_t seq)
+{
+    if (!c->failure[0])
+        snprintf(c->failure, sizeof(c->failure), "%s (from %u, record %llu)", what, from,
+                 (unsigned long long)seq);
+}
+
+static void finish(consumer_t *c, hr_waker_t *w)
+{
+    if (c->stopped)
+        return;
+    c->stopped = 1;
+    hr__waker_stop(w, NULL);
+    uv_close((uv_handle_t *)&c->deadline, NULL);
+}
+
+/* The waker callback: drains every inbound ring, at most 4096 records a turn. */
+static size_t drain(hr_waker_t *w, void *arg)
+{
+    consumer_t *c = arg;
+    size_t n = 0;
+    for (unsigned from = 1; from < c->nworkers; from++) {
+        hr_ring_t *r = &c->in[from];
+        uint32_t type;
+        size_t len;
+        uint8_t *p;
+        while (n < 4096 && (p = hr__ring_peek(r, &type, &len)) != NULL) {
+            uint64_t seq;
+            uint32_t sum, len32;
+            memcpy(&seq, p, 8);
+            memcpy(&sum, p + 8, 4);
+            memcpy(&len32, p + 12, 4);
+            if (type != from || len < 16 || len32 != len)
+                fail_with(c, "bad header", from, c->next[from]);
+            else if (seq != c->next[from])
+                fail_with(c, "out of order", from, seq);
+            else if (fnv1a(p + 16, len - 16) != sum)
+                fail_with(c, "bad checksum", from, seq);
+            c->next[from]++;
+            c->total++;
+            c->bytes += len;
+            if (++n % 256 == 0)
+                hr__ring_release(r);
+        }
+        hr__ring_release(r);
+        if (r->err)
+            fail_with(c, "malformed ring", from, c->next[from]);
+    }
+    if (c->failure[0] || c->total == c->want * (c->nworkers - 1))
+        finish(c, w);
+    /* Widen the window between finding the rings empty and announcing sleep, where a
+     * commit is caught only by the second look (see waker.c). */
+    if (n == 0 && c->stall)
+        for (volatile uint64_t i = xorshift(&c->stall) % 4000; i > 0; i--)
+            ;
+    return n;
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    consumer_t *c = t->data;
+    c->timed_out = 1;
+    finish(c, c->waker);
+}
+
+typedef struct {
+    double seconds;
+    uint64_t full, waits, wakes, commits, bytes;
+    hr_waker_t waker;
+} run_result_t;
+
+/*
+ * Forks nworkers - 1 producers into worker 0 and consumes on a loop until every record has
+ * arrived, a check fails or `limit_s` passes. Reaps (and on failure kills) only its own
+ * children.
+ */
+static void run_cluster(unsigned nworkers, uint64_t records, unsigned burst_max, int stress,
+                        double limit_s, run_result_t *res)
+{
+    hr_shm_t shm;
+    ck_assert_int_eq(hr__shm_create(&shm, nworkers, 0), 0);
+    int efd = hr__waker_fd_new();
+    ck_assert_int_ge(efd, 0);
+    static consumer_t c;
+    memset(&c, 0, sizeof(c));
+    memset(res, 0, sizeof(*res));
+    c.shm = &shm;
+    c.nworkers = nworkers;
+    c.want = records;
+    c.stall = stress ? 2463534242u : 0;
+    for (unsigned from = 1; from < nworkers; from++)
+        ck_assert_int_eq(hr__shm_ring(&shm, from, 0, &c.in[from]), 0);
+
+    double t0 = now_s();
+    pid_t kids[HR_SHM_MAX_WORKERS] = {0};
+    for (unsigned from = 1; from < nworkers; from++) {
+        producer_t pr = {&shm, from, efd, records, burst_max, stress};
+        kids[from] = fork();
+        ck_assert_int_ge(kids[from], 0);
+        if (kids[from] == 0)
+            produce(&pr);
+    }
+
+    uv_loop_t loop;
+    ck_assert_int_eq(uv_loop_init(&loop), 0);
+    c.waker = &res->waker;
+    uv_timer_init(&loop, &c.deadline);
+    c.deadline.data = &c;
+    uv_timer_start(&c.deadline, on_deadline, (uint64_t)(limit_s * 1000), 0);
+    ck_assert_int_eq(
+        hr__waker_start(&res->waker, &loop, efd, &hr__shm_worker(&shm, 0)->waiting, drain, &c), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    res->seconds = now_s() - t0;
+    uv_loop_close(&loop);
+
+    int clean = 1;
+    for (unsigned from = 1; from < nworkers; from++) {
+        int st;
+        if (c.failure[0] || c.timed_out)
+            kill(kids[from], SIGKILL);
+        if (waitpid(kids[from], &st, 0) != kids[from] || !WIFEXITED(st) || WEXITSTATUS(st))
+            clean = 0;
+        hr_shm_worker_t *wk = hr__shm_worker(&shm, from);
+        res->full += wk->counters[C_FULL];
+        res->waits += wk->counters[C_WAITS];
+        res->wakes += wk->counters[C_WAKES];
+        res->commits += wk->counters[C_COMMITS];
+        if (wk->counters[C_DONE] != records)
+            clean = 0;
+    }
+    res->bytes = c.bytes;
+    close(efd);
+    hr__shm_unmap(&shm);
+    ck_assert_msg(!c.failure[0], "%s", c.failure);
+    ck_assert_msg(!c.timed_out, "timed out after %.1f s with %llu of %llu records: lost wake-up?",
+                  limit_s, (unsigned long long)c.total,
+                  (unsigned long long)(records * (nworkers - 1)));
+    ck_assert_msg(clean, "a producer did not finish cleanly");
+    ck_assert_uint_eq(c.total, records * (nworkers - 1));
+    for (unsigned from = 1; from < nworkers; from++)
+        ck_assert_uint_eq(c.next[from], records);
+}
+
+/* The numbers the docs quote; `ctest -R cluster_ring -V` shows them. */
+static void report(const char *name, uint64_t records, const run_result_t *res)
+{
+    printf("ring %s: %llu records, %.1f MB in %.3f s: %.0f records/s, %.0f MB/s; eventfd "
+           "writes %llu (%.5f per record); consumer: %llu wake-ups, %llu sleeps, %llu turns; "
+           "producers: %llu commits, waited for room %llu times (%llu refused reservations)\n",
+           name, (unsigned long long)records, res->bytes / 1e6, res->seconds,
+           records / res->seconds, res->bytes / 1e6 / res->seconds, (unsigned long long)res->wakes,
+           (double)res->wakes / records, (unsigned long long)res->waker.wakeups,
+           (unsigned long long)res->waker.sleeps, (unsigned long long)res->waker.turns,
+           (unsigned long long)res->commits, (unsigned long long)res->waits,
+           (unsigned long long)res->full);
+    fflush(stdout);
+}
+
+START_TEST(two_processes)
+{
+    const uint64_t records = 1000000;
+    run_result_t res;
+    run_cluster(2, records, 32, 0, 120, &res);
+    report("two_processes", records, &res);
+}
+END_TEST
+
+/* Two producers commit small bursts just as the consumer goes to sleep; none may be lost. */
+START_TEST(lost_wakeup_stress)
+{
+    const uint64_t records = 30000;
+    run_result_t res;
+    run_cluster(3, records, 4, 1, 120, &res);
+    report("lost_wakeup_stress", 2 * records, &res);
+    ck_assert_uint_gt(res.waker.sleeps, 1000); /* the consumer really slept between bursts */
+    ck_assert_uint_gt(res.wakes, 1000);
+}
+END_TEST
+
+/* In one process: a commit from a timer wakes the waker; stop calls its close callback. */
+typedef struct {
+    hr_shm_t shm;
+    hr_ring_t tx, rx;
+    hr_waker_t w;
+    uv_timer_t timer;
+    int efd, sent, got, closed;
+} local_t;
+
+static size_t local_drain(hr_waker_t *w, void *arg)
+{
+    local_t *l = arg;
+    size_t n = 0;
+    uint32_t t;
+    size_t len;
+    while (hr__ring_peek(&l->rx, &t, &len)) {
+        n++;
+        l->got++;
+    }
+    hr__ring_release(&l->rx);
+    return n;
+}
+
+static void local_closed(hr_waker_t *w)
+{
+    ((local_t *)w->data)->closed = 1;
+}
+
+static void local_tick(uv_timer_t *t)
+{
+    local_t *l = t->data;
+    if (l->got < l->sent || uv_is_active((uv_handle_t *)&l->w.idle))
+        return; /* not delivered yet, or the consumer is not asleep yet */
+    if (l->sent == 100) {
+        uv_timer_stop(t);
+        uv_close((uv_handle_t *)t, NULL);
+        hr__waker_stop(&l->w, local_closed);
+        return;
+    }
+    void *p;
+    ck_assert_int_eq(hr__ring_reserve(&l->tx, 1, 8, &p), 0);
+    l->sent++;
+    /* The consumer has had a turn with nothing to do: it sleeps, so this commit wakes it. */
+    ck_assert_int_eq(hr__ring_commit(&l->tx), 1);
+    ck_assert_int_eq(hr__waker_signal(l->efd), 0);
+}
+
+START_TEST(waker_in_one_loop)
+{
+    static local_t l;
+    memset(&l, 0, sizeof(l));
+    ck_assert_int_eq(hr__shm_create(&l.shm, 2, 0), 0);
+    ck_assert_int_eq(hr__shm_ring(&l.shm, 1, 0, &l.tx), 0);
+    ck_assert_int_eq(hr__shm_ring(&l.shm, 1, 0, &l.rx), 0);
+    l.efd = hr__waker_fd_new();
+    ck_assert_int_ge(l.efd, 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    ck_assert_int_eq(
+        hr__waker_start(&l.w, &loop, -1, &hr__shm_worker(&l.shm, 0)->waiting, local_drain, &l),
+        UV_EINVAL);
+    ck_assert_int_eq(
+        hr__waker_start(&l.w, &loop, l.efd, &hr__shm_worker(&l.shm, 0)->waiting, local_drain, &l),
+        0);
+    l.w.data = &l;
+    uv_timer_init(&loop, &l.timer);
+    l.timer.data = &l;
+    uv_timer_start(&l.timer, local_tick, 1, 1);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    ck_assert_int_eq(l.got, 100);
+    ck_assert_int_eq(l.closed, 1);
+    ck_assert_uint_eq(l.tx.wakes, 100);
+    ck_assert_uint_ge(l.w.wakeups, 100);
+    close(l.efd);
+    hr__shm_unmap(&l.shm);
+}
+END_TEST
+
 static Suite *ring_suite(void)
 {
     Suite *s = suite_create("ring");
@@ -426,6 +810,13 @@ static Suite *ring_suite(void)
     tcase_set_timeout(t, 120);
     suite_add_tcase(s, t);
 
+    t = tcase_create("processes");
+    tcase_add_test(t, waker_in_one_loop);
+    tcase_add_test(t, two_processes);
+    tcase_add_test(t, lost_wakeup_stress);
+    tcase_set_tags(t, "processes");
+    tcase_set_timeout(t, 150);
+    suite_add_tcase(s, t);
     return s;
 }
 
