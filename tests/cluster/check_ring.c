@@ -441,13 +441,21 @@ static double now_s(void)
 /* Counters a child producer leaves in its worker header for the parent. */
 enum { C_FULL, C_WAITS, C_WAKES, C_COMMITS, C_DONE };
 
+/*
+ * CHECKED: the producer writes every byte from the seq and checksums it, the consumer
+ * verifies it. COPY: the producer copies the body from a buffer (the one copy of a hop) and
+ * the consumer checks seq and length only: the ring's own cost. STRESS: tiny bursts timed
+ * against the consumer's sleep.
+ */
+typedef enum { M_CHECKED, M_COPY, M_STRESS } mode_t_;
+
 typedef struct {
     hr_shm_t *shm;
     unsigned self;
     int efd;
     uint64_t records;
-    unsigned burst_max;   /* records per commit: 1..burst_max */
-    int wait_for_sleeper; /* stress: before each burst, wait for the consumer to sleep */
+    unsigned burst_max; /* records per commit: 1..burst_max */
+    mode_t_ mode;
 } producer_t;
 
 /* Waits for room the way a worker would: spin a little, then yield. */
@@ -457,6 +465,9 @@ static void backoff(unsigned *spins)
         return;
     sched_yield();
 }
+
+/* What M_COPY producers copy bodies from. */
+static uint8_t source[256 + 65536 + 16];
 
 /* Runs in a forked child: produce, publish counters, exit. Never returns. */
 static void produce(const producer_t *pr)
@@ -469,7 +480,7 @@ static void produce(const producer_t *pr)
         _exit(2);
     uint64_t rng = 88172645463325252ull + pr->self, seq = 0, waits = 0;
     while (seq < pr->records) {
-        if (pr->wait_for_sleeper) {
+        if (pr->mode == M_STRESS) {
             /* Let the consumer drain, then commit right as it goes to sleep (or not). */
             while (hr__ring_used(&r) != 0)
                 sched_yield();
@@ -482,7 +493,7 @@ static void produce(const producer_t *pr)
         }
         unsigned burst = 1 + (unsigned)(xorshift(&rng) % pr->burst_max);
         for (unsigned k = 0; k < burst && seq < pr->records; k++) {
-            size_t len = pr->wait_for_sleeper ? 16 : record_len(&rng);
+            size_t len = pr->mode == M_STRESS ? 16 : record_len(&rng);
             void *v;
             unsigned spins = 0;
             while (hr__ring_reserve(&r, pr->self, len, &v) != 0) {
@@ -493,10 +504,15 @@ static void produce(const producer_t *pr)
                 backoff(&spins);
             }
             uint8_t *p = v, fill = (uint8_t)seq;
+            uint32_t sum = 0;
             memcpy(p, &seq, 8);
-            for (size_t i = 16; i < len; i++)
-                p[i] = (uint8_t)(fill + i);
-            uint32_t sum = fnv1a(p + 16, len - 16);
+            if (pr->mode == M_COPY) {
+                memcpy(p + 16, source + (seq & 255), len - 16);
+            } else {
+                for (size_t i = 16; i < len; i++)
+                    p[i] = (uint8_t)(fill + i);
+                sum = fnv1a(p + 16, len - 16);
+            }
             memcpy(p + 8, &sum, 4);
             memcpy(p + 12, &(uint32_t){(uint32_t)len}, 4);
             seq++;
@@ -524,6 +540,7 @@ typedef struct {
     uv_timer_t deadline;
     hr_waker_t *waker;
     uint64_t stall; /* stress: random state; when non-zero, an empty drain dawdles */
+    int verify;     /* check every body's checksum */
     int timed_out;
     int stopped;
 } consumer_t;
@@ -564,7 +581,7 @@ static size_t drain(hr_waker_t *w, void *arg)
                 fail_with(c, "bad header", from, c->next[from]);
             else if (seq != c->next[from])
                 fail_with(c, "out of order", from, seq);
-            else if (fnv1a(p + 16, len - 16) != sum)
+            else if (c->verify && fnv1a(p + 16, len - 16) != sum)
                 fail_with(c, "bad checksum", from, seq);
             c->next[from]++;
             c->total++;
@@ -604,7 +621,7 @@ typedef struct {
  * arrived, a check fails or `limit_s` passes. Reaps (and on failure kills) only its own
  * children.
  */
-static void run_cluster(unsigned nworkers, uint64_t records, unsigned burst_max, int stress,
+static void run_cluster(unsigned nworkers, uint64_t records, unsigned burst_max, mode_t_ mode,
                         double limit_s, run_result_t *res)
 {
     hr_shm_t shm;
@@ -617,14 +634,15 @@ static void run_cluster(unsigned nworkers, uint64_t records, unsigned burst_max,
     c.shm = &shm;
     c.nworkers = nworkers;
     c.want = records;
-    c.stall = stress ? 2463534242u : 0;
+    c.stall = mode == M_STRESS ? 2463534242u : 0;
+    c.verify = mode != M_COPY;
     for (unsigned from = 1; from < nworkers; from++)
         ck_assert_int_eq(hr__shm_ring(&shm, from, 0, &c.in[from]), 0);
 
     double t0 = now_s();
     pid_t kids[HR_SHM_MAX_WORKERS] = {0};
     for (unsigned from = 1; from < nworkers; from++) {
-        producer_t pr = {&shm, from, efd, records, burst_max, stress};
+        producer_t pr = {&shm, from, efd, records, burst_max, mode};
         kids[from] = fork();
         ck_assert_int_ge(kids[from], 0);
         if (kids[from] == 0)
@@ -686,12 +704,25 @@ static void report(const char *name, uint64_t records, const run_result_t *res)
     fflush(stdout);
 }
 
-START_TEST(two_processes)
+/* One producer sends 1,000,000 records of 16 B to 64 KiB to a consumer on a libuv loop. */
+static void one_million(const char *name, mode_t_ mode)
 {
     const uint64_t records = 1000000;
     run_result_t res;
-    run_cluster(2, records, 32, 0, 120, &res);
-    report("two_processes", records, &res);
+    run_cluster(2, records, 32, mode, 120, &res);
+    report(name, records, &res);
+}
+
+START_TEST(two_processes)
+{
+    one_million("two_processes", M_CHECKED);
+}
+END_TEST
+
+/* The same traffic with one memcpy per record and no checksum: what the ring itself costs. */
+START_TEST(two_processes_copy)
+{
+    one_million("two_processes_copy", M_COPY);
 }
 END_TEST
 
@@ -700,7 +731,7 @@ START_TEST(lost_wakeup_stress)
 {
     const uint64_t records = 30000;
     run_result_t res;
-    run_cluster(3, records, 4, 1, 120, &res);
+    run_cluster(3, records, 4, M_STRESS, 120, &res);
     report("lost_wakeup_stress", 2 * records, &res);
     ck_assert_uint_gt(res.waker.sleeps, 1000); /* the consumer really slept between bursts */
     ck_assert_uint_gt(res.wakes, 1000);
@@ -813,6 +844,7 @@ static Suite *ring_suite(void)
     t = tcase_create("processes");
     tcase_add_test(t, waker_in_one_loop);
     tcase_add_test(t, two_processes);
+    tcase_add_test(t, two_processes_copy);
     tcase_add_test(t, lost_wakeup_stress);
     tcase_set_tags(t, "processes");
     tcase_set_timeout(t, 150);
