@@ -80,7 +80,7 @@ int hr__ring_reserve(hr_ring_t *r, uint32_t type, size_t len, void **data)
 /*
  * The wake-up protocol (the consumer's half is in waker.c). The consumer, before it sleeps,
  * stores waiting = 1, issues a seq_cst fence, then looks at every inbound ring once more.
- * The producer stores the new head, issues a seq_cst fence, then reads tail and waiting.
+ * The producer stores the new head, issues a seq_cst fence, then reads waiting and tail.
  * The two fences are ordered one way or the other: either the consumer's second look sees
  * this head, or this load sees waiting = 1 (and the tail the consumer released before its
  * fence). So a wake-up is never lost, and the common case costs no syscall: a consumer that
@@ -99,12 +99,13 @@ int hr__ring_commit(hr_ring_t *r)
     if (!r->waiting)
         return 0;
     atomic_thread_fence(memory_order_seq_cst);
+    /* Both loads come after the fence, so their order is free: waiting first, because it is
+     * 0 while the consumer is busy and then the consumer's tail line is not touched. */
+    if (!atomic_load_explicit(r->waiting, memory_order_relaxed))
+        return 0;
     uint64_t tail = atomic_load_explicit(&r->ctl->tail, memory_order_acquire);
     r->tail_seen = tail;
-    if (tail != old)
-        return 0;
-    if (!atomic_load_explicit(r->waiting, memory_order_relaxed) ||
-        !atomic_exchange_explicit(r->waiting, 0, memory_order_relaxed))
+    if (tail != old || !atomic_exchange_explicit(r->waiting, 0, memory_order_relaxed))
         return 0;
     r->wakes++;
     return 1;
