@@ -469,15 +469,19 @@ static void backoff(unsigned *spins)
 /* What M_COPY producers copy bodies from. */
 static uint8_t source[256 + 65536 + 16];
 
-/* Runs in a forked child: produce, publish counters, exit. Never returns. */
+/*
+ * Runs in a forked child: produce, publish counters, exit. Never returns. Like a worker
+ * after exec, it maps the region again from the fd rather than using the parent's mapping.
+ */
 static void produce(const producer_t *pr)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+    hr_shm_t shm;
     hr_ring_t r;
-    hr_shm_worker_t *me = hr__shm_worker(pr->shm, pr->self);
-    hr_shm_worker_t *them = hr__shm_worker(pr->shm, 0);
-    if (hr__shm_ring(pr->shm, pr->self, 0, &r) != 0)
+    if (hr__shm_map(&shm, pr->shm->fd) != 0 || hr__shm_ring(&shm, pr->self, 0, &r) != 0)
         _exit(2);
+    hr_shm_worker_t *me = hr__shm_worker(&shm, pr->self);
+    hr_shm_worker_t *them = hr__shm_worker(&shm, 0);
     uint64_t rng = 88172645463325252ull + pr->self, seq = 0, waits = 0;
     while (seq < pr->records) {
         if (pr->mode == M_STRESS) {
