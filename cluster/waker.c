@@ -55,7 +55,9 @@ static void turn(hr_waker_t *w)
             return;
         }
     }
-    atomic_store_explicit(w->waiting, 0, memory_order_relaxed);
+    /* Written only when set: every producer reads this line at each commit. */
+    if (atomic_load_explicit(w->waiting, memory_order_relaxed))
+        atomic_store_explicit(w->waiting, 0, memory_order_relaxed);
     uv_idle_start(&w->idle, on_idle);
 }
 
