@@ -90,7 +90,6 @@ struct hr_cluster_shm_s {
 
 hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
 {
-    (void)cfg;
     hr_cluster_shm_t *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -98,7 +97,12 @@ hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
     c->seq_fd = -1;
     for (int i = 0; i < HR_CLUSTER_MAX; i++)
         c->efd[i] = -1;
-    if (hr__shm_create(&c->shm, (unsigned)n, 0) != 0)
+    /* A record may take at most half a ring: the largest frame, its routing
+     * fields and a replay's extra bytes must fit in one. */
+    uint64_t need = 2 * ((uint64_t)cfg->max_payload + HR_FRAME_SLACK + 1024), ring = 1u << 20;
+    while (ring < need)
+        ring <<= 1;
+    if (hr__shm_create(&c->shm, (unsigned)n, (size_t)ring) != 0)
         goto fail;
     c->seq_fd = memfd_create("herald-seq", 0);
     if (c->seq_fd < 0 || ftruncate(c->seq_fd, sizeof(seq_table_t)) != 0)
@@ -258,11 +262,17 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
 {
     peer_t *p = &l->peer[to];
     void *dst;
-    if (!p->ovf_head && hr__ring_reserve(&p->out, type, len, &dst) == 0) {
+    int r = p->ovf_head ? HR_EBUFFULL : hr__ring_reserve(&p->out, type, len, &dst);
+    if (r == 0) {
         memcpy(dst, data, len);
         if (hr__ring_commit(&p->out))
             hr__waker_signal(p->efd);
         return HR_OK;
+    }
+    if (r != HR_EBUFFULL) { /* rings are sized for the largest frame: this is a bug */
+        HR_LOG(HR_LOG_ERROR, 0, "record of %zu bytes refused by the ring to worker %d: %s", len,
+               to, hr_strerror(r));
+        return r;
     }
     ovf_t *o = malloc(sizeof(*o) + len);
     if (!o)

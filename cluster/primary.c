@@ -49,7 +49,7 @@ typedef struct primary_s {
     char key_hex[33], epoch[65];
     hr_cluster_shm_t *shm;
     uv_signal_t sigint, sigterm, sighup;
-    int stopping, announced, exit_code;
+    int stopping, announced, finished, exit_code;
 } primary_t;
 
 static void spawn(worker_t *w);
@@ -162,10 +162,14 @@ static void on_ctl_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(w->line + w->linelen, (unsigned)(sizeof(w->line) - 1 - w->linelen));
 }
 
+static void maybe_finish(primary_t *p);
+
 static void on_ctl_closed(uv_handle_t *h)
 {
     worker_t *w = h->data;
     w->ctl_open = 0;
+    if (w->p->stopping)
+        maybe_finish(w->p);
 }
 
 static void on_ctl_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
@@ -193,9 +197,12 @@ static void on_ctl_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 static void maybe_finish(primary_t *p)
 {
+    if (p->finished)
+        return;
     for (int i = 0; i < p->n; i++)
         if (p->w[i].running || p->w[i].ctl_open)
             return;
+    p->finished = 1;
     uv_close((uv_handle_t *)&p->sigint, NULL);
     uv_close((uv_handle_t *)&p->sigterm, NULL);
     uv_close((uv_handle_t *)&p->sighup, NULL);
@@ -214,7 +221,8 @@ static void on_proc_closed(uv_handle_t *h)
 {
     worker_t *w = h->data;
     w->running = 0;
-    maybe_finish(w->p);
+    if (w->p->stopping)
+        maybe_finish(w->p);
 }
 
 static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
