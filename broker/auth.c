@@ -12,13 +12,13 @@
 #include <openssl/pem.h>
 
 #include "auth.h"
+#include "json.h"
 #include "log.h"
 #include "server.h"
 
 #define TOKEN_MAX 8192      /* longest credential accepted in HELLO */
 #define KEY_FILE_MAX 65536  /* largest public key file */
 #define HS256_SECRET_MIN 32 /* RFC 7518 3.2: a key of at least the hash size */
-#define JSON_DEPTH_MAX 16
 
 /* A static token: the SHA-256 of its secret and the permissions it grants. */
 typedef struct token_s {
@@ -70,47 +70,6 @@ void hr__auth_perms_clear(hr_perms_t *perms)
 {
     plist_clear(&perms->pub);
     plist_clear(&perms->sub);
-}
-
-/* The end of the token starting at `i`: the next '.', or the end. */
-static size_t next_tok(const char *p, size_t n, size_t i)
-{
-    while (i < n && p[i] != '.')
-        i++;
-    return i;
-}
-
-/*
- * Pattern containment, token by token. `p` covers `s` when every topic `s`
- * matches is matched by `p`: a literal in `p` needs the same literal in `s`;
- * `*` in `p` takes any single token of `s` (a literal or `*`, not `>`, which
- * can stand for several); `>` in `p` takes whatever is left of `s` (one or
- * more tokens). The `$` rule: a wildcard first token of `p` never matches a
- * `$` topic, so it cannot cover a literal `$` first token of `s`; a wildcard
- * first token of `s` matches no `$` topic either, so nothing is lost there.
- */
-int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn)
-{
-    size_t pi = 0, si = 0;
-    for (;;) {
-        if (pi > pn || si > sn)
-            return pi > pn && si > sn; /* both ran out of tokens together */
-        size_t pe = next_tok(p, pn, pi), se = next_tok(s, sn, si);
-        int pstar = pe - pi == 1 && p[pi] == '*', pgt = pe - pi == 1 && p[pi] == '>';
-        int sstar = se - si == 1 && s[si] == '*', sgt = se - si == 1 && s[si] == '>';
-        if ((pstar || pgt) && pi == 0 && !sstar && !sgt && s[si] == '$')
-            return 0;
-        if (pgt)
-            return 1; /* s has at least this token left */
-        if (pstar) {
-            if (sgt)
-                return 0;
-        } else if (sstar || sgt || pe - pi != se - si || memcmp(p + pi, s + si, pe - pi) != 0) {
-            return 0;
-        }
-        pi = pe + 1;
-        si = se + 1;
-    }
 }
 
 /* A list of comma-separated patterns into `l`. */
@@ -166,236 +125,51 @@ static int allowed_pub(const hr_perms_t *a, hr_slice_t t)
 static int allowed_sub(const hr_perms_t *a, hr_slice_t t)
 {
     for (uint32_t i = 0; i < a->sub.n; i++)
-        if (hr__auth_covers(a->sub.v[i], strlen(a->sub.v[i]), t.p, t.n))
+        if (hr_pattern_covers(a->sub.v[i], strlen(a->sub.v[i]), t.p, t.n))
             return 1;
     return 0;
 }
 
-/* ---- a small JSON reader for the `herald` claim -------------------------------- */
-
-typedef struct js_s {
-    const char *p, *end;
-} js_t;
-
-static void js_ws(js_t *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static int js_hex(const char *p, unsigned *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-                                            : 16;
-        if (d > 15)
-            return 0;
-        *v = *v << 4 | d;
-    }
-    return 1;
-}
-
-/*
- * Reads a string. With `out`, its bytes go there (at most `cap`, else it
- * fails); characters outside ASCII become byte 0x80, which no topic accepts.
- */
-static int js_str(js_t *j, char *out, size_t cap, size_t *len)
-{
-    size_t n = 0;
-    if (j->p >= j->end || *j->p != '"')
-        return 0;
-    j->p++;
-    while (j->p < j->end && *j->p != '"') {
-        unsigned char c = (unsigned char)*j->p++;
-        if (c < 0x20)
-            return 0;
-        if (c == '\\') {
-            if (j->p >= j->end)
-                return 0;
-            char e = *j->p++;
-            switch (e) {
-            case '"':
-            case '\\':
-            case '/':
-                c = (unsigned char)e;
-                break;
-            case 'b':
-            case 'f':
-            case 'n':
-            case 'r':
-            case 't':
-                c = 0x80; /* control characters: never valid in a topic */
-                break;
-            case 'u': {
-                unsigned v;
-                if (j->end - j->p < 4 || !js_hex(j->p, &v))
-                    return 0;
-                j->p += 4;
-                c = v < 0x80 ? (unsigned char)v : 0x80;
-                break;
-            }
-            default:
-                return 0;
-            }
-        } else if (c >= 0x80) {
-            c = 0x80;
-        }
-        if (out) {
-            if (n >= cap)
-                return 0;
-            out[n] = (char)c;
-        }
-        n++;
-    }
-    if (j->p >= j->end)
-        return 0;
-    j->p++;
-    if (len)
-        *len = n;
-    return 1;
-}
-
-static int js_skip(js_t *j, int depth);
-
-/* Walks an array or object, calling js_skip on each value (and reading keys). */
-static int js_container(js_t *j, int depth)
-{
-    char close = *j->p == '[' ? ']' : '}';
-    j->p++;
-    js_ws(j);
-    if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return 1;
-    }
-    for (;;) {
-        js_ws(j);
-        if (close == '}') {
-            if (!js_str(j, NULL, 0, NULL))
-                return 0;
-            js_ws(j);
-            if (j->p >= j->end || *j->p++ != ':')
-                return 0;
-        }
-        if (!js_skip(j, depth + 1))
-            return 0;
-        js_ws(j);
-        if (j->p >= j->end)
-            return 0;
-        if (*j->p == close) {
-            j->p++;
-            return 1;
-        }
-        if (*j->p++ != ',')
-            return 0;
-    }
-}
-
-static int js_skip(js_t *j, int depth)
-{
-    js_ws(j);
-    if (j->p >= j->end || depth > JSON_DEPTH_MAX)
-        return 0;
-    char c = *j->p;
-    if (c == '"')
-        return js_str(j, NULL, 0, NULL);
-    if (c == '[' || c == '{')
-        return js_container(j, depth);
-    static const char *const lits[] = {"true", "false", "null"};
-    for (int i = 0; i < 3; i++) {
-        size_t n = strlen(lits[i]);
-        if ((size_t)(j->end - j->p) >= n && memcmp(j->p, lits[i], n) == 0) {
-            j->p += n;
-            return 1;
-        }
-    }
-    const char *start = j->p;
-    while (j->p < j->end && strchr("+-.0123456789eE", *j->p) && *j->p)
-        j->p++;
-    return j->p > start;
-}
+/* ---- the `herald` claim ------------------------------------------------------- */
 
 /* An array of pattern strings into `l`. */
-static int js_patterns(js_t *j, hr_plist_t *l)
+static int claim_patterns(hr_json_t *j, hr_plist_t *l)
 {
-    char buf[HR_TOPIC_MAX + 1];
-    size_t n;
-    js_ws(j);
-    if (j->p >= j->end || *j->p != '[')
+    char buf[HR_TOPIC_MAX];
+    size_t n, i = 0;
+    int r;
+    if (hr__json_open(j, '[') != HR_OK)
         return 0;
-    j->p++;
-    js_ws(j);
-    if (j->p < j->end && *j->p == ']') {
-        j->p++;
-        return 1;
-    }
-    for (;;) {
-        js_ws(j);
-        if (!js_str(j, buf, sizeof(buf), &n) || plist_add(l, buf, n) != 0)
+    while ((r = hr__json_next(j, '[', &i)) == 1)
+        if (hr__json_str(j, buf, sizeof(buf), &n) != HR_OK || n > sizeof(buf) ||
+            plist_add(l, buf, n) != 0)
             return 0;
-        js_ws(j);
-        if (j->p >= j->end)
-            return 0;
-        if (*j->p == ']') {
-            j->p++;
-            return 1;
-        }
-        if (*j->p++ != ',')
-            return 0;
-    }
+    return r == 0;
 }
 
 int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n)
 {
-    js_t j = {json, json + n};
+    hr_json_t j;
     char key[8];
-    size_t kn;
-    js_ws(&j);
-    if (j.p >= j.end || *j.p != '{')
+    size_t kn, i = 0;
+    int r;
+    hr__json_init(&j, json, n);
+    if (hr__json_open(&j, '{') != HR_OK)
         return -1;
-    j.p++;
-    js_ws(&j);
-    if (j.p < j.end && *j.p == '}') {
-        j.p++;
-        goto end;
-    }
-    for (;;) {
-        js_ws(&j);
-        const char *kstart = j.p;
-        if (!js_str(&j, key, sizeof(key), &kn)) {
-            j.p = kstart; /* a long key: not one of ours */
-            if (!js_str(&j, NULL, 0, NULL))
-                return -1;
-            kn = 0;
-        }
-        js_ws(&j);
-        if (j.p >= j.end || *j.p++ != ':')
+    while ((r = hr__json_next(&j, '{', &i)) == 1) {
+        if (hr__json_key(&j, key, sizeof(key), &kn) != HR_OK)
             return -1;
         if (kn == 3 && memcmp(key, "pub", 3) == 0) {
-            if (!js_patterns(&j, &perms->pub))
+            if (!claim_patterns(&j, &perms->pub))
                 return -1;
         } else if (kn == 3 && memcmp(key, "sub", 3) == 0) {
-            if (!js_patterns(&j, &perms->sub))
+            if (!claim_patterns(&j, &perms->sub))
                 return -1;
-        } else if (!js_skip(&j, 1)) {
+        } else if (hr__json_skip(&j) != HR_OK) {
             return -1;
         }
-        js_ws(&j);
-        if (j.p >= j.end)
-            return -1;
-        if (*j.p == '}') {
-            j.p++;
-            break;
-        }
-        if (*j.p++ != ',')
-            return -1;
     }
-end:
-    js_ws(&j);
-    return j.p == j.end ? 0 : -1;
+    return r == 0 && hr__json_end(&j) == HR_OK ? 0 : -1;
 }
 
 /* ---- configuration ---------------------------------------------------------------- */
@@ -407,14 +181,22 @@ static void sha256(const void *p, size_t n, unsigned char out[32])
         memset(out, 0, 32); /* never matches a real digest by accident */
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Exactly 2 * n hex digits in `h` into `out`. */
 static int unhex(const char *h, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        char pair[5] = {'0', '0', h[2 * i], h[2 * i + 1], 0};
-        if (!h[2 * i] || !js_hex(pair, &v))
+        int hi = hexval(h[2 * i]), lo = hi < 0 ? -1 : hexval(h[2 * i + 1]);
+        if (lo < 0)
             return -1;
-        out[i] = (unsigned char)v;
+        out[i] = (unsigned char)(hi << 4 | lo);
     }
     return h[2 * n] ? -1 : 0;
 }
@@ -583,21 +365,18 @@ void hr__auth_destroy(hr_server_t *s)
 static int json_array_has(const char *json, const char *want)
 {
     char buf[512];
-    size_t n, wn = strlen(want);
-    js_t j = {json, json + strlen(json)};
-    js_ws(&j);
-    if (j.p >= j.end || *j.p++ != '[')
+    size_t n, wn = strlen(want), i = 0;
+    hr_json_t j;
+    hr__json_init(&j, json, strlen(json));
+    if (hr__json_open(&j, '[') != HR_OK)
         return 0;
-    for (;;) {
-        js_ws(&j);
-        if (!js_str(&j, buf, sizeof(buf), &n))
+    while (hr__json_next(&j, '[', &i) == 1) {
+        if (hr__json_str(&j, buf, sizeof(buf), &n) != HR_OK || n > sizeof(buf))
             return 0;
         if (n == wn && memcmp(buf, want, n) == 0)
             return 1;
-        js_ws(&j);
-        if (j.p >= j.end || *j.p++ != ',')
-            return 0;
     }
+    return 0;
 }
 
 /* The JWT's audience claim: a string, or an array of strings containing `want`. */

@@ -59,12 +59,6 @@ void hr__auth_conn_free(struct hr_conn_s *c);
 /* ---- building blocks, exposed for tests and fuzzing ---------------------- */
 
 /**
- * 1 if every topic matched by pattern `s` is also matched by pattern `p`
- * (both valid), honouring the `$` rule; else 0.
- */
-int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn);
-
-/**
  * Parses a permission spec `pub=P1,P2 sub=P3` (words separated by spaces or
  * `;`) into `perms`. 0, or -1 with a message in `err`.
  */

@@ -9,7 +9,7 @@
 
 static int covers(const char *p, const char *s)
 {
-    return hr__auth_covers(p, strlen(p), s, strlen(s));
+    return hr_pattern_covers(p, strlen(p), s, strlen(s));
 }
 
 START_TEST(cover_rules)
