@@ -37,25 +37,26 @@ typedef struct auth_s {
 
 /* ---- permission lists -------------------------------------------------------- */
 
+/* Appends a copy of pattern `p`. HR_OK, HR_ETOPIC or HR_ENOMEM. */
 static int plist_add(hr_plist_t *l, const char *p, size_t n)
 {
     if (hr_pattern_validate(p, n) != HR_OK)
-        return -1;
+        return HR_ETOPIC;
     if (l->n == l->cap) {
         uint32_t cap = l->cap ? l->cap * 2 : 4;
         char **v = realloc(l->v, cap * sizeof(*v));
         if (!v)
-            return -1;
+            return HR_ENOMEM;
         l->v = v;
         l->cap = cap;
     }
     char *s = malloc(n + 1);
     if (!s)
-        return -1;
+        return HR_ENOMEM;
     memcpy(s, p, n);
     s[n] = 0;
     l->v[l->n++] = s;
-    return 0;
+    return HR_OK;
 }
 
 static void plist_clear(hr_plist_t *l)
@@ -76,27 +77,32 @@ void hr__auth_perms_clear(hr_perms_t *perms)
 static int parse_list(hr_plist_t *l, const char *v, size_t n, char *err, size_t errlen)
 {
     size_t i = 0;
+    int r;
     while (i < n) {
         size_t e = i;
         while (e < n && v[e] != ',')
             e++;
-        if (e > i && plist_add(l, v + i, e - i) != 0) {
-            snprintf(err, errlen, "invalid pattern '%.*s'", (int)(e - i), v + i);
-            return -1;
+        if (e > i && (r = plist_add(l, v + i, e - i)) != HR_OK) {
+            if (r == HR_ETOPIC)
+                snprintf(err, errlen, "invalid pattern '%.*s'", (int)(e - i), v + i);
+            else
+                snprintf(err, errlen, "%s", hr_strerror(r));
+            return r;
         }
         i = e + 1;
     }
-    return 0;
+    return HR_OK;
 }
 
 int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t errlen)
 {
     const char *p = spec;
+    int r;
     for (;;) {
         while (*p == ' ' || *p == '\t' || *p == ';')
             p++;
         if (!*p)
-            return 0;
+            return HR_OK;
         const char *e = p;
         while (*e && *e != ' ' && *e != '\t' && *e != ';')
             e++;
@@ -106,10 +112,10 @@ int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t 
         if (!l || e - p < 4) {
             snprintf(err, errlen, "expected pub=PATTERNS or sub=PATTERNS, got '%.*s'", (int)(e - p),
                      p);
-            return -1;
+            return HR_EINVAL;
         }
-        if (parse_list(l, p + 4, (size_t)(e - p - 4), err, errlen) != 0)
-            return -1;
+        if ((r = parse_list(l, p + 4, (size_t)(e - p - 4), err, errlen)) != HR_OK)
+            return r;
         p = e;
     }
 }
@@ -132,19 +138,23 @@ static int allowed_sub(const hr_perms_t *a, hr_slice_t t)
 
 /* ---- the `herald` claim ------------------------------------------------------- */
 
-/* An array of pattern strings into `l`. */
+/* An array of pattern strings into `l`. HR_OK, HR_EINVAL, HR_ETOPIC or HR_ENOMEM. */
 static int claim_patterns(hr_json_t *j, hr_plist_t *l)
 {
     char buf[HR_TOPIC_MAX];
     size_t n, i = 0;
     int r;
     if (hr__json_open(j, '[') != HR_OK)
-        return 0;
-    while ((r = hr__json_next(j, '[', &i)) == 1)
-        if (hr__json_str(j, buf, sizeof(buf), &n) != HR_OK || n > sizeof(buf) ||
-            plist_add(l, buf, n) != 0)
-            return 0;
-    return r == 0;
+        return HR_EINVAL;
+    while ((r = hr__json_next(j, '[', &i)) == 1) {
+        if (hr__json_str(j, buf, sizeof(buf), &n) != HR_OK)
+            return HR_EINVAL;
+        if (n > sizeof(buf))
+            return HR_ETOPIC;
+        if ((r = plist_add(l, buf, n)) != HR_OK)
+            return r;
+    }
+    return r;
 }
 
 int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n)
@@ -155,21 +165,18 @@ int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n)
     int r;
     hr__json_init(&j, json, n);
     if (hr__json_open(&j, '{') != HR_OK)
-        return -1;
+        return HR_EINVAL;
     while ((r = hr__json_next(&j, '{', &i)) == 1) {
         if (hr__json_key(&j, key, sizeof(key), &kn) != HR_OK)
-            return -1;
-        if (kn == 3 && memcmp(key, "pub", 3) == 0) {
-            if (!claim_patterns(&j, &perms->pub))
-                return -1;
-        } else if (kn == 3 && memcmp(key, "sub", 3) == 0) {
-            if (!claim_patterns(&j, &perms->sub))
-                return -1;
-        } else if (hr__json_skip(&j) != HR_OK) {
-            return -1;
-        }
+            return HR_EINVAL;
+        if (kn == 3 && (memcmp(key, "pub", 3) == 0 || memcmp(key, "sub", 3) == 0))
+            r = claim_patterns(&j, key[0] == 'p' ? &perms->pub : &perms->sub);
+        else
+            r = hr__json_skip(&j);
+        if (r != HR_OK)
+            return r;
     }
-    return r == 0 && hr__json_end(&j) == HR_OK ? 0 : -1;
+    return r == HR_OK ? hr__json_end(&j) : r;
 }
 
 /* ---- configuration ---------------------------------------------------------------- */
@@ -189,16 +196,16 @@ static int hexval(char c)
                                   : -1;
 }
 
-/* Exactly 2 * n hex digits in `h` into `out`. */
+/* Exactly 2 * n hex digits in `h` into `out`. HR_OK, or HR_EINVAL. */
 static int unhex(const char *h, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         int hi = hexval(h[2 * i]), lo = hi < 0 ? -1 : hexval(h[2 * i + 1]);
         if (lo < 0)
-            return -1;
+            return HR_EINVAL;
         out[i] = (unsigned char)(hi << 4 | lo);
     }
-    return h[2 * n] ? -1 : 0;
+    return h[2 * n] ? HR_EINVAL : HR_OK;
 }
 
 /*
@@ -209,12 +216,12 @@ static int unhex(const char *h, unsigned char *out, size_t n)
 static int load_tokens(auth_t *a, const char *path)
 {
     char line[8192], err[256];
-    int lineno = 0, rc = 0;
+    int lineno = 0, rc = HR_OK;
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "herald: setting 'auth-tokens-file': cannot read '%s': %s\n", path,
                 strerror(errno));
-        return -1;
+        return HR_EINVAL;
     }
     while (fgets(line, sizeof(line), f)) {
         lineno++;
@@ -230,12 +237,12 @@ static int load_tokens(auth_t *a, const char *path)
         if (!name || !secret) {
             fprintf(stderr, "herald: %s:%d: expected 'NAME SECRET [pub=...] [sub=...]'\n", path,
                     lineno);
-            rc = -1;
+            rc = HR_EINVAL;
             break;
         }
         token_t *t = realloc(a->tokens, (a->ntokens + 1) * sizeof(*t));
         if (!t) {
-            rc = -1;
+            rc = HR_ENOMEM;
             break;
         }
         a->tokens = t;
@@ -244,32 +251,31 @@ static int load_tokens(auth_t *a, const char *path)
         t->perms.shared = 1;
         snprintf(t->perms.name, sizeof(t->perms.name), "%s", name);
         if (strncmp(secret, "sha256:", 7) == 0) {
-            if (unhex(secret + 7, t->hash, 32) != 0) {
+            if (unhex(secret + 7, t->hash, 32) != HR_OK) {
                 fprintf(stderr, "herald: %s:%d: sha256: needs 64 hex digits\n", path, lineno);
-                rc = -1;
+                rc = HR_EINVAL;
                 break;
             }
         } else {
             if (strlen(secret) < 8) {
                 fprintf(stderr, "herald: %s:%d: secret shorter than 8 bytes\n", path, lineno);
-                rc = -1;
+                rc = HR_EINVAL;
                 break;
             }
             sha256(secret, strlen(secret), t->hash);
         }
-        if (rest && hr__auth_parse_perms(&t->perms, rest, err, sizeof(err)) != 0) {
+        if (rest && (rc = hr__auth_parse_perms(&t->perms, rest, err, sizeof(err))) != HR_OK) {
             fprintf(stderr, "herald: %s:%d: %s\n", path, lineno, err);
-            rc = -1;
             break;
         }
     }
-    if (!rc)
-        for (size_t i = 0; i < a->ntokens && !rc; i++)
+    if (rc == HR_OK)
+        for (size_t i = 0; i < a->ntokens && rc == HR_OK; i++)
             for (size_t k = 0; k < i; k++)
                 if (CRYPTO_memcmp(a->tokens[i].hash, a->tokens[k].hash, 32) == 0) {
                     fprintf(stderr, "herald: %s: tokens '%s' and '%s' have the same secret\n", path,
                             a->tokens[k].perms.name, a->tokens[i].perms.name);
-                    rc = -1;
+                    rc = HR_EINVAL;
                     break;
                 }
     fclose(f);
@@ -282,10 +288,14 @@ static int load_key(auth_t *a, const char *path)
     if (!f) {
         fprintf(stderr, "herald: setting 'jwt-rs256-public-key': cannot read '%s': %s\n", path,
                 strerror(errno));
-        return -1;
+        return HR_EINVAL;
     }
     a->rs_key = malloc(KEY_FILE_MAX);
-    a->rs_len = a->rs_key ? fread(a->rs_key, 1, KEY_FILE_MAX, f) : 0;
+    if (!a->rs_key) {
+        fclose(f);
+        return HR_ENOMEM;
+    }
+    a->rs_len = fread(a->rs_key, 1, KEY_FILE_MAX, f);
     fclose(f);
     BIO *bio = a->rs_len ? BIO_new_mem_buf(a->rs_key, (int)a->rs_len) : NULL;
     EVP_PKEY *k = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
@@ -295,9 +305,9 @@ static int load_key(auth_t *a, const char *path)
     if (!ok) {
         fprintf(stderr,
                 "herald: setting 'jwt-rs256-public-key': '%s' is not a PEM RSA public key\n", path);
-        return -1;
+        return HR_EINVAL;
     }
-    return 0;
+    return HR_OK;
 }
 
 static void auth_free(auth_t *a)
@@ -316,6 +326,7 @@ int hr__auth_init(hr_server_t *s)
 {
     const hr_config_t *cfg = &s->cfg;
     char err[256];
+    int r = HR_EINVAL;
     s->auth = NULL;
     if (!*cfg->auth_tokens_file && !*cfg->jwt_hs256_secret && !*cfg->jwt_rs256_public_key) {
         if (*cfg->auth_anonymous)
@@ -327,17 +338,18 @@ int hr__auth_init(hr_server_t *s)
         return HR_ENOMEM;
     a->anon.shared = 1;
     snprintf(a->anon.name, sizeof(a->anon.name), "anonymous");
-    if (*cfg->auth_tokens_file && load_tokens(a, cfg->auth_tokens_file) != 0)
+    if (*cfg->auth_tokens_file && (r = load_tokens(a, cfg->auth_tokens_file)) != HR_OK)
         goto fail;
     if (*cfg->jwt_hs256_secret && strlen(cfg->jwt_hs256_secret) < HS256_SECRET_MIN) {
         fprintf(stderr, "herald: setting 'jwt-hs256-secret': at least %d bytes, please\n",
                 HS256_SECRET_MIN);
+        r = HR_EINVAL;
         goto fail;
     }
-    if (*cfg->jwt_rs256_public_key && load_key(a, cfg->jwt_rs256_public_key) != 0)
+    if (*cfg->jwt_rs256_public_key && (r = load_key(a, cfg->jwt_rs256_public_key)) != HR_OK)
         goto fail;
     if (*cfg->auth_anonymous) {
-        if (hr__auth_parse_perms(&a->anon, cfg->auth_anonymous, err, sizeof(err)) != 0) {
+        if ((r = hr__auth_parse_perms(&a->anon, cfg->auth_anonymous, err, sizeof(err))) != HR_OK) {
             fprintf(stderr, "herald: setting 'auth-anonymous': %s\n", err);
             goto fail;
         }
@@ -350,7 +362,7 @@ int hr__auth_init(hr_server_t *s)
     return HR_OK;
 fail:
     auth_free(a);
-    return HR_EINVAL;
+    return r == HR_ENOMEM ? HR_ENOMEM : HR_EINVAL; /* a bad pattern is a bad setting */
 }
 
 void hr__auth_destroy(hr_server_t *s)
@@ -455,7 +467,7 @@ static int check_jwt(hr_server_t *s, auth_t *a, const char *tok, hr_perms_t **ou
     const char *sub = jwt_get_grant(j, "sub");
     snprintf(p->name, sizeof(p->name), "%s", sub ? sub : "jwt");
     char *claim = jwt_get_grants_json(j, "herald");
-    if (claim && hr__auth_parse_claim(p, claim, strlen(claim)) != 0) {
+    if (claim && hr__auth_parse_claim(p, claim, strlen(claim)) != HR_OK) {
         free(claim);
         hr__auth_perms_clear(p);
         free(p);

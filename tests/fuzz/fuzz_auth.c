@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(json, data, size);
     memset(&p, 0, sizeof(p));
-    if (hr__auth_parse_claim(&p, json, size) == 0)
+    if (hr__auth_parse_claim(&p, json, size) == HR_OK)
         check_perms(&p);
     hr__auth_perms_clear(&p);
     free(json);
@@ -43,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(spec, data, size);
     spec[size] = 0;
     memset(&p, 0, sizeof(p));
-    if (hr__auth_parse_perms(&p, spec, err, sizeof(err)) == 0)
+    if (hr__auth_parse_perms(&p, spec, err, sizeof(err)) == HR_OK)
         check_perms(&p);
     else
         CHECK(memchr(err, 0, sizeof(err)) != NULL);

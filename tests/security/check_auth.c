@@ -48,18 +48,19 @@ START_TEST(perm_specs)
     hr_perms_t p = {0};
     char err[256];
     ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a.>,b  sub=c.*;sub=$SYS.>", err, sizeof(err)),
-                     0);
+                     HR_OK);
     ck_assert_uint_eq(p.pub.n, 2);
     ck_assert_uint_eq(p.sub.n, 2);
     ck_assert_str_eq(p.pub.v[0], "a.>");
     ck_assert_str_eq(p.sub.v[1], "$SYS.>");
     hr__auth_perms_clear(&p);
-    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=", err, sizeof(err)), 0);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=", err, sizeof(err)), HR_OK);
     ck_assert_uint_eq(p.pub.n, 0);
-    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a..b", err, sizeof(err)), -1);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a..b", err, sizeof(err)), HR_ETOPIC);
     ck_assert_ptr_nonnull(strstr(err, "a..b"));
-    ck_assert_int_eq(hr__auth_parse_perms(&p, "read=a", err, sizeof(err)), -1);
-    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a.>.b", err, sizeof(err)), -1);
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "read=a", err, sizeof(err)), HR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "'read=a'"));
+    ck_assert_int_eq(hr__auth_parse_perms(&p, "pub=a.>.b", err, sizeof(err)), HR_ETOPIC);
     hr__auth_perms_clear(&p);
 }
 END_TEST
@@ -73,7 +74,7 @@ static int claim(hr_perms_t *p, const char *json)
 START_TEST(claims)
 {
     hr_perms_t p;
-    ck_assert_int_eq(claim(&p, "{\"pub\":[\"a.>\"],\"sub\":[\"b.*\",\"c\"]}"), 0);
+    ck_assert_int_eq(claim(&p, "{\"pub\":[\"a.>\"],\"sub\":[\"b.*\",\"c\"]}"), HR_OK);
     ck_assert_uint_eq(p.pub.n, 1);
     ck_assert_uint_eq(p.sub.n, 2);
     hr__auth_perms_clear(&p);
@@ -86,26 +87,32 @@ START_TEST(claims)
     ck_assert_str_eq(p.pub.v[0], "a.b");
     ck_assert_str_eq(p.pub.v[1], "\"q/");
     hr__auth_perms_clear(&p);
-    ck_assert_int_eq(claim(&p, "{}"), 0);
+    ck_assert_int_eq(claim(&p, "{}"), HR_OK);
     ck_assert_uint_eq(p.pub.n + p.sub.n, 0);
     /* Malformed or invalid: refused whole. */
-    static const char *const bad[] = {
-        "",
-        "[]",
-        "{\"pub\":\"a\"}",
-        "{\"pub\":[1]}",
-        "{\"pub\":[\"a..b\"]}",
-        "{\"pub\":[\"a b\"]}",
-        "{\"pub\":[\"a\\u00e9\"]}",
-        "{\"pub\":[\"a\\n\"]}",
-        "{\"pub\":[\"a\"]",
-        "{\"pub\":[\"a\"]} x",
-        "{\"x\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}",
-        "{\"x\":tru}",
-        "{\"pub\":[\"a\"],}",
+    static const struct {
+        const char *json;
+        int want;
+    } bad[] = {
+        {"", HR_EINVAL},
+        {"[]", HR_EINVAL},
+        {"{\"pub\":\"a\"}", HR_EINVAL},
+        {"{\"pub\":[1]}", HR_EINVAL},
+        {"{\"pub\":[\"a..b\"]}", HR_ETOPIC},
+        {"{\"pub\":[\"a b\"]}", HR_ETOPIC},
+        {"{\"pub\":[\"a\\u00e9\"]}", HR_ETOPIC},
+        {"{\"pub\":[\"a\\n\"]}", HR_ETOPIC},
+        {"{\"pub\":[\"a\"]", HR_EINVAL},
+        {"{\"pub\":[\"a\"]} x", HR_EINVAL},
+        {"{\"x\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]}", HR_EINVAL},
+        {"{\"x\":tru}", HR_EINVAL},
+        {"{\"pub\":[\"a\"],}", HR_EINVAL},
+        {"{\"sub\":[\"a\",]}", HR_EINVAL},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        ck_assert_msg(claim(&p, bad[i]) == -1, "accepted: %s", bad[i]);
+        int r = claim(&p, bad[i].json);
+        ck_assert_msg(r == bad[i].want, "%s: %s, want %s", bad[i].json, hr_err_name(r),
+                      hr_err_name(bad[i].want));
         hr__auth_perms_clear(&p);
     }
 }
