@@ -403,6 +403,77 @@ static int aud_ok(jwt_t *j, const char *want)
     return ok;
 }
 
+/* The time claims of RFC 7519 4.1.4-6, with the reasons a token fails them. */
+static const struct {
+    const char *name, *wrong_type, *out_of_range;
+} time_claim[] = {
+    {"exp", "authentication failed: exp is not a number",
+     "authentication failed: exp out of range"},
+    {"nbf", "authentication failed: nbf is not a number",
+     "authentication failed: nbf out of range"},
+    {"iat", "authentication failed: iat is not a number",
+     "authentication failed: iat out of range"},
+};
+
+enum { CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_TIMES };
+
+/* Beyond this a number of seconds is no date (and no longer exact as a double). */
+#define NUMERIC_DATE_MAX 9007199254740991.0 /* 2^53 - 1 */
+
+/*
+ * Checks exp (required, in the future), nbf (if present, not in the future)
+ * and the type of iat, and returns exp in whole seconds. Each is a NumericDate:
+ * a JSON number of seconds, which may have a fraction. A claim of another
+ * type refuses the token: libjwt's integer getter reports a string or a
+ * fraction as absent, which let a token with `"nbf": "<a future date>"` in
+ * before its time. A fractional exp counts as the second before, a
+ * fractional nbf as the second after.
+ */
+static int time_claims(jwt_t *j, int64_t now, int64_t *exp, const char **why)
+{
+    int64_t t[CLAIM_TIMES];
+    int present[CLAIM_TIMES];
+    for (int i = 0; i < CLAIM_TIMES; i++) {
+        char *json = jwt_get_grants_json(j, time_claim[i].name);
+        hr_json_t js;
+        double v;
+        present[i] = json != NULL;
+        t[i] = 0;
+        if (!json)
+            continue;
+        hr__json_init(&js, json, strlen(json));
+        int r = hr__json_number(&js, &v) == HR_OK ? hr__json_end(&js) : HR_EINVAL;
+        free(json);
+        if (r != HR_OK) {
+            *why = time_claim[i].wrong_type;
+            return HR_EAUTH;
+        }
+        if (!(v >= -NUMERIC_DATE_MAX && v <= NUMERIC_DATE_MAX)) {
+            *why = time_claim[i].out_of_range;
+            return HR_EAUTH;
+        }
+        t[i] = (int64_t)v; /* toward zero, then exp down and nbf up to whole seconds */
+        if (i == CLAIM_NBF && (double)t[i] < v)
+            t[i]++;
+        else if (i != CLAIM_NBF && (double)t[i] > v)
+            t[i]--;
+    }
+    if (!present[CLAIM_EXP]) {
+        *why = "authentication failed: token has no exp";
+        return HR_EAUTH;
+    }
+    if (t[CLAIM_EXP] <= now) {
+        *why = "authentication failed: token expired";
+        return HR_EAUTH;
+    }
+    if (present[CLAIM_NBF] && t[CLAIM_NBF] > now) {
+        *why = "authentication failed: token not valid yet";
+        return HR_EAUTH;
+    }
+    *exp = t[CLAIM_EXP];
+    return HR_OK;
+}
+
 /*
  * Verifies a JWT against each configured key and accepts it only when the
  * algorithm in its header is the one that key is for: an HS256 token
@@ -432,23 +503,9 @@ static int check_jwt(hr_server_t *s, auth_t *a, const char *tok, hr_perms_t **ou
         *why = "authentication failed: invalid token";
         return HR_EAUTH;
     }
-    int64_t now = (int64_t)time(NULL);
-    errno = 0;
-    long exp = jwt_get_grant_int(j, "exp");
-    if (errno) {
-        *why = "authentication failed: token has no exp";
+    int64_t exp;
+    if (time_claims(j, (int64_t)time(NULL), &exp, why) != HR_OK)
         goto fail;
-    }
-    if ((int64_t)exp <= now) {
-        *why = "authentication failed: token expired";
-        goto fail;
-    }
-    errno = 0;
-    long nbf = jwt_get_grant_int(j, "nbf");
-    if (!errno && (int64_t)nbf > now) {
-        *why = "authentication failed: token not valid yet";
-        goto fail;
-    }
     const char *iss = jwt_get_grant(j, "iss");
     if (*cfg->jwt_issuer && (!iss || strcmp(iss, cfg->jwt_issuer) != 0)) {
         *why = "authentication failed: wrong issuer";
