@@ -33,7 +33,10 @@ int hr__json_str(hr_json_t *j, char *out, size_t cap, size_t *len);
  */
 int hr__json_number(hr_json_t *j, double *v);
 
-/** Skips one value of any type, nested at most 16 deep. HR_OK, or HR_EINVAL. */
+/**
+ * Skips one value of any type. HR_OK, or HR_EINVAL (also for a value nested
+ * more than 16 levels deep: a scalar is one level, `[1]` two).
+ */
 int hr__json_skip(hr_json_t *j);
 
 /** Enters an array (`open` '[') or object ('{'). HR_OK, or HR_EINVAL. */
