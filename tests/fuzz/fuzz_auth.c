@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* libFuzzer target: the auth parsers (permission specs, the JWT `herald` claim JSON). */
+/* libFuzzer target: the auth parsers (permission specs, the `herald` claim) and JSON numbers. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth.h"
 #include "fuzz_check.h"
+#include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -35,6 +36,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hr__auth_parse_claim(&p, json, size) == HR_OK)
         check_perms(&p);
     hr__auth_perms_clear(&p);
+
+    /* The reader on its own: a JWT time claim is one JSON number, never NaN. */
+    hr_json_t j;
+    double v;
+    hr__json_init(&j, json, size);
+    if (hr__json_number(&j, &v) == HR_OK)
+        CHECK(v == v);
+    hr__json_init(&j, json, size);
+    if (hr__json_skip(&j) == HR_OK)
+        CHECK(j.p <= json + size);
     free(json);
 
     char *spec = malloc(size + 1);
