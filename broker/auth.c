@@ -424,10 +424,10 @@ enum { CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_TIMES };
  * Checks exp (required, in the future), nbf (if present, not in the future)
  * and the type of iat, and returns exp in whole seconds. Each is a NumericDate:
  * a JSON number of seconds, which may have a fraction. A claim of another
- * type refuses the token: libjwt's integer getter reports a string or a
- * fraction as absent, which let a token with `"nbf": "<a future date>"` in
- * before its time. A fractional exp counts as the second before, a
- * fractional nbf as the second after.
+ * type refuses the token. (libjwt's integer getter cannot tell a string
+ * from an absent claim, which let a token with `"nbf": "<a future date>"`
+ * in before its time, and misreads a fraction.) A fractional exp counts as
+ * the second before, a fractional nbf as the second after.
  */
 static int time_claims(jwt_t *j, int64_t now, int64_t *exp, const char **why)
 {
