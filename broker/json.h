@@ -29,7 +29,7 @@ int hr__json_str(hr_json_t *j, char *out, size_t cap, size_t *len);
 /**
  * Reads a number in strict JSON syntax into `*v` (one too large for a
  * double reads as infinity). HR_OK, or HR_EINVAL when the next value is not
- * a number: a string "12" is not.
+ * a number (a string "12" is not) or is written in more than 64 characters.
  */
 int hr__json_number(hr_json_t *j, double *v);
 
