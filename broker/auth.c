@@ -12,13 +12,13 @@
 #include <openssl/pem.h>
 
 #include "auth.h"
+#include "json.h"
 #include "log.h"
 #include "server.h"
 
 #define TOKEN_MAX 8192      /* longest credential accepted in HELLO */
 #define KEY_FILE_MAX 65536  /* largest public key file */
 #define HS256_SECRET_MIN 32 /* RFC 7518 3.2: a key of at least the hash size */
-#define JSON_DEPTH_MAX 16
 
 /* A static token: the SHA-256 of its secret and the permissions it grants. */
 typedef struct token_s {
@@ -37,25 +37,26 @@ typedef struct auth_s {
 
 /* ---- permission lists -------------------------------------------------------- */
 
+/* Appends a copy of pattern `p`. HR_OK, HR_ETOPIC or HR_ENOMEM. */
 static int plist_add(hr_plist_t *l, const char *p, size_t n)
 {
     if (hr_pattern_validate(p, n) != HR_OK)
-        return -1;
+        return HR_ETOPIC;
     if (l->n == l->cap) {
         uint32_t cap = l->cap ? l->cap * 2 : 4;
         char **v = realloc(l->v, cap * sizeof(*v));
         if (!v)
-            return -1;
+            return HR_ENOMEM;
         l->v = v;
         l->cap = cap;
     }
     char *s = malloc(n + 1);
     if (!s)
-        return -1;
+        return HR_ENOMEM;
     memcpy(s, p, n);
     s[n] = 0;
     l->v[l->n++] = s;
-    return 0;
+    return HR_OK;
 }
 
 static void plist_clear(hr_plist_t *l)
@@ -72,72 +73,36 @@ void hr__auth_perms_clear(hr_perms_t *perms)
     plist_clear(&perms->sub);
 }
 
-/* The end of the token starting at `i`: the next '.', or the end. */
-static size_t next_tok(const char *p, size_t n, size_t i)
-{
-    while (i < n && p[i] != '.')
-        i++;
-    return i;
-}
-
-/*
- * Pattern containment, token by token. `p` covers `s` when every topic `s`
- * matches is matched by `p`: a literal in `p` needs the same literal in `s`;
- * `*` in `p` takes any single token of `s` (a literal or `*`, not `>`, which
- * can stand for several); `>` in `p` takes whatever is left of `s` (one or
- * more tokens). The `$` rule: a wildcard first token of `p` never matches a
- * `$` topic, so it cannot cover a literal `$` first token of `s`; a wildcard
- * first token of `s` matches no `$` topic either, so nothing is lost there.
- */
-int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn)
-{
-    size_t pi = 0, si = 0;
-    for (;;) {
-        if (pi > pn || si > sn)
-            return pi > pn && si > sn; /* both ran out of tokens together */
-        size_t pe = next_tok(p, pn, pi), se = next_tok(s, sn, si);
-        int pstar = pe - pi == 1 && p[pi] == '*', pgt = pe - pi == 1 && p[pi] == '>';
-        int sstar = se - si == 1 && s[si] == '*', sgt = se - si == 1 && s[si] == '>';
-        if ((pstar || pgt) && pi == 0 && !sstar && !sgt && s[si] == '$')
-            return 0;
-        if (pgt)
-            return 1; /* s has at least this token left */
-        if (pstar) {
-            if (sgt)
-                return 0;
-        } else if (sstar || sgt || pe - pi != se - si || memcmp(p + pi, s + si, pe - pi) != 0) {
-            return 0;
-        }
-        pi = pe + 1;
-        si = se + 1;
-    }
-}
-
 /* A list of comma-separated patterns into `l`. */
 static int parse_list(hr_plist_t *l, const char *v, size_t n, char *err, size_t errlen)
 {
     size_t i = 0;
+    int r;
     while (i < n) {
         size_t e = i;
         while (e < n && v[e] != ',')
             e++;
-        if (e > i && plist_add(l, v + i, e - i) != 0) {
-            snprintf(err, errlen, "invalid pattern '%.*s'", (int)(e - i), v + i);
-            return -1;
+        if (e > i && (r = plist_add(l, v + i, e - i)) != HR_OK) {
+            if (r == HR_ETOPIC)
+                snprintf(err, errlen, "invalid pattern '%.*s'", (int)(e - i), v + i);
+            else
+                snprintf(err, errlen, "%s", hr_strerror(r));
+            return r;
         }
         i = e + 1;
     }
-    return 0;
+    return HR_OK;
 }
 
 int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t errlen)
 {
     const char *p = spec;
+    int r;
     for (;;) {
         while (*p == ' ' || *p == '\t' || *p == ';')
             p++;
         if (!*p)
-            return 0;
+            return HR_OK;
         const char *e = p;
         while (*e && *e != ' ' && *e != '\t' && *e != ';')
             e++;
@@ -147,10 +112,10 @@ int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t 
         if (!l || e - p < 4) {
             snprintf(err, errlen, "expected pub=PATTERNS or sub=PATTERNS, got '%.*s'", (int)(e - p),
                      p);
-            return -1;
+            return HR_EINVAL;
         }
-        if (parse_list(l, p + 4, (size_t)(e - p - 4), err, errlen) != 0)
-            return -1;
+        if ((r = parse_list(l, p + 4, (size_t)(e - p - 4), err, errlen)) != HR_OK)
+            return r;
         p = e;
     }
 }
@@ -166,236 +131,52 @@ static int allowed_pub(const hr_perms_t *a, hr_slice_t t)
 static int allowed_sub(const hr_perms_t *a, hr_slice_t t)
 {
     for (uint32_t i = 0; i < a->sub.n; i++)
-        if (hr__auth_covers(a->sub.v[i], strlen(a->sub.v[i]), t.p, t.n))
+        if (hr_pattern_covers(a->sub.v[i], strlen(a->sub.v[i]), t.p, t.n))
             return 1;
     return 0;
 }
 
-/* ---- a small JSON reader for the `herald` claim -------------------------------- */
+/* ---- the `herald` claim ------------------------------------------------------- */
 
-typedef struct js_s {
-    const char *p, *end;
-} js_t;
-
-static void js_ws(js_t *j)
+/* An array of pattern strings into `l`. HR_OK, HR_EINVAL, HR_ETOPIC or HR_ENOMEM. */
+static int claim_patterns(hr_json_t *j, hr_plist_t *l)
 {
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static int js_hex(const char *p, unsigned *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
-                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
-                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
-                                            : 16;
-        if (d > 15)
-            return 0;
-        *v = *v << 4 | d;
+    char buf[HR_TOPIC_MAX];
+    size_t n, i = 0;
+    int r;
+    if (hr__json_open(j, '[') != HR_OK)
+        return HR_EINVAL;
+    while ((r = hr__json_next(j, '[', &i)) == 1) {
+        if (hr__json_str(j, buf, sizeof(buf), &n) != HR_OK)
+            return HR_EINVAL;
+        if (n > sizeof(buf))
+            return HR_ETOPIC;
+        if ((r = plist_add(l, buf, n)) != HR_OK)
+            return r;
     }
-    return 1;
-}
-
-/*
- * Reads a string. With `out`, its bytes go there (at most `cap`, else it
- * fails); characters outside ASCII become byte 0x80, which no topic accepts.
- */
-static int js_str(js_t *j, char *out, size_t cap, size_t *len)
-{
-    size_t n = 0;
-    if (j->p >= j->end || *j->p != '"')
-        return 0;
-    j->p++;
-    while (j->p < j->end && *j->p != '"') {
-        unsigned char c = (unsigned char)*j->p++;
-        if (c < 0x20)
-            return 0;
-        if (c == '\\') {
-            if (j->p >= j->end)
-                return 0;
-            char e = *j->p++;
-            switch (e) {
-            case '"':
-            case '\\':
-            case '/':
-                c = (unsigned char)e;
-                break;
-            case 'b':
-            case 'f':
-            case 'n':
-            case 'r':
-            case 't':
-                c = 0x80; /* control characters: never valid in a topic */
-                break;
-            case 'u': {
-                unsigned v;
-                if (j->end - j->p < 4 || !js_hex(j->p, &v))
-                    return 0;
-                j->p += 4;
-                c = v < 0x80 ? (unsigned char)v : 0x80;
-                break;
-            }
-            default:
-                return 0;
-            }
-        } else if (c >= 0x80) {
-            c = 0x80;
-        }
-        if (out) {
-            if (n >= cap)
-                return 0;
-            out[n] = (char)c;
-        }
-        n++;
-    }
-    if (j->p >= j->end)
-        return 0;
-    j->p++;
-    if (len)
-        *len = n;
-    return 1;
-}
-
-static int js_skip(js_t *j, int depth);
-
-/* Walks an array or object, calling js_skip on each value (and reading keys). */
-static int js_container(js_t *j, int depth)
-{
-    char close = *j->p == '[' ? ']' : '}';
-    j->p++;
-    js_ws(j);
-    if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return 1;
-    }
-    for (;;) {
-        js_ws(j);
-        if (close == '}') {
-            if (!js_str(j, NULL, 0, NULL))
-                return 0;
-            js_ws(j);
-            if (j->p >= j->end || *j->p++ != ':')
-                return 0;
-        }
-        if (!js_skip(j, depth + 1))
-            return 0;
-        js_ws(j);
-        if (j->p >= j->end)
-            return 0;
-        if (*j->p == close) {
-            j->p++;
-            return 1;
-        }
-        if (*j->p++ != ',')
-            return 0;
-    }
-}
-
-static int js_skip(js_t *j, int depth)
-{
-    js_ws(j);
-    if (j->p >= j->end || depth > JSON_DEPTH_MAX)
-        return 0;
-    char c = *j->p;
-    if (c == '"')
-        return js_str(j, NULL, 0, NULL);
-    if (c == '[' || c == '{')
-        return js_container(j, depth);
-    static const char *const lits[] = {"true", "false", "null"};
-    for (int i = 0; i < 3; i++) {
-        size_t n = strlen(lits[i]);
-        if ((size_t)(j->end - j->p) >= n && memcmp(j->p, lits[i], n) == 0) {
-            j->p += n;
-            return 1;
-        }
-    }
-    const char *start = j->p;
-    while (j->p < j->end && strchr("+-.0123456789eE", *j->p) && *j->p)
-        j->p++;
-    return j->p > start;
-}
-
-/* An array of pattern strings into `l`. */
-static int js_patterns(js_t *j, hr_plist_t *l)
-{
-    char buf[HR_TOPIC_MAX + 1];
-    size_t n;
-    js_ws(j);
-    if (j->p >= j->end || *j->p != '[')
-        return 0;
-    j->p++;
-    js_ws(j);
-    if (j->p < j->end && *j->p == ']') {
-        j->p++;
-        return 1;
-    }
-    for (;;) {
-        js_ws(j);
-        if (!js_str(j, buf, sizeof(buf), &n) || plist_add(l, buf, n) != 0)
-            return 0;
-        js_ws(j);
-        if (j->p >= j->end)
-            return 0;
-        if (*j->p == ']') {
-            j->p++;
-            return 1;
-        }
-        if (*j->p++ != ',')
-            return 0;
-    }
+    return r;
 }
 
 int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n)
 {
-    js_t j = {json, json + n};
+    hr_json_t j;
     char key[8];
-    size_t kn;
-    js_ws(&j);
-    if (j.p >= j.end || *j.p != '{')
-        return -1;
-    j.p++;
-    js_ws(&j);
-    if (j.p < j.end && *j.p == '}') {
-        j.p++;
-        goto end;
+    size_t kn, i = 0;
+    int r;
+    hr__json_init(&j, json, n);
+    if (hr__json_open(&j, '{') != HR_OK)
+        return HR_EINVAL;
+    while ((r = hr__json_next(&j, '{', &i)) == 1) {
+        if (hr__json_key(&j, key, sizeof(key), &kn) != HR_OK)
+            return HR_EINVAL;
+        if (kn == 3 && (memcmp(key, "pub", 3) == 0 || memcmp(key, "sub", 3) == 0))
+            r = claim_patterns(&j, key[0] == 'p' ? &perms->pub : &perms->sub);
+        else
+            r = hr__json_skip(&j);
+        if (r != HR_OK)
+            return r;
     }
-    for (;;) {
-        js_ws(&j);
-        const char *kstart = j.p;
-        if (!js_str(&j, key, sizeof(key), &kn)) {
-            j.p = kstart; /* a long key: not one of ours */
-            if (!js_str(&j, NULL, 0, NULL))
-                return -1;
-            kn = 0;
-        }
-        js_ws(&j);
-        if (j.p >= j.end || *j.p++ != ':')
-            return -1;
-        if (kn == 3 && memcmp(key, "pub", 3) == 0) {
-            if (!js_patterns(&j, &perms->pub))
-                return -1;
-        } else if (kn == 3 && memcmp(key, "sub", 3) == 0) {
-            if (!js_patterns(&j, &perms->sub))
-                return -1;
-        } else if (!js_skip(&j, 1)) {
-            return -1;
-        }
-        js_ws(&j);
-        if (j.p >= j.end)
-            return -1;
-        if (*j.p == '}') {
-            j.p++;
-            break;
-        }
-        if (*j.p++ != ',')
-            return -1;
-    }
-end:
-    js_ws(&j);
-    return j.p == j.end ? 0 : -1;
+    return r == HR_OK ? hr__json_end(&j) : r;
 }
 
 /* ---- configuration ---------------------------------------------------------------- */
@@ -407,16 +188,24 @@ static void sha256(const void *p, size_t n, unsigned char out[32])
         memset(out, 0, 32); /* never matches a real digest by accident */
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Exactly 2 * n hex digits in `h` into `out`. HR_OK, or HR_EINVAL. */
 static int unhex(const char *h, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        char pair[5] = {'0', '0', h[2 * i], h[2 * i + 1], 0};
-        if (!h[2 * i] || !js_hex(pair, &v))
-            return -1;
-        out[i] = (unsigned char)v;
+        int hi = hexval(h[2 * i]), lo = hi < 0 ? -1 : hexval(h[2 * i + 1]);
+        if (lo < 0)
+            return HR_EINVAL;
+        out[i] = (unsigned char)(hi << 4 | lo);
     }
-    return h[2 * n] ? -1 : 0;
+    return h[2 * n] ? HR_EINVAL : HR_OK;
 }
 
 /*
@@ -427,12 +216,12 @@ static int unhex(const char *h, unsigned char *out, size_t n)
 static int load_tokens(auth_t *a, const char *path)
 {
     char line[8192], err[256];
-    int lineno = 0, rc = 0;
+    int lineno = 0, rc = HR_OK;
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "herald: setting 'auth-tokens-file': cannot read '%s': %s\n", path,
                 strerror(errno));
-        return -1;
+        return HR_EINVAL;
     }
     while (fgets(line, sizeof(line), f)) {
         lineno++;
@@ -448,12 +237,12 @@ static int load_tokens(auth_t *a, const char *path)
         if (!name || !secret) {
             fprintf(stderr, "herald: %s:%d: expected 'NAME SECRET [pub=...] [sub=...]'\n", path,
                     lineno);
-            rc = -1;
+            rc = HR_EINVAL;
             break;
         }
         token_t *t = realloc(a->tokens, (a->ntokens + 1) * sizeof(*t));
         if (!t) {
-            rc = -1;
+            rc = HR_ENOMEM;
             break;
         }
         a->tokens = t;
@@ -462,32 +251,31 @@ static int load_tokens(auth_t *a, const char *path)
         t->perms.shared = 1;
         snprintf(t->perms.name, sizeof(t->perms.name), "%s", name);
         if (strncmp(secret, "sha256:", 7) == 0) {
-            if (unhex(secret + 7, t->hash, 32) != 0) {
+            if (unhex(secret + 7, t->hash, 32) != HR_OK) {
                 fprintf(stderr, "herald: %s:%d: sha256: needs 64 hex digits\n", path, lineno);
-                rc = -1;
+                rc = HR_EINVAL;
                 break;
             }
         } else {
             if (strlen(secret) < 8) {
                 fprintf(stderr, "herald: %s:%d: secret shorter than 8 bytes\n", path, lineno);
-                rc = -1;
+                rc = HR_EINVAL;
                 break;
             }
             sha256(secret, strlen(secret), t->hash);
         }
-        if (rest && hr__auth_parse_perms(&t->perms, rest, err, sizeof(err)) != 0) {
+        if (rest && (rc = hr__auth_parse_perms(&t->perms, rest, err, sizeof(err))) != HR_OK) {
             fprintf(stderr, "herald: %s:%d: %s\n", path, lineno, err);
-            rc = -1;
             break;
         }
     }
-    if (!rc)
-        for (size_t i = 0; i < a->ntokens && !rc; i++)
+    if (rc == HR_OK)
+        for (size_t i = 0; i < a->ntokens && rc == HR_OK; i++)
             for (size_t k = 0; k < i; k++)
                 if (CRYPTO_memcmp(a->tokens[i].hash, a->tokens[k].hash, 32) == 0) {
                     fprintf(stderr, "herald: %s: tokens '%s' and '%s' have the same secret\n", path,
                             a->tokens[k].perms.name, a->tokens[i].perms.name);
-                    rc = -1;
+                    rc = HR_EINVAL;
                     break;
                 }
     fclose(f);
@@ -500,10 +288,14 @@ static int load_key(auth_t *a, const char *path)
     if (!f) {
         fprintf(stderr, "herald: setting 'jwt-rs256-public-key': cannot read '%s': %s\n", path,
                 strerror(errno));
-        return -1;
+        return HR_EINVAL;
     }
     a->rs_key = malloc(KEY_FILE_MAX);
-    a->rs_len = a->rs_key ? fread(a->rs_key, 1, KEY_FILE_MAX, f) : 0;
+    if (!a->rs_key) {
+        fclose(f);
+        return HR_ENOMEM;
+    }
+    a->rs_len = fread(a->rs_key, 1, KEY_FILE_MAX, f);
     fclose(f);
     BIO *bio = a->rs_len ? BIO_new_mem_buf(a->rs_key, (int)a->rs_len) : NULL;
     EVP_PKEY *k = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
@@ -513,9 +305,9 @@ static int load_key(auth_t *a, const char *path)
     if (!ok) {
         fprintf(stderr,
                 "herald: setting 'jwt-rs256-public-key': '%s' is not a PEM RSA public key\n", path);
-        return -1;
+        return HR_EINVAL;
     }
-    return 0;
+    return HR_OK;
 }
 
 static void auth_free(auth_t *a)
@@ -534,6 +326,7 @@ int hr__auth_init(hr_server_t *s)
 {
     const hr_config_t *cfg = &s->cfg;
     char err[256];
+    int r = HR_EINVAL;
     s->auth = NULL;
     if (!*cfg->auth_tokens_file && !*cfg->jwt_hs256_secret && !*cfg->jwt_rs256_public_key) {
         if (*cfg->auth_anonymous)
@@ -545,17 +338,18 @@ int hr__auth_init(hr_server_t *s)
         return HR_ENOMEM;
     a->anon.shared = 1;
     snprintf(a->anon.name, sizeof(a->anon.name), "anonymous");
-    if (*cfg->auth_tokens_file && load_tokens(a, cfg->auth_tokens_file) != 0)
+    if (*cfg->auth_tokens_file && (r = load_tokens(a, cfg->auth_tokens_file)) != HR_OK)
         goto fail;
     if (*cfg->jwt_hs256_secret && strlen(cfg->jwt_hs256_secret) < HS256_SECRET_MIN) {
         fprintf(stderr, "herald: setting 'jwt-hs256-secret': at least %d bytes, please\n",
                 HS256_SECRET_MIN);
+        r = HR_EINVAL;
         goto fail;
     }
-    if (*cfg->jwt_rs256_public_key && load_key(a, cfg->jwt_rs256_public_key) != 0)
+    if (*cfg->jwt_rs256_public_key && (r = load_key(a, cfg->jwt_rs256_public_key)) != HR_OK)
         goto fail;
     if (*cfg->auth_anonymous) {
-        if (hr__auth_parse_perms(&a->anon, cfg->auth_anonymous, err, sizeof(err)) != 0) {
+        if ((r = hr__auth_parse_perms(&a->anon, cfg->auth_anonymous, err, sizeof(err))) != HR_OK) {
             fprintf(stderr, "herald: setting 'auth-anonymous': %s\n", err);
             goto fail;
         }
@@ -568,7 +362,7 @@ int hr__auth_init(hr_server_t *s)
     return HR_OK;
 fail:
     auth_free(a);
-    return HR_EINVAL;
+    return r == HR_ENOMEM ? HR_ENOMEM : HR_EINVAL; /* a bad pattern is a bad setting */
 }
 
 void hr__auth_destroy(hr_server_t *s)
@@ -583,21 +377,18 @@ void hr__auth_destroy(hr_server_t *s)
 static int json_array_has(const char *json, const char *want)
 {
     char buf[512];
-    size_t n, wn = strlen(want);
-    js_t j = {json, json + strlen(json)};
-    js_ws(&j);
-    if (j.p >= j.end || *j.p++ != '[')
+    size_t n, wn = strlen(want), i = 0;
+    hr_json_t j;
+    hr__json_init(&j, json, strlen(json));
+    if (hr__json_open(&j, '[') != HR_OK)
         return 0;
-    for (;;) {
-        js_ws(&j);
-        if (!js_str(&j, buf, sizeof(buf), &n))
+    while (hr__json_next(&j, '[', &i) == 1) {
+        if (hr__json_str(&j, buf, sizeof(buf), &n) != HR_OK || n > sizeof(buf))
             return 0;
         if (n == wn && memcmp(buf, want, n) == 0)
             return 1;
-        js_ws(&j);
-        if (j.p >= j.end || *j.p++ != ',')
-            return 0;
     }
+    return 0;
 }
 
 /* The JWT's audience claim: a string, or an array of strings containing `want`. */
@@ -610,6 +401,77 @@ static int aud_ok(jwt_t *j, const char *want)
     int ok = json && json_array_has(json, want);
     free(json);
     return ok;
+}
+
+/* The time claims of RFC 7519 4.1.4-6, with the reasons a token fails them. */
+static const struct {
+    const char *name, *wrong_type, *out_of_range;
+} time_claim[] = {
+    {"exp", "authentication failed: exp is not a number",
+     "authentication failed: exp out of range"},
+    {"nbf", "authentication failed: nbf is not a number",
+     "authentication failed: nbf out of range"},
+    {"iat", "authentication failed: iat is not a number",
+     "authentication failed: iat out of range"},
+};
+
+enum { CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_TIMES };
+
+/* Beyond this a number of seconds is no date (and no longer exact as a double). */
+#define NUMERIC_DATE_MAX 9007199254740991.0 /* 2^53 - 1 */
+
+/*
+ * Checks exp (required, in the future), nbf (if present, not in the future)
+ * and the type of iat, and returns exp in whole seconds. Each is a NumericDate:
+ * a JSON number of seconds, which may have a fraction. A claim of another
+ * type refuses the token. (libjwt's integer getter cannot tell a string
+ * from an absent claim, which let a token with `"nbf": "<a future date>"`
+ * in before its time, and misreads a fraction.) A fractional exp counts as
+ * the second before, a fractional nbf as the second after.
+ */
+static int time_claims(jwt_t *j, int64_t now, int64_t *exp, const char **why)
+{
+    int64_t t[CLAIM_TIMES];
+    int present[CLAIM_TIMES];
+    for (int i = 0; i < CLAIM_TIMES; i++) {
+        char *json = jwt_get_grants_json(j, time_claim[i].name);
+        hr_json_t js;
+        double v;
+        present[i] = json != NULL;
+        t[i] = 0;
+        if (!json)
+            continue;
+        hr__json_init(&js, json, strlen(json));
+        int r = hr__json_number(&js, &v) == HR_OK ? hr__json_end(&js) : HR_EINVAL;
+        free(json);
+        if (r != HR_OK) {
+            *why = time_claim[i].wrong_type;
+            return HR_EAUTH;
+        }
+        if (!(v >= -NUMERIC_DATE_MAX && v <= NUMERIC_DATE_MAX)) {
+            *why = time_claim[i].out_of_range;
+            return HR_EAUTH;
+        }
+        t[i] = (int64_t)v; /* toward zero, then exp down and nbf up to whole seconds */
+        if (i == CLAIM_NBF && (double)t[i] < v)
+            t[i]++;
+        else if (i != CLAIM_NBF && (double)t[i] > v)
+            t[i]--;
+    }
+    if (!present[CLAIM_EXP]) {
+        *why = "authentication failed: token has no exp";
+        return HR_EAUTH;
+    }
+    if (t[CLAIM_EXP] <= now) {
+        *why = "authentication failed: token expired";
+        return HR_EAUTH;
+    }
+    if (present[CLAIM_NBF] && t[CLAIM_NBF] > now) {
+        *why = "authentication failed: token not valid yet";
+        return HR_EAUTH;
+    }
+    *exp = t[CLAIM_EXP];
+    return HR_OK;
 }
 
 /*
@@ -641,23 +503,9 @@ static int check_jwt(hr_server_t *s, auth_t *a, const char *tok, hr_perms_t **ou
         *why = "authentication failed: invalid token";
         return HR_EAUTH;
     }
-    int64_t now = (int64_t)time(NULL);
-    errno = 0;
-    long exp = jwt_get_grant_int(j, "exp");
-    if (errno) {
-        *why = "authentication failed: token has no exp";
+    int64_t exp;
+    if (time_claims(j, (int64_t)time(NULL), &exp, why) != HR_OK)
         goto fail;
-    }
-    if ((int64_t)exp <= now) {
-        *why = "authentication failed: token expired";
-        goto fail;
-    }
-    errno = 0;
-    long nbf = jwt_get_grant_int(j, "nbf");
-    if (!errno && (int64_t)nbf > now) {
-        *why = "authentication failed: token not valid yet";
-        goto fail;
-    }
     const char *iss = jwt_get_grant(j, "iss");
     if (*cfg->jwt_issuer && (!iss || strcmp(iss, cfg->jwt_issuer) != 0)) {
         *why = "authentication failed: wrong issuer";
@@ -676,7 +524,7 @@ static int check_jwt(hr_server_t *s, auth_t *a, const char *tok, hr_perms_t **ou
     const char *sub = jwt_get_grant(j, "sub");
     snprintf(p->name, sizeof(p->name), "%s", sub ? sub : "jwt");
     char *claim = jwt_get_grants_json(j, "herald");
-    if (claim && hr__auth_parse_claim(p, claim, strlen(claim)) != 0) {
+    if (claim && hr__auth_parse_claim(p, claim, strlen(claim)) != HR_OK) {
         free(claim);
         hr__auth_perms_clear(p);
         free(p);

@@ -33,9 +33,9 @@ typedef struct hr_perms_s {
 } hr_perms_t;
 
 /**
- * Prepares the configured authentication (token file, JWT keys). HR_OK, or
- * HR_EINVAL after printing the reason (file and line) to stderr.
- * With none configured every client may do everything.
+ * Prepares the configured authentication (token file, JWT keys). HR_OK,
+ * HR_EINVAL after printing the reason (file and line) to stderr, or
+ * HR_ENOMEM. With none configured every client may do everything.
  */
 int hr__auth_init(struct hr_server_s *s);
 void hr__auth_destroy(struct hr_server_s *s);
@@ -56,26 +56,25 @@ int hr__auth_expired(const struct hr_conn_s *c);
 /** Releases c->auth. */
 void hr__auth_conn_free(struct hr_conn_s *c);
 
-/* ---- building blocks, exposed for tests and fuzzing ---------------------- */
+/* ---- the parsers, also used by the unit suite and the fuzz target -------- */
 
 /**
- * 1 if every topic matched by pattern `s` is also matched by pattern `p`
- * (both valid), honouring the `$` rule; else 0.
- */
-int hr__auth_covers(const char *p, size_t pn, const char *s, size_t sn);
-
-/**
- * Parses a permission spec `pub=P1,P2 sub=P3` (words separated by spaces or
- * `;`) into `perms`. 0, or -1 with a message in `err`.
+ * Adds the patterns of a permission spec `pub=P1,P2 sub=P3` (words separated
+ * by spaces or `;`) to `perms`. HR_OK; else HR_EINVAL (not `pub=` or `sub=`),
+ * HR_ETOPIC (an invalid pattern) or HR_ENOMEM, with a message in `err`.
+ * What was added before the failure stays: hr__auth_perms_clear() it.
  */
 int hr__auth_parse_perms(hr_perms_t *perms, const char *spec, char *err, size_t errlen);
 
 /**
  * Adds the `pub` and `sub` arrays of a JSON object (the `herald` JWT claim)
- * to `perms`. 0, or -1 on malformed JSON or an invalid pattern.
+ * to `perms`; other members are skipped. HR_OK; else HR_EINVAL (malformed
+ * JSON, or `pub`/`sub` not an array of strings), HR_ETOPIC (an invalid
+ * pattern) or HR_ENOMEM. What was added before a failure stays, as above.
  */
 int hr__auth_parse_claim(hr_perms_t *perms, const char *json, size_t n);
 
+/** Frees the patterns of `perms` (not `perms` itself) and empties its lists. */
 void hr__auth_perms_clear(hr_perms_t *perms);
 
 #endif

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Topic and pattern syntax, and a reference matcher. */
+/* Topic and pattern syntax, a reference matcher, and pattern containment. */
 #include <string.h>
 
 #include "herald/protocol.h"
@@ -70,4 +70,46 @@ int hr_topic_match(const char *pat, size_t pn, const char *t, size_t tn)
         ti++;
     }
     return pi > pn && ti > tn;
+}
+
+/* The end of the token starting at `i`: the next '.', or the end. */
+static size_t next_tok(const char *p, size_t n, size_t i)
+{
+    while (i < n && p[i] != '.')
+        i++;
+    return i;
+}
+
+/*
+ * Pattern containment, token by token (subscribe permissions are patterns
+ * that must contain the pattern subscribed to). `p` covers `s` when every
+ * topic `s` matches is matched by `p`: a literal in `p` needs the same literal in `s`;
+ * `*` in `p` takes any single token of `s` (a literal or `*`, not `>`, which
+ * can stand for several); `>` in `p` takes whatever is left of `s` (one or
+ * more tokens). The `$` rule: a wildcard first token of `p` never matches a
+ * `$` topic, so it cannot cover a literal `$` first token of `s`; a wildcard
+ * first token of `s` matches no `$` topic either, so nothing is lost there.
+ */
+int hr_pattern_covers(const char *p, size_t pn, const char *s, size_t sn)
+{
+    size_t pi = 0, si = 0;
+    for (;;) {
+        if (pi > pn || si > sn)
+            return pi > pn && si > sn; /* both ran out of tokens together */
+        size_t pe = next_tok(p, pn, pi), se = next_tok(s, sn, si);
+        int pstar = pe - pi == 1 && p[pi] == '*', pgt = pe - pi == 1 && p[pi] == '>';
+        int sstar = se - si == 1 && s[si] == '*', sgt = se - si == 1 && s[si] == '>';
+        if ((pstar || pgt) && pi == 0 && !sstar && !sgt && s[si] == '$')
+            return 0;
+        if (pgt)
+            return 1; /* s has at least this token left */
+        if (pstar) {
+            if (sgt)
+                return 0;
+        } else if (sstar || sgt || pe - pi != se - si || memcmp(p + pi, s + si, pe - pi) != 0) {
+            return 0;
+        }
+        pi = pe + 1;
+        si = se + 1;
+    }
 }

@@ -162,12 +162,28 @@ START_TEST(file_errors_name_the_line)
 }
 END_TEST
 
+/* A negative size with a suffix must not wrap around into a valid value. */
+START_TEST(negative_size_does_not_wrap)
+{
+    hr_config_t c;
+    char err[256];
+    hr__config_defaults(&c);
+    /* -(2^54 - 1) * 1024 = -(2^64) + 1024: wraps to 1024 when multiplied unchecked. */
+    ck_assert_int_eq(hr__config_set(&c, "out-hard", "-18014398509481983K", err, sizeof(err)), -1);
+    ck_assert_int_eq(c.out_hard, 8 << 20);
+    ck_assert_int_eq(hr__config_set(&c, "out-hard", "-9223372036854775807G", err, sizeof(err)), -1);
+    ck_assert_int_eq(hr__config_set(&c, "out-hard", "-1K", err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "'out-hard'"));
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
     TCase *t = tcase_create("config");
     tcase_add_test(t, defaults_and_set);
     tcase_add_test(t, args_and_file);
+    tcase_add_test(t, negative_size_does_not_wrap);
     suite_add_tcase(s, t);
     t = tcase_create("file syntax");
     tcase_add_test(t, file_comments_and_quotes);

@@ -182,6 +182,12 @@ int hr_topic_validate(const char *t, size_t n);
 int hr_pattern_validate(const char *p, size_t n);
 /** 1 if valid pattern `pat` matches valid topic `t` (with the `$` rule), else 0. */
 int hr_topic_match(const char *pat, size_t pn, const char *t, size_t tn);
+/**
+ * 1 if every topic that valid pattern `s` matches is also matched by valid
+ * pattern `p` (with the `$` rule), else 0. A subscribe permission `p`
+ * allows a SUB to `s` exactly when it covers `s`.
+ */
+int hr_pattern_covers(const char *p, size_t pn, const char *s, size_t sn);
 
 /* ---- encoding ---------------------------------------------------------- */
 

@@ -95,8 +95,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Subscribe permissions: a pattern covers itself, and whatever a covered
      * pattern matches, the covering one matches too. */
     if (pv) {
-        CHECK(hr__auth_covers(P, pn, P, pn) == 1);
-        if (p2v && hr__auth_covers(P2, p2n, P, pn)) {
+        CHECK(hr_pattern_covers(P, pn, P, pn) == 1);
+        if (p2v && hr_pattern_covers(P2, p2n, P, pn)) {
             if (tv && hr_topic_match(P, pn, T, tn))
                 CHECK(hr_topic_match(P2, p2n, T, tn));
             if (hr_topic_validate(P, pn) == HR_OK)

@@ -234,6 +234,16 @@ class Jwt(unittest.TestCase):
             self.assertEqual([f[1] for f in frames if f[0] == ACK], [1])
             self.assertEqual([f[4] for f in frames if f[0] == MSG], [b"hi"])
 
+    def test_numeric_dates(self):
+        # RFC 7519 NumericDates may have a fraction; iat is only type-checked.
+        now = time.time()
+        for cl in (self.claims(exp=now + 300.5, nbf=now - 10.25, iat=now - 10.25),
+                   self.claims(iat=int(now) + 3600)):
+            c, f = self.hello(make_jwt(cl, "HS256", HS_SECRET))
+            self.assertEqual(f[0], WELCOME, f)
+        self.assert_refused(make_jwt(self.claims(nbf=now + 5.5), "HS256", HS_SECRET),
+                            "not valid yet")
+
     def test_aud_array(self):
         c, f = self.hello(make_jwt(self.claims(aud=["https://x.example/a b", "herald"]), "HS256",
                                    HS_SECRET))
@@ -259,6 +269,15 @@ class Jwt(unittest.TestCase):
             (make_jwt(self.claims(exp=now - 1), "HS256", HS_SECRET), "expired"),
             (make_jwt(no_exp, "HS256", HS_SECRET), "no exp"),
             (make_jwt(self.claims(nbf=now + 3600), "HS256", HS_SECRET), "not valid yet"),
+            # Time claims of the wrong type refuse the token: a string nbf was once ignored.
+            (make_jwt(self.claims(nbf=str(now + 3600)), "HS256", HS_SECRET),
+             "nbf is not a number"),
+            (make_jwt(self.claims(nbf=str(now - 60)), "HS256", HS_SECRET), "nbf is not a number"),
+            (make_jwt(self.claims(exp=str(now + 300)), "HS256", HS_SECRET), "exp is not a number"),
+            (make_jwt(self.claims(exp=None), "HS256", HS_SECRET), "exp is not a number"),
+            (make_jwt(self.claims(iat=True), "HS256", HS_SECRET), "iat is not a number"),
+            (make_jwt(self.claims(iat=[now]), "RS256", self.priv), "iat is not a number"),
+            (make_jwt(self.claims(exp=1e300), "HS256", HS_SECRET), "exp out of range"),
             (make_jwt(cl, "HS256", b"another-secret-of-32-bytes-or-more!!"), "invalid"),
             (make_jwt(cl, "none"), "invalid"),
             (make_jwt(cl, "none", header={"alg": "none"})[:-1], "invalid"),

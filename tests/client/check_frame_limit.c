@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Review regressions between libherald and the real broker. */
+/* libherald and the real broker at the frame size limit: a MSG may exceed max_frame. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,14 +110,14 @@ START_TEST(message_of_max_frame_reaches_libherald)
 }
 END_TEST
 
-static Suite *review_client_suite(void)
+static Suite *frame_limit_suite(void)
 {
-    Suite *s = suite_create("review_client");
-    TCase *t = tcase_create("review_client");
+    Suite *s = suite_create("client_frame_limit");
+    TCase *t = tcase_create("max_frame");
     tcase_add_test(t, message_of_max_frame_reaches_libherald);
     tcase_set_timeout(t, 60);
     suite_add_tcase(s, t);
     return s;
 }
 
-HR_CHECK_MAIN(review_client_suite)
+HR_CHECK_MAIN(frame_limit_suite)
