@@ -4,13 +4,16 @@
 # refused client is the only one affected.
 import os
 import socket
+import struct
 import sys
 import time
 import unittest
 
+import msgpack
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, Client, HttpRefused,  # noqa: E402
-                         WsClient, metrics)
+                         WsClient, http_raw, metrics)
 
 
 def errs(frames):
@@ -149,6 +152,59 @@ class Limits(unittest.TestCase):
         c.s, c.buf, c.frames, c.welcome = s, b"", [], None
         self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
 
+    def raw(self, b):
+        s = socket.create_connection(("127.0.0.1", b.tcp))
+        self.addCleanup(s.close)
+        c = Client.__new__(Client)
+        c.s, c.buf, c.frames, c.welcome = s, b"", [], None
+        return c
+
+    def test_first_frame_over_64k_refused(self):
+        b = self.start()
+        c = self.raw(b)
+        c.send_raw(struct.pack(">I", 1 << 20))  # 1 MiB is under max_frame, but not before HELLO
+        frames = c.closed()
+        self.assertEqual([f[:2] for f in frames], [[ERR, 2]])
+        self.assertIn("before HELLO", frames[0][2])
+        c = self.raw(b)  # up to 64 KiB is fine: a HELLO with padding in its options
+        hello = msgpack.packb([1, {"v": 1, "name": "x" * 60000}])
+        c.send_raw(struct.pack(">I", len(hello)) + hello)
+        self.assertEqual(c.next()[0], WELCOME)
+
+    def test_declared_length_reserves_nothing(self):
+        # Connections that send a length prefix and a few bytes, before and after HELLO, cost
+        # what they sent: the broker grows a frame's buffer with the bytes that arrive.
+        b = self.start()
+        n = 300
+        base, base_rss = b.vm_kb(), b.rss_kb()
+        conns = []
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", b.tcp))
+            self.addCleanup(s.close)
+            if i % 2:
+                s.sendall(struct.pack(">I", 60000) + b"\x91")  # before HELLO: at most 64 KiB
+            else:
+                hello = msgpack.packb([1, {"v": 1}])
+                s.sendall(struct.pack(">I", len(hello)) + hello +
+                          struct.pack(">I", 1 << 20) + b"\x93\x02")  # a PUB of 1 MiB declared
+            conns.append(s)
+        time.sleep(0.5 * SLOW)
+        m = metrics(b)
+        self.assertEqual(m['herald_connections{transport="tcp"}'], n)
+        grown = b.vm_kb() - base
+        # Reserving the declared sizes would be about 2 MiB (VmSize) each for the PUBs.
+        self.assertLess(grown, n * 32, "VmSize grew %d KiB for %d connections" % (grown, n))
+        self.assertLess(b.rss_kb() - base_rss, n * 32)
+
+    def test_http_request_on_tcp_port(self):
+        b = self.start()
+        for method in (b"GET", b"POST", b"HEAD", b"OPTIONS"):
+            status, body = http_raw(b.tcp, method + b" /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status, 400)
+            self.assertEqual(body, "this is Herald's TCP port; WebSocket and HTTP are on port %d\n"
+                             % b.ws)
+        c = self.connect(b)  # the port still serves Herald clients
+        c.sync()
 
     def test_websocket_refusals_are_http_503_and_counted(self):
         b = self.start("--max-conns-per-ip", "2", "--max-pub-rate", "1", "--max-pub-burst", "1")
