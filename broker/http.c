@@ -103,6 +103,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     }
     if (ps->value == &r->ws_key && r->ws_key.p)
         r->dup_key = 1;
+    if (ps->value == &r->origin && r->origin.p)
+        r->dup_origin = 1;
     if (ps->value)
         *ps->value = (hr_slice_t){NULL, 0};
     return 0;

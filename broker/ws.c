@@ -71,7 +71,7 @@ static void http_reply(hr_conn_t *c, ws_t *w, int status, const char *extra, con
 
 static void http_error(hr_conn_t *c, ws_t *w, int status, const char *extra, const char *why)
 {
-    char body[160];
+    char body[256];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, hr__http_reason(status), why);
     HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %d: %s", status, why);
     http_reply(c, w, status, extra, "text/plain; charset=utf-8", body, (size_t)n);
@@ -140,6 +140,10 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
     if (rq.ws_version.n != 2 || memcmp(rq.ws_version.p, "13", 2) != 0) {
         http_error(c, w, 426, "Sec-WebSocket-Version: 13\r\n",
                    "unsupported Sec-WebSocket-Version (13 is supported)");
+        return;
+    }
+    if (rq.dup_origin) { /* which one would be the browser's? Refuse rather than guess. */
+        http_error(c, w, 400, NULL, "more than one Origin header");
         return;
     }
     if (!origin_allowed(s, rq.origin)) {
@@ -460,6 +464,30 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
 
 /* ---- the transport ----------------------------------------------------------------- */
 
+/*
+ * A Herald client speaking the length-prefixed TCP protocol reached this
+ * port: its first byte is the top byte of a length, 0, which no HTTP
+ * request starts with. It gets an answer naming the TCP port rather than
+ * a generic parse error.
+ */
+static void wrong_port(hr_conn_t *c, ws_t *w)
+{
+    const hr_server_t *s = c->srv;
+    char why[160];
+    int port = 0;
+    for (int i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i].tp->kind == HR_T_TCP)
+            port = s->listeners[i].port;
+    if (port)
+        snprintf(why, sizeof(why),
+                 "this is Herald's WebSocket/HTTP port; the length-prefixed TCP protocol is on "
+                 "port %d",
+                 port);
+    else
+        snprintf(why, sizeof(why), "this is Herald's WebSocket/HTTP port, not its TCP port");
+    http_error(c, w, 400, NULL, why);
+}
+
 static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
 {
     ws_t *w = ws_get(c);
@@ -469,6 +497,10 @@ static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
     }
     if (w->state == WS_OPEN) {
         pump(c, w, p, n);
+        return;
+    }
+    if (!w->head.len && n && p[0] == 0) {
+        wrong_port(c, w);
         return;
     }
     size_t max = (size_t)c->srv->cfg.ws_max_header;

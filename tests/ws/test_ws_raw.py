@@ -443,6 +443,21 @@ class WsRaw(unittest.TestCase):
         c = self.open(extra=["Origin: http://good.example"])
         c.close()
 
+    def test_two_origins_refused(self):
+        # Two Origin headers: neither is trusted, even when both are allowed.
+        _, body = self.expect_status(
+            request(extra=["Origin: http://good.example", "Origin: http://good.example"]), 400)
+        self.assertIn(b"more than one Origin", body)
+        _, body = self.expect_status(
+            request(extra=["Origin: http://evil.example", "origin: http://good.example"]), 400)
+        self.assertIn(b"more than one Origin", body)
+
+    def test_length_prefixed_frame_on_ws_port(self):
+        hello = msgpack.packb([1, {"v": 1}])
+        _, body = self.expect_status(struct.pack(">I", len(hello)) + hello, 400)
+        self.assertIn(b"this is Herald's WebSocket/HTTP port", body)
+        self.assertIn(b"TCP protocol is on port %d" % self.broker.tcp, body)
+
     def test_unsupported_subprotocol(self):
         self.expect_status(request(extra=["Sec-WebSocket-Protocol: mqtt"]), 400)
 
