@@ -146,7 +146,7 @@ int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n)
 static void charge_output(hr_conn_t *c)
 {
     hr_server_t *s = c->srv;
-    size_t q = c->out.bytes;
+    size_t q = hr__oq_charge(&c->out);
     if (q > (size_t)s->cfg.out_soft && !c->soft_since)
         c->soft_since = hr__now_ms(s);
     if (q > (size_t)s->cfg.out_soft / 2 && !(c->flags & (HR_C_PAUSED | HR_C_CLOSING))) {
@@ -377,12 +377,13 @@ void hr__conn_ops_end(hr_conn_t *c)
 static void check_backpressure(hr_conn_t *c)
 {
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
-    if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
+    if ((c->flags & HR_C_PAUSED) && hr__oq_charge(&c->out) <= hwm / 4 &&
+        !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
         if (!(c->flags & HR_C_OPS_WAIT))
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
-    if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
+    if (hr__oq_charge(&c->out) <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
 }
 
@@ -553,7 +554,7 @@ void hr__conn_deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
         return;
     }
     s->stats.deliveries++;
-    if (c->out.bytes > (size_t)s->cfg.out_hard) {
+    if (hr__oq_charge(&c->out) > (size_t)s->cfg.out_hard) {
         hr__conn_fail(c, HR_ESLOW, "slow consumer: pending output over out-hard");
         return;
     }

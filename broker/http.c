@@ -329,7 +329,7 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     static const char *const tnames[HR_T_COUNT] = {"tcp", "ws"};
     size_t outq = 0, inflight = 0;
     for (const hr_conn_t *c = s->conns; c; c = c->next) {
-        outq += c->out.bytes;
+        outq += hr__oq_charge(&c->out);
         inflight += c->out.inflight;
     }
     int r = metric(b, "connections", "gauge", "Open connections by transport.");
@@ -390,7 +390,9 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     for (unsigned i = 1; i < sizeof(err_names) / sizeof(err_names[0]) && r == HR_OK; i++)
         r = bprintf(b, "herald_errors_total{code=\"%u\",name=\"%s\"} %llu\n", i, err_names[i],
                     (unsigned long long)st->errors[i]);
-    r = simple(b, r, "output_queue_bytes", "gauge", "Bytes queued for clients, not yet written.",
+    r = simple(b, r, "output_queue_bytes", "gauge",
+               "Memory held by output queued for clients: bytes not yet written and per-message "
+               "overhead, as charged against out-soft and out-hard.",
                outq);
     r = simple(b, r, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.",
                inflight);

@@ -155,7 +155,7 @@ void hr__sub_hold(hr_sub_t *sub, hr_slice_t topic, uint64_t seq, hr_msg_t *m)
     if (rp->overflow || (c->flags & HR_C_CLOSING))
         return;
     rp->live_bytes += m->len + sizeof(held_t);
-    if (rp->live_bytes + c->out.bytes > (size_t)c->srv->cfg.out_hard ||
+    if (rp->live_bytes + hr__oq_charge(&c->out) > (size_t)c->srv->cfg.out_hard ||
         push_held(&rp->live, &rp->nlive, &rp->caplive, m, hr__hash(topic.p, topic.n), seq) != 0) {
         rp->overflow = 1;
         hr__conn_fail(c, HR_ESLOW,

@@ -209,7 +209,7 @@ static void queue_ctl(hr_conn_t *c, ws_t *w)
         return;
     hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
     hr_buf_reset(&w->ctl);
-    if (c->out.bytes > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
+    if (hr__oq_charge(&c->out) > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
         c->flags |= HR_C_PAUSED;
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
