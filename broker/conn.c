@@ -38,7 +38,10 @@ static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
 
 static void oq_advance(hr_conn_t *c, size_t n)
 {
-    c->srv->stats.bytes_out += n;
+    if (c->flags & HR_C_PROTOCOL)
+        c->srv->stats.bytes_out += n;
+    else
+        c->srv->stats.http_bytes_out += n;
     hr__oq_advance(&c->out, n);
 }
 
@@ -70,7 +73,8 @@ static void on_close(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    s->stats.conns[c->tp->kind]--;
+    if (c->flags & HR_C_PROTOCOL)
+        s->stats.conns[c->tp->kind]--;
     HR_LOG(HR_LOG_DEBUG, c->id, "closed");
     free(c);
     if (s->shutting_down && s->nconns == 0)
@@ -320,7 +324,9 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
         return;
     unsigned code = hr_status_to_wire(status);
     int quiet = status == HR_OK || status == HR_ESHUTDOWN;
-    if (quiet || hr__limits_log_budget(s)) /* floods must not flood the log */
+    if (status == HR_OK)
+        HR_LOG(HR_LOG_DEBUG, c->id, "closing: %s", msg);
+    else if (quiet || hr__limits_log_budget(s)) /* floods must not flood the log */
         HR_LOG(quiet ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. Deliveries skip CLOSING
@@ -493,7 +499,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || (c->flags & HR_C_CLOSING))
         return; /* lingering close: discard */
-    c->srv->stats.bytes_in += (uint64_t)nread;
+    if (c->flags & HR_C_PROTOCOL)
+        c->srv->stats.bytes_in += (uint64_t)nread;
+    else
+        c->srv->stats.http_bytes_in += (uint64_t)nread;
     if (buf->base != c->srv->rbuf) {
         c->tp->read_done(c, (size_t)nread);
         return;
@@ -526,11 +535,18 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    s->stats.conns[tp->kind]++;
-    s->stats.conns_total[tp->kind]++;
     if (tp->ready_at_accept)
-        c->flags |= HR_C_PROTOCOL;
+        hr__conn_protocol(c);
     return c;
+}
+
+/* Only connections that speak Herald count as connections of their transport:
+ * an HTTP request on the WebSocket port (a scrape) is counted as a request. */
+void hr__conn_protocol(hr_conn_t *c)
+{
+    c->flags |= HR_C_PROTOCOL;
+    c->srv->stats.conns[c->tp->kind]++;
+    c->srv->stats.conns_total[c->tp->kind]++;
 }
 
 void hr__conn_start(hr_conn_t *c)

@@ -115,6 +115,10 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->cfg = *cfg;
     s->max_frame = (size_t)cfg->max_payload + HR_FRAME_SLACK;
     s->nworkers = 1;
+    uv_timeval64_t tv;
+    s->started_ms = uv_now(loop);
+    if (uv_gettimeofday(&tv) == 0)
+        s->started_unix = (double)tv.tv_sec + tv.tv_usec / 1e6;
     hr_mem_limits_t lim = {
         .max_topics = (size_t)cfg->max_topics,
         .history_msgs = (uint32_t)cfg->history_msgs,

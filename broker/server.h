@@ -102,6 +102,9 @@ typedef struct hr_stats_s {
     uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
     uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */
     uint64_t http_status[12]; /* HTTP responses on the WebSocket port, by http.c's table */
+    uint64_t http_requests;   /* HTTP request heads received (upgrades included) */
+    uint64_t http_bytes_in;   /* bytes read before the transport handshake finished */
+    uint64_t http_bytes_out;  /* bytes written to connections that never finished it */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
@@ -143,6 +146,8 @@ struct hr_server_s {
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
     int shutting_down;
     int exit_code;
+    uint64_t started_ms;  /* loop time at start, for uptime */
+    double started_unix;  /* wall-clock start time, seconds since the epoch */
     char rbuf[64 * 1024]; /* loop-wide read buffer */
 };
 
@@ -150,6 +155,8 @@ extern const hr_transport_t hr__tcp_transport;
 /* Set by the WebSocket module when it is linked in (NULL: no WebSocket listener). */
 extern const hr_transport_t *hr__ws_transport;
 
+/** The handshake of a transport that has one is done: frames flow, the connection counts. */
+void hr__conn_protocol(hr_conn_t *c);
 /** Sets up the worker; on failure prints why to stderr and leaves nothing to close. */
 int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg);
 /**

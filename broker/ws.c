@@ -98,10 +98,13 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
 {
     hr_server_t *s = c->srv;
     hr_http_req_t rq;
+    s->stats.http_requests++;
     if (hr__http_parse(&rq, p, hl) != HR_OK) {
         http_error(c, w, 400, NULL, "malformed HTTP request");
         return;
     }
+    HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %s %.*s", http_method_str(rq.method), (int)rq.path.n,
+           rq.path.p);
     if (rq.method != HTTP_GET) {
         http_error(c, w, 405, "Allow: GET\r\n", "only GET is served here");
         return;
@@ -455,7 +458,7 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
     hr__http_count(&s->stats, 101);
     hr__conn_send_raw(c, hdr, (size_t)k);
     w->state = WS_OPEN;
-    c->flags |= HR_C_PROTOCOL; /* HELLO timeout and heartbeats start now */
+    hr__conn_protocol(c); /* HELLO timeout and heartbeats start now */
     c->idle_since = hr__now_ms(s);
     HR_LOG(HR_LOG_DEBUG, c->id, "WebSocket open%s", rq->herald_v1 ? " (herald.v1)" : "");
     if (n)
