@@ -420,6 +420,13 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     r = simple(b, r, "replay_rate_limited_total", "counter",
                "SUBs with since on a wildcard refused by max-replay-rate (ERR 7).",
                st->replay_limited);
+    r = simple(b, r, "replay_scan_refused_total", "counter",
+               "Wildcard replays not run: the scan budget of the address or worker was spent "
+               "(ERR 10).",
+               st->scan_refused);
+    r = simple(b, r, "replay_scan_topics_total", "counter",
+               "Topics examined by wildcard replays (replay-scan-rate, replay-scan-global).",
+               st->scan_topics);
     r = simple(b, r, "auth_failures_total", "counter",
                "HELLOs refused by authentication (ERR 3), expired tokens included.",
                st->auth_failed);

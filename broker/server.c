@@ -42,6 +42,7 @@ static void on_sweep(uv_timer_t *t)
         hr__conn_sweep(c, now);
         c = next;
     }
+    hr__limits_sweep(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum)

@@ -76,8 +76,6 @@ struct hr_conn_s {
     hr_limits_conn_t lim; /* limits.c: per-IP slot, pending handshake, publish bucket */
     uint64_t soft_since;  /* ms: when output went over out-soft, 0 if not */
     uint64_t deadline;    /* ms: force close when CLOSING lasts past this */
-    uint64_t scan_tokens; /* wildcard replay budget left (topics) */
-    uint64_t scan_at;     /* ms: when scan_tokens was last refilled; 0 = never */
     uv_write_t *wreq;     /* owned while a write is in flight */
     struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
     uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
@@ -98,6 +96,8 @@ typedef struct hr_stats_s {
     uint64_t refused_pending; /* max-pending handshakes */
     uint64_t rate_limited;    /* PUBs refused by max-pub-rate */
     uint64_t replay_limited;  /* wildcard SUBs with since refused by max-replay-rate */
+    uint64_t scan_refused;    /* wildcard replays refused for the scan budget (ERR 10) */
+    uint64_t scan_topics;     /* topics examined by wildcard replays */
     uint64_t auth_failed;     /* HELLOs refused (ERR 3), incl. expiry */
     uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
     uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */

@@ -12,8 +12,13 @@ import unittest
 import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, Client, HttpRefused,  # noqa: E402
-                         WsClient, http_raw, metrics)
+from herald_test import (ACK, ERR, HELLO, MSG, PUB, SLOW, SUB, WELCOME, Broker, Client,  # noqa: E402
+                         HttpRefused, WsClient, http_raw, metrics, pack)
+
+
+def frame(*a):
+    body = pack(*a)
+    return struct.pack(">I", len(body)) + body
 
 
 def errs(frames):
@@ -152,8 +157,8 @@ class Limits(unittest.TestCase):
         c.s, c.buf, c.frames, c.welcome = s, b"", [], None
         self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
 
-    def raw(self, b):
-        s = socket.create_connection(("127.0.0.1", b.tcp))
+    def raw(self, b, source="127.0.0.1"):
+        s = socket.create_connection(("127.0.0.1", b.tcp), source_address=(source, 0))
         self.addCleanup(s.close)
         c = Client.__new__(Client)
         c.s, c.buf, c.frames, c.welcome = s, b"", [], None
@@ -205,6 +210,51 @@ class Limits(unittest.TestCase):
                              % b.ws)
         c = self.connect(b)  # the port still serves Herald clients
         c.sync()
+
+    def scan_topics(self, b, n):
+        p = self.connect(b)
+        p.send_raw(b"".join(frame(PUB, "st.%d" % i, b"x") for i in range(n)))
+        p.sync()
+        return p
+
+    def wildcard_since(self, b, source="127.0.0.1"):
+        """A fresh connection's two wildcard SUBs with since; how many ran out of budget."""
+        c = self.raw(b, source)
+        c.send(HELLO, {"v": 1})
+        self.assertEqual(c.next()[0], WELCOME)
+        c.send_raw(frame(SUB, 1, "nomatch.*", {"since": 0}) +
+                   frame(SUB, 2, "nomatch.*", {"since": 0}))
+        refused = [f for f in c.sync() if f[0] == ERR]
+        c.close()
+        for f in refused:
+            self.assertEqual(f[1], 10, f)
+            self.assertIn("budget exhausted", f[2])
+        return len(refused)
+
+    def test_replay_scan_budget_per_address(self):
+        # 400 topics, 1000 topics a second per address: reconnecting does not renew the budget.
+        b = self.start("--replay-scan-rate", "1000", "--replay-scan-global", "0")
+        self.scan_topics(b, 400)
+        t0 = time.monotonic()
+        refused = sum(self.wildcard_since(b) for _ in range(10))
+        elapsed = time.monotonic() - t0
+        ran = 20 - refused
+        self.assertLessEqual(ran, 2 + 1 + int(elapsed * 1000 / 400), "%d scans ran" % ran)
+        self.assertGreaterEqual(refused, 10)
+        # Another address has a budget of its own.
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 0)
+        m = metrics(b)
+        self.assertEqual(m["herald_replay_scan_refused_total"], refused)
+        self.assertEqual(m['herald_errors_total{code="10",name="history_gap"}'], refused)
+        self.assertGreaterEqual(m["herald_replay_scan_topics_total"], (ran + 2) * 400)
+
+    def test_replay_scan_budget_global(self):
+        b = self.start("--replay-scan-rate", "1000", "--replay-scan-global", "1000")
+        self.scan_topics(b, 400)
+        self.assertEqual(self.wildcard_since(b), 0)  # the worker's 1000 are spent
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 2)  # so none for another address
+        time.sleep(1.1)  # refilled: scans run again
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 0)
 
     def test_websocket_refusals_are_http_503_and_counted(self):
         b = self.start("--max-conns-per-ip", "2", "--max-pub-rate", "1", "--max-pub-burst", "1")
