@@ -3,6 +3,9 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <http_parser.h>
 #include <wslay/wslay.h>
@@ -16,6 +19,10 @@ enum ws_state { WS_HTTP = 0, WS_OPEN };
 
 /* An open connection idle this long gives its wslay context (~8 KiB) back. */
 #define WS_RELEASE_MS 1000
+/* Contexts given back in one sweep that make it worth returning memory to the system. */
+#define WS_TRIM_MIN 64
+/* Reads a second past which a connection keeps its context between reads. */
+#define WS_KEEP_READS 4
 
 /*
  * Per-connection state (conn->tdata). Before the upgrade only `head` is
@@ -45,6 +52,8 @@ typedef struct ws_s {
     uint8_t responded;   /* an HTTP response was queued (before the upgrade) */
     uint8_t close_sent;  /* a close frame was queued */
     uint8_t clean;       /* wslay holds no partial frame, open message or output */
+    uint8_t reads;       /* reads given to wslay in the second from `reads_at` */
+    uint64_t reads_at;   /* ms */
 } ws_t;
 
 static ws_t *ws_get(hr_conn_t *c)
@@ -319,8 +328,9 @@ static const struct wslay_event_callbacks callbacks = {
 /* ---- frames ---------------------------------------------------------------------- */
 
 /*
- * Creates the wslay context: at the upgrade, and again when an idle
- * connection that gave its context back receives bytes. No buffering:
+ * Creates the wslay context when bytes arrive on an open connection that
+ * has none (none is made at the upgrade: most connections read a frame or
+ * two and go quiet, see pump()). No buffering:
  * data frames reach the chunk callback straight from wslay's read buffer;
  * the size limit is max_frame (docs/protocol.md), and no extension is
  * negotiated, so every reserved bit must be 0.
@@ -435,6 +445,20 @@ static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
     if (w->ctl.cap > 256)
         hr_buf_destroy(&w->ctl);
     w->clean = w->fed == w->framed && !w->in_msg && !wslay_event_want_write(w->ctx);
+    /* A connection that reads now and then (HELLO, SUB, then silence: most
+     * WebSocket clients) gives its context back at once, so that a burst of
+     * such clients reuses one context's memory instead of leaving thousands
+     * of freed contexts between the allocations that stay. A busy one keeps
+     * it until it has been idle for WS_RELEASE_MS (the sweep). */
+    uint64_t now = hr__now_ms(c->srv);
+    if (now - w->reads_at >= 1000) {
+        w->reads_at = now;
+        w->reads = 0;
+    }
+    if (w->reads < WS_KEEP_READS)
+        w->reads++;
+    if (w->reads < WS_KEEP_READS)
+        ws_release(w);
 }
 
 /* Completes the upgrade: 101, then wslay takes the bytes that followed the head. */
@@ -444,10 +468,6 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
     char accept[29], hdr[256];
     if (hr__http_ws_accept(rq->ws_key, accept) != HR_OK) {
         http_error(c, w, 400, NULL, "Sec-WebSocket-Key is not 16 bytes in base64");
-        return;
-    }
-    if (ws_ctx(c, w) != HR_OK) {
-        http_error(c, w, 503, NULL, "out of memory");
         return;
     }
     int k = snprintf(hdr, sizeof(hdr),
@@ -590,12 +610,37 @@ static void ws_on_closing(hr_conn_t *c, int status)
     put_close(c, w, cc);
 }
 
+/*
+ * Contexts given back since the last trim, and the sweep (its time) that
+ * gave back the last of them. After a burst of upgrades thousands of
+ * contexts are freed in one sweep; they lie between allocations that stay
+ * (connections, subscriptions), so malloc keeps their pages and the burst
+ * would cost ~10 KB per idle connection for good. Once such a sweep is over
+ * (the next one starts), the free pages go back to the system.
+ */
+static size_t released;
+static uint64_t released_at;
+
+static void trim_after_release(uint64_t now)
+{
+    if (released < WS_TRIM_MIN || now == released_at)
+        return;
+    released = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static int ws_on_sweep(hr_conn_t *c, uint64_t now)
 {
     ws_t *w = c->tdata;
+    trim_after_release(now);
     if (w && w->state == WS_OPEN) {
-        if (w->ctx && now - c->idle_since >= WS_RELEASE_MS)
+        if (w->ctx && w->clean && now - c->idle_since >= WS_RELEASE_MS) {
             ws_release(w);
+            released++;
+            released_at = now;
+        }
         return 0;
     }
     /* Before the upgrade idle_since is still the accept time. */
