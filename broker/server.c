@@ -19,6 +19,14 @@ uint64_t hr__now_ms(const hr_server_t *s)
     return uv_now(s->loop);
 }
 
+int hr__server_port(const hr_server_t *s, int kind)
+{
+    for (int i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i].tp->kind == kind)
+            return s->listeners[i].port;
+    return 0;
+}
+
 static void on_check(uv_check_t *h)
 {
     hr__conn_flush_all(h->data);

@@ -169,6 +169,8 @@ int hr__server_start(hr_server_t *s);
 void hr__server_shutdown(hr_server_t *s);
 void hr__server_destroy(hr_server_t *s);
 uint64_t hr__now_ms(const hr_server_t *s);
+/** The port the listener of transport `kind` (enum hr_tkind) is bound to, 0 if none. */
+int hr__server_port(const hr_server_t *s, int kind);
 
 /* conn.c: connection lifecycle, output queue, closing */
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp);

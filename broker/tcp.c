@@ -81,12 +81,8 @@ static int looks_like_http(const uint8_t p[4])
  */
 static void http_on_tcp(hr_conn_t *c)
 {
-    hr_server_t *s = c->srv;
     char body[192], resp[384];
-    int port = 0;
-    for (int i = 0; i < s->nlisteners; i++)
-        if (s->listeners[i].tp->kind == HR_T_WS)
-            port = s->listeners[i].port;
+    int port = hr__server_port(c->srv, HR_T_WS);
     int bn = port ? snprintf(body, sizeof(body),
                              "this is Herald's TCP port; WebSocket and HTTP are on port %d\n", port)
                   : snprintf(body, sizeof(body),

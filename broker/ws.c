@@ -495,12 +495,8 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
  */
 static void wrong_port(hr_conn_t *c, ws_t *w)
 {
-    const hr_server_t *s = c->srv;
     char why[160];
-    int port = 0;
-    for (int i = 0; i < s->nlisteners; i++)
-        if (s->listeners[i].tp->kind == HR_T_TCP)
-            port = s->listeners[i].port;
+    int port = hr__server_port(c->srv, HR_T_TCP);
     if (port)
         snprintf(why, sizeof(why),
                  "this is Herald's WebSocket/HTTP port; the length-prefixed TCP protocol is on "
