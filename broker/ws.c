@@ -23,6 +23,8 @@ enum ws_state { WS_HTTP = 0, WS_OPEN };
 #define WS_TRIM_MIN 64
 /* Reads a second past which a connection keeps its context between reads. */
 #define WS_KEEP_READS 4
+/* The largest message before HELLO (which is small), as on TCP. */
+#define WS_FIRST_MAX (64 * 1024)
 
 /*
  * Per-connection state (conn->tdata). Before the upgrade only `head` is
@@ -39,21 +41,22 @@ typedef struct ws_s {
     hr_buf_t ctl;                /* wslay's output during one pump() */
     const char *feed;            /* input wslay reads from, during one pump() */
     size_t nfeed;
-    uint64_t frame_len;  /* payload length of the frame being received */
-    uint64_t fed;        /* bytes given to the current wslay context */
-    uint64_t framed;     /* bytes of the frames it has started (header + payload) */
-    uint16_t fail_close; /* close code decided in a callback (1002, 1003, 1009) */
-    uint16_t close_code; /* close code for on_closing(); 0: from the ERR code */
-    uint8_t state;       /* enum ws_state */
-    uint8_t op;          /* opcode of the frame being received */
-    uint8_t fin;         /* its fin bit */
-    uint8_t in_msg;      /* a data message is being received */
-    uint8_t dispatched;  /* the current message went out without a copy */
-    uint8_t responded;   /* an HTTP response was queued (before the upgrade) */
-    uint8_t close_sent;  /* a close frame was queued */
-    uint8_t clean;       /* wslay holds no partial frame, open message or output */
-    uint8_t reads;       /* reads given to wslay in the second from `reads_at` */
-    uint64_t reads_at;   /* ms */
+    uint64_t frame_len;   /* payload length of the frame being received */
+    uint64_t fed;         /* bytes given to the current wslay context */
+    uint64_t framed;      /* bytes of the frames it has started (header + payload) */
+    uint16_t fail_close;  /* close code decided in a callback (1002, 1003, 1009) */
+    const char *fail_why; /* its reason when not the code's usual one (static) */
+    uint16_t close_code;  /* close code for on_closing(); 0: from the ERR code */
+    uint8_t state;        /* enum ws_state */
+    uint8_t op;           /* opcode of the frame being received */
+    uint8_t fin;          /* its fin bit */
+    uint8_t in_msg;       /* a data message is being received */
+    uint8_t dispatched;   /* the current message went out without a copy */
+    uint8_t responded;    /* an HTTP response was queued (before the upgrade) */
+    uint8_t close_sent;   /* a close frame was queued */
+    uint8_t clean;        /* wslay holds no partial frame, open message or output */
+    uint8_t reads;        /* reads given to wslay in the second from `reads_at` */
+    uint64_t reads_at;    /* ms */
 } ws_t;
 
 static ws_t *ws_get(hr_conn_t *c)
@@ -278,8 +281,12 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
     }
     /* With no_buffering wslay checks max_recv_msg_length per frame only, so
      * the total of a fragmented message is checked here. */
-    if (w->msg.len + a->payload_length > s->max_frame)
+    if (w->msg.len + a->payload_length > s->max_frame) {
         stop(w, 1009);
+    } else if (!(c->flags & HR_C_HELLO) && w->msg.len + a->payload_length > WS_FIRST_MAX) {
+        w->fail_why = "message before HELLO larger than 64 KiB: the first message must be HELLO";
+        stop(w, 1009);
+    }
 }
 
 static void cb_frame_chunk(wslay_event_context_ptr ctx,
@@ -387,7 +394,7 @@ static void ws_fail(hr_conn_t *c, ws_t *w, uint16_t code)
 {
     hr_buf_reset(&w->ctl);
     w->close_code = code;
-    hr__conn_fail(c, close_to_err(code), close_reason(code));
+    hr__conn_fail(c, close_to_err(code), w->fail_why ? w->fail_why : close_reason(code));
 }
 
 /*

@@ -561,6 +561,28 @@ class WsMetrics(unittest.TestCase):
 class WsTimers(unittest.TestCase):
     """Timeouts and shutdown, each with its own broker."""
 
+    def test_message_before_hello_over_64k(self):
+        # As on TCP: before HELLO a message may not declare more than 64 KiB (max_frame is 1 MiB).
+        b = Broker()
+        try:
+            c = Conn(b.ws)
+            c.send(request())
+            self.assertEqual(c.http_response()[0], 101)
+            c.send(frame(2, b"x" * 100, length=100000))  # the header declares 100000 bytes
+            err = None
+            while True:
+                _, op, p = c.read_frame()
+                if op == 2:
+                    err = msgpack.unpackb(p, raw=False)
+                elif op == 8:
+                    self.assertEqual(struct.unpack(">H", p[:2])[0], 1009)
+                    break
+            self.assertEqual(err[:2], [19, 2])
+            self.assertIn("before HELLO", err[2])
+            c.close()
+        finally:
+            self.assertEqual(b.stop(), 0)
+
     def test_hello_timeout(self):
         b = Broker("--hello-timeout-ms", "200")
         try:
