@@ -19,7 +19,8 @@ static void usage(FILE *f)
     fputs(
         "usage: herald-bench [options] [scenario ...]\n"
         "\n"
-        "Scenarios: throughput fanout chat latency idle mixed slow reqrep, or all (default).\n"
+        "Scenarios: throughput fanout chat latency idle idle-ws mixed slow reqrep, or all\n"
+        "(default). idle-ws is idle over WebSocket with every client connecting at once.\n"
         "\n"
         "  -t, --target URL      broker to drive; repeat to compare several in one run:\n"
         "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V]\n"
@@ -29,7 +30,7 @@ static void usage(FILE *f)
         "      --pubs N          publishers (requesters in reqrep)\n"
         "      --subs N          subscribers\n"
         "      --topics N        topics (rooms in chat)\n"
-        "      --conns N         connections in idle\n"
+        "      --conns N         connections in idle and idle-ws\n"
         "      --stalled N       stalled subscribers in slow\n"
         "      --size BYTES      payload size, including the 16-byte header (min 16)\n"
         "      --rate MSGS       total publish rate, open loop; 0 = as fast as the window allows\n"

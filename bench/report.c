@@ -208,7 +208,7 @@ hb_headline_t hb_headline(const hb_result_t *r)
         h.label = "p99 latency";
         h.value = r->lat ? (double)hb_hist_percentile(r->lat, 99) : 0;
         h.higher_better = 0;
-    } else if (!strcmp(r->scenario, "idle")) {
+    } else if (!strncmp(r->scenario, "idle", 4)) { /* idle, idle-ws */
         h.label = "memory per connection";
         h.value = r->mem_per_conn;
         h.higher_better = 0;
@@ -387,11 +387,14 @@ static void write_scenario(FILE *f, const char *scen, hb_result_t *const *rs, in
     for (int c = 0; c < ncol; c++)
         anyok |= col[c]->ok;
     fprintf(f, "### %s\n\n", scen);
-    if (!strcmp(scen, "idle"))
+    if (!strncmp(scen, "idle", 4))
         fprintf(f,
-                "%d idle connections, each subscribed to a topic of its own; memory per "
+                "%d idle connections%s, each subscribed to a topic of its own; memory per "
                 "connection is the growth of the broker's RSS divided by the connections.\n\n",
-                p->conns);
+                p->conns,
+                p->sub_transport && !strcmp(p->sub_transport, "ws")
+                    ? " over WebSocket, all connecting at once"
+                    : "");
     else if (!strcmp(scen, "reqrep"))
         fprintf(f,
                 "%d requesters and one responder, closed loop (one request outstanding per "
@@ -535,7 +538,7 @@ notes:
         fprintf(f, "Target %s: %s (%.3fx against %s).\n\n", targets[t].text,
                 met ? "met" : "**missed**", ratio, display(peer->broker));
     }
-    if (!strcmp(scen, "idle")) {
+    if (!strncmp(scen, "idle", 4)) {
         int met = hh.value <= 1024;
         fprintf(f, "Target <= 1 KB per idle connection: %s (%s).\n\n", met ? "met" : "**missed**",
                 hb_fmt_bytes(b2, sizeof b2, hh.value));

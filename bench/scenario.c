@@ -4,8 +4,8 @@
 
 #include <string.h>
 
-const char *const hb_scenarios[] = {"throughput", "fanout", "chat",   "latency", "idle",
-                                    "mixed",      "slow",   "reqrep", NULL};
+const char *const hb_scenarios[] = {"throughput", "fanout", "chat", "latency", "idle",
+                                    "idle-ws",    "mixed",  "slow", "reqrep",  NULL};
 
 int hb_scenario_plan(const char *name, int smoke, hb_plan_t *pl)
 {
@@ -37,12 +37,20 @@ int hb_scenario_plan(const char *name, int smoke, hb_plan_t *pl)
         p->subs = smoke ? 3 : 10;
         p->size = 128;
         p->rate = smoke ? 2000 : 20000;
-    } else if (!strcmp(name, "idle")) {
+    } else if (!strcmp(name, "idle") || !strcmp(name, "idle-ws")) {
         p->pubs = 0;
         p->subs = 0;
         p->conns = smoke ? 100 : 10000;
         p->duration = smoke ? 0.3 : 2; /* settle time before memory is read */
         pl->idle = 1;
+        if (!strcmp(name, "idle-ws")) {
+            /* Over WebSocket, every client connecting at once (unless --ramp says
+             * otherwise): a burst of upgrades is the case where per-connection
+             * WebSocket state, given back once idle, could stay in the broker's RSS. */
+            p->sub_transport = "ws";
+            pl->sub_ws = 1;
+            p->duration = smoke ? 1.5 : 3; /* past the broker's 1 s idle release */
+        }
     } else if (!strcmp(name, "mixed")) {
         p->pubs = smoke ? 2 : 10;
         p->subs = smoke ? 10 : 100;

@@ -20,6 +20,7 @@ typedef struct hr_config_s {
     int64_t history_bytes;
     int64_t history_total;
     int64_t replay_scan_rate;
+    int64_t replay_scan_global;
     int64_t out_hard;
     int64_t out_soft;
     int64_t out_soft_ms;

@@ -38,7 +38,10 @@ static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
 
 static void oq_advance(hr_conn_t *c, size_t n)
 {
-    c->srv->stats.bytes_out += n;
+    if (c->flags & HR_C_PROTOCOL)
+        c->srv->stats.bytes_out += n;
+    else
+        c->srv->stats.http_bytes_out += n;
     hr__oq_advance(&c->out, n);
 }
 
@@ -70,7 +73,8 @@ static void on_close(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     s->nconns--;
-    s->stats.conns[c->tp->kind]--;
+    if (c->flags & HR_C_PROTOCOL)
+        s->stats.conns[c->tp->kind]--;
     if (s->nworkers > 1)
         hr__map_del(&s->conns_by_id, &c->id, sizeof(c->id));
     HR_LOG(HR_LOG_DEBUG, c->id, "closed");
@@ -148,7 +152,7 @@ int hr__conn_send_raw(hr_conn_t *c, const void *p, size_t n)
 static void charge_output(hr_conn_t *c)
 {
     hr_server_t *s = c->srv;
-    size_t q = c->out.bytes;
+    size_t q = hr__oq_charge(&c->out);
     if (q > (size_t)s->cfg.out_soft && !c->soft_since)
         c->soft_since = hr__now_ms(s);
     if (q > (size_t)s->cfg.out_soft / 2 && !(c->flags & (HR_C_PAUSED | HR_C_CLOSING))) {
@@ -322,7 +326,9 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
         return;
     unsigned code = hr_status_to_wire(status);
     int quiet = status == HR_OK || status == HR_ESHUTDOWN;
-    if (quiet || hr__limits_log_budget(s)) /* floods must not flood the log */
+    if (status == HR_OK)
+        HR_LOG(HR_LOG_DEBUG, c->id, "closing: %s", msg);
+    else if (quiet || hr__limits_log_budget(s)) /* floods must not flood the log */
         HR_LOG(quiet ? HR_LOG_DEBUG : HR_LOG_INFO, c->id, "closing: ERR %u: %s", code, msg);
     /* Subscriptions stay indexed until the close: this may run in the middle
      * of a fan-out over the very list they are in. Deliveries skip CLOSING
@@ -398,12 +404,13 @@ void hr__conn_ops_end(hr_conn_t *c)
 static void check_backpressure(hr_conn_t *c)
 {
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
-    if ((c->flags & HR_C_PAUSED) && c->out.bytes <= hwm / 4 && !(c->flags & HR_C_CLOSING)) {
+    if ((c->flags & HR_C_PAUSED) && hr__oq_charge(&c->out) <= hwm / 4 &&
+        !(c->flags & HR_C_CLOSING)) {
         c->flags &= ~(uint32_t)HR_C_PAUSED;
         if (!(c->flags & (HR_C_OPS_WAIT | HR_C_CONGESTED)))
             uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     }
-    if (c->out.bytes <= (size_t)c->srv->cfg.out_soft)
+    if (hr__oq_charge(&c->out) <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
 }
 
@@ -513,7 +520,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0 || (c->flags & HR_C_CLOSING))
         return; /* lingering close: discard */
-    c->srv->stats.bytes_in += (uint64_t)nread;
+    if (c->flags & HR_C_PROTOCOL)
+        c->srv->stats.bytes_in += (uint64_t)nread;
+    else
+        c->srv->stats.http_bytes_in += (uint64_t)nread;
     if (buf->base != c->srv->rbuf) {
         c->tp->read_done(c, (size_t)nread);
         return;
@@ -555,12 +565,18 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
         s->conns->prev = c;
     s->conns = c;
     s->nconns++;
-    s->stats.conns[tp->kind]++;
-    s->stats.conns_total[tp->kind]++;
-
     if (tp->ready_at_accept)
-        c->flags |= HR_C_PROTOCOL;
+        hr__conn_protocol(c);
     return c;
+}
+
+/* Only connections that speak Herald count as connections of their transport:
+ * an HTTP request on the WebSocket port (a scrape) is counted as a request. */
+void hr__conn_protocol(hr_conn_t *c)
+{
+    c->flags |= HR_C_PROTOCOL;
+    c->srv->stats.conns[c->tp->kind]++;
+    c->srv->stats.conns_total[c->tp->kind]++;
 }
 
 void hr__conn_start(hr_conn_t *c)
@@ -584,7 +600,7 @@ void hr__conn_deliver(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
         return;
     }
     s->stats.deliveries++;
-    if (c->out.bytes > (size_t)s->cfg.out_hard) {
+    if (hr__oq_charge(&c->out) > (size_t)s->cfg.out_hard) {
         hr__conn_fail(c, HR_ESLOW, "slow consumer: pending output over out-hard");
         return;
     }

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* The HTTP surface of the WebSocket port: request heads (http_parser), responses, metrics. */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <http_parser.h>
 #include <openssl/evp.h>
@@ -103,6 +106,8 @@ static int on_header_field(http_parser *hp, const char *at, size_t len)
     }
     if (ps->value == &r->ws_key && r->ws_key.p)
         r->dup_key = 1;
+    if (ps->value == &r->origin && r->origin.p)
+        r->dup_origin = 1;
     if (ps->value)
         *ps->value = (hr_slice_t){NULL, 0};
     return 0;
@@ -304,14 +309,77 @@ static int metric(hr_buf_t *b, const char *name, const char *type, const char *h
     return bprintf(b, "# HELP herald_%s %s\n# TYPE herald_%s %s\n", name, help, name, type);
 }
 
-/* One metric without labels, after `r` (the chain's status so far) is HR_OK. */
+/* One metric named `name` as is, without labels, after `r` (the chain's status so far) is HR_OK. */
+static int simple_raw(hr_buf_t *b, int r, const char *name, const char *type, const char *help,
+                      unsigned long long v)
+{
+    if (r == HR_OK)
+        r = bprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+    return r;
+}
+
+/* One herald_ metric without labels, after `r` (the chain's status so far) is HR_OK. */
 static int simple(hr_buf_t *b, int r, const char *name, const char *type, const char *help,
                   uint64_t v)
 {
+    char full[96];
+    snprintf(full, sizeof(full), "herald_%s", name);
+    return simple_raw(b, r, full, type, help, (unsigned long long)v);
+}
+
+/*
+ * The usual process metrics, read from /proc/self (Linux): resident and
+ * virtual memory from statm (one short read), open descriptors by listing
+ * fd/ (one entry per connection: cheap next to the scrape's own walk over
+ * the connections). Absent where /proc is not mounted.
+ */
+static int process_metrics(const hr_server_t *s, hr_buf_t *b, int r)
+{
     if (r == HR_OK)
-        r = metric(b, name, type, help);
+        r = bprintf(b,
+                    "# HELP herald_build_info Version of the broker.\n"
+                    "# TYPE herald_build_info gauge\nherald_build_info{version=\"%s\"} 1\n",
+                    HERALD_VERSION);
     if (r == HR_OK)
-        r = bprintf(b, "herald_%s %llu\n", name, (unsigned long long)v);
+        r = bprintf(b,
+                    "# HELP process_start_time_seconds Start time of the process since the epoch, "
+                    "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                    "process_start_time_seconds %.3f\n",
+                    s->started_unix);
+    if (r == HR_OK)
+        r = bprintf(b,
+                    "# HELP herald_uptime_seconds Seconds since the broker started.\n"
+                    "# TYPE herald_uptime_seconds gauge\nherald_uptime_seconds %.3f\n",
+                    (double)(hr__now_ms(s) - s->started_ms) / 1000);
+    unsigned long long vm, rss;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%llu %llu", &vm, &rss) == 2 && r == HR_OK) {
+        unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+        r = bprintf(b,
+                    "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                    "# TYPE process_resident_memory_bytes gauge\n"
+                    "process_resident_memory_bytes %llu\n"
+                    "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                    "# TYPE process_virtual_memory_bytes gauge\n"
+                    "process_virtual_memory_bytes %llu\n",
+                    rss * page, vm * page);
+    }
+    if (f)
+        fclose(f);
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        unsigned long long n = 0;
+        for (struct dirent *e; (e = readdir(d));)
+            n += e->d_name[0] != '.';
+        closedir(d);
+        if (n) /* less the descriptor of the listing itself */
+            n--;
+        r = simple_raw(b, r, "process_open_fds", "gauge", "Number of open file descriptors.", n);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        r = simple_raw(b, r, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+                       (unsigned long long)rl.rlim_cur);
     return r;
 }
 
@@ -327,10 +395,11 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     static const char *const tnames[HR_T_COUNT] = {"tcp", "ws"};
     size_t outq = 0, inflight = 0;
     for (const hr_conn_t *c = s->conns; c; c = c->next) {
-        outq += c->out.bytes;
+        outq += hr__oq_charge(&c->out);
         inflight += c->out.inflight;
     }
-    int r = metric(b, "connections", "gauge", "Open connections by transport.");
+    int r = metric(b, "connections", "gauge",
+                   "Open connections by transport (WebSocket: once upgraded).");
     for (int t = 0; t < HR_T_COUNT && r == HR_OK; t++)
         r = bprintf(b, "herald_connections{transport=\"%s\"} %llu\n", tnames[t],
                     (unsigned long long)st->conns[t]);
@@ -351,6 +420,13 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     r = simple(b, r, "replay_rate_limited_total", "counter",
                "SUBs with since on a wildcard refused by max-replay-rate (ERR 7).",
                st->replay_limited);
+    r = simple(b, r, "replay_scan_refused_total", "counter",
+               "Wildcard replays not run: the scan budget of the address or worker was spent "
+               "(ERR 10).",
+               st->scan_refused);
+    r = simple(b, r, "replay_scan_topics_total", "counter",
+               "Topics examined by wildcard replays (replay-scan-rate, replay-scan-global).",
+               st->scan_topics);
     r = simple(b, r, "auth_failures_total", "counter",
                "HELLOs refused by authentication (ERR 3), expired tokens included.",
                st->auth_failed);
@@ -367,6 +443,15 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]) && r == HR_OK; i++)
         r = bprintf(b, "herald_http_responses_total{status=\"%d\"} %llu\n", statuses[i],
                     (unsigned long long)st->http_status[i]);
+    r = simple(b, r, "http_requests_total", "counter",
+               "HTTP requests on the WebSocket port (WebSocket upgrades and scrapes).",
+               st->http_requests);
+    r = simple(b, r, "http_bytes_in_total", "counter",
+               "Bytes read from HTTP connections before an upgrade (not in bytes_in_total).",
+               st->http_bytes_in);
+    r = simple(b, r, "http_bytes_out_total", "counter",
+               "Bytes written to HTTP connections that were not upgraded (not in bytes_out_total).",
+               st->http_bytes_out);
     r = simple(b, r, "subscriptions", "gauge", "Active subscriptions.", s->index.nsubs);
     r = simple(b, r, "patterns", "gauge", "Distinct subscribed patterns.", s->index.npatterns);
     hr_engine_stats_t es = {0};
@@ -388,12 +473,14 @@ int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
     for (unsigned i = 1; i < sizeof(err_names) / sizeof(err_names[0]) && r == HR_OK; i++)
         r = bprintf(b, "herald_errors_total{code=\"%u\",name=\"%s\"} %llu\n", i, err_names[i],
                     (unsigned long long)st->errors[i]);
-    r = simple(b, r, "output_queue_bytes", "gauge", "Bytes queued for clients, not yet written.",
+    r = simple(b, r, "output_queue_bytes", "gauge",
+               "Memory held by output queued for clients: bytes not yet written and per-message "
+               "overhead, as charged against out-soft and out-hard.",
                outq);
     r = simple(b, r, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.",
                inflight);
     r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history (rings included).",
                es.hist_bytes);
     r = simple(b, r, "history_messages", "gauge", "Retained history messages.", es.hist_msgs);
-    return r;
+    return process_metrics(s, b, r);
 }

@@ -25,6 +25,7 @@ typedef struct hr_http_req_s {
     hr_slice_t ws_version; /* Sec-WebSocket-Version */
     hr_slice_t origin;     /* Origin */
     unsigned dup_key;      /* Sec-WebSocket-Key appeared more than once */
+    unsigned dup_origin;   /* Origin appeared more than once */
     unsigned protocols;    /* Sec-WebSocket-Protocol headers seen */
     unsigned herald_v1;    /* one of them offered herald.v1 */
 } hr_http_req_t;

@@ -13,7 +13,8 @@ struct hr_server_s;
 /* Per-connection limit state (embedded in hr_conn_t). */
 typedef struct hr_limits_conn_s {
     uint8_t ip[16];     /* private: per-IP key (IPv4, or the /64 of IPv6) */
-    uint8_t iplen;      /* private: 0 when not counted per IP */
+    uint8_t iplen;      /* private: 0 when the peer address is unknown */
+    uint8_t counted;    /* private: counted against max-conns-per-ip */
     uint8_t pending;    /* private: counted as a pending handshake */
     uint64_t rate_ms;   /* private: last refill of the publish bucket */
     uint64_t tokens;    /* private: publish bucket, in thousandths of a message */
@@ -24,6 +25,10 @@ typedef struct hr_limits_conn_s {
 /* Per-worker limit state (embedded in hr_server_t). */
 typedef struct hr_limits_s {
     hr_map_t per_ip;         /* private: IP key -> connection count (as a pointer-sized integer) */
+    hr_map_t scan_ip;        /* private: IP key -> its wildcard replay scan bucket (malloc'd) */
+    uint64_t scan_tokens;    /* private: the worker's scan bucket, in thousandths of a topic */
+    uint64_t scan_at;        /* private: its last refill (ms) */
+    uint64_t scan_pruned_at; /* private: when full per-IP buckets were last dropped (ms) */
     size_t pending;          /* read-only: connections accepted that have not sent HELLO yet */
     uint64_t log_window;     /* private: start (ms) of the refusal-logging second */
     uint32_t log_count;      /* private: refusal lines logged in it */
@@ -59,6 +64,26 @@ int hr__limits_log_budget(struct hr_server_s *s);
  * finding the topics they match walks every topic of the worker.
  */
 int hr__limits_replay(struct hr_conn_s *c, const char *pattern, size_t n);
+
+/**
+ * Topics a wildcard replay by `c` may examine now: the least of what its
+ * client address (replay-scan-rate a second) and the whole worker
+ * (replay-scan-global) have left. 0: none, the replay must not run. The
+ * budgets belong to the address, not the connection, so reconnecting does
+ * not renew them.
+ */
+uint64_t hr__limits_scan_budget(struct hr_conn_s *c);
+
+/**
+ * Charges `topics` examined by a wildcard replay to the address `ip` (the
+ * key of hr_limits_conn_t, which the caller copied: the connection may be
+ * gone by the time the engine answers) and to the worker.
+ */
+void hr__limits_scan_charge(struct hr_server_s *s, const uint8_t *ip, size_t iplen,
+                            uint64_t topics);
+
+/** Periodic: forgets the per-address scan buckets that are full again (at most once a second). */
+void hr__limits_sweep(struct hr_server_s *s);
 
 /** Releases what `c` holds (its per-IP count, its pending slot). Idempotent. */
 void hr__limits_conn_free(struct hr_conn_s *c);

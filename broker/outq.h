@@ -38,6 +38,22 @@ typedef struct hr_outq_s {
     size_t inflight; /* bytes handed to uv_write, not yet completed */
 } hr_outq_t;
 
+/*
+ * What one queued entry costs beyond its bytes on the wire: the entry (its
+ * share of a chunk), and the header, headroom and allocator overhead of
+ * its message, charged to each connection that pins it like the body's
+ * bytes are. For small messages this is most of what a backlog holds, so
+ * the output limits count it: `out-hard 8M` means about 8 MB of memory.
+ */
+#define HR_OQ_ENT_OVERHEAD                                                                         \
+    (sizeof(hr_oq_chunk_t) / HR_OQ_CHUNK + sizeof(hr_msg_t) + HR_WS_HDR_MAX + 2 * sizeof(void *))
+
+/** Memory `q` holds, as charged against the output limits: its bytes plus per-entry overhead. */
+static inline size_t hr__oq_charge(const hr_outq_t *q)
+{
+    return q->bytes + (size_t)q->n * HR_OQ_ENT_OVERHEAD;
+}
+
 /**
  * Appends `m` (taking a reference) preceded by `hlen` header bytes; `hdr`, when
  * hlen > 0, must point to HR_DELIVERY_HDR_MAX readable bytes. HR_OK or HR_ENOMEM.

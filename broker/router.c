@@ -62,8 +62,8 @@ static int member_state(fan_t *f, const hr_sub_t *sub, size_t *backlog)
     }
     if (sub->conn->flags & HR_C_CLOSING)
         return -1;
-    *backlog = sub->conn->out.bytes;
-    return sub->conn->out.bytes > (size_t)f->s->cfg.out_soft;
+    *backlog = hr__oq_charge(&sub->conn->out);
+    return hr__oq_charge(&sub->conn->out) > (size_t)f->s->cfg.out_soft;
 }
 
 /*

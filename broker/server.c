@@ -22,6 +22,14 @@ uint64_t hr__now_ms(const hr_server_t *s)
     return uv_now(s->loop);
 }
 
+int hr__server_port(const hr_server_t *s, int kind)
+{
+    for (int i = 0; i < s->nlisteners; i++)
+        if (s->listeners[i].tp->kind == kind)
+            return s->listeners[i].port;
+    return 0;
+}
+
 static void on_check(uv_check_t *h)
 {
     hr__conn_flush_all(h->data);
@@ -45,6 +53,7 @@ static void on_sweep(uv_timer_t *t)
         hr__conn_sweep(c, now);
         c = next;
     }
+    hr__limits_sweep(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -120,6 +129,10 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->worker = (uint16_t)cfg->worker_id;
     s->nworkers = (uint16_t)(cfg->nworkers > 1 ? cfg->nworkers : 1);
     s->next_id = cfg->id_base;
+    uv_timeval64_t tv;
+    s->started_ms = uv_now(loop);
+    if (uv_gettimeofday(&tv) == 0)
+        s->started_unix = (double)tv.tv_sec + tv.tv_usec / 1e6;
     hr_mem_limits_t lim = {
         .max_topics = (size_t)cfg->max_topics,
         .history_msgs = (uint32_t)cfg->history_msgs,

@@ -77,8 +77,6 @@ struct hr_conn_s {
     hr_limits_conn_t lim; /* limits.c: per-IP slot, pending handshake, publish bucket */
     uint64_t soft_since;  /* ms: when output went over out-soft, 0 if not */
     uint64_t deadline;    /* ms: force close when CLOSING lasts past this */
-    uint64_t scan_tokens; /* wildcard replay budget left (topics) */
-    uint64_t scan_at;     /* ms: when scan_tokens was last refilled; 0 = never */
     uv_write_t *wreq;     /* owned while a write is in flight */
     struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
     uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
@@ -99,10 +97,15 @@ typedef struct hr_stats_s {
     uint64_t refused_pending; /* max-pending handshakes */
     uint64_t rate_limited;    /* PUBs refused by max-pub-rate */
     uint64_t replay_limited;  /* wildcard SUBs with since refused by max-replay-rate */
+    uint64_t scan_refused;    /* wildcard replays refused for the scan budget (ERR 10) */
+    uint64_t scan_topics;     /* topics examined by wildcard replays */
     uint64_t auth_failed;     /* HELLOs refused (ERR 3), incl. expiry */
     uint64_t denied_pub;      /* PUBs (or reply topics) not permitted (ERR 4) */
     uint64_t denied_sub;      /* SUBs not permitted (ERR 4) */
     uint64_t http_status[12]; /* HTTP responses on the WebSocket port, by http.c's table */
+    uint64_t http_requests;   /* HTTP request heads received (upgrades included) */
+    uint64_t http_bytes_in;   /* bytes read before the transport handshake finished */
+    uint64_t http_bytes_out;  /* bytes written to connections that never finished it */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
@@ -147,6 +150,8 @@ struct hr_server_s {
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
     int shutting_down;
     int exit_code;
+    uint64_t started_ms;  /* loop time at start, for uptime */
+    double started_unix;  /* wall-clock start time, seconds since the epoch */
     char rbuf[64 * 1024]; /* loop-wide read buffer */
 };
 
@@ -154,6 +159,8 @@ extern const hr_transport_t hr__tcp_transport;
 /* Set by the WebSocket module when it is linked in (NULL: no WebSocket listener). */
 extern const hr_transport_t *hr__ws_transport;
 
+/** The handshake of a transport that has one is done: frames flow, the connection counts. */
+void hr__conn_protocol(hr_conn_t *c);
 /** Sets up the worker; on failure prints why to stderr and leaves nothing to close. */
 int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg);
 /**
@@ -166,6 +173,8 @@ int hr__server_start(hr_server_t *s);
 void hr__server_shutdown(hr_server_t *s);
 void hr__server_destroy(hr_server_t *s);
 uint64_t hr__now_ms(const hr_server_t *s);
+/** The port the listener of transport `kind` (enum hr_tkind) is bound to, 0 if none. */
+int hr__server_port(const hr_server_t *s, int kind);
 
 /** The rings drained: resumes the connections paused while they were full. */
 void hr__server_uncongest(hr_server_t *s);

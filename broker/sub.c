@@ -85,6 +85,8 @@ struct hr_replay_s {
     size_t nseen, capseen;
     int status;
     int overflow;
+    uint8_t ip[16]; /* the client address's scan budget key (limits.c), for the charge */
+    uint8_t iplen;
 };
 
 static int push_held(held_t **v, size_t *n, size_t *cap, hr_msg_t *m, uint64_t th, uint64_t seq)
@@ -155,7 +157,7 @@ void hr__sub_hold(hr_sub_t *sub, hr_slice_t topic, uint64_t seq, hr_msg_t *m)
     if (rp->overflow || (c->flags & HR_C_CLOSING))
         return;
     rp->live_bytes += m->len + sizeof(held_t);
-    if (rp->live_bytes + c->out.bytes > (size_t)c->srv->cfg.out_hard ||
+    if (rp->live_bytes + hr__oq_charge(&c->out) > (size_t)c->srv->cfg.out_hard ||
         push_held(&rp->live, &rp->nlive, &rp->caplive, m, hr__hash(topic.p, topic.n), seq) != 0) {
         rp->overflow = 1;
         hr__conn_fail(c, HR_ESLOW,
@@ -175,10 +177,11 @@ static void replay_finish(void *arg)
     hr_conn_t *c = sub->conn;
     sub->rp = NULL;
     if (!(c->flags & HR_C_CLOSING) && !rp->overflow) {
-        if (rp->status == HR_ELIMIT)
+        if (rp->status == HR_ELIMIT) {
+            c->srv->stats.scan_refused++;
             hr__conn_err(c, HR_EGAP, "history not replayed: wildcard replay budget exhausted", 1,
                          sub->sid);
-        else if (rp->status != HR_OK)
+        } else if (rp->status != HR_OK)
             hr__conn_err(c, HR_EGAP, "history gap: since is older than the retained history", 1,
                          sub->sid);
         for (size_t i = 0; i < rp->nreplayed && !(c->flags & HR_C_CLOSING); i++)
@@ -192,35 +195,12 @@ static void replay_finish(void *arg)
     replay_free(rp);
 }
 
-/*
- * A wildcard replay examines every topic with state, so it is charged
- * against a per-connection budget of topics examined (replay-scan-rate a
- * second, as a token bucket): without it a burst of such SUBs, a few bytes
- * each, stalls the loop for every other client. Over budget, the
- * subscription goes live without replay and the client gets ERR 10, the
- * same answer as for history that is gone.
- */
-static uint64_t scan_budget(hr_conn_t *c)
-{
-    uint64_t rate = (uint64_t)c->srv->cfg.replay_scan_rate, now = hr__now_ms(c->srv);
-    if (!c->scan_at) {
-        c->scan_tokens = rate;
-    } else {
-        uint64_t refill = (now - c->scan_at) * rate / 1000;
-        c->scan_tokens = c->scan_tokens + refill > rate ? rate : c->scan_tokens + refill;
-    }
-    c->scan_at = now ? now : 1;
-    return c->scan_tokens;
-}
-
 static void on_replay_done(void *arg, int status, uint64_t topics)
 {
     hr_replay_t *rp = arg;
     rp->status = status;
-    if (rp->sub && topics) {
-        hr_conn_t *c = rp->sub->conn;
-        c->scan_tokens = topics > c->scan_tokens ? 0 : c->scan_tokens - topics;
-    }
+    if (topics) /* to the address, even when the connection is gone by now */
+        hr__limits_scan_charge(rp->srv, rp->ip, rp->iplen, topics);
     if (!rp->slot) {
         replay_finish(rp);
         return;
@@ -246,8 +226,14 @@ static void start_replay(hr_conn_t *c, hr_sub_t *sub, const hr_sub_cmd_t *cmd)
         .epoch = cmd->epoch,
     };
     r.hash = r.wildcard ? 0 : hr__hash(sub->pattern, sub->plen);
+    /* A wildcard replay examines every topic with state, so it is charged
+     * to the budgets of the client's address and of the worker (limits.c):
+     * without them a burst of such SUBs, a few bytes each and repeated over
+     * fresh connections, stalls the loop for every other client. Over
+     * budget, the subscription goes live without replay and the client gets
+     * ERR 10, the same answer as for history that is gone. */
     if (r.wildcard) {
-        r.scan_budget = scan_budget(c);
+        r.scan_budget = hr__limits_scan_budget(c);
         if (!r.scan_budget) {
             hr__conn_err(c, HR_EGAP, "history not replayed: wildcard replay budget exhausted", 1,
                          sub->sid);
@@ -261,6 +247,8 @@ static void start_replay(hr_conn_t *c, hr_sub_t *sub, const hr_sub_cmd_t *cmd)
     }
     rp->sub = sub;
     rp->srv = s;
+    memcpy(rp->ip, c->lim.ip, sizeof(rp->ip));
+    rp->iplen = c->lim.iplen;
     if (!s->engine->ops->sync) {
         if (!(rp->slot = hr__conn_reply_later(c))) {
             free(rp);

@@ -3,6 +3,9 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <http_parser.h>
 #include <wslay/wslay.h>
@@ -16,6 +19,12 @@ enum ws_state { WS_HTTP = 0, WS_OPEN };
 
 /* An open connection idle this long gives its wslay context (~8 KiB) back. */
 #define WS_RELEASE_MS 1000
+/* Contexts given back in one sweep that make it worth returning memory to the system. */
+#define WS_TRIM_MIN 64
+/* Reads a second past which a connection keeps its context between reads. */
+#define WS_KEEP_READS 4
+/* The largest message before HELLO (which is small), as on TCP. */
+#define WS_FIRST_MAX (64 * 1024)
 
 /*
  * Per-connection state (conn->tdata). Before the upgrade only `head` is
@@ -32,19 +41,22 @@ typedef struct ws_s {
     hr_buf_t ctl;                /* wslay's output during one pump() */
     const char *feed;            /* input wslay reads from, during one pump() */
     size_t nfeed;
-    uint64_t frame_len;  /* payload length of the frame being received */
-    uint64_t fed;        /* bytes given to the current wslay context */
-    uint64_t framed;     /* bytes of the frames it has started (header + payload) */
-    uint16_t fail_close; /* close code decided in a callback (1002, 1003, 1009) */
-    uint16_t close_code; /* close code for on_closing(); 0: from the ERR code */
-    uint8_t state;       /* enum ws_state */
-    uint8_t op;          /* opcode of the frame being received */
-    uint8_t fin;         /* its fin bit */
-    uint8_t in_msg;      /* a data message is being received */
-    uint8_t dispatched;  /* the current message went out without a copy */
-    uint8_t responded;   /* an HTTP response was queued (before the upgrade) */
-    uint8_t close_sent;  /* a close frame was queued */
-    uint8_t clean;       /* wslay holds no partial frame, open message or output */
+    uint64_t frame_len;   /* payload length of the frame being received */
+    uint64_t fed;         /* bytes given to the current wslay context */
+    uint64_t framed;      /* bytes of the frames it has started (header + payload) */
+    uint16_t fail_close;  /* close code decided in a callback (1002, 1003, 1009) */
+    const char *fail_why; /* its reason when not the code's usual one (static) */
+    uint16_t close_code;  /* close code for on_closing(); 0: from the ERR code */
+    uint8_t state;        /* enum ws_state */
+    uint8_t op;           /* opcode of the frame being received */
+    uint8_t fin;          /* its fin bit */
+    uint8_t in_msg;       /* a data message is being received */
+    uint8_t dispatched;   /* the current message went out without a copy */
+    uint8_t responded;    /* an HTTP response was queued (before the upgrade) */
+    uint8_t close_sent;   /* a close frame was queued */
+    uint8_t clean;        /* wslay holds no partial frame, open message or output */
+    uint8_t reads;        /* reads given to wslay in the second from `reads_at` */
+    uint64_t reads_at;    /* ms */
 } ws_t;
 
 static ws_t *ws_get(hr_conn_t *c)
@@ -71,7 +83,7 @@ static void http_reply(hr_conn_t *c, ws_t *w, int status, const char *extra, con
 
 static void http_error(hr_conn_t *c, ws_t *w, int status, const char *extra, const char *why)
 {
-    char body[160];
+    char body[256];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, hr__http_reason(status), why);
     HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %d: %s", status, why);
     http_reply(c, w, status, extra, "text/plain; charset=utf-8", body, (size_t)n);
@@ -98,10 +110,13 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
 {
     hr_server_t *s = c->srv;
     hr_http_req_t rq;
+    s->stats.http_requests++;
     if (hr__http_parse(&rq, p, hl) != HR_OK) {
         http_error(c, w, 400, NULL, "malformed HTTP request");
         return;
     }
+    HR_LOG(HR_LOG_DEBUG, c->id, "HTTP %s %.*s", http_method_str(rq.method), (int)rq.path.n,
+           rq.path.p);
     if (rq.method != HTTP_GET) {
         http_error(c, w, 405, "Allow: GET\r\n", "only GET is served here");
         return;
@@ -140,6 +155,10 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
     if (rq.ws_version.n != 2 || memcmp(rq.ws_version.p, "13", 2) != 0) {
         http_error(c, w, 426, "Sec-WebSocket-Version: 13\r\n",
                    "unsupported Sec-WebSocket-Version (13 is supported)");
+        return;
+    }
+    if (rq.dup_origin) { /* which one would be the browser's? Refuse rather than guess. */
+        http_error(c, w, 400, NULL, "more than one Origin header");
         return;
     }
     if (!origin_allowed(s, rq.origin)) {
@@ -205,7 +224,7 @@ static void queue_ctl(hr_conn_t *c, ws_t *w)
         return;
     hr__conn_send_raw(c, w->ctl.base, w->ctl.len);
     hr_buf_reset(&w->ctl);
-    if (c->out.bytes > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
+    if (hr__oq_charge(&c->out) > (size_t)c->srv->cfg.out_soft / 2 && !(c->flags & HR_C_PAUSED)) {
         c->flags |= HR_C_PAUSED;
         uv_read_stop((uv_stream_t *)&c->tcp);
     }
@@ -262,8 +281,12 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
     }
     /* With no_buffering wslay checks max_recv_msg_length per frame only, so
      * the total of a fragmented message is checked here. */
-    if (w->msg.len + a->payload_length > s->max_frame)
+    if (w->msg.len + a->payload_length > s->max_frame) {
         stop(w, 1009);
+    } else if (!(c->flags & HR_C_HELLO) && w->msg.len + a->payload_length > WS_FIRST_MAX) {
+        w->fail_why = "message before HELLO larger than 64 KiB: the first message must be HELLO";
+        stop(w, 1009);
+    }
 }
 
 static void cb_frame_chunk(wslay_event_context_ptr ctx,
@@ -312,8 +335,9 @@ static const struct wslay_event_callbacks callbacks = {
 /* ---- frames ---------------------------------------------------------------------- */
 
 /*
- * Creates the wslay context: at the upgrade, and again when an idle
- * connection that gave its context back receives bytes. No buffering:
+ * Creates the wslay context when bytes arrive on an open connection that
+ * has none (none is made at the upgrade: most connections read a frame or
+ * two and go quiet, see pump()). No buffering:
  * data frames reach the chunk callback straight from wslay's read buffer;
  * the size limit is max_frame (docs/protocol.md), and no extension is
  * negotiated, so every reserved bit must be 0.
@@ -370,7 +394,7 @@ static void ws_fail(hr_conn_t *c, ws_t *w, uint16_t code)
 {
     hr_buf_reset(&w->ctl);
     w->close_code = code;
-    hr__conn_fail(c, close_to_err(code), close_reason(code));
+    hr__conn_fail(c, close_to_err(code), w->fail_why ? w->fail_why : close_reason(code));
 }
 
 /*
@@ -428,6 +452,20 @@ static void pump(hr_conn_t *c, ws_t *w, const char *p, size_t n)
     if (w->ctl.cap > 256)
         hr_buf_destroy(&w->ctl);
     w->clean = w->fed == w->framed && !w->in_msg && !wslay_event_want_write(w->ctx);
+    /* A connection that reads now and then (HELLO, SUB, then silence: most
+     * WebSocket clients) gives its context back at once, so that a burst of
+     * such clients reuses one context's memory instead of leaving thousands
+     * of freed contexts between the allocations that stay. A busy one keeps
+     * it until it has been idle for WS_RELEASE_MS (the sweep). */
+    uint64_t now = hr__now_ms(c->srv);
+    if (now - w->reads_at >= 1000) {
+        w->reads_at = now;
+        w->reads = 0;
+    }
+    if (w->reads < WS_KEEP_READS)
+        w->reads++;
+    if (w->reads < WS_KEEP_READS)
+        ws_release(w);
 }
 
 /* Completes the upgrade: 101, then wslay takes the bytes that followed the head. */
@@ -439,10 +477,6 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
         http_error(c, w, 400, NULL, "Sec-WebSocket-Key is not 16 bytes in base64");
         return;
     }
-    if (ws_ctx(c, w) != HR_OK) {
-        http_error(c, w, 503, NULL, "out of memory");
-        return;
-    }
     int k = snprintf(hdr, sizeof(hdr),
                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s\r\n",
@@ -451,7 +485,7 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
     hr__http_count(&s->stats, 101);
     hr__conn_send_raw(c, hdr, (size_t)k);
     w->state = WS_OPEN;
-    c->flags |= HR_C_PROTOCOL; /* HELLO timeout and heartbeats start now */
+    hr__conn_protocol(c); /* HELLO timeout and heartbeats start now */
     c->idle_since = hr__now_ms(s);
     HR_LOG(HR_LOG_DEBUG, c->id, "WebSocket open%s", rq->herald_v1 ? " (herald.v1)" : "");
     if (n)
@@ -459,6 +493,26 @@ static void ws_open(hr_conn_t *c, ws_t *w, const hr_http_req_t *rq, const char *
 }
 
 /* ---- the transport ----------------------------------------------------------------- */
+
+/*
+ * A Herald client speaking the length-prefixed TCP protocol reached this
+ * port: its first byte is the top byte of a length, 0, which no HTTP
+ * request starts with. It gets an answer naming the TCP port rather than
+ * a generic parse error.
+ */
+static void wrong_port(hr_conn_t *c, ws_t *w)
+{
+    char why[160];
+    int port = hr__server_port(c->srv, HR_T_TCP);
+    if (port)
+        snprintf(why, sizeof(why),
+                 "this is Herald's WebSocket/HTTP port; the length-prefixed TCP protocol is on "
+                 "port %d",
+                 port);
+    else
+        snprintf(why, sizeof(why), "this is Herald's WebSocket/HTTP port, not its TCP port");
+    http_error(c, w, 400, NULL, why);
+}
 
 static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
 {
@@ -469,6 +523,10 @@ static void ws_on_data(hr_conn_t *c, const char *p, size_t n)
     }
     if (w->state == WS_OPEN) {
         pump(c, w, p, n);
+        return;
+    }
+    if (!w->head.len && n && p[0] == 0) {
+        wrong_port(c, w);
         return;
     }
     size_t max = (size_t)c->srv->cfg.ws_max_header;
@@ -562,12 +620,37 @@ static void ws_on_closing(hr_conn_t *c, int status)
     put_close(c, w, cc);
 }
 
+/*
+ * Contexts given back since the last trim, and the sweep (its time) that
+ * gave back the last of them. After a burst of upgrades thousands of
+ * contexts are freed in one sweep; they lie between allocations that stay
+ * (connections, subscriptions), so malloc keeps their pages and the burst
+ * would cost ~10 KB per idle connection for good. Once such a sweep is over
+ * (the next one starts), the free pages go back to the system.
+ */
+static size_t released;
+static uint64_t released_at;
+
+static void trim_after_release(uint64_t now)
+{
+    if (released < WS_TRIM_MIN || now == released_at)
+        return;
+    released = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static int ws_on_sweep(hr_conn_t *c, uint64_t now)
 {
     ws_t *w = c->tdata;
+    trim_after_release(now);
     if (w && w->state == WS_OPEN) {
-        if (w->ctx && now - c->idle_since >= WS_RELEASE_MS)
+        if (w->ctx && w->clean && now - c->idle_since >= WS_RELEASE_MS) {
             ws_release(w);
+            released++;
+            released_at = now;
+        }
         return 0;
     }
     /* Before the upgrade idle_since is still the accept time. */

@@ -102,11 +102,8 @@ int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_
             size_t total = prefix_total(partial);
             if (total - HR_LP_PREFIX > max_frame)
                 return HR_ETOOBIG;
-            if (partial->len < total) {
-                if (hr_buf_reserve(partial, total - partial->len) != HR_OK)
-                    return HR_ENOMEM;
-                continue;
-            }
+            if (partial->len < total)
+                continue; /* the buffer grows with the bytes, not with the declared size */
             int stop = cb(arg, (const char *)partial->base + HR_LP_PREFIX, total - HR_LP_PREFIX);
             hr_buf_destroy(partial);
             if (stop)
@@ -118,11 +115,8 @@ int hr_lp_feed(hr_buf_t *partial, const char *p, size_t n, size_t max_frame, hr_
         int r = hr_lp_next(p, n, max_frame, &body, &used);
         if (r == HR_ETOOBIG)
             return r;
-        if (r == HR_EAGAIN) {
-            if (used && hr_buf_reserve(partial, used) != HR_OK)
-                return HR_ENOMEM;
+        if (r == HR_EAGAIN) /* keep what came, not room for what was declared */
             return hr_buf_append(partial, p, n);
-        }
         if (cb(arg, body.p, body.n))
             return HR_ECANCELED;
         p += used;

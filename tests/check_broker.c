@@ -221,8 +221,8 @@ START_TEST(garbage_closes_only_offender)
     client(&good, &fx, 1);
     sub(&good, 1, "g", 0, 0);
     const char *garbage[] = {"\x00\x00\x00\x02\xc1\xc1", "\x00\x00\x00\x05\xdd\xff\xff\xff\xff",
-                             "\xff\xff\xff\xff", "GET / HTTP/1.1\r\n\r\n"};
-    size_t lens[] = {6, 9, 4, 18};
+                             "\xff\xff\xff\xff", "\x00\x02\x00\x00"};
+    size_t lens[] = {6, 9, 4, 4};
     for (int i = 0; i < 4; i++) {
         ck_assert_int_eq(hr_raw_connect(&bad, fx.tcp_port), 0);
         if (i < 2)
@@ -235,6 +235,19 @@ START_TEST(garbage_closes_only_offender)
         hr_raw_close(&bad);
         ck_assert_int_eq(hr_raw_sync(&good, (uint64_t)i + 10), 0);
     }
+    /* An HTTP request gets an HTTP answer naming the WebSocket/HTTP port. */
+    char resp[512];
+    size_t got = 0;
+    ssize_t k;
+    ck_assert_int_eq(hr_raw_connect(&bad, fx.tcp_port), 0);
+    hr_raw_send(&bad, "GET / HTTP/1.1\r\n\r\n", 18);
+    while (got < sizeof(resp) - 1 && (k = recv(bad.fd, resp + got, sizeof(resp) - 1 - got, 0)) > 0)
+        got += (size_t)k;
+    resp[got] = 0;
+    ck_assert_msg(strncmp(resp, "HTTP/1.1 400 ", 13) == 0, "%s", resp);
+    ck_assert_ptr_nonnull(strstr(resp, "this is Herald's TCP port"));
+    hr_raw_close(&bad);
+    ck_assert_int_eq(hr_raw_sync(&good, 20), 0);
     hr_raw_close(&good);
     ck_assert_int_eq(hr_fixture_stop(&fx), 0);
     hr_fixture_destroy(&fx);

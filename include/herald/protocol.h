@@ -220,7 +220,10 @@ typedef int (*hr_frame_cb)(void *arg, const char *body, size_t n);
  * Incremental TCP framing: splits `p` into frame bodies, calling `cb` for
  * each. Complete frames inside `p` are passed in place (zero-copy); a frame
  * cut by the end of `p` is kept in `partial`, which is freed again as soon
- * as that frame completes, so an idle stream holds no buffer.
+ * as that frame completes, so an idle stream holds no buffer. `partial`
+ * grows with the bytes that arrive, never with the length a prefix
+ * declares: a peer that declares a large frame and sends nothing more
+ * costs only the bytes it sent.
  * Returns HR_OK, HR_ETOOBIG (a prefix over `max_frame`), HR_ENOMEM, or
  * HR_ECANCELED when `cb` asked to stop.
  */

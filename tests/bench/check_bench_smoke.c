@@ -141,12 +141,15 @@ START_TEST(test_latency)
 }
 END_TEST
 
+/* idle (TCP) and idle-ws (WebSocket, every client connecting at once). */
 START_TEST(test_idle)
 {
+    static const char *const names[] = {"idle", "idle-ws"};
+    const char *name = names[_i];
     hr_fixture_t fx;
     hb_result_t r;
-    run_scenario("idle", NULL, &r, &fx);
-    ck_assert_msg(r.ok, "idle did not complete: %s", r.error);
+    run_scenario(name, NULL, &r, &fx);
+    ck_assert_msg(r.ok, "%s did not complete: %s", name, r.error);
     ck_assert_uint_eq(r.disconnects, 0);
     ck_assert_uint_eq(r.errors, 0);
     ck_assert_uint_gt(r.broker_rss, 0);
@@ -253,7 +256,7 @@ static Suite *smoke_suite(void)
     tcase_add_test(tc, test_fanout);
     tcase_add_test(tc, test_chat);
     tcase_add_test(tc, test_latency);
-    tcase_add_test(tc, test_idle);
+    tcase_add_loop_test(tc, test_idle, 0, 2);
     tcase_add_test(tc, test_mixed);
     tcase_add_test(tc, test_slow);
     tcase_add_test(tc, test_reqrep);

@@ -69,12 +69,19 @@ class Broker:
     def alive(self):
         return self.proc.poll() is None
 
-    def rss_kb(self):
+    def status_kb(self, field):
+        """A field of /proc/PID/status in KiB (VmRSS, VmSize, ...)."""
         with open("/proc/%d/status" % self.pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
         return 0
+
+    def rss_kb(self):
+        return self.status_kb("VmRSS")
+
+    def vm_kb(self):
+        return self.status_kb("VmSize")
 
     def stop(self, timeout=10):
         """SIGTERM, wait; SIGKILL if it does not exit. Returns the exit status."""
@@ -272,10 +279,10 @@ class HttpRefused(Exception):
         self.status = status
 
 
-def http_get(port, path):
-    """(status, body) of a plain GET on the WebSocket port."""
+def http_raw(port, request):
+    """(status, body) of the HTTP response to the bytes `request`, read until the broker closes."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
-    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    s.sendall(request)
     data = b""
     while True:
         d = s.recv(65536)
@@ -284,7 +291,13 @@ def http_get(port, path):
         data += d
     s.close()
     head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), data
     return int(head.split(b" ", 2)[1]), body.decode()
+
+
+def http_get(port, path):
+    """(status, body) of a plain GET on the WebSocket port."""
+    return http_raw(port, ("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
 
 
 def metrics(broker):

@@ -11,7 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from herald_test import (ACK, ERR, HELLO, MSG, PUB, SLOW, WELCOME, Broker, Client,  # noqa: E402
-                         pack)
+                         metrics, pack)
 
 
 def errs(frames):
@@ -82,6 +82,49 @@ class Faults(unittest.TestCase):
         # Its backlog did not pile up in the broker.
         self.assertLess(b.rss_kb() - rss0, 64 * 1024)
         self.roundtrip(pub, good, "load.b")
+
+    def test_tiny_messages_are_charged_what_they_cost(self):
+        # A subscriber that never reads, sent empty messages: what /metrics reports as queued
+        # (and out-hard limits) tracks the memory the broker's RSS grows by, and out-hard cuts
+        # the subscriber off at about its value in memory, not at several times it.
+        b = self.start("--out-hard", "8M", "--out-soft", "8M", "--history-msgs", "1")
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel holds little
+        s.connect(("127.0.0.1", b.tcp))
+        stalled = Client.__new__(Client)
+        stalled.s, stalled.buf, stalled.frames, stalled.welcome = s, b"", [], None
+        self.addCleanup(stalled.close)
+        stalled.send(HELLO, {"v": 1})
+        self.assertEqual(stalled.next()[0], WELCOME)
+        stalled.sub(1, "t")
+        stalled.sync()
+        pub = self.connect(b)
+        pub.sync()
+        rss0 = b.rss_kb()
+        batch = pack(PUB, "t", b"")
+        batch = (len(batch).to_bytes(4, "big") + batch) * 10000
+        sent = queuing = 0  # messages sent; those sent once the kernel's buffers were full
+        while sent < 400000:
+            pub.send_raw(batch)
+            sent += 10000
+            pub.sync(timeout=20)
+            m = metrics(b)
+            if m["herald_slow_consumers_total"]:
+                break
+            grown = (b.rss_kb() - rss0) * 1024
+            queued = m["herald_output_queue_bytes"]
+            if queued:
+                queuing += 10000
+            why = "RSS grew %d bytes, %d charged, %d sent" % (grown, queued, sent)
+            if SLOW > 1:
+                continue  # a sanitizer's quarantine and shadow memory make RSS meaningless
+            self.assertLess(grown, 2 * queued + (2 << 20), why)
+            if queued > 2 << 20:
+                self.assertGreater(grown, queued / 2, why)
+        self.assertEqual(metrics(b)["herald_slow_consumers_total"], 1, "out-hard never reached")
+        # About 80 bytes of memory a message: 8 MB is 100000 of them. Charging the bytes on the
+        # wire alone (16) would let 500000 pile up.
+        self.assertLess(queuing, 150000)
 
     def test_half_open_connection_is_detected(self):
         b = self.start("--heartbeat-ms", "300")

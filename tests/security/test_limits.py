@@ -4,13 +4,21 @@
 # refused client is the only one affected.
 import os
 import socket
+import struct
 import sys
 import time
 import unittest
 
+import msgpack
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from herald_test import (ACK, ERR, MSG, SLOW, WELCOME, Broker, Client, HttpRefused,  # noqa: E402
-                         WsClient, metrics)
+from herald_test import (ACK, ERR, HELLO, MSG, PUB, SLOW, SUB, WELCOME, Broker, Client,  # noqa: E402
+                         HttpRefused, WsClient, http_raw, metrics, pack)
+
+
+def frame(*a):
+    body = pack(*a)
+    return struct.pack(">I", len(body)) + body
 
 
 def errs(frames):
@@ -149,6 +157,104 @@ class Limits(unittest.TestCase):
         c.s, c.buf, c.frames, c.welcome = s, b"", [], None
         self.assertEqual([f[:2] for f in c.closed()], [[ERR, 2]])
 
+    def raw(self, b, source="127.0.0.1"):
+        s = socket.create_connection(("127.0.0.1", b.tcp), source_address=(source, 0))
+        self.addCleanup(s.close)
+        c = Client.__new__(Client)
+        c.s, c.buf, c.frames, c.welcome = s, b"", [], None
+        return c
+
+    def test_first_frame_over_64k_refused(self):
+        b = self.start()
+        c = self.raw(b)
+        c.send_raw(struct.pack(">I", 1 << 20))  # 1 MiB is under max_frame, but not before HELLO
+        frames = c.closed()
+        self.assertEqual([f[:2] for f in frames], [[ERR, 2]])
+        self.assertIn("before HELLO", frames[0][2])
+        c = self.raw(b)  # up to 64 KiB is fine: a HELLO with padding in its options
+        hello = msgpack.packb([1, {"v": 1, "name": "x" * 60000}])
+        c.send_raw(struct.pack(">I", len(hello)) + hello)
+        self.assertEqual(c.next()[0], WELCOME)
+
+    def test_declared_length_reserves_nothing(self):
+        # Connections that send a length prefix and a few bytes, before and after HELLO, cost
+        # what they sent: the broker grows a frame's buffer with the bytes that arrive.
+        b = self.start()
+        n = 300
+        base, base_rss = b.vm_kb(), b.rss_kb()
+        conns = []
+        for i in range(n):
+            s = socket.create_connection(("127.0.0.1", b.tcp))
+            self.addCleanup(s.close)
+            if i % 2:
+                s.sendall(struct.pack(">I", 60000) + b"\x91")  # before HELLO: at most 64 KiB
+            else:
+                hello = msgpack.packb([1, {"v": 1}])
+                s.sendall(struct.pack(">I", len(hello)) + hello +
+                          struct.pack(">I", 1 << 20) + b"\x93\x02")  # a PUB of 1 MiB declared
+            conns.append(s)
+        time.sleep(0.5 * SLOW)
+        m = metrics(b)
+        self.assertEqual(m['herald_connections{transport="tcp"}'], n)
+        grown = b.vm_kb() - base
+        # Reserving the declared sizes would be about 2 MiB (VmSize) each for the PUBs.
+        self.assertLess(grown, n * 32, "VmSize grew %d KiB for %d connections" % (grown, n))
+        self.assertLess(b.rss_kb() - base_rss, n * 32)
+
+    def test_http_request_on_tcp_port(self):
+        b = self.start()
+        for method in (b"GET", b"POST", b"HEAD", b"OPTIONS"):
+            status, body = http_raw(b.tcp, method + b" /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status, 400)
+            self.assertEqual(body, "this is Herald's TCP port; WebSocket and HTTP are on port %d\n"
+                             % b.ws)
+        c = self.connect(b)  # the port still serves Herald clients
+        c.sync()
+
+    def scan_topics(self, b, n):
+        p = self.connect(b)
+        p.send_raw(b"".join(frame(PUB, "st.%d" % i, b"x") for i in range(n)))
+        p.sync()
+        return p
+
+    def wildcard_since(self, b, source="127.0.0.1"):
+        """A fresh connection's two wildcard SUBs with since; how many ran out of budget."""
+        c = self.raw(b, source)
+        c.send(HELLO, {"v": 1})
+        self.assertEqual(c.next()[0], WELCOME)
+        c.send_raw(frame(SUB, 1, "nomatch.*", {"since": 0}) +
+                   frame(SUB, 2, "nomatch.*", {"since": 0}))
+        refused = [f for f in c.sync() if f[0] == ERR]
+        c.close()
+        for f in refused:
+            self.assertEqual(f[1], 10, f)
+            self.assertIn("budget exhausted", f[2])
+        return len(refused)
+
+    def test_replay_scan_budget_per_address(self):
+        # 400 topics, 1000 topics a second per address: reconnecting does not renew the budget.
+        b = self.start("--replay-scan-rate", "1000", "--replay-scan-global", "0")
+        self.scan_topics(b, 400)
+        t0 = time.monotonic()
+        refused = sum(self.wildcard_since(b) for _ in range(10))
+        elapsed = time.monotonic() - t0
+        ran = 20 - refused
+        self.assertLessEqual(ran, 2 + 1 + int(elapsed * 1000 / 400), "%d scans ran" % ran)
+        self.assertGreaterEqual(refused, 10)
+        # Another address has a budget of its own.
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 0)
+        m = metrics(b)
+        self.assertEqual(m["herald_replay_scan_refused_total"], refused)
+        self.assertEqual(m['herald_errors_total{code="10",name="history_gap"}'], refused)
+        self.assertGreaterEqual(m["herald_replay_scan_topics_total"], (ran + 2) * 400)
+
+    def test_replay_scan_budget_global(self):
+        b = self.start("--replay-scan-rate", "1000", "--replay-scan-global", "1000")
+        self.scan_topics(b, 400)
+        self.assertEqual(self.wildcard_since(b), 0)  # the worker's 1000 are spent
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 2)  # so none for another address
+        time.sleep(1.1)  # refilled: scans run again
+        self.assertEqual(self.wildcard_since(b, "127.0.0.2"), 0)
 
     def test_websocket_refusals_are_http_503_and_counted(self):
         b = self.start("--max-conns-per-ip", "2", "--max-pub-rate", "1", "--max-pub-burst", "1")

@@ -443,6 +443,21 @@ class WsRaw(unittest.TestCase):
         c = self.open(extra=["Origin: http://good.example"])
         c.close()
 
+    def test_two_origins_refused(self):
+        # Two Origin headers: neither is trusted, even when both are allowed.
+        _, body = self.expect_status(
+            request(extra=["Origin: http://good.example", "Origin: http://good.example"]), 400)
+        self.assertIn(b"more than one Origin", body)
+        _, body = self.expect_status(
+            request(extra=["Origin: http://evil.example", "origin: http://good.example"]), 400)
+        self.assertIn(b"more than one Origin", body)
+
+    def test_length_prefixed_frame_on_ws_port(self):
+        hello = msgpack.packb([1, {"v": 1}])
+        _, body = self.expect_status(struct.pack(">I", len(hello)) + hello, 400)
+        self.assertIn(b"this is Herald's WebSocket/HTTP port", body)
+        self.assertIn(b"TCP protocol is on port %d" % self.broker.tcp, body)
+
     def test_unsupported_subprotocol(self):
         self.expect_status(request(extra=["Sec-WebSocket-Protocol: mqtt"]), 400)
 
@@ -487,11 +502,86 @@ class WsRaw(unittest.TestCase):
         samples = [ln.rsplit(" ", 1)[0] for ln in text.splitlines() if not ln.startswith("#")]
         self.assertEqual(len(samples), len(set(samples)), "a sample appears twice")
         ws = [ln for ln in text.splitlines() if ln.startswith('herald_connections{transport="ws"}')]
-        self.assertGreaterEqual(int(ws[0].split()[1]), 2)  # the witness and this request
+        self.assertGreaterEqual(int(ws[0].split()[1]), 1)  # the witness (not this request)
+
+
+def scrape(port):
+    """/metrics as {sample: value}."""
+    c = Conn(port)
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = c.http_response()
+    assert status == 200, status
+    c.close()
+    return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+            for ln in body.decode().splitlines() if ln and not ln.startswith("#")}
+
+
+class WsMetrics(unittest.TestCase):
+    """What scrapes themselves count as, and the process metrics."""
+
+    def test_scrapes_are_http_requests(self):
+        b = Broker("--log-level", "debug")
+        try:
+            m1 = scrape(b.ws)
+            time.sleep(0.1)
+            m2 = scrape(b.ws)
+            # A scrape is an HTTP request, not a WebSocket connection, and its bytes are its own.
+            self.assertEqual(m2['herald_connections{transport="ws"}'], 0)
+            self.assertEqual(m2['herald_connections_total{transport="ws"}'], 0)
+            self.assertEqual(m2["herald_bytes_in_total"], 0)
+            self.assertEqual(m2["herald_bytes_out_total"], 0)
+            self.assertEqual(m2["herald_http_requests_total"], m1["herald_http_requests_total"] + 1)
+            self.assertGreater(m2["herald_http_bytes_in_total"], m1["herald_http_bytes_in_total"])
+            self.assertGreater(m2["herald_http_bytes_out_total"], 0)
+            self.assertEqual(m2['herald_build_info{version="%s"}' % next(
+                k.split('"')[1] for k in m2 if k.startswith("herald_build_info"))], 1)
+            self.assertGreater(m2["herald_uptime_seconds"], m1["herald_uptime_seconds"])
+            self.assertLess(abs(m2["process_start_time_seconds"] + m2["herald_uptime_seconds"] -
+                                time.time()), 5)
+            self.assertGreater(m2["process_resident_memory_bytes"], 1 << 20)
+            self.assertGreater(m2["process_open_fds"], 3)
+            # A WebSocket client counts once upgraded, and leaves the count when it goes.
+            c = Conn(b.ws)
+            c.send(request())
+            self.assertEqual(c.http_response()[0], 101)
+            m3 = scrape(b.ws)
+            self.assertEqual(m3['herald_connections{transport="ws"}'], 1)
+            self.assertEqual(m3["herald_http_requests_total"], m2["herald_http_requests_total"] + 2)
+            c.close()
+            time.sleep(0.2)
+            self.assertEqual(scrape(b.ws)['herald_connections{transport="ws"}'], 0)
+            # A scrape is logged as an HTTP request, never as an ERR.
+            log = b.logtext()
+            self.assertIn("HTTP GET /metrics", log)
+            self.assertNotIn("ERR 0", log)
+        finally:
+            self.assertEqual(b.stop(), 0)
 
 
 class WsTimers(unittest.TestCase):
     """Timeouts and shutdown, each with its own broker."""
+
+    def test_message_before_hello_over_64k(self):
+        # As on TCP: before HELLO a message may not declare more than 64 KiB (max_frame is 1 MiB).
+        b = Broker()
+        try:
+            c = Conn(b.ws)
+            c.send(request())
+            self.assertEqual(c.http_response()[0], 101)
+            c.send(frame(2, b"x" * 100, length=100000))  # the header declares 100000 bytes
+            err = None
+            while True:
+                _, op, p = c.read_frame()
+                if op == 2:
+                    err = msgpack.unpackb(p, raw=False)
+                elif op == 8:
+                    self.assertEqual(struct.unpack(">H", p[:2])[0], 1009)
+                    break
+            self.assertEqual(err[:2], [19, 2])
+            self.assertIn("before HELLO", err[2])
+            c.close()
+        finally:
+            self.assertEqual(b.stop(), 0)
 
     def test_hello_timeout(self):
         b = Broker("--hello-timeout-ms", "200")
