@@ -123,6 +123,28 @@ void hr__xform_free(hr_xform_t **x);
  */
 int hr__xform_match(const hr_xform_t *x, const void *payload, size_t n);
 
+/** Receives projected bytes; returns 0, or nonzero to stop (the projection then fails). */
+typedef int (*hr_xform_write_cb)(void *arg, const void *p, size_t n);
+
+/**
+ * Writes the projection of `payload` by the `fields` of `x` through `write`:
+ * a map holding only those paths that exist (nested paths keep their
+ * nesting, keys in the order of hr__xform_fields_key()). The result is never
+ * longer than `payload`, so a buffer of `n` bytes always suffices.
+ *
+ * Returns 1 when a projection was written; 0 when `x` has no `fields` or the
+ * payload is not one well-formed msgpack map (nothing written: deliver the
+ * payload unchanged); HR_ECANCELED when `write` asked to stop.
+ */
+int hr__xform_project(const hr_xform_t *x, const void *payload, size_t n, hr_xform_write_cb write,
+                      void *arg);
+
+/**
+ * hr__xform_project() appending to `b`. Returns 1, 0 (as above, `b`
+ * untouched) or HR_ENOMEM (`b` back at its old length).
+ */
+int hr__xform_project_buf(const hr_xform_t *x, const void *payload, size_t n, hr_buf_t *b);
+
 /**
  * The key under which subscriptions share one projected body of a message:
  * the msgpack array of the `fields` paths, sorted key by key, duplicates and

@@ -640,8 +640,8 @@ START_TEST(nesting)
 }
 END_TEST
 
-/* A payload nested far deeper than any limit: evaluation walks it with a counter, never
- * recursion. */
+/* A payload nested far deeper than any limit: evaluation and projection walk it with a
+ * counter, never recursion. */
 START_TEST(hostile_depth)
 {
     size_t depth = 200000, n = 0;
@@ -658,13 +658,116 @@ START_TEST(hostile_depth)
     ck_assert(match_raw("[\"==\", \"k\", 7]", p, n));
     ck_assert(match_raw("[\"exists\", \"d\"]", p, n));
     ck_assert(!match_raw("[\"==\", \"d.x\", 7]", p, n));
+    hr_xform_t *x = must("{\"fields\": [\"k\"]}");
+    hr_buf_t b;
+    hr_buf_init(&b);
+    ck_assert_int_eq(hr__xform_project_buf(x, p, n, &b), 1);
+    ck_assert_uint_eq(b.len, 4);
+    ck_assert_mem_eq(b.base, "\x81\xa1k\x07", 4);
+    hr_buf_destroy(&b);
+    hr__xform_free(&x);
     p[3] = 0x92; /* now malformed: the innermost array misses an element */
     ck_assert(!match_raw("[\"==\", \"k\", 7]", p, n));
     free(p);
 }
 END_TEST
 
-/* ---- projection keys ----------------------------------------------------------------- */
+/* ---- projection ---------------------------------------------------------------------- */
+
+/* Projects `json` by `fields` and compares with `want` (sorted keys), or "" for "unchanged". */
+static void project(const char *fields, const char *json, const char *want)
+{
+    char opts[1024];
+    size_t n, wn;
+    snprintf(opts, sizeof(opts), "{\"fields\": %s}", fields);
+    hr_xform_t *x = must(opts);
+    uint8_t *p = mp(json, &n);
+    hr_buf_t b;
+    hr_buf_init(&b);
+    hr_buf_append(&b, "pre", 3);
+    int rc = hr__xform_project_buf(x, p, n, &b);
+    if (!*want) {
+        ck_assert_msg(rc == 0, "%s %s: %d", fields, json, rc);
+        ck_assert_uint_eq(b.len, 3);
+    } else {
+        uint8_t *w = mp(want, &wn);
+        ck_assert_msg(rc == 1, "%s %s: %d", fields, json, rc);
+        ck_assert_msg(b.len - 3 == wn && !memcmp(b.base + 3, w, wn), "%s %s: wrong projection",
+                      fields, json);
+        ck_assert_uint_le(wn, n);
+        ck_assert(hr__mp_check(b.base + 3, b.len - 3));
+        free(w);
+    }
+    hr_buf_destroy(&b);
+    free(p);
+    hr__xform_free(&x);
+}
+
+START_TEST(projection)
+{
+    project("[\"c\", \"a\"]", "{\"a\": 1, \"b\": 2, \"c\": [3, {\"d\": 4}]}",
+            "{\"a\": 1, \"c\": [3, {\"d\": 4}]}");
+    project("[\"user.id\", \"kind\", \"user.name\"]", msg,
+            "{\"kind\": \"chat\", \"user\": {\"id\": 42, \"name\": \"ann\"}}");
+    project("[\"user.id\", \"user\"]", msg,
+            "{\"user\": {\"id\": 42, \"name\": \"ann\", \"tags\": [\"a\"]}}");
+    /* Missing paths are left out, and so are nested maps left empty. */
+    project("[\"nope\", \"unread\"]", msg, "{\"unread\": 3}");
+    project("[\"user.nope\", \"kind.x\", \"unread.y\", \"ok\"]", msg, "{\"ok\": true}");
+    project("[\"nope\"]", msg, "{}");
+    project("[\"a.b.c\", \"a.x\"]", "{\"a\": {\"b\": {\"z\": 1}, \"x\": null}}",
+            "{\"a\": {\"x\": null}}");
+    project("[\"a.b.c\"]", "{\"a\": {\"b\": {\"c\": {\"d\": 1}, \"z\": 1}, \"y\": 2}}",
+            "{\"a\": {\"b\": {\"c\": {\"d\": 1}}}}");
+    /* Keys other than strings and duplicate keys: the first string key wins. */
+    project("[\"k\"]", "{1: 2, \"k\": 1, \"k\": 2}", "{\"k\": 1}");
+    project("[\"a.k\"]", "{\"a\": 5, \"a\": {\"k\": 1}}", "{}");
+    /* Not a map, or not msgpack: unchanged. */
+    project("[\"a\"]", "[1, 2]", "");
+    project("[\"a\"]", "7", "");
+    project("[\"a\"]", "b\"{}\"", "");
+    /* Keys that sort close: "a-c" < "a" < "a.b" bytewise but "a" groups with "a.b". */
+    project("[\"a-c\", \"a.b\", \"a0\"]", "{\"a\": {\"b\": 1, \"c\": 2}, \"a-c\": 3, \"a0\": 4}",
+            "{\"a\": {\"b\": 1}, \"a-c\": 3, \"a0\": 4}");
+}
+END_TEST
+
+START_TEST(projection_edges)
+{
+    hr_xform_t *x = must("{\"fields\": [\"a\"]}");
+    hr_buf_t b;
+    hr_buf_init(&b);
+    static const uint8_t trunc[] = {0x82, 0xa1, 'a', 0x01};
+    ck_assert_int_eq(hr__xform_project_buf(x, trunc, sizeof(trunc), &b), 0);
+    ck_assert_int_eq(hr__xform_project_buf(x, NULL, 0, &b), 0);
+    ck_assert_uint_eq(b.len, 0);
+    hr_buf_destroy(&b);
+    hr__xform_free(&x);
+    /* Without fields, no projection. */
+    x = must("{\"filter\": [\"exists\", \"a\"]}");
+    ck_assert_int_eq(hr__xform_project_buf(x, "\x81\xa1\x61\x01", 4, &b), 0);
+    ck_assert_uint_eq(hr__xform_fields_key(x).n, 0);
+    hr__xform_free(&x);
+    ck_assert_int_eq(hr__xform_project_buf(NULL, "\x80", 1, &b), 0);
+    hr_buf_destroy(&b);
+}
+END_TEST
+
+static int refuse(void *arg, const void *p, size_t n)
+{
+    int *calls = arg;
+    return ++*calls >= 2 ? -1 : 0;
+}
+
+START_TEST(projection_writer_stops)
+{
+    hr_xform_t *x = must("{\"fields\": [\"a\", \"b\"]}");
+    int calls = 0;
+    ck_assert_int_eq(hr__xform_project(x, "\x82\xa1\x61\x01\xa1\x62\x02", 7, refuse, &calls),
+                     HR_ECANCELED);
+    hr__xform_free(&x);
+}
+END_TEST
 
 static hr_xform_t *fields_of(const char *list)
 {
@@ -744,6 +847,9 @@ static Suite *xform_suite(void)
     tcase_set_timeout(t, 30);
     suite_add_tcase(s, t);
     t = tcase_create("fields");
+    tcase_add_test(t, projection);
+    tcase_add_test(t, projection_edges);
+    tcase_add_test(t, projection_writer_stops);
     tcase_add_test(t, projection_keys);
     suite_add_tcase(s, t);
     return s;
