@@ -640,6 +640,107 @@ START_TEST(nesting)
 }
 END_TEST
 
+/* Every msgpack encoding, each under its own key: lookups skip each one right, typed
+ * comparisons read each one right, and projection copies each one verbatim. */
+static const struct {
+    const char *hex;
+    const char *eq; /* a filter value it equals, or NULL */
+} kinds[] = {
+    {"c0", "null"},
+    {"c2", "false"},
+    {"c3", "true"},
+    {"7f", "127"},
+    {"e0", "-32"},
+    {"ccff", "255"},
+    {"cdffff", "65535"},
+    {"ceffffffff", "4294967295"},
+    {"cfffffffffffffffff", "18446744073709551615"},
+    {"d080", "-128"},
+    {"d18000", "-32768"},
+    {"d280000000", "-2147483648"},
+    {"d38000000000000000", "-9223372036854775808"},
+    {"d07f", "127"},
+    {"ca3f800000", "1"},
+    {"cb3ff8000000000000", "1.5"},
+    {"a3616263", "\"abc\""},
+    {"d903616263", "\"abc\""},
+    {"da0003616263", "\"abc\""},
+    {"db00000003616263", "\"abc\""},
+    {"c4027879", NULL},
+    {"c500027879", NULL},
+    {"c6000000027879", NULL},
+    {"d401aa", NULL},
+    {"d501aabb", NULL},
+    {"d601aabbccdd", NULL},
+    {"d701aabbccddeeff0011", NULL},
+    {"d801aabbccddeeff00112233445566778899", NULL},
+    {"c70201aabb", NULL},
+    {"c8000201aabb", NULL},
+    {"c90000000201aabb", NULL},
+    {"920102", NULL},
+    {"dc0001c0", NULL},
+    {"dd00000001c0", NULL},
+    {"81a16b01", NULL},
+    {"de0001a16b01", NULL},
+    {"df00000001a16b01", NULL},
+};
+#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
+
+static size_t unhex(const char *hex, uint8_t *out)
+{
+    size_t n = 0;
+    for (; hex[0] && hex[1]; hex += 2) {
+        unsigned v;
+        sscanf(hex, "%2x", &v);
+        out[n++] = (uint8_t)v;
+    }
+    return n;
+}
+
+START_TEST(every_encoding)
+{
+    uint8_t pl[1024];
+    size_t n = 0, at[NKINDS], len[NKINDS];
+    pl[n++] = 0xde; /* map 16 */
+    pl[n++] = 0;
+    pl[n++] = (uint8_t)(NKINDS + 1);
+    for (size_t i = 0; i < NKINDS; i++) {
+        pl[n++] = 0xa2; /* key "kA", "kB", ... */
+        pl[n++] = 'k';
+        pl[n++] = (uint8_t)('A' + i);
+        at[i] = n;
+        len[i] = unhex(kinds[i].hex, pl + n);
+        n += len[i];
+    }
+    memcpy(pl + n, "\xa1z\x01", 3);
+    n += 3;
+    ck_assert(match_raw("[\"==\", \"z\", 1]", pl, n));
+    char f[128], o[128];
+    for (size_t i = 0; i < NKINDS; i++) {
+        snprintf(f, sizeof(f), "[\"exists\", \"k%c\"]", (char)('A' + i));
+        ck_assert_msg(match_raw(f, pl, n), "%s", kinds[i].hex);
+        if (kinds[i].eq) {
+            snprintf(f, sizeof(f), "[\"==\", \"k%c\", %s]", (char)('A' + i), kinds[i].eq);
+            ck_assert_msg(match_raw(f, pl, n), "%s", f);
+            snprintf(f, sizeof(f), "[\"!=\", \"k%c\", %s]", (char)('A' + i), kinds[i].eq);
+            ck_assert_msg(!match_raw(f, pl, n), "%s", f);
+        }
+        /* Projection copies the value's bytes as they are. */
+        snprintf(o, sizeof(o), "{\"fields\": [\"z\", \"k%c\"]}", (char)('A' + i));
+        hr_xform_t *x = must(o);
+        hr_buf_t b;
+        hr_buf_init(&b);
+        ck_assert_int_eq(hr__xform_project_buf(x, pl, n, &b), 1);
+        ck_assert_uint_eq(b.len, 1 + 3 + len[i] + 3);
+        ck_assert_int_eq(b.base[0], 0x82);
+        ck_assert_mem_eq(b.base + 4, pl + at[i], len[i]);
+        ck_assert_mem_eq(b.base + 4 + len[i], "\xa1z\x01", 3);
+        hr_buf_destroy(&b);
+        hr__xform_free(&x);
+    }
+}
+END_TEST
+
 /* A payload nested far deeper than any limit: evaluation and projection walk it with a
  * counter, never recursion. */
 START_TEST(hostile_depth)
@@ -842,6 +943,7 @@ static Suite *xform_suite(void)
     tcase_add_test(t, numbers);
     tcase_add_test(t, missing_and_not_maps);
     tcase_add_test(t, nesting);
+    tcase_add_test(t, every_encoding);
     tcase_add_test(t, hostile_depth);
     tcase_add_test(t, conflate_key);
     tcase_set_timeout(t, 30);
