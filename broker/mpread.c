@@ -75,7 +75,7 @@ int hr__mp_read(hr_mp_t *r, hr_mp_val_t *v)
         set_int(v, t);
     } else if (t >= 0xe0) {
         set_int(v, (int8_t)t);
-    } else if (t <= 0x8f || (t >= 0x90 && t <= 0x9f)) {
+    } else if (t <= 0x9f) { /* fixmap 0x80-0x8f, fixarray 0x90-0x9f */
         v->kind = t <= 0x8f ? HR_MP_MAP : HR_MP_ARRAY;
         count = t & 0x0f;
         container = 1;

@@ -6,42 +6,88 @@
 
 /*
  * The listed paths are compiled into a trie (hr_xf_field_t), so that paths
- * sharing leading keys share one nested map in the output. For each trie
- * node the payload map is searched for the first entry with that key (a
- * later duplicate key is ignored, as the filter ignores it), so the output
- * has no duplicate keys and lists them in the trie's sorted order. A map
- * header states its count up front: count() says how many entries a level
- * will have, including only nested maps that keep at least one entry.
- * Recursion follows the trie (at most HR_XFORM_SEGS_MAX deep), never the
- * payload; the payload has been checked well formed before.
+ * sharing leading keys share one nested map in the output. One pass over a
+ * payload map finds the first entry for each trie child (a later duplicate
+ * key is ignored, as the filter ignores it), so the output has no duplicate
+ * keys and lists them in the trie's sorted order. A map header states its
+ * count up front, so a nested map is kept only if its own projection keeps
+ * an entry (nonempty()). Recursion follows the trie (at most
+ * HR_XFORM_SEGS_MAX deep), never the payload, which has been checked well
+ * formed before.
  */
 typedef struct out_s {
     hr_xform_write_cb write;
     void *arg;
 } out_t;
 
-/* Moves `r` to the value of `f` in the map of `pairs` entries at `map`; 0 if absent. */
-static int find(hr_mp_t map, uint32_t pairs, const hr_xf_field_t *f, hr_mp_t *r)
+/*
+ * Sets at[i] to the start of the value of the first entry keyed kids[i].key
+ * in the map whose `pairs` entries start at `r`, or NULL; one pass, which
+ * stops once every child is found.
+ */
+static void locate(const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t r, uint32_t pairs,
+                   const uint8_t **at)
 {
-    *r = map;
-    return hr__mp_map_find(r, pairs, f->key.p, f->key.n);
+    hr_mp_val_t k;
+    uint16_t left = nkids;
+    for (uint16_t i = 0; i < nkids; i++)
+        at[i] = NULL;
+    for (uint32_t e = 0; e < pairs && left; e++) {
+        hr_mp_t key = r;
+        if (!hr__mp_read(&r, &k))
+            return;
+        if (k.kind == HR_MP_ARRAY || k.kind == HR_MP_MAP) {
+            r = key; /* a container key: skip it whole */
+            if (!hr__mp_skip(&r))
+                return;
+        }
+        for (uint16_t i = 0; i < nkids; i++) {
+            if (!at[i] && hr__mp_key_is(&k, kids[i].key.p, kids[i].key.n)) {
+                at[i] = r.p;
+                left--;
+                break;
+            }
+        }
+        if (!hr__mp_skip(&r))
+            return;
+    }
 }
 
-static uint32_t count(const hr_xform_t *x, const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t map,
-                      uint32_t pairs)
+/* Opens the value at `p` as a map: `*r` at its entries, `*pairs` their count. 0 if no map. */
+static int open_map(const uint8_t *p, const uint8_t *end, hr_mp_t *r, uint32_t *pairs)
 {
-    uint32_t k = 0;
-    hr_mp_t r;
     hr_mp_val_t v;
-    for (uint16_t i = 0; i < nkids; i++) {
-        const hr_xf_field_t *f = kids + i;
-        if (!find(map, pairs, f, &r))
-            continue;
-        if (!f->nkids || (hr__mp_read(&r, &v) && v.kind == HR_MP_MAP &&
-                          count(x, x->fields + f->kids, f->nkids, r, v.n)))
-            k++;
-    }
-    return k;
+    r->p = p;
+    r->end = end;
+    if (!hr__mp_read(r, &v) || v.kind != HR_MP_MAP)
+        return 0;
+    *pairs = v.n;
+    return 1;
+}
+
+static int nonempty(const hr_xform_t *x, const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t r,
+                    uint32_t pairs);
+
+/* 1 if child `f`, found at `p`, is kept: a leaf, or a map whose projection keeps an entry. */
+static int kept(const hr_xform_t *x, const hr_xf_field_t *f, const uint8_t *p, const uint8_t *end)
+{
+    hr_mp_t r;
+    uint32_t pairs;
+    if (!p)
+        return 0;
+    return !f->nkids ||
+           (open_map(p, end, &r, &pairs) && nonempty(x, x->fields + f->kids, f->nkids, r, pairs));
+}
+
+static int nonempty(const hr_xform_t *x, const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t r,
+                    uint32_t pairs)
+{
+    const uint8_t *at[HR_XFORM_FIELDS_MAX];
+    locate(kids, nkids, r, pairs, at);
+    for (uint16_t i = 0; i < nkids; i++)
+        if (kept(x, kids + i, at[i], r.end))
+            return 1;
+    return 0;
 }
 
 static int put(const out_t *o, const void *p, size_t n)
@@ -49,33 +95,36 @@ static int put(const out_t *o, const void *p, size_t n)
     return o->write(o->arg, p, n) == 0;
 }
 
-static int put_key(const out_t *o, hr_slice_t key)
-{
-    uint8_t hdr[5];
-    return put(o, hdr, hr__mp_put_str(hdr, key.n)) && put(o, key.p, key.n);
-}
-
-static int emit(const hr_xform_t *x, const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t map,
+static int emit(const hr_xform_t *x, const hr_xf_field_t *kids, uint16_t nkids, hr_mp_t r,
                 uint32_t pairs, const out_t *o)
 {
+    const uint8_t *at[HR_XFORM_FIELDS_MAX];
     uint8_t hdr[5];
-    hr_mp_t r;
-    hr_mp_val_t v;
-    if (!put(o, hdr, hr__mp_put_map(hdr, count(x, kids, nkids, map, pairs))))
+    uint32_t n = 0;
+    locate(kids, nkids, r, pairs, at);
+    for (uint16_t i = 0; i < nkids; i++) {
+        if (kept(x, kids + i, at[i], r.end))
+            n++;
+        else
+            at[i] = NULL;
+    }
+    if (!put(o, hdr, hr__mp_put_map(hdr, n)))
         return 0;
     for (uint16_t i = 0; i < nkids; i++) {
         const hr_xf_field_t *f = kids + i;
-        if (!find(map, pairs, f, &r))
+        hr_mp_t v = {at[i], r.end};
+        uint32_t sub = 0;
+        if (!at[i])
             continue;
+        if (!put(o, hdr, hr__mp_put_str(hdr, f->key.n)) || !put(o, f->key.p, f->key.n))
+            return 0;
         if (!f->nkids) {
-            const uint8_t *start = r.p;
-            if (!hr__mp_skip(&r))
-                continue; /* not reached: the payload was checked */
-            if (!put_key(o, f->key) || !put(o, start, (size_t)(r.p - start)))
+            hr__mp_skip(&v); /* cannot fail: the payload was checked */
+            if (!put(o, at[i], (size_t)(v.p - at[i])))
                 return 0;
-        } else if (hr__mp_read(&r, &v) && v.kind == HR_MP_MAP &&
-                   count(x, x->fields + f->kids, f->nkids, r, v.n)) {
-            if (!put_key(o, f->key) || !emit(x, x->fields + f->kids, f->nkids, r, v.n, o))
+        } else {
+            open_map(at[i], r.end, &v, &sub); /* a map: kept() said so */
+            if (!emit(x, x->fields + f->kids, f->nkids, v, sub, o))
                 return 0;
         }
     }
