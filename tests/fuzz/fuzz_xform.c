@@ -56,6 +56,44 @@ static void check_key(const hr_xform_t *x)
     free(opts);
 }
 
+/* 1 if the projection keeps the whole value at `path`: some listed field is `path` or leads to it.
+ */
+static int covered(const hr_xform_t *x, hr_slice_t path)
+{
+    const hr_xf_field_t *kids = x->fields;
+    uint16_t nkids = x->nroots;
+    const char *seg = path.p, *end = path.p + path.n;
+    for (;;) {
+        const char *dot = memchr(seg, '.', (size_t)(end - seg));
+        size_t len = dot ? (size_t)(dot - seg) : (size_t)(end - seg);
+        const hr_xf_field_t *f = NULL;
+        for (uint16_t i = 0; i < nkids && !f; i++)
+            if (kids[i].key.n == len && memcmp(kids[i].key.p, seg, len) == 0)
+                f = kids + i;
+        if (!f)
+            return 0;
+        if (!f->nkids)
+            return 1;
+        if (!dot)
+            return 0;
+        kids = x->fields + f->kids;
+        nkids = f->nkids;
+        seg = dot + 1;
+    }
+}
+
+/* When the projection keeps every field the filter reads, the filter answers the same on it. */
+static void check_filter_on_projection(const hr_xform_t *x, const uint8_t *pl, size_t n,
+                                       const uint8_t *proj, size_t pn)
+{
+    if (!(x->flags & HR_XF_FILTER))
+        return;
+    for (uint16_t i = 0; i < x->nnodes; i++)
+        if (x->nodes[i].path.n && !covered(x, x->nodes[i].path))
+            return;
+    CHECK(hr__xform_match(x, proj, pn) == hr__xform_match(x, pl, n));
+}
+
 static void check_projection(const hr_xform_t *x, const uint8_t *pl, size_t n)
 {
     hr_buf_t b, again;
@@ -71,6 +109,7 @@ static void check_projection(const hr_xform_t *x, const uint8_t *pl, size_t n)
         uint8_t *out = copy(b.base, b.len);
         CHECK(b.len <= n);
         CHECK(is_map(out, b.len));
+        check_filter_on_projection(x, pl, n, out, b.len);
         rc = hr__xform_project_buf(x, out, b.len, &again);
         if (rc != HR_ENOMEM)
             CHECK(rc == 1 && again.len == b.len && memcmp(again.base, out, b.len) == 0);
