@@ -98,10 +98,9 @@ typedef struct hr_xform_s {
 /**
  * Decodes the transforms in `opts`, the raw bytes of a SUB option map (as
  * the codec hands it over; `n` == 0 or a nil means no options). `exact` is
- * nonzero when the SUB pattern is an exact topic (no wildcard), which
- * `presence` requires. Unknown keys, and `queue`, `since`, `last`, `epoch`
- * (the codec's), are ignored; a transform key whose value is nil counts as
- * absent.
+ * nonzero when the SUB pattern is an exact topic (hr_topic_validate()
+ * accepts it: no wildcard), which `presence` requires. Unknown keys, and `queue`, `since`, `last`,
+ * `epoch` (the codec's), are ignored; a transform key whose value is nil counts as absent.
  *
  * Returns HR_OK with `*out` set to a new hr_xform_t, or to NULL when the map
  * carries no transform at all (a plain subscription costs nothing); or
@@ -150,15 +149,18 @@ int hr__xform_project_buf(const hr_xform_t *x, const void *payload, size_t n, hr
  * the msgpack array of the `fields` paths, sorted key by key, duplicates and
  * paths inside another listed path dropped. Equal keys give equal
  * projections of every payload. Empty when `x` is NULL or has no `fields`.
- * `fields_hash` is a 64-bit FNV-1a of it, the same in every process.
+ * `fields_hash` is a 64-bit FNV-1a of it, the same in every process: a
+ * quick first comparison, not a map key (clients choose the paths, so key a
+ * hash map by the bytes, e.g. hr__map, whose hash is keyed).
  */
 hr_slice_t hr__xform_fields_key(const hr_xform_t *x);
 
 /**
  * Finds the value of the conflate `key` field of `x` in `payload`. Returns 1
  * with `*val` the raw msgpack bytes of the value (a slice of `payload`), or
- * 0 when there is no key field or it is missing (all such messages share
- * one slot).
+ * 0 when there is no key field, the field is missing or the payload is not
+ * a well-formed map (all such messages share one slot). Values compare as
+ * bytes: 1 and 1.0, or one string in two encodings, are different slots.
  */
 int hr__xform_conflate_key(const hr_xform_t *x, const void *payload, size_t n, hr_slice_t *val);
 
