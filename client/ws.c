@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* libherald's WebSocket client layer (RFC 6455): upgrade handshake, masked frames, parsing. */
+#define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -180,8 +181,12 @@ int hr__ws_response(const uint8_t *p, size_t n, const char *accept, size_t *used
     memcpy(head, p, hn);
     head[hn] = '\0';
     *used = hn;
-    if (strncmp(head, "HTTP/1.1 101", 12) != 0)
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        /* The TCP port answers an HTTP request with a 400 that names itself. */
+        if (memmem(p, n, "Herald's TCP port", 17))
+            return HR_ETCPPORT;
         return HR_EPROTO;
+    }
     if (!header(head, "Upgrade", val, sizeof(val)) || strcasecmp(val, "websocket") != 0)
         return HR_EPROTO;
     if (!header(head, "Sec-WebSocket-Accept", val, sizeof(val)) || strcmp(val, accept) != 0)
