@@ -101,6 +101,7 @@ void hr__dispatch_frame(hr_conn_t *c, const char *body, size_t n)
             .last = f.last,
             .has_epoch = (f.flags & HR_F_EPOCH) != 0,
             .epoch = f.epoch,
+            .opts = (f.flags & HR_F_HAS_OPTS) ? f.opts : (hr_slice_t){0},
         };
         hr__cmd_subscribe(c, &sc);
         break;

@@ -32,6 +32,7 @@ typedef struct hr_sub_cmd_s {
     int has_since, has_last, has_epoch;
     uint64_t since, last;
     hr_slice_t epoch;
+    hr_slice_t opts; /* the raw option map (transforms, presence); n == 0: none */
 } hr_sub_cmd_t;
 
 /** PUB: permission and rate checks, then hr__router_publish(); ACK or ERR to `c`. */

@@ -47,16 +47,16 @@ typedef struct hr_transport_s {
 #include "outq.h"
 
 enum hr_conn_flag {
-    HR_C_HELLO = 1u << 0,    /* HELLO done */
-    HR_C_NO_ECHO = 1u << 1,  /* echo: false */
-    HR_C_CLOSING = 1u << 2,  /* ERR sent or peer gone: no more input, draining */
-    HR_C_PENDING = 1u << 3,  /* in the flush list */
-    HR_C_PAUSED = 1u << 4,   /* reading paused by output backpressure */
-    HR_C_SHUT = 1u << 5,     /* uv_shutdown issued */
-    HR_C_CLOSED = 1u << 6,   /* uv_close issued */
-    HR_C_PROTOCOL = 1u << 7, /* the transport handshake is done: frames flow */
-    HR_C_OPS_WAIT = 1u << 8, /* reading paused: too many engine calls in flight */
-    HR_C_TURN = 1u << 9,     /* an answer that waited is being given: its ERRs go out now */
+    HR_C_HELLO = 1u << 0,      /* HELLO done */
+    HR_C_NO_ECHO = 1u << 1,    /* echo: false */
+    HR_C_CLOSING = 1u << 2,    /* ERR sent or peer gone: no more input, draining */
+    HR_C_PENDING = 1u << 3,    /* in the flush list */
+    HR_C_PAUSED = 1u << 4,     /* reading paused by output backpressure */
+    HR_C_SHUT = 1u << 5,       /* uv_shutdown issued */
+    HR_C_CLOSED = 1u << 6,     /* uv_close issued */
+    HR_C_PROTOCOL = 1u << 7,   /* the transport handshake is done: frames flow */
+    HR_C_OPS_WAIT = 1u << 8,   /* reading paused: too many engine calls in flight */
+    HR_C_TURN = 1u << 9,       /* an answer that waited is being given: its ERRs go out now */
     HR_C_CONGESTED = 1u << 10, /* reading paused: the rings to other workers are full */
 };
 
@@ -144,7 +144,7 @@ struct hr_server_s {
     hr_map_t conns_by_id; /* client id -> connection, in a cluster (queue-group deliveries) */
     int congested;        /* the rings to other workers are full: publishers are paused */
     void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
-    hr_buf_t scratch; /* control frame encoding */
+    hr_buf_t scratch;                /* control frame encoding */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */

@@ -242,6 +242,7 @@ typedef int (*opt_fn)(rd_t *r, hr_slice_t key, hr_frame_t *f, const char **why);
 static int rd_opts(rd_t *r, hr_frame_t *f, opt_fn field, const char **why)
 {
     uint32_t n;
+    const uint8_t *start = r->p;
     if (rd_nil(r))
         return 1;
     if (!rd_container(r, 1, &n)) {
@@ -258,6 +259,8 @@ static int rd_opts(rd_t *r, hr_frame_t *f, opt_fn field, const char **why)
         if (!field(r, key, f, why))
             return 0;
     }
+    f->opts.p = (const char *)start;
+    f->opts.n = (size_t)(r->p - start);
     return 1;
 }
 

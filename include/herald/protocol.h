@@ -82,6 +82,7 @@ typedef struct hr_frame_s {
     uint64_t since;        /* SUB opts.since */
     uint64_t last;         /* SUB opts.last */
     hr_slice_t epoch;      /* WELCOME epoch; SUB opts.epoch (at most HR_EPOCH_MAX bytes) */
+    hr_slice_t opts;       /* the raw option map when HR_F_HAS_OPTS (transforms, presence) */
     uint64_t version;      /* HELLO, WELCOME v */
     hr_slice_t name;       /* HELLO name */
     hr_slice_t token;      /* HELLO token */
