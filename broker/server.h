@@ -58,6 +58,7 @@ enum hr_conn_flag {
     HR_C_OPS_WAIT = 1u << 8,   /* reading paused: too many engine calls in flight */
     HR_C_TURN = 1u << 9,       /* an answer that waited is being given: its ERRs go out now */
     HR_C_CONGESTED = 1u << 10, /* reading paused: the rings to other workers are full */
+    HR_C_FAILING = 1u << 11,   /* a fatal ERR waits for the answers to earlier frames */
 };
 
 struct hr_conn_s {
@@ -79,7 +80,9 @@ struct hr_conn_s {
     uint64_t deadline;    /* ms: force close when CLOSING lasts past this */
     uv_write_t *wreq;     /* owned while a write is in flight */
     struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
-    uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
+    uint32_t inflight_ops; /* publishes and replays the engine has not answered yet */
+    int fail_status;       /* HR_C_FAILING: the ERR to send once the answers are out */
+    const char *fail_msg;
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
@@ -188,6 +191,12 @@ void hr__conn_start(hr_conn_t *c);
 void hr__conn_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref);
 /** Queues the ERR for `status` (HR_OK: none), lets the transport say goodbye, drains, closes. */
 void hr__conn_fail(hr_conn_t *c, int status, const char *msg);
+/**
+ * hr__conn_fail() for bad input (`msg` static), after the answers to the
+ * frames read before it (a publish another worker sequences): nothing more
+ * is read meanwhile.
+ */
+void hr__conn_fail_input(hr_conn_t *c, int status, const char *msg);
 /** Closes at once (peer gone). */
 void hr__conn_close_now(hr_conn_t *c);
 /** Queues raw, already framed bytes (copied): WebSocket control frames, HTTP responses. */

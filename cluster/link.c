@@ -270,8 +270,8 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
         return HR_OK;
     }
     if (r != HR_EBUFFULL) { /* rings are sized for the largest frame: this is a bug */
-        HR_LOG(HR_LOG_ERROR, 0, "record of %zu bytes refused by the ring to worker %d: %s", len,
-               to, hr_strerror(r));
+        HR_LOG(HR_LOG_ERROR, 0, "record of %zu bytes refused by the ring to worker %d: %s", len, to,
+               hr_strerror(r));
         return r;
     }
     ovf_t *o = malloc(sizeof(*o) + len);
@@ -337,7 +337,8 @@ static void on_retry(uv_timer_t *t)
         uv_timer_stop(t);
 }
 
-/* ---- congestion: pause input while the overflow queues are long ------------------------------- */
+/* ---- congestion: pause input while the overflow queues are long -------------------------------
+ */
 
 static void set_congested(link_t *l, int on)
 {
@@ -426,9 +427,9 @@ static void cl_interest_remove(hr_engine_t *e, const hr_sub_t *sub)
 static size_t remote_key(char *k, size_t cap, int peer, int q, uint64_t cid, uint64_t sid,
                          hr_slice_t pattern, hr_slice_t queue)
 {
-    size_t n = (size_t)snprintf(k, cap, "%d|%d|%llu|%llu|", peer, q,
-                                q ? (unsigned long long)cid : 0ull,
-                                q ? (unsigned long long)sid : 0ull);
+    size_t n =
+        (size_t)snprintf(k, cap, "%d|%d|%llu|%llu|", peer, q, q ? (unsigned long long)cid : 0ull,
+                         q ? (unsigned long long)sid : 0ull);
     if (n + pattern.n + 1 + queue.n > cap)
         return 0;
     memcpy(k + n, pattern.p, pattern.n);
@@ -541,7 +542,8 @@ static void announce(link_t *l, int peer)
     }
 }
 
-/* ---- publishing through the owner --------------------------------------------------------------- */
+/* ---- publishing through the owner ---------------------------------------------------------------
+ */
 
 static int cl_forward(void *arg, uint16_t owner, const hr_pub_cmd_t *p, uint64_t origin_cid,
                       int origin_no_echo, hr_router_done_cb done, void *done_arg)
@@ -629,7 +631,8 @@ static void on_ack(link_t *l, rd_t *r)
     free(pp);
 }
 
-/* ---- deliveries ------------------------------------------------------------------------------------ */
+/* ---- deliveries
+ * ------------------------------------------------------------------------------------ */
 
 static void put_delivery(link_t *l, const hr_delivery_t *d)
 {
@@ -691,7 +694,8 @@ static void on_msg(link_t *l, rd_t *r)
     hr_msg_unref(&m);
 }
 
-/* ---- replays across owners ---------------------------------------------------------------------------- */
+/* ---- replays across owners
+ * ---------------------------------------------------------------------------- */
 
 typedef struct rreq_s {
     link_t *l;
@@ -824,6 +828,9 @@ static int cl_replay(hr_engine_t *e, const hr_erange_t *r, hr_engine_msg_cb msg,
     int owner = r->wildcard ? -1 : hr__route(l->s, r->hash);
     if (owner == l->self)
         return hr__engine_replay(l->inner, r, msg, done, arg);
+    /* Each owner checks the scan budget against its own topics; what all of
+     * them examined is charged to the client afterwards (the done callback's
+     * count), so a burst of wildcard replays is still paid for in full. */
     pend_replay_t *pr = calloc(1, sizeof(*pr));
     if (!pr)
         return HR_ENOMEM;
@@ -892,7 +899,8 @@ static const hr_engine_ops_t cluster_ops = {
 
 static const hr_peer_ops_t peer_ops = {cl_forward, cl_deliver, cl_busy};
 
-/* ---- draining ------------------------------------------------------------------------------------------ */
+/* ---- draining
+ * ------------------------------------------------------------------------------------------ */
 
 static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len)
 {
@@ -955,7 +963,8 @@ static size_t drain(hr_waker_t *w, void *arg)
     return total;
 }
 
-/* ---- the shared seq table ---------------------------------------------------------------------------------- */
+/* ---- the shared seq table
+ * ---------------------------------------------------------------------------------- */
 
 static uint64_t *seq_cell(void *arg, uint64_t hash)
 {
@@ -978,7 +987,8 @@ static uint64_t *seq_cell(void *arg, uint64_t hash)
     return &t->floor;
 }
 
-/* ---- attach / detach --------------------------------------------------------------------------------------------- */
+/* ---- attach / detach
+ * --------------------------------------------------------------------------------------------- */
 
 int hr__link_attach(hr_server_t *s)
 {
@@ -994,8 +1004,8 @@ int hr__link_attach(hr_server_t *s)
         free(l);
         return HR_EINVAL;
     }
-    l->seq = mmap(NULL, sizeof(seq_table_t), PROT_READ | PROT_WRITE, MAP_SHARED,
-                  HR_CLUSTER_FD0 + 1, 0);
+    l->seq =
+        mmap(NULL, sizeof(seq_table_t), PROT_READ | PROT_WRITE, MAP_SHARED, HR_CLUSTER_FD0 + 1, 0);
     if (l->seq == MAP_FAILED) {
         fprintf(stderr, "herald: worker %d: cannot map the seq table: %s\n", l->self,
                 strerror(errno));

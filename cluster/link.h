@@ -9,9 +9,9 @@
 
 #include "config.h"
 
-#define HR_CLUSTER_MAX 64                         /* workers */
-#define HR_CLUSTER_FDS_MAX (2 + HR_CLUSTER_MAX)    /* rings, seq table, one eventfd a worker */
-#define HR_CLUSTER_FD0 4                          /* where a worker finds them (3: control) */
+#define HR_CLUSTER_MAX 64                       /* workers */
+#define HR_CLUSTER_FDS_MAX (2 + HR_CLUSTER_MAX) /* rings, seq table, one eventfd a worker */
+#define HR_CLUSTER_FD0 4                        /* where a worker finds them (3: control) */
 
 struct hr_server_s;
 

@@ -29,7 +29,7 @@ typedef struct worker_s {
     uv_pipe_t ctl;
     uv_timer_t respawn;
     int running, ready, ctl_open;
-    uint32_t gen;           /* incarnation: respawns so far */
+    uint32_t gen;               /* incarnation: respawns so far */
     uint64_t exits[LOOP_EXITS]; /* times of the recent exits, a ring */
     uint32_t nexits;
     char line[128];
@@ -104,8 +104,8 @@ static int write_ready_file(primary_t *p)
     FILE *f = fopen(tmp, "w");
     if (!f)
         return -1;
-    fprintf(f, "tcp=%d\nws=%d\npid=%d\nworkers=%d\n", p->port[0], p->port[1],
-            (int)uv_os_getpid(), p->n);
+    fprintf(f, "tcp=%d\nws=%d\npid=%d\nworkers=%d\n", p->port[0], p->port[1], (int)uv_os_getpid(),
+            p->n);
     if (fclose(f) != 0 || rename(tmp, p->cfg->ready_file) != 0) {
         unlink(tmp);
         return -1;
@@ -149,8 +149,8 @@ static void on_line(worker_t *w, const char *line)
             return;
     p->announced = 1;
     if (write_ready_file(p) != 0)
-        HR_LOG(HR_LOG_ERROR, 0, "setting 'ready-file': cannot write '%s': %s",
-               p->cfg->ready_file, strerror(errno));
+        HR_LOG(HR_LOG_ERROR, 0, "setting 'ready-file': cannot write '%s': %s", p->cfg->ready_file,
+               strerror(errno));
     HR_LOG(HR_LOG_INFO, 0, "herald %s ready: %d workers on tcp %d and ws %d (primary pid %d)",
            HERALD_VERSION, p->n, p->port[0], p->port[1], (int)uv_os_getpid());
 }
