@@ -56,12 +56,41 @@ static void on_sweep(uv_timer_t *t)
     hr__limits_sweep(s);
 }
 
+/*
+ * SIGHUP: the command line (and the --config files it names) is read again;
+ * the settings that can change while running take effect for what happens
+ * next, the others are named in the log as needing a restart.
+ */
+static void reload(hr_server_t *s)
+{
+    hr_config_t fresh;
+    if (!s->argv) {
+        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: no command line to reload from; ignored");
+        return;
+    }
+    hr__config_defaults(&fresh);
+    if (hr__config_args(&fresh, s->argc, s->argv) != 0) {
+        HR_LOG(HR_LOG_ERROR, 0,
+               "SIGHUP received: the configuration has errors (see above); "
+               "keeping the running one");
+        return;
+    }
+    if (s->nworkers > 1) { /* what the primary decided for this worker is not a change */
+        fresh.port = s->cfg.port;
+        fresh.ws_port = s->cfg.ws_port;
+        memcpy(fresh.ready_file, s->cfg.ready_file, sizeof(fresh.ready_file));
+    }
+    int n = hr__config_reload(&s->cfg, &fresh);
+    hr__log_level = hr__log_parse_level(s->cfg.log_level);
+    HR_LOG(HR_LOG_INFO, 0, "SIGHUP received: configuration reloaded (%d setting%s changed)", n,
+           n == 1 ? "" : "s");
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     hr_server_t *s = h->data;
     if (signum == SIGHUP) {
-        /* The default action would end the broker without a word. */
-        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: ignored (configuration reload is not supported)");
+        reload(s);
         return;
     }
     HR_LOG(HR_LOG_INFO, 0, "%s received: %s", signum == SIGINT ? "SIGINT" : "SIGTERM",

@@ -147,7 +147,9 @@ struct hr_server_s {
     hr_map_t conns_by_id; /* client id -> connection, in a cluster (queue-group deliveries) */
     int congested;        /* the rings to other workers are full: publishers are paused */
     void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
-    hr_buf_t scratch;                /* control frame encoding */
+    int argc;                        /* the command line, read again on SIGHUP */
+    char **argv;
+    hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */

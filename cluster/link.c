@@ -32,6 +32,15 @@
  *                  (or for one queue-group member there)
  *   RREQ           a replay (since/last) for topics the receiver owns;
  *                  answered by RMSG records and one RDONE
+ *   HELLO / SYNC   a worker that starts says HELLO to every other; each
+ *                  forgets what it knew of the sender and answers with its
+ *                  RESET, its interest and SYNC
+ *
+ * A new worker sequences nothing (PUB and RREQ records wait, and it does
+ * not listen yet) until every peer answered its HELLO: a message it
+ * sequences must reach every subscription, including those registered with
+ * its previous incarnation. The PUBs forwarded to it while it was down sit
+ * in the ring and are sequenced then, with the shared seq table's numbers.
  *
  * A record is copied once into the ring by its producer and once out of it
  * (into a refcounted message) by its consumer: one copy per hop. A full ring
@@ -50,8 +59,12 @@ enum rec_type {
     R_MSG,
     R_RREQ,
     R_RMSG,
-    R_RDONE
+    R_RDONE,
+    R_HELLO, /* the sender (re)started: forget it, and tell it your interest */
+    R_SYNC   /* the end of that answer */
 };
+
+#define SYNC_WAIT_MS 2000 /* a worker starts serving without a peer that does not answer */
 
 #define DRAIN_BUDGET 4096                /* records per inbound ring per loop turn */
 #define OVERFLOW_HIGH (8u * 1024 * 1024) /* queued bytes that pause this worker's input */
@@ -195,7 +208,11 @@ typedef struct link_s {
     int congested;
     uv_timer_t retry; /* flushes overflow queues while any is non-empty */
     int stopped;      /* hr__link_stop() ran */
-    hr_buf_t rec;     /* record being built */
+    int unsynced;     /* peers whose answer to our HELLO has not arrived */
+    uint8_t synced_from[HR_CLUSTER_MAX];
+    ovf_t *def_head, *def_tail; /* PUB and RREQ records waiting for that */
+    uv_timer_t sync_timer;
+    hr_buf_t rec; /* record being built */
 } link_t;
 
 static link_t *L; /* one worker, one link */
@@ -523,11 +540,19 @@ static void forget_remote(link_t *l, int peer)
     free(c.klens);
 }
 
-/* Tells `peer` everything this worker subscribes to, after a RESET. */
+/* Tells `peer` everything this worker subscribes to: RESET, the interest, SYNC. */
+static void announce_subs(link_t *l, int peer);
+
 static void announce(link_t *l, int peer)
 {
-    hr_server_t *s = l->s;
     ring_put(l, peer, R_RESET, "", 0);
+    announce_subs(l, peer);
+    ring_put(l, peer, R_SYNC, "", 0);
+}
+
+static void announce_subs(link_t *l, int peer)
+{
+    hr_server_t *s = l->s;
     for (hr_conn_t *c = s->conns; c; c = c->next) {
         if (c->flags & HR_C_CLOSED)
             continue;
@@ -902,6 +927,67 @@ static const hr_peer_ops_t peer_ops = {cl_forward, cl_deliver, cl_busy};
 /* ---- draining
  * ------------------------------------------------------------------------------------------ */
 
+static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len);
+
+/* Until every peer answered HELLO, sequencing waits: its records are copied aside. */
+static void defer(link_t *l, int from, uint32_t type, const void *data, size_t len)
+{
+    ovf_t *o = malloc(sizeof(*o) + len);
+    if (!o)
+        return;
+    o->next = NULL;
+    o->type = type | (uint32_t)from << 24;
+    o->len = len;
+    memcpy(o->data, data, len);
+    if (l->def_tail)
+        l->def_tail->next = o;
+    else
+        l->def_head = o;
+    l->def_tail = o;
+}
+
+static void synced(link_t *l)
+{
+    l->unsynced = 0;
+    uv_timer_stop(&l->sync_timer);
+    while (l->def_head) {
+        ovf_t *o = l->def_head;
+        l->def_head = o->next;
+        if (!l->def_head)
+            l->def_tail = NULL;
+        dispatch(l, (int)(o->type >> 24), o->type & 0xffffff, o->data, o->len);
+        free(o);
+    }
+}
+
+static void on_sync(link_t *l, int from)
+{
+    if (!l->unsynced || l->synced_from[from])
+        return;
+    l->synced_from[from] = 1;
+    if (--l->unsynced == 0)
+        synced(l);
+}
+
+static void on_sync_timeout(uv_timer_t *t)
+{
+    link_t *l = t->data;
+    if (!l->unsynced)
+        return;
+    for (int i = 0; i < l->n; i++)
+        if (i != l->self && !l->synced_from[i]) {
+            HR_LOG(HR_LOG_WARN, 0, "worker %d did not answer within %d ms: serving without it", i,
+                   SYNC_WAIT_MS);
+            l->peer[i].up = 0;
+        }
+    synced(l);
+}
+
+int hr__link_synced(void)
+{
+    return !L || !L->unsynced;
+}
+
 static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len)
 {
     rd_t r = {data, len, 0};
@@ -915,7 +1001,19 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
     case R_RESET:
         forget_remote(l, from);
         break;
+    case R_HELLO:
+        forget_remote(l, from);
+        l->peer[from].up = 1;
+        announce(l, from);
+        break;
+    case R_SYNC:
+        on_sync(l, from);
+        break;
     case R_PUB:
+        if (l->unsynced) {
+            defer(l, from, type, data, len);
+            break;
+        }
         on_pub(l, from, &r);
         break;
     case R_ACK:
@@ -925,6 +1023,10 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
         on_msg(l, &r);
         break;
     case R_RREQ:
+        if (l->unsynced) {
+            defer(l, from, type, data, len);
+            break;
+        }
         on_rreq(l, from, &r);
         break;
     case R_RMSG:
@@ -1041,10 +1143,15 @@ int hr__link_attach(hr_server_t *s)
         return HR_EINVAL;
     }
     L = l;
-    /* A new incarnation: whatever the others remember of the previous one goes. */
+    /* A new incarnation: whatever the others remember of the previous one goes,
+     * and they tell this one what they subscribe to. */
+    l->unsynced = l->n - 1;
+    uv_timer_init(s->loop, &l->sync_timer);
+    l->sync_timer.data = l;
+    uv_timer_start(&l->sync_timer, on_sync_timeout, SYNC_WAIT_MS, 0);
     for (int i = 0; i < l->n; i++)
         if (i != l->self)
-            announce(l, i);
+            ring_put(l, i, R_HELLO, "", 0);
     return HR_OK;
 }
 
@@ -1063,8 +1170,7 @@ void hr__link_peer_up(hr_server_t *s, int peer)
     link_t *l = L;
     if (!l || peer < 0 || peer >= l->n || peer == l->self)
         return;
-    l->peer[peer].up = 1;
-    announce(l, peer);
+    l->peer[peer].up = 1; /* its HELLO (in the ring) brings the rest */
     (void)s;
 }
 
@@ -1090,6 +1196,7 @@ void hr__link_stop(hr_server_t *s)
     l->stopped = 1;
     hr__waker_stop(&l->waker, on_waker_closed);
     uv_close((uv_handle_t *)&l->retry, NULL);
+    uv_close((uv_handle_t *)&l->sync_timer, NULL);
 }
 
 void hr__link_detach(hr_server_t *s)
@@ -1108,6 +1215,11 @@ void hr__link_detach(hr_server_t *s)
             l->peer[i].ovf_head = o->next;
             free(o);
         }
+    while (l->def_head) {
+        ovf_t *o = l->def_head;
+        l->def_head = o->next;
+        free(o);
+    }
     hr__map_each(&l->pend_pubs, free_pub, NULL);
     hr__map_each(&l->pend_reps, free_pub, NULL);
     hr__map_destroy(&l->interest);

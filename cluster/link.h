@@ -29,6 +29,8 @@ void hr__cluster_shm_free(hr_cluster_shm_t *shm);
 
 /** Maps what the primary set up and links `s` to the other workers. HR_OK or a status. */
 int hr__link_attach(struct hr_server_s *s);
+/** Whether every peer answered this worker's HELLO (or did not in time): it may serve. */
+int hr__link_synced(void);
 /** A peer went away (its process died) or came back (a new incarnation listens). */
 void hr__link_peer_down(struct hr_server_s *s, int peer);
 void hr__link_peer_up(struct hr_server_s *s, int peer);
