@@ -57,7 +57,7 @@ static const opt_t opts[] = {
       "reclaimed topics whose last seq is remembered (about 56 bytes each)"),
     I("engine-delay-ms", engine_delay_ms, 0, 60000, "0",
       "testing only: delay every engine answer this long (0: off)"),
-    I("workers", workers, 0, 64, "1",
+    I("workers", workers, 0, 64, "0",
       "worker processes sharing the ports, topics sharded across them (0: one per CPU core)"),
     Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
       "pending output per connection that closes it at once (ERR 6)"),

@@ -82,7 +82,8 @@ static void reload(hr_server_t *s)
     }
     int n = hr__config_reload(&s->cfg, &fresh);
     hr__log_level = hr__log_parse_level(s->cfg.log_level);
-    HR_LOG(HR_LOG_INFO, 0, "SIGHUP received: configuration reloaded (%d setting%s changed)", n,
+    /* At warn level: an operator's action, worth a line even in a quiet log. */
+    HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: configuration reloaded (%d setting%s changed)", n,
            n == 1 ? "" : "s");
 }
 

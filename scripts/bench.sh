@@ -91,7 +91,7 @@ websocket {
   no_tls: true
 }
 EOF
-HERALD_ARGS=(--bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/herald.ready" --log-level warn)
+HERALD_ARGS=(--workers "${HERALD_WORKERS:-1}" --bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/herald.ready" --log-level warn)
 
 V_HERALD=$("$HERALD" --version 2>&1 | head -1)
 V_REDIS=$(redis-server --version | sed 's/ sha=.*//')
