@@ -157,6 +157,7 @@ typedef struct hb_target_s {
     int ws_port; /* 0: none */
     int pid;     /* broker pid for CPU/RSS, 0: unknown */
     char version[64];
+    char name[32]; /* the column's name in reports ("" : the adapter's, e.g. herald) */
 } hb_target_t;
 
 /* How subscribers and publishers map to topics. */

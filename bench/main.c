@@ -23,7 +23,7 @@ static void usage(FILE *f)
         "(default). idle-ws is idle over WebSocket with every client connecting at once.\n"
         "\n"
         "  -t, --target URL      broker to drive; repeat to compare several in one run:\n"
-        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V]\n"
+        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN]\n"
         "                        nats://HOST:PORT[?pid=PID]   redis://HOST:PORT[?pid=PID]\n"
         "                        (default herald://127.0.0.1:7400?ws=7401)\n"
         "      --broker-pid PID  pid of the last target: its CPU and RSS are reported\n"
@@ -87,6 +87,8 @@ static int parse_target(const char *url, hb_target_t *t)
             t->ws_port = atoi(q + 3);
         else if (!strncmp(q, "pid=", 4))
             t->pid = atoi(q + 4);
+        else if (!strncmp(q, "name=", 5) && n - 5 < sizeof t->name)
+            snprintf(t->name, sizeof t->name, "%.*s", (int)(n - 5), q + 5);
         else if (!strncmp(q, "version=", 8) && n - 8 < sizeof t->version)
             snprintf(t->version, sizeof t->version, "%.*s", (int)(n - 8), q + 8);
         q = amp;
@@ -376,7 +378,8 @@ int main(int argc, char **argv)
             if (pl.sub_ws && (!targets[ti].ad->ws || !targets[ti].ws_port)) {
                 memset(r, 0, sizeof(*r));
                 snprintf(r->scenario, sizeof r->scenario, "%s", pl.name);
-                snprintf(r->broker, sizeof r->broker, "%s", targets[ti].ad->name);
+                snprintf(r->broker, sizeof r->broker, "%s",
+                         targets[ti].name[0] ? targets[ti].name : targets[ti].ad->name);
                 r->params = pl.p;
                 r->skipped = 1;
                 snprintf(r->error, sizeof r->error, "no WebSocket transport driven for %s",

@@ -32,14 +32,20 @@ int hr__server_port(const hr_server_t *s, int kind)
 
 static void on_check(uv_check_t *h)
 {
-    hr__conn_flush_all(h->data);
+    hr_server_t *s = h->data;
+    if (s->on_flush)
+        s->on_flush(s);
+    hr__conn_flush_all(s);
 }
 
 /* Output queued by timers (sweep PINGs, ERR 6/11 closes, engine timers) goes
  * out before the loop blocks again, not one poll timeout later. */
 static void on_prepare(uv_prepare_t *h)
 {
-    hr__conn_flush_all(h->data);
+    hr_server_t *s = h->data;
+    if (s->on_flush)
+        s->on_flush(s);
+    hr__conn_flush_all(s);
 }
 
 static void on_sweep(uv_timer_t *t)

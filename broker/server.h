@@ -146,8 +146,9 @@ struct hr_server_s {
     void *peer_arg;
     hr_map_t conns_by_id; /* client id -> connection, in a cluster (queue-group deliveries) */
     int congested;        /* the rings to other workers are full: publishers are paused */
-    void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
-    int argc;                        /* the command line, read again on SIGHUP */
+    void (*on_stop)(hr_server_t *s);  /* closes what others opened on the loop (cluster links) */
+    void (*on_flush)(hr_server_t *s); /* once per loop turn, before output is written */
+    int argc;                         /* the command line, read again on SIGHUP */
     char **argv;
     hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;

@@ -171,6 +171,7 @@ typedef struct peer_s {
     hr_ring_t out, in; /* to the peer, from the peer */
     int efd;           /* the peer's eventfd: wakes it */
     int up;
+    int dirty;                  /* records reserved in `out` and not yet committed */
     ovf_t *ovf_head, *ovf_tail; /* records waiting for room in `out` */
     size_t ovf_bytes;
 } peer_t;
@@ -280,10 +281,17 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
     peer_t *p = &l->peer[to];
     void *dst;
     int r = p->ovf_head ? HR_EBUFFULL : hr__ring_reserve(&p->out, type, len, &dst);
-    if (r == 0) {
-        memcpy(dst, data, len);
+    if (r == HR_EBUFFULL && p->dirty) { /* what this turn reserved may be holding the room */
         if (hr__ring_commit(&p->out))
             hr__waker_signal(p->efd);
+        p->dirty = 0;
+        r = p->ovf_head ? HR_EBUFFULL : hr__ring_reserve(&p->out, type, len, &dst);
+    }
+    if (r == 0) {
+        /* Published once per loop turn (hr__link_flush): one release store and at
+         * most one wake-up per ring and turn, however many records. */
+        memcpy(dst, data, len);
+        p->dirty = 1;
         return HR_OK;
     }
     if (r != HR_EBUFFULL) { /* rings are sized for the largest frame: this is a bug */
@@ -320,6 +328,23 @@ static int send_rec(link_t *l, int to, uint32_t type)
     return r;
 }
 
+/* Commits what this loop turn wrote to every ring (the server calls it before its flush). */
+static void link_flush(hr_server_t *s)
+{
+    link_t *l = L;
+    (void)s;
+    if (!l)
+        return;
+    for (int i = 0; i < l->n; i++) {
+        peer_t *p = &l->peer[i];
+        if (!p->dirty)
+            continue;
+        p->dirty = 0;
+        if (hr__ring_commit(&p->out))
+            hr__waker_signal(p->efd);
+    }
+}
+
 static void flush_overflow(link_t *l)
 {
     for (int i = 0; i < l->n; i++) {
@@ -339,8 +364,11 @@ static void flush_overflow(link_t *l)
             free(o);
             wake = 1;
         }
-        if (wake && hr__ring_commit(&p->out))
-            hr__waker_signal(p->efd);
+        if (wake || p->dirty) {
+            p->dirty = 0;
+            if (hr__ring_commit(&p->out))
+                hr__waker_signal(p->efd);
+        }
     }
     if (l->ovf_total <= OVERFLOW_HIGH / 2)
         set_congested(l, 0);
@@ -1136,6 +1164,7 @@ int hr__link_attach(hr_server_t *s)
     s->engine = &l->base;
     s->peer = &peer_ops;
     s->peer_arg = l;
+    s->on_flush = link_flush;
     hr__engine_mem_set_seq_cell(l->inner, seq_cell, l);
     hr_shm_worker_t *me = hr__shm_worker(&l->shm, (unsigned)l->self);
     if (hr__waker_start(&l->waker, s->loop, l->efd, &me->waiting, drain, l) != 0) {
