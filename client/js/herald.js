@@ -462,8 +462,9 @@ export class Subscription {
       o.since = since;
       o.epoch = this.epoch;
       if (epoch !== this.epoch) this.topics.clear();
-    } else if (epoch === undefined && since > 0) {
-      // No epoch: ask for the last message again and compare it (see _onMsg).
+    } else if (since > 0) {
+      // No epoch for what was delivered: ask for the last message again and
+      // compare it (see _onMsg), whether or not this broker has an epoch.
       o.since = typeof since === 'bigint' ? since - 1n : since - 1;
       this.probe = true;
       delete o.epoch;
@@ -933,13 +934,16 @@ export class Client {
         a.reject(local('EDISCONNECTED', 'disconnected before the ACK: the broker may or may not have the message'));
       }
     }
-    for (const [id, r] of this._requests) {
-      this._requests.delete(id);
-      this._clearTimer(r.timer);
-      r.reject(local('EDISCONNECTED', 'disconnected while waiting for the reply'));
+    if (was) {
+      // Requests made while disconnected wait for the next connection (or their timeout).
+      for (const [id, r] of this._requests) {
+        this._requests.delete(id);
+        this._clearTimer(r.timer);
+        r.reject(local('EDISCONNECTED', 'disconnected while waiting for the reply'));
+      }
+      this._failPings(local('EDISCONNECTED', 'disconnected'));
+      this._emit('disconnected', err);
     }
-    this._failPings(local('EDISCONNECTED', 'disconnected'));
-    if (was) this._emit('disconnected', err);
     if (this.state === 'draining') {
       this._finish(err);
       return;
@@ -994,7 +998,10 @@ export class Client {
     this._failPings(closed);
     this._outbox = [];
     this._outboxBytes = 0;
-    for (const sub of this._allSubs) sub.closed = true;
+    for (const sub of this._allSubs) {
+      sub.closed = true;
+      sub._settled(closed);
+    }
     this._allSubs.clear();
     this._subs.clear();
     if (this._ws) {

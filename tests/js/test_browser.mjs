@@ -25,7 +25,7 @@ describe('herald.js in headless Chromium', { timeout: 180000 }, () => {
   before(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`FAIL: ${CHROMIUM} not found; install it with scripts/deps.sh browser`);
     web = await serve();
-    broker = await restartableBroker();
+    broker = await restartableBroker('--history-msgs', '1000');
     browser = await playwright().chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, timeout: 60000 });
   });
 
@@ -64,8 +64,8 @@ describe('herald.js in headless Chromium', { timeout: 180000 }, () => {
     })();
     await page.waitForFunction(() => window.t.got.filter((g) => g.topic === 'b.stream').length >= 40, null, { timeout: 20000 });
     await broker.kill();
-    down = true;
     await sleep(300);
+    down = true; // acks from here on come from the new broker
     await broker.start();
     await until(() => fresh.length >= 40, 'acks from the new broker', 20000);
     stop = true;

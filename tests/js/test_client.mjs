@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import * as herald from '../../client/js/herald.js';
-import { jwt, startBroker, until, WebSocket } from './support.mjs';
+import { jwt, sleep, startBroker, until, WebSocket } from './support.mjs';
 
 const { Client, connect, HeraldError } = herald;
 const url = (b) => `ws://127.0.0.1:${b.ws}/`;
@@ -131,6 +131,28 @@ describe('herald.js against the broker', { timeout: 120000 }, () => {
     await assert.rejects(c.publish('a.b', new Uint8Array(c.welcome.max_payload + 1)), { code: 'ETOOBIG' });
     assert.throws(() => c.subscribe('a.>.b', () => {}), { code: 'ETOPIC' });
     await assert.rejects(c.publish('a', {}), TypeError);
+  });
+
+  it('buffers publishes and subscriptions made before the connection is up', async () => {
+    const c = new Client(url(broker), { WebSocket });
+    clients.push(c);
+    const got = [];
+    const sub = c.subscribe('early.x', (m) => got.push(m.text()));
+    assert.equal(c.state, 'connecting');
+    assert.equal(await c.publish('early.x', 'before the WELCOME'), 1);
+    await sub.ready;
+    await until(() => got.length === 1, 'the buffered message');
+    assert.deepEqual(got, ['before the WELCOME']);
+  });
+
+  it('settles what waits for a connection when closed', async () => {
+    const c = new Client('ws://127.0.0.1:1/', { WebSocket, retryOnFailedConnect: true, reconnectWaitMs: 5 });
+    const sub = c.subscribe('x.y', () => {});
+    const p = c.publish('x.y', 'buffered');
+    const r = c.request('x.y', 'q', { timeoutMs: 5000 });
+    await sleep(100); // attempts fail meanwhile; none of these give up
+    c.close();
+    for (const w of [sub.ready, p, r, c.ready]) await assert.rejects(w, { code: 'ECLOSED' });
   });
 
   it('drains: outstanding acks complete, then the client closes', async () => {

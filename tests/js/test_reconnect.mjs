@@ -100,8 +100,8 @@ async function streamThroughRestart(broker, how) {
   await until(() => got.length >= 60, 'messages before the restart');
   if (how === 'kill') await broker.kill();
   else await broker.stop();
-  down = true; // every ack resolved from here on comes from the new broker
   await sleep(300);
+  down = true; // every ack resolved from here on comes from the new broker
   await broker.start();
   await until(() => [...acked.values()].filter((a) => a.fresh).length >= 60, 'acks from the new broker', 20000);
   stop = true;
@@ -110,7 +110,12 @@ async function streamThroughRestart(broker, how) {
   await pub.flush();
   const fresh = [...acked].filter(([, a]) => a.fresh).map(([n]) => n);
   const seen = () => new Set(got.map((g) => g.n));
-  await until(() => fresh.every((n) => seen().has(n)), 'every message the new broker acked', 20000);
+  await until(() => fresh.every((n) => seen().has(n)), 'every message the new broker acked', 20000)
+    .catch((e) => {
+      console.log(`# missing ${fresh.filter((n) => !seen().has(n))} order ${order.join(' ')}`);
+      console.log(`# stats ${JSON.stringify(sub.stats)} gaps ${gaps.map((g) => g.message)} sub ${sub.state}`);
+      throw e;
+    });
   await sub.flush();
   pub.close();
   sub.close();
@@ -134,7 +139,8 @@ function checkRestart({ got, gaps, order, fresh }) {
 
 describe('a broker restarted under a publish stream', { timeout: 120000 }, () => {
   it('SIGKILL: no duplicate, the restart reported, everything the new broker took delivered', async () => {
-    const broker = await restartableBroker();
+    // History enough for all the publishes buffered during the outage.
+    const broker = await restartableBroker('--history-msgs', '1000');
     try {
       const r = await streamThroughRestart(broker, 'kill');
       checkRestart(r);
@@ -145,7 +151,7 @@ describe('a broker restarted under a publish stream', { timeout: 120000 }, () =>
   });
 
   it('SIGTERM (ERR 9): the same', async () => {
-    const broker = await restartableBroker('--shutdown-timeout-ms', '200');
+    const broker = await restartableBroker('--history-msgs', '1000', '--shutdown-timeout-ms', '200');
     try {
       checkRestart(await streamThroughRestart(broker, 'term'));
     } finally {
