@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 // The demo chat (/demo/ with --demo) in headless Chromium: two people in a room exchange
 // messages, see each other typing and their unread counters, and a reload shows the history
-// without duplicates. Presence and `last` need broker features that HERALD_DEMO_FULL=1 turns on.
+// without duplicates. Presence and `last` need broker features that HERALD_DEMO_FULL=1 turns on;
+// HERALD_DEMO_SCRIPTED=1 runs it all against tests/js/mini_broker.mjs, which has them.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { connect, encode } from '../../client/js/herald.js';
+import { miniBroker } from './mini_broker.mjs';
 import { CHROMIUM, CHROMIUM_FLAGS, playwright, startBroker, WebSocket } from './support.mjs';
 
-const FULL = process.env.HERALD_DEMO_FULL === '1';
+const SCRIPTED = process.env.HERALD_DEMO_SCRIPTED === '1';
+const FULL = process.env.HERALD_DEMO_FULL === '1' || SCRIPTED;
 const NEEDS_FULL = !FULL && 'needs presence and last in the broker: set HERALD_DEMO_FULL=1';
 
 describe('the demo chat', { timeout: 180000 }, () => {
@@ -34,7 +37,7 @@ describe('the demo chat', { timeout: 180000 }, () => {
 
   before(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`FAIL: ${CHROMIUM} not found; install it with scripts/deps.sh browser`);
-    broker = await startBroker('--demo');
+    broker = SCRIPTED ? await miniBroker() : await startBroker('--demo');
     browser = await playwright().chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, timeout: 60000 });
     node = await connect(`ws://127.0.0.1:${broker.ws}/`, { WebSocket });
   });
