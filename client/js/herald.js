@@ -326,7 +326,7 @@ export const ERR = Object.freeze({
  * An error from the broker (`code` is the ERR code, a number, and `ref`
  * the sid or ack id it names) or from the client (`code` is a string:
  * ETIMEDOUT, EDISCONNECTED, ECLOSED, ENOTCONN, EBUFFULL, ETOOBIG, ETOPIC,
- * EPROTO, ECONNECT).
+ * EPROTO, ECONNECT, EAUTH).
  */
 export class HeraldError extends Error {
   constructor(code, message, ref) {
@@ -391,7 +391,7 @@ export class Message {
 
   /** Publishes `data` to this message's reply topic (no ack). */
   respond(data, opts = {}) {
-    if (!this.reply) throw local('ETOPIC', 'the message has no reply topic');
+    if (!this.reply) return Promise.reject(local('ETOPIC', 'the message has no reply topic'));
     return this.client.publish(this.reply, data, { ...opts, ack: false });
   }
 }
@@ -562,7 +562,7 @@ export class Client {
     this._allSubs = new Set();
     this._acks = new Map(); // ack id -> {resolve, reject, written}
     this._pings = new Map(); // ping id -> {resolve, reject, timer}
-    this._requests = new Map(); // request id -> {resolve, reject, timer, ack}
+    this._requests = new Map(); // request id -> {resolve, reject, timer}
     this._outbox = []; // frames waiting for a connection: {bytes, ack}
     this._outboxBytes = 0;
     this._listeners = new Map();
@@ -572,7 +572,7 @@ export class Client {
     this._pingsOut = 0;
     this._connected = false; // a WELCOME arrived on the current socket
     this._everConnected = false;
-    this._shutdown = false;
+    this._needToken = false; // the broker refused the token: ask tokenRefresh before retrying
     this._inbox = null;
     this._inboxPrefix = this.opts.inboxPrefix ?? `_INBOX.${randomId(22)}`;
     this.ready = new Promise((resolve, reject) => {
@@ -643,7 +643,8 @@ export class Client {
         this.opts.token = token;
         this._needToken = false;
       } catch (e) {
-        this._failed(local('EAUTH', `tokenRefresh failed: ${e?.message ?? e}`));
+        // Like a failed connection attempt: retried with backoff once connected before.
+        this._lost(local('EAUTH', `tokenRefresh failed: ${e?.message ?? e}`));
         return;
       }
       if (this.state === 'closed') return;
@@ -657,7 +658,6 @@ export class Client {
     }
     this._ws = ws;
     this._connected = false;
-    this._shutdown = false;
     this._closeErr = null;
     ws.binaryType = 'arraybuffer';
     const timeout = this._timer(() => {
@@ -855,7 +855,6 @@ export class Client {
 
   _onErr(code, message, ref) {
     const err = new HeraldError(code, `ERR ${code}: ${message}`, ref ?? undefined);
-    if (code === ERR.SHUTDOWN) this._shutdown = true;
     if (!this._connected || [1, 2, 3, 6, 9, 11].includes(code)) this._closeErr = err;
     if (ref !== undefined && ref !== null) {
       const a = this._acks.get(ref);

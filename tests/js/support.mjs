@@ -4,7 +4,8 @@
 import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { startBroker } from '../ws/harness.mjs';
+import { after } from 'node:test';
+import { startBroker as start } from '../ws/harness.mjs';
 
 // tests/ws/run_node.sh installs ws, playwright-core and @msgpack/msgpack into tests/ws/node_modules.
 const require = createRequire(new URL('../ws/package.json', import.meta.url));
@@ -12,7 +13,31 @@ export const WebSocket = require('ws');
 export const { WebSocketServer } = require('ws');
 export const msgpack = require('@msgpack/msgpack');
 export const playwright = () => require('playwright-core');
-export { startBroker };
+
+// What must stop when the test file ends, passed or not: a client left reconnecting, a broker
+// or a server would keep Node running until the CTest timeout.
+const enders = [];
+/** Runs `fn` once the file's tests are over; returns `fn`. */
+export function onEnd(fn) {
+  enders.push(fn);
+  return fn;
+}
+after(async () => {
+  for (const fn of enders.reverse()) {
+    try {
+      await fn();
+    } catch {
+      // stopping anyway
+    }
+  }
+});
+
+/** tests/ws/harness.mjs's startBroker, stopped at the end of the file at the latest. */
+export async function startBroker(...args) {
+  const b = await start(...args);
+  onEnd(() => b.stop());
+  return b;
+}
 
 export const CHROMIUM = process.env.HERALD_CHROMIUM || '/usr/bin/chromium';
 export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu',
@@ -78,6 +103,7 @@ export async function proxy(port) {
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   p.port = server.address().port;
+  onEnd(() => p.close());
   p.cut = () => {
     for (const s of socks) s.destroy();
     socks.clear();

@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { connect } from '../../client/js/herald.js';
-import { CHROMIUM, CHROMIUM_FLAGS, playwright, restartableBroker, sleep, until, WebSocket }
+import { CHROMIUM, CHROMIUM_FLAGS, onEnd, playwright, restartableBroker, sleep, until, WebSocket }
   from './support.mjs';
 
 // The page comes from its own origin: the broker's CORS header lets it import /herald.js.
@@ -43,6 +43,7 @@ describe('herald.js in headless Chromium', { timeout: 180000 }, () => {
     await page.waitForFunction(() => window.t?.ready, null, { timeout: 20000 });
 
     const node = await connect(`ws://127.0.0.1:${broker.ws}/`, { WebSocket, reconnectWaitMs: 20, reconnectWaitMaxMs: 200 });
+    onEnd(() => node.close());
     const nodeGot = [];
     await node.subscribe('b.>', (m) => nodeGot.push(m.text())).ready;
     for (let i = 1; i <= 5; i++) await node.publish('b.x', `node ${i}`);

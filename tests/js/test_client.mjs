@@ -6,11 +6,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import * as herald from '../../client/js/herald.js';
-import { jwt, sleep, startBroker, until, WebSocket } from './support.mjs';
+import { jwt, onEnd, sleep, startBroker, until, WebSocket } from './support.mjs';
 
 const { Client, connect, HeraldError } = herald;
 const url = (b) => `ws://127.0.0.1:${b.ws}/`;
-const open = (b, o = {}) => connect(url(b), { WebSocket, reconnectWaitMs: 20, ...o });
+const open = async (b, o = {}) => {
+  const c = await connect(url(b), { WebSocket, reconnectWaitMs: 20, ...o });
+  onEnd(() => c.close());
+  return c;
+};
 
 describe('herald.js against the broker', { timeout: 120000 }, () => {
   let broker;
@@ -147,6 +151,7 @@ describe('herald.js against the broker', { timeout: 120000 }, () => {
 
   it('settles what waits for a connection when closed', async () => {
     const c = new Client('ws://127.0.0.1:1/', { WebSocket, retryOnFailedConnect: true, reconnectWaitMs: 5 });
+    onEnd(() => c.close());
     const sub = c.subscribe('x.y', () => {});
     const p = c.publish('x.y', 'buffered');
     const r = c.request('x.y', 'q', { timeoutMs: 5000 });
@@ -175,6 +180,13 @@ describe('herald.js against the broker', { timeout: 120000 }, () => {
     assert.equal(r.headers.get('access-control-allow-origin'), '*');
     assert.equal(await r.text(), readFileSync(new URL('../../client/js/herald.js', import.meta.url), 'utf8'));
     assert.equal((await fetch(`http://127.0.0.1:${broker.ws}/demo/`)).status, 404, 'no demo without --demo');
+    const off = await startBroker('--demo=no');
+    try {
+      assert.equal((await fetch(`http://127.0.0.1:${off.ws}/demo/`)).status, 404, '--demo=no');
+      assert.equal((await fetch(`http://127.0.0.1:${off.ws}/herald.js`)).status, 200);
+    } finally {
+      assert.equal(await off.stop(), 0);
+    }
   });
 });
 
@@ -226,6 +238,20 @@ describe('herald.js and ERR frames', { timeout: 60000 }, () => {
     await until(() => got.length === 2, 'both messages');
     assert.deepEqual(got, [1, 2]);
     assert.ok(errs.includes(3));
+    c.close();
+  });
+
+  it('retries after tokenRefresh failed', async () => {
+    let n = 0;
+    const c = await open(broker, {
+      retryOnFailedConnect: true,
+      tokenRefresh: async () => {
+        if (++n === 1) throw new Error('the token service is down');
+        return jwt(secret, { herald: { pub: ['priv.>'], sub: ['priv.>'] } });
+      },
+    });
+    assert.equal(n, 2);
+    assert.equal(await c.publish('priv.y', 'ok'), 1);
     c.close();
   });
 });
