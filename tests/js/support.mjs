@@ -78,9 +78,13 @@ export async function restartableBroker(...args) {
   };
 }
 
-/** A loopback TCP proxy to `port`; cut() drops every connection, down refuses new ones. */
+/**
+ * A loopback TCP proxy to `port`: cut() drops every connection, freeze() stops forwarding on
+ * the open ones (a dead link that stays open), down refuses new connections.
+ */
 export async function proxy(port) {
   const socks = new Set();
+  const pairs = [];
   const p = { down: false, port: 0 };
   const server = net.createServer((c) => {
     if (p.down) {
@@ -90,6 +94,7 @@ export async function proxy(port) {
     const u = net.connect(port, '127.0.0.1');
     socks.add(c);
     socks.add(u);
+    pairs.push([c, u]);
     c.pipe(u);
     u.pipe(c);
     const end = () => {
@@ -107,6 +112,12 @@ export async function proxy(port) {
   p.cut = () => {
     for (const s of socks) s.destroy();
     socks.clear();
+  };
+  p.freeze = () => {
+    for (const [c, u] of pairs.splice(0)) {
+      c.unpipe(u);
+      u.unpipe(c);
+    }
   };
   p.close = () => {
     p.cut();

@@ -16,7 +16,9 @@ const open = async (port, o = {}) => {
 
 describe('resuming through a cut connection', { timeout: 120000 }, () => {
   let broker;
-  after(async () => assert.equal(await broker.stop(), 0, 'herald exit status'));
+  after(async () => {
+    if (broker) assert.equal(await broker.stop(), 0, 'herald exit status');
+  });
 
   it('delivers every seq exactly once to exact and wildcard subscriptions', async () => {
     broker = await startBroker('--history-msgs', '1000');
@@ -78,6 +80,25 @@ describe('resuming through a cut connection', { timeout: 120000 }, () => {
     sub.close();
     px.close();
     assert.equal(await b.stop(), 0);
+  });
+});
+
+describe('a link that goes silent', { timeout: 60000 }, () => {
+  it('is declared dead after maxPingsOut unanswered pings, then the client reconnects', async () => {
+    const b = await startBroker();
+    const px = await proxy(b.ws);
+    const c = await open(px.port, { pingIntervalMs: 100, maxPingsOut: 2 });
+    const events = [];
+    c.on('disconnected', (e) => events.push(e.code));
+    c.on('reconnected', () => events.push('reconnected'));
+    const got = [];
+    await c.subscribe('k.x', (m) => got.push(m.seq)).ready;
+    px.freeze();
+    await until(() => events.includes('reconnected'), 'the reconnection', 5000);
+    assert.deepEqual(events, ['ETIMEDOUT', 'reconnected']);
+    const pub = await open(b.ws);
+    await pub.publish('k.x', 'after');
+    await until(() => got.length === 1, 'a message on the new connection');
   });
 });
 
