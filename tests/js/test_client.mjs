@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import * as herald from '../../client/js/herald.js';
-import { jwt, onEnd, sleep, startBroker, until, WebSocket } from './support.mjs';
+import { jwt, onEnd, proxy, sleep, startBroker, until, WebSocket } from './support.mjs';
 
 const { Client, connect, HeraldError } = herald;
 const url = (b) => `ws://127.0.0.1:${b.ws}/`;
@@ -253,6 +253,31 @@ describe('herald.js and ERR frames', { timeout: 60000 }, () => {
     assert.equal(n, 2);
     assert.equal(await c.publish('priv.y', 'ok'), 1);
     c.close();
+  });
+});
+
+describe('herald.js on a cluster (--workers 2)', { timeout: 60000 }, () => {
+  it('delivers across workers under one epoch, answers requests, resumes through a cut', async () => {
+    const b = await startBroker('--workers', '2');
+    const cs = [];
+    for (let i = 0; i < 6; i++) cs.push(await open(b));
+    assert.equal(new Set(cs.map((c) => c.epoch)).size, 1, 'one epoch for every worker');
+    const got = cs.map(() => []);
+    await Promise.all(cs.map((c, i) => c.subscribe('w.>', (m) => got[i].push(m.seq)).ready));
+    await cs[0].subscribe('svc.x', (m) => m.respond('pong')).ready;
+    for (let i = 0; i < 20; i++) await cs[i % 6].publish('w.t', `${i}`);
+    await until(() => got.every((g) => g.length === 20), 'every delivery');
+    for (const g of got) assert.deepEqual(g, Array.from({ length: 20 }, (_, i) => i + 1));
+    assert.equal((await cs[5].request('svc.x', 'ping')).text(), 'pong');
+    const px = await proxy(b.ws);
+    const s = await open({ ws: px.port });
+    const sg = [];
+    await s.subscribe('w.t', { since: 0 }, (m) => sg.push(m.seq)).ready;
+    px.cut();
+    for (let i = 0; i < 10; i++) await cs[1].publish('w.t', 'more');
+    await until(() => sg.length === 30, 'the resumed stream');
+    assert.deepEqual(sg, Array.from({ length: 30 }, (_, i) => i + 1));
+    assert.equal(await b.stop(), 0);
   });
 });
 
