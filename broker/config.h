@@ -49,6 +49,8 @@ typedef struct hr_config_s {
     int64_t engine_delay_ms;
     /* cluster */
     int64_t workers;
+    /* http.c */
+    int64_t demo; /* serve the demo page under /demo/ */
     /* Not settings: what a worker learns from the primary at start (cluster/worker.c). */
     int worker_id;    /* 0..nworkers-1 */
     int nworkers;     /* 0 or 1: a single process */

@@ -271,6 +271,16 @@ int hr__http_response(hr_buf_t *b, int status, const char *extra, const char *ct
     return r;
 }
 
+/* ---- embedded files ----------------------------------------------------------- */
+
+const hr_http_asset_t *hr__http_asset(hr_slice_t path, int demo)
+{
+    for (const hr_http_asset_t *a = hr__http_assets; a->path; a++)
+        if ((!a->demo || demo) && strlen(a->path) == path.n && !memcmp(a->path, path.p, path.n))
+            return a;
+    return NULL;
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 /* The statuses counted in hr_stats_t.http_status, by index; the last slot is "other". */

@@ -63,6 +63,24 @@ void hr__http_count(struct hr_stats_s *st, int status);
 /** Appends the Prometheus text exposition of the worker's metrics to `b`. */
 int hr__http_metrics(const struct hr_server_s *s, hr_buf_t *b);
 
+/** A file served over HTTP, embedded at build time (broker/embed.cmake). */
+typedef struct hr_http_asset_s {
+    const char *path;          /* request path, e.g. "/herald.js" */
+    const char *ctype;         /* Content-Type */
+    const unsigned char *data; /* the bytes, static */
+    size_t len;
+    unsigned demo; /* served only with the `demo` setting */
+} hr_http_asset_t;
+
+/** The embedded files, ending with an entry whose path is NULL (generated assets.c). */
+extern const hr_http_asset_t hr__http_assets[];
+
+/**
+ * The embedded file served at `path`, or NULL: the demo page only when
+ * `demo` is set, herald.js always.
+ */
+const hr_http_asset_t *hr__http_asset(hr_slice_t path, int demo);
+
 /** The reason phrase of an HTTP status this module sends. */
 const char *hr__http_reason(int status);
 

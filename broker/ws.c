@@ -138,6 +138,13 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
         hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }
+    const hr_http_asset_t *asset = hr__http_asset(rq.path, s->cfg.demo != 0);
+    if (asset) { /* herald.js may be imported by pages of any origin */
+        http_reply(c, w, 200, "Access-Control-Allow-Origin: *\r\n", asset->ctype,
+                   (const char *)asset->data, asset->len);
+        hr__conn_fail(c, HR_OK, "HTTP request served");
+        return;
+    }
     if (rq.path.n != 1 || rq.path.p[0] != '/') {
         http_error(c, w, 404, NULL, "the WebSocket endpoint is /");
         return;
