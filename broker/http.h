@@ -60,8 +60,17 @@ int hr__http_response(hr_buf_t *b, int status, const char *extra, const char *ct
 /** Counts one response with `status` in s->stats (for /metrics). */
 void hr__http_count(struct hr_stats_s *st, int status);
 
-/** Appends the Prometheus text exposition of the worker's metrics to `b`. */
+/**
+ * Appends the Prometheus text exposition of the broker's metrics to `b`: this worker's
+ * alone, or in a cluster the whole broker's and each worker's (see docs/architecture.md).
+ */
 int hr__http_metrics(const struct hr_server_s *s, hr_buf_t *b);
+
+/**
+ * Appends the body of a /healthz answer to `b` and returns its status: 503 while the broker
+ * shuts down, else 200 ("ok", and in a cluster how many workers are up).
+ */
+int hr__http_health(const struct hr_server_s *s, hr_buf_t *b);
 
 /** The reason phrase of an HTTP status this module sends. */
 const char *hr__http_reason(int status);
