@@ -18,7 +18,6 @@
 #define AREA_MAGIC UINT64_C(0x31415453444c5248)
 #define SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 #define FDS_PERIOD_MS 5000 /* the sweep lists /proc/self/fd at most this often */
-#define READ_TRIES 1000
 
 _Static_assert(sizeof(hr_stats_t) % sizeof(uint64_t) == 0, "hr_stats_t holds uint64_t only");
 _Static_assert(sizeof(hr_wstats_t) % sizeof(uint64_t) == 0, "hr_wstats_t holds uint64_t only");
@@ -106,6 +105,11 @@ void hr__stats_area_set_up(hr_stats_area_t *area, unsigned id, int up)
         atomic_store(&area->slot[id].up, up ? 1u : 0u);
 }
 
+hr_stats_slot_t *hr__stats_area_slot(hr_stats_area_t *area, unsigned id)
+{
+    return area && id < area->nworkers ? &area->slot[id] : NULL;
+}
+
 /* ---- snapshots ---------------------------------------------------------------------------- */
 
 static void add_range(hr_wstats_t *to, const hr_wstats_t *from, size_t begin, size_t end)
@@ -186,37 +190,58 @@ void hr__stats_collect(const hr_server_t *s, hr_wstats_t *w, int fds)
 }
 
 /*
- * The seqlock's writer (one per slot: the worker). Readers retry while `seq` is odd or
- * changed under them, so they never use a half-written snapshot; the fences order the plain
- * copy between the two stores of `seq`, as the Linux kernel's seqcount does.
+ * A slot is a latch (the Linux kernel's seqcount latch): two copies of the snapshot and a
+ * count whose low bit says which copy readers take. The writer moves readers to w[1] (odd),
+ * rewrites w[0], moves them back to w[0] (even) and rewrites w[1]; so readers always have a
+ * complete copy, even when the writer stalls or dies in the middle of a write. The release
+ * fences keep each copy's stores on their side of the count's change.
  */
-static void slot_write(hr_stats_slot_t *sl, const hr_wstats_t *w)
+static void latch_bump(hr_stats_slot_t *sl)
 {
-    uint32_t q = atomic_load_explicit(&sl->seq, memory_order_relaxed);
-    atomic_store_explicit(&sl->seq, q + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    memcpy(&sl->w, w, sizeof(*w));
-    atomic_store_explicit(&sl->seq, q + 2, memory_order_release);
+    atomic_store_explicit(&sl->seq, atomic_load_explicit(&sl->seq, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+void hr__stats_slot_write(hr_stats_slot_t *sl, const hr_wstats_t *w)
+{
+    latch_bump(sl);
+    memcpy(&sl->w[0], w, sizeof(*w));
+    latch_bump(sl);
+    memcpy(&sl->w[1], w, sizeof(*w));
 }
 
 /*
- * Reads a slot; 0 when it holds a snapshot, -1 when its worker never published one. A
- * worker killed while writing leaves `seq` odd until its next incarnation attaches; after
- * READ_TRIES the copy is used as it is (each word then holds the old or the new value, both
- * values the worker did reach).
+ * A copy that the count did not change across was not written meanwhile. A retry needs a
+ * write during the copy, and a worker writes a few times a second: the loop ends.
  */
-static int slot_read(const hr_stats_slot_t *sl, hr_wstats_t *w)
+int hr__stats_slot_read(const hr_stats_slot_t *sl, hr_wstats_t *w)
 {
-    for (int i = 0;; i++) {
+    for (;;) {
         uint32_t a = atomic_load_explicit(&sl->seq, memory_order_acquire);
-        if (a == 0)
-            return -1;
-        if ((a & 1) && i < READ_TRIES)
-            continue;
-        memcpy(w, (const void *)&sl->w, sizeof(*w));
+        if (a < 2)
+            return -1; /* the first write has not finished */
+        memcpy(w, (const void *)&sl->w[a & 1], sizeof(*w));
         atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&sl->seq, memory_order_relaxed) == a || i >= READ_TRIES)
+        if (atomic_load_explicit(&sl->seq, memory_order_relaxed) == a)
             return 0;
+    }
+}
+
+/*
+ * A new incarnation takes over its slot: a predecessor that died between the two halves of
+ * a write (count odd) left w[0] possibly torn and w[1] whole, so w[1] is copied back and the
+ * count made even. Afterwards w[0] is the slot's last complete snapshot (or the count is 0).
+ */
+void hr__stats_slot_adopt(hr_stats_slot_t *sl)
+{
+    uint32_t q = atomic_load(&sl->seq);
+    if (q == 1) {
+        atomic_store(&sl->seq, 0);
+    } else if (q & 1) {
+        memcpy(&sl->w[0], &sl->w[1], sizeof(sl->w[0]));
+        latch_bump(sl);
     }
 }
 
@@ -237,7 +262,7 @@ static void publish(const hr_server_t *s, hr_wstats_t *w, int fresh_fds)
     }
     add_range(w, &cs->base, 0, HR_WS_COUNTERS_END);
     cs->last_ms = now;
-    slot_write(&cs->area->slot[s->worker], w);
+    hr__stats_slot_write(&cs->area->slot[s->worker], w);
 }
 
 /* ---- a worker ------------------------------------------------------------------------------ */
@@ -270,17 +295,14 @@ int hr__stats_attach(hr_server_t *s, int fd, hr_link_counters_cb lc)
      * A respawned worker goes on from the counters its predecessor published, so the
      * broker's totals never go backwards when a worker dies (what the predecessor counted
      * after its last snapshot, at most HR_STATS_PERIOD_MS of it, is lost). Its gauges die
-     * with it. The predecessor is gone: this process is now the slot's only writer, and a
-     * write it left half done is closed by making `seq` even.
+     * with it. The predecessor is gone: this process is now the slot's only writer.
      */
     hr_stats_slot_t *sl = &a->slot[s->worker];
-    uint32_t q = atomic_load(&sl->seq);
-    if (q) {
-        memcpy(&cs->base, (const void *)&sl->w, HR_WS_COUNTERS_END);
+    hr__stats_slot_adopt(sl);
+    if (atomic_load(&sl->seq)) {
+        memcpy(&cs->base, &sl->w[0], HR_WS_COUNTERS_END);
         memset(cs->base.st.conns, 0, sizeof(cs->base.st.conns));
     }
-    if (q & 1)
-        atomic_store(&sl->seq, q + 1);
     s->cstats = cs;
     hr_wstats_t w;
     publish(s, &w, 1);
@@ -340,7 +362,7 @@ int hr__stats_view(const hr_server_t *s, hr_stats_view_t *v)
             up = 1;
         } else {
             up = atomic_load(&sl->up) != 0;
-            if (slot_read(sl, w) != 0) {
+            if (hr__stats_slot_read(sl, w) != 0) {
                 memset(w, 0, sizeof(*w));
                 up = 0;
                 v->state[k] = HR_WS_NONE;

@@ -52,16 +52,17 @@ typedef void (*hr_link_counters_cb)(const hr_server_t *s, hr_link_counters_t *lc
 /* ---- the shared area (a memfd made by the primary) --------------------------------------- */
 
 /*
- * One worker's slot. The worker is the only writer of `seq` and `w` (a seqlock: `seq` is odd
- * while it writes); the primary is the only writer of the other words.
+ * One worker's slot. The worker is the only writer of `seq` and `w`: a seqlock with two
+ * copies (a latch, see stats.c), so a reader never sees half a snapshot, even of a worker
+ * that died while writing. The primary is the only writer of the other words.
  */
 typedef struct hr_stats_slot_s {
     _Alignas(64) _Atomic uint32_t seq;
-    _Atomic uint32_t up;       /* primary: 1 from the worker's "ready" until it exits */
-    _Atomic uint32_t gen;      /* primary: incarnation, 1 for the first */
-    _Atomic uint32_t pid;      /* primary: the incarnation's pid */
-    _Atomic uint64_t restarts; /* primary: spawns after the first */
-    _Alignas(64) hr_wstats_t w;
+    _Atomic uint32_t up;           /* primary: 1 from the worker's "ready" until it exits */
+    _Atomic uint32_t gen;          /* primary: incarnation, 1 for the first */
+    _Atomic uint32_t pid;          /* primary: the incarnation's pid */
+    _Atomic uint64_t restarts;     /* primary: spawns after the first */
+    _Alignas(64) hr_wstats_t w[2]; /* readers take w[seq & 1] */
 } hr_stats_slot_t;
 
 typedef struct hr_stats_area_s hr_stats_area_t;
@@ -78,6 +79,21 @@ void hr__stats_area_free(hr_stats_area_t *area, int fd);
 void hr__stats_area_spawned(hr_stats_area_t *area, unsigned id, int pid);
 /** Primary: worker `id` serves (up = 1) or has exited (up = 0). */
 void hr__stats_area_set_up(hr_stats_area_t *area, unsigned id, int up);
+
+/** Worker `id`'s slot, or NULL when `id` is out of range. */
+hr_stats_slot_t *hr__stats_area_slot(hr_stats_area_t *area, unsigned id);
+/**
+ * A new writer takes over the slot from one that died, perhaps in the middle of a write: after
+ * it the slot's w[0] is its last complete snapshot (none when `seq` is 0).
+ */
+void hr__stats_slot_adopt(hr_stats_slot_t *sl);
+/** The slot's one writer publishes `w` (no reader sees half of it). */
+void hr__stats_slot_write(hr_stats_slot_t *sl, const hr_wstats_t *w);
+/**
+ * Copies the slot's last complete snapshot into `w`: 0, or -1 when none was ever written.
+ * Retries only while the writer writes; never returns a torn copy.
+ */
+int hr__stats_slot_read(const hr_stats_slot_t *sl, hr_wstats_t *w);
 
 /* ---- a worker ------------------------------------------------------------------------------ */
 
