@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "stats.h"
 
 #define SWEEP_MS_MAX 250
 
@@ -60,6 +61,7 @@ static void on_sweep(uv_timer_t *t)
         c = next;
     }
     hr__limits_sweep(s);
+    hr__stats_tick(s, now);
 }
 
 /*

@@ -87,7 +87,7 @@ struct hr_conn_s {
     hr_conn_t *pending_next; /* flush list */
 };
 
-/* Counters exported by /metrics. */
+/* Counters exported by /metrics; uint64_t fields only (stats.c adds them as an array). */
 typedef struct hr_stats_s {
     uint64_t conns_total[HR_T_COUNT];
     uint64_t conns[HR_T_COUNT];
@@ -152,8 +152,9 @@ struct hr_server_s {
     char **argv;
     hr_buf_t scratch; /* control frame encoding */
     hr_stats_t stats;
-    hr_limits_t limits; /* limits.c */
-    void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
+    struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
+    hr_limits_t limits;         /* limits.c */
+    void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
     int shutting_down;
     int exit_code;
     uint64_t started_ms;  /* loop time at start, for uptime */

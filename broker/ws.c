@@ -122,7 +122,12 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
         return;
     }
     if (rq.path.n == 8 && !memcmp(rq.path.p, "/healthz", 8)) {
-        http_reply(c, w, 200, NULL, "text/plain; charset=utf-8", "ok\n", 3);
+        hr_buf_t b;
+        hr_buf_init(&b);
+        int st = hr__http_health(s, &b);
+        http_reply(c, w, st, st == 503 ? "Retry-After: 1\r\n" : NULL, "text/plain; charset=utf-8",
+                   (const char *)b.base, b.len);
+        hr_buf_destroy(&b);
         hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "server.h"
 #include "shm.h"
+#include "stats.h"
 #include "waker.h"
 
 /*
@@ -99,6 +100,8 @@ struct hr_cluster_shm_s {
     int seq_fd;
     int efd[HR_CLUSTER_MAX];
     int n;
+    int stats_fd;
+    hr_stats_area_t *stats;
 };
 
 hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
@@ -108,6 +111,7 @@ hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
         return NULL;
     c->n = n;
     c->seq_fd = -1;
+    c->stats_fd = -1;
     for (int i = 0; i < HR_CLUSTER_MAX; i++)
         c->efd[i] = -1;
     /* A record may take at most half a ring: the largest frame, its routing
@@ -123,6 +127,10 @@ hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
     for (int i = 0; i < n; i++)
         if ((c->efd[i] = hr__waker_fd_new()) < 0)
             goto fail;
+    if ((c->stats_fd = hr__stats_area_create((unsigned)n, &c->stats)) < 0) {
+        errno = -c->stats_fd;
+        goto fail;
+    }
     return c;
 fail:
     hr__cluster_shm_free(c);
@@ -132,7 +140,7 @@ fail:
 int hr__cluster_shm_stdio(hr_cluster_shm_t *c, uv_stdio_container_t *io, int max)
 {
     int k = 0;
-    if (max < 2 + c->n)
+    if (max < 3 + c->n)
         return 0;
     io[k].flags = UV_INHERIT_FD;
     io[k++].data.fd = c->shm.fd;
@@ -142,6 +150,8 @@ int hr__cluster_shm_stdio(hr_cluster_shm_t *c, uv_stdio_container_t *io, int max
         io[k].flags = UV_INHERIT_FD;
         io[k++].data.fd = c->efd[i];
     }
+    io[k].flags = UV_INHERIT_FD; /* HR_CLUSTER_FD_STATS(n) */
+    io[k++].data.fd = c->stats_fd;
     return k;
 }
 
@@ -155,7 +165,13 @@ void hr__cluster_shm_free(hr_cluster_shm_t *c)
     for (int i = 0; i < HR_CLUSTER_MAX; i++)
         if (c->efd[i] >= 0)
             close(c->efd[i]);
+    hr__stats_area_free(c->stats, c->stats_fd);
     free(c);
+}
+
+hr_stats_area_t *hr__cluster_shm_stats(hr_cluster_shm_t *c)
+{
+    return c ? c->stats : NULL;
 }
 
 /* ---- worker side ---------------------------------------------------------------------- */
@@ -205,6 +221,7 @@ typedef struct link_s {
     hr_map_t pend_pubs; /* token -> pend_pub_t* */
     hr_map_t pend_reps; /* token -> pend_replay_t* */
     uint64_t next_token;
+    uint64_t records_out, records_in, records_waited; /* for /metrics */
     size_t ovf_total;
     int congested;
     uv_timer_t retry; /* flushes overflow queues while any is non-empty */
@@ -292,6 +309,7 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
          * most one wake-up per ring and turn, however many records. */
         memcpy(dst, data, len);
         p->dirty = 1;
+        l->records_out++;
         return HR_OK;
     }
     if (r != HR_EBUFFULL) { /* rings are sized for the largest frame: this is a bug */
@@ -311,6 +329,7 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
     else
         p->ovf_head = o;
     p->ovf_tail = o;
+    l->records_waited++;
     p->ovf_bytes += len;
     l->ovf_total += len;
     if (!l->stopped && !uv_is_active((uv_handle_t *)&l->retry))
@@ -356,6 +375,7 @@ static void flush_overflow(link_t *l)
             if (hr__ring_reserve(&p->out, o->type, o->len, &dst) != 0)
                 break;
             memcpy(dst, o->data, o->len);
+            l->records_out++;
             p->ovf_head = o->next;
             if (!p->ovf_head)
                 p->ovf_tail = NULL;
@@ -1090,6 +1110,7 @@ static size_t drain(hr_waker_t *w, void *arg)
             hr__ring_release(in);
         total += k;
     }
+    l->records_in += total;
     return total;
 }
 
@@ -1201,6 +1222,19 @@ void hr__link_peer_up(hr_server_t *s, int peer)
         return;
     l->peer[peer].up = 1; /* its HELLO (in the ring) brings the rest */
     (void)s;
+}
+
+void hr__link_counters(const hr_server_t *s, hr_link_counters_t *lc)
+{
+    const link_t *l = L;
+    (void)s;
+    if (!l)
+        return;
+    lc->ring_out = l->records_out;
+    lc->ring_in = l->records_in;
+    lc->ring_full = l->records_waited;
+    lc->ring_backlog = l->ovf_total;
+    lc->remote_subs = l->remote.count;
 }
 
 static void free_pub(void *arg, const void *k, size_t kl, void *v)

@@ -14,6 +14,7 @@
 #include "cluster.h"
 #include "link.h"
 #include "log.h"
+#include "stats.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -136,6 +137,7 @@ static void on_line(worker_t *w, const char *line)
     if (strcmp(line, "ready") != 0)
         return;
     w->ready = 1;
+    hr__stats_area_set_up(hr__cluster_shm_stats(p->shm), (unsigned)w->id, 1);
     char msg[32];
     snprintf(msg, sizeof(msg), "up %d\n", w->id);
     broadcast(p, w, msg);
@@ -231,6 +233,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     primary_t *p = w->p;
     uint64_t now = uv_now(p->loop);
     w->ready = 0;
+    hr__stats_area_set_up(hr__cluster_shm_stats(p->shm), (unsigned)w->id, 0);
     uv_close((uv_handle_t *)proc, on_proc_closed);
     if (p->stopping) {
         if (status != 0 || sig != 0) {
@@ -318,6 +321,7 @@ static void spawn(worker_t *w)
     }
     w->running = 1;
     w->ctl_open = 1;
+    hr__stats_area_spawned(hr__cluster_shm_stats(p->shm), (unsigned)w->id, w->proc.pid);
     uv_read_start((uv_stream_t *)&w->ctl, on_ctl_alloc, on_ctl_read);
 }
 
