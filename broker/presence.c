@@ -583,6 +583,8 @@ static void watcher_gone(hr_presence_t *p, hr_sub_t *sub)
 
 /* ---- subscription hooks ------------------------------------------------------------- */
 
+#define CLUSTER_WHY "presence is not available with several workers yet (workers = 1)"
+
 /* Finds `presence` in the SUB option map: 1 with the value, 0 when absent or nil, -1 invalid. */
 static int presence_opt(hr_slice_t opts, hr_slice_t *info, const char **why)
 {
@@ -616,6 +618,8 @@ int hr__presence_sub_check(hr_conn_t *c, const hr_sub_cmd_t *cmd, hr_slice_t *sc
         why = "presence needs an exact topic, not a pattern";
     else if (member > 0 && pat.p[0] == '$')
         why = "presence is not allowed on a reserved ('$') topic";
+    else if (member > 0 && c->srv->nworkers > 1)
+        why = CLUSTER_WHY;
     if (why) {
         hr__conn_err(c, HR_EOPTION, why, 1, cmd->sid);
         return -1;
@@ -629,15 +633,19 @@ int hr__presence_sub_check(hr_conn_t *c, const hr_sub_cmd_t *cmd, hr_slice_t *sc
         hr__conn_err(c, HR_ETOPIC, "$PRES. must be followed by one exact topic", 1, cmd->sid);
         return -1;
     }
+    if (c->srv->nworkers > 1) {
+        hr__conn_err(c, HR_EOPTION, CLUSTER_WHY, 1, cmd->sid);
+        return -1;
+    }
     *scope = topic;
     return HR_PRES_WATCHER;
 }
 
 /*
  * The worker that keeps a room is the owner of `$PRES.<topic>`. With one
- * process that is this one; a cluster link would forward the join and the
- * leave to it (not wired yet: each worker keeps the rooms of its own
- * clients, see docs/architecture.md).
+ * process that is this one. In a cluster the link would forward the join
+ * and the leave to it; until that is wired, presence is refused there
+ * (CLUSTER_WHY) rather than reported per worker, with wrong counts.
  */
 void hr__presence_sub_added(hr_conn_t *c, hr_sub_t *sub, int role, hr_slice_t info)
 {
