@@ -50,7 +50,9 @@ struct room_s {
     int dirty;          /* on the dirty list: a change is due at the next tick */
     member_t **touched; /* members changed since the last change (listed only) */
     uint32_t ntouched, captouched;
-    uint64_t seq;  /* seq of the last change published (synchronous engines) */
+    uint64_t seq;      /* seq of the last change sequenced */
+    uint32_t inflight; /* changes the engine has not sequenced yet */
+    struct hr_presence_s *p;
     room_t *next;  /* dirty list */
     uint16_t tlen; /* bytes of "$PRES.<topic>" */
     char ptopic[]; /* "$PRES.<topic>"; the room's topic follows the prefix */
@@ -167,6 +169,7 @@ static room_t *room_get(hr_presence_t *p, hr_slice_t topic)
     if (!r)
         return NULL;
     hr__map_init(&r->members);
+    r->p = p;
     memcpy(r->ptopic, HR_PRES_PREFIX, HR_PRES_PREFIX_LEN);
     memcpy(r->ptopic + HR_PRES_PREFIX_LEN, topic.p, topic.n);
     r->tlen = (uint16_t)(HR_PRES_PREFIX_LEN + topic.n);
@@ -185,7 +188,7 @@ static hr_slice_t room_topic(const room_t *r)
 /* A room with no members and no watchers holds nothing worth keeping. */
 static void room_maybe_free(hr_presence_t *p, room_t *r)
 {
-    if (r->count || r->watchers || r->dirty || r->members.count)
+    if (r->count || r->watchers || r->dirty || r->members.count || r->inflight)
         return;
     hr_slice_t t = room_topic(r);
     hr__map_del(&p->rooms, t.p, t.n);
@@ -411,10 +414,14 @@ static void join_all(void *arg, const void *k, size_t kn, void *v)
     }
 }
 
+/* A change was sequenced (at once, or later with an engine in another process). */
 static void on_published(void *arg, int status, uint64_t seq)
 {
-    if (status == HR_OK)
-        *(uint64_t *)arg = seq;
+    room_t *r = arg;
+    r->inflight--;
+    if (status == HR_OK && seq > r->seq)
+        r->seq = seq;
+    room_maybe_free(r->p, r);
 }
 
 /* Publishes p->buf on `$PRES.<topic>` through the router: sequenced and fanned out like any. */
@@ -428,14 +435,13 @@ static void publish(hr_presence_t *p, room_t *r)
     }
     hr_pub_cmd_t cmd = {.topic = {r->ptopic, r->tlen},
                         .payload = {(const char *)p->buf.base, p->buf.len}};
-    uint64_t seq = 0;
-    int sync = s->engine->ops->sync && !s->peer; /* else `done` may run after we return */
-    int st = hr__router_publish(s, &cmd, 0, 0, sync ? on_published : NULL, sync ? &seq : NULL);
-    if (st < 0)
+    r->inflight++; /* the room stays until `done` ran (an engine destroyed drops it: no call) */
+    int st = hr__router_publish(s, &cmd, 0, 0, on_published, r);
+    if (st < 0) {
+        r->inflight--;
         HR_LOG(HR_LOG_WARN, 0, "presence: change of %.*s not published (%s)", (int)r->tlen,
                r->ptopic, hr_strerror(st));
-    else if (seq)
-        r->seq = seq;
+    }
 }
 
 /*

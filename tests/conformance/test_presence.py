@@ -268,6 +268,12 @@ class Presence(Base):
         self.assertEqual((f[1], f[3]), (E_PERM, 3), f)
 
 
+class PresenceAsyncEngine(Presence):
+    """The same with an engine that sequences 40 ms late: changes are still paced and in order,
+    and a snapshot still carries the seq of the last change."""
+    args = Presence.args + ("--engine-delay-ms", "40")
+
+
 class ManyMembers(Base):
     """300 connections join, then leave, one room: each watcher gets a bounded frame stream."""
     args = ("--presence-list-max", "1000")
