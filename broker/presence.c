@@ -429,8 +429,9 @@ static void publish(hr_presence_t *p, room_t *r)
 {
     hr_server_t *s = p->srv;
     if (p->buf.oom) {
-        HR_LOG(HR_LOG_WARN, 0, "presence: out of memory for a change of %.*s", (int)r->tlen,
-               r->ptopic);
+        if (hr__limits_log_budget(s))
+            HR_LOG(HR_LOG_WARN, 0, "presence: out of memory for a change of %.*s", (int)r->tlen,
+                   r->ptopic);
         return;
     }
     hr_pub_cmd_t cmd = {.topic = {r->ptopic, r->tlen},
@@ -439,8 +440,9 @@ static void publish(hr_presence_t *p, room_t *r)
     int st = hr__router_publish(s, &cmd, 0, 0, on_published, r);
     if (st < 0) {
         r->inflight--;
-        HR_LOG(HR_LOG_WARN, 0, "presence: change of %.*s not published (%s)", (int)r->tlen,
-               r->ptopic, hr_strerror(st));
+        if (hr__limits_log_budget(s)) /* rate-limited: many rooms may fail in one tick */
+            HR_LOG(HR_LOG_WARN, 0, "presence: change of %.*s not published (%s)", (int)r->tlen,
+                   r->ptopic, hr_strerror(st));
     }
 }
 
