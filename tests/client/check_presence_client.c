@@ -73,6 +73,9 @@ static hr_client_t *pt_client(pt_t *t)
     o.on_state = st_cb;
     o.on_error = err_cb;
     o.arg = t;
+    o.reconnect_wait_ms = 10;
+    o.reconnect_wait_max_ms = 80;
+    o.max_reconnect = -1;
     t->connected = 0;
     ck_assert_int_eq(hr_client_new(&t->loop, &o, &c), HR_OK);
     ck_assert(cfix_run_until(&t->loop, &t->connected, 3000));
@@ -180,6 +183,40 @@ START_TEST(test_watch_count_only)
 }
 END_TEST
 
+/* After the broker restarts, the member is restored with its info and the watcher re-snapshots. */
+START_TEST(test_restored_after_restart)
+{
+    pt_t t;
+    hr_sub_t *ws, *ms;
+    start("10");
+    pt_init(&t);
+    hr_sub_opts_t so = {0};
+    so.presence = "carol";
+    so.presence_len = 5;
+    ck_assert_int_eq(hr_client_subscribe(t.m, "room.c", &so, noop_cb, NULL, &ms), HR_OK);
+    cfix_run_for(&t.loop, 50);
+    ck_assert_int_eq(hr_client_watch_presence(t.w, "room.c", pres_cb, &t, &ws), HR_OK);
+    pt_wait(&t, 1);
+    ck_assert_int_eq(t.ev.count, 1);
+    cfix_kill(&F);
+    cfix_run_for(&t.loop, 100);
+    ck_assert_int_eq(cfix_restart(&F), 0);
+    int snapshots = 0;
+    for (int i = 0; i < 200 && !(t.events > 1 && t.ev.count == 1 && t.ev.nmembers == 1); i++) {
+        int before = t.events;
+        cfix_run_for(&t.loop, 20);
+        if (t.events > before && t.ev.snapshot)
+            snapshots++;
+    }
+    ck_assert_int_ge(snapshots, 1); /* a fresh snapshot after the reconnect */
+    ck_assert_int_eq(t.ev.count, 1);
+    ck_assert_uint_eq(t.ids[0], hr_client_id(t.m)); /* the new connection's id */
+    ck_assert_str_eq(t.info[0], "carol");
+    pt_close(&t);
+    cfix_stop(&F);
+}
+END_TEST
+
 Suite *presence_suite(void);
 
 Suite *presence_suite(void)
@@ -189,6 +226,7 @@ Suite *presence_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_watch_join_leave);
     tcase_add_test(tc, test_watch_count_only);
+    tcase_add_test(tc, test_restored_after_restart);
     suite_add_tcase(s, tc);
     return s;
 }
