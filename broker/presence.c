@@ -51,6 +51,7 @@ struct room_s {
     member_t **touched; /* members changed since the last change (listed only) */
     uint32_t ntouched, captouched;
     uint64_t seq;      /* seq of the last change sequenced */
+    hr_msg_t *snap;    /* the snapshot's delivery body, made once for every new watcher */
     uint32_t inflight; /* changes the engine has not sequenced yet */
     struct hr_presence_s *p;
     room_t *next;  /* dirty list */
@@ -193,6 +194,7 @@ static void room_maybe_free(hr_presence_t *p, room_t *r)
     hr_slice_t t = room_topic(r);
     hr__map_del(&p->rooms, t.p, t.n);
     hr__map_destroy(&r->members);
+    hr_msg_unref(&r->snap);
     free(r->touched);
     free(r);
 }
@@ -367,6 +369,7 @@ static void view_drop(room_t *r)
     }
     r->ntouched = 0;
     hr__map_each(&r->members, clear_view, NULL);
+    hr_msg_unref(&r->snap);
 }
 
 /* The view becomes the current membership (a list when it fits). */
@@ -374,6 +377,7 @@ static void view_start(hr_presence_t *p, room_t *r)
 {
     r->listed = r->count <= p->list_max;
     r->pub_count = r->count;
+    hr_msg_unref(&r->snap);
     if (r->listed)
         hr__map_each(&r->members, view_all, NULL);
 }
@@ -419,8 +423,10 @@ static void on_published(void *arg, int status, uint64_t seq)
 {
     room_t *r = arg;
     r->inflight--;
-    if (status == HR_OK && seq > r->seq)
+    if (status == HR_OK && seq > r->seq) {
         r->seq = seq;
+        hr_msg_unref(&r->snap); /* it carries the seq */
+    }
     room_maybe_free(r->p, r);
 }
 
@@ -428,6 +434,7 @@ static void on_published(void *arg, int status, uint64_t seq)
 static void publish(hr_presence_t *p, room_t *r)
 {
     hr_server_t *s = p->srv;
+    hr_msg_unref(&r->snap); /* the view changed */
     if (p->buf.oom) {
         if (hr__limits_log_budget(s))
             HR_LOG(HR_LOG_WARN, 0, "presence: out of memory for a change of %.*s", (int)r->tlen,
@@ -543,23 +550,26 @@ static void on_tick(uv_timer_t *t)
         uv_timer_stop(&p->timer);
 }
 
-/* Sends `sub` the room's snapshot, marked replay, carrying the seq of the last change. */
+/*
+ * Sends a new watcher the room's snapshot, marked replay, carrying the seq
+ * of the last change. The body depends only on the view and that seq, so it
+ * is made once and shared by every watcher that arrives before the next
+ * change: a crowd subscribing to a big room costs one encoding.
+ */
 static void send_snapshot(hr_presence_t *p, room_t *r, hr_conn_t *c, uint64_t sid)
 {
-    encode_snapshot(p, r);
-    if (p->buf.oom) {
+    if (!r->snap) {
+        encode_snapshot(p, r);
+        hr_slice_t payload = {(const char *)p->buf.base, p->buf.len}, none = {0};
+        if (!p->buf.oom)
+            r->snap = hr_msg_new_delivery((hr_slice_t){r->ptopic, r->tlen}, r->seq, payload, none,
+                                          none, 1);
+    }
+    if (!r->snap) {
         hr__conn_err(c, HR_ELIMIT, "presence snapshot: out of memory", 1, sid);
         return;
     }
-    hr_slice_t payload = {(const char *)p->buf.base, p->buf.len}, none = {0};
-    hr_msg_t *m =
-        hr_msg_new_delivery((hr_slice_t){r->ptopic, r->tlen}, r->seq, payload, none, none, 1);
-    if (!m) {
-        hr__conn_err(c, HR_ELIMIT, "presence snapshot: out of memory", 1, sid);
-        return;
-    }
-    hr__conn_deliver(c, sid, m);
-    hr_msg_unref(&m);
+    hr__conn_deliver(c, sid, r->snap);
 }
 
 static void watcher_add(hr_presence_t *p, hr_conn_t *c, hr_sub_t *sub)
@@ -794,6 +804,7 @@ static void free_room(void *arg, const void *k, size_t kn, void *v)
     room_t *r = v;
     hr__map_each(&r->members, free_member, NULL);
     hr__map_destroy(&r->members);
+    hr_msg_unref(&r->snap);
     free(r->touched);
     free(r);
 }
