@@ -27,7 +27,7 @@ import msgpack
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from herald_wire import (  # noqa: E402
-    ERR, MSG, SLOW, WELCOME, Broker, Conn, Timeout, msg_opts)
+    ERR, MSG, SLOW, Broker, Conn, WsConn, msg_opts)
 
 E_PERM, E_TOPIC, E_OPTION = 4, 5, 12
 
@@ -228,6 +228,23 @@ class Presence(Base):
         ms[3].close()
         _, ch = self.change(w)
         self.assertEqual(ch["left"], [ms[3].welcome["client_id"]])
+
+    def test_websocket_member_and_watcher(self):
+        t = self.room()
+        w = WsConn(self.b.ws_port)
+        self.addCleanup(w.close)
+        w.hello()
+        w.sub(3, "$PRES." + t)
+        f = w.expect(MSG)
+        self.assertIs(msg_opts(f).get("replay"), True)
+        self.assertEqual(payload(f), {"count": 0, "members": []})
+        m = WsConn(self.b.ws_port)
+        self.addCleanup(m.close)
+        m.hello()
+        m.sub(1, t, presence=b"ws")
+        m.sync()
+        _, ch = self.change(w)
+        self.assertEqual(ch["joined"], [[m.welcome["client_id"], b"ws"]])
 
     def test_presence_on_a_pattern_is_err12(self):
         c = self.conn()
