@@ -193,6 +193,14 @@ uint64_t hb_proc_rss(int pid);
 int64_t hb_self_cpu_ns(void);
 uint64_t hb_now_ns(void);
 
+/**
+ * The `presence` scenario (bench/presence.c): `members` join one room, then
+ * leave, while `watchers` watch it; prints its table to stdout. 0 (<= 0
+ * arguments take the defaults), or -1 when the watchers never saw the
+ * final count.
+ */
+int hb_presence_run(const hb_target_t *t, int members, int watchers, int interval_ms, int smoke);
+
 /** Draws the latency curve and the throughput over time with gnuplot; 0 or -1. */
 int hb_plot(const char *dir, const char *fmt, hb_result_t *const *rs, int n);
 

@@ -21,6 +21,9 @@ static void usage(FILE *f)
         "\n"
         "Scenarios: throughput fanout chat latency idle idle-ws mixed slow reqrep, or all\n"
         "(default). idle-ws is idle over WebSocket with every client connecting at once.\n"
+        "presence (Herald only, not in all): --conns members join and leave one room\n"
+        "while --subs watchers (default 3) watch it; set --interval MS to the\n"
+        "broker's presence-interval (default 1000) for the per-interval columns.\n"
         "\n"
         "  -t, --target URL      broker to drive; repeat to compare several in one run:\n"
         "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN]\n"
@@ -118,7 +121,8 @@ enum {
     O_PLOTFMT,
     O_CHECK,
     O_REPEAT,
-    O_WARMUP
+    O_WARMUP,
+    O_INTERVAL
 };
 
 /* Overrides from the command line; a negative value means "not given". */
@@ -220,11 +224,12 @@ int main(int argc, char **argv)
                                          {"check", no_argument, 0, O_CHECK},
                                          {"repeat", required_argument, 0, O_REPEAT},
                                          {"warmup", required_argument, 0, O_WARMUP},
+                                         {"interval", required_argument, 0, O_INTERVAL},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     hb_target_t targets[MAX_TARGETS];
-    int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1;
+    int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1, pres_interval = 0;
     const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png";
     overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     int c;
@@ -304,6 +309,9 @@ int main(int argc, char **argv)
         case O_REPEAT:
             repeat = atoi(optarg);
             break;
+        case O_INTERVAL:
+            pres_interval = atoi(optarg);
+            break;
         case O_WARMUP:
             o.warmup = atof(optarg);
             break;
@@ -343,6 +351,10 @@ int main(int argc, char **argv)
             continue;
         }
         hb_plan_t tmp;
+        if (!strcmp(argv[i], "presence") && nnames < 16) { /* Herald only: not in `all` */
+            names[nnames++] = argv[i];
+            continue;
+        }
         if (hb_scenario_plan(argv[i], 0, &tmp) || nnames == 16) {
             fprintf(stderr, "herald-bench: unknown scenario '%s'\n", argv[i]);
             return 2;
@@ -364,6 +376,12 @@ int main(int argc, char **argv)
     hb_result_t *rs[MAX_RESULTS];
     int nr = 0, bad = 0;
     for (int s = 0; s < nnames; s++) {
+        if (!strcmp(names[s], "presence")) { /* its own table, on stdout */
+            for (int ti = 0; ti < ntargets; ti++)
+                if (hb_presence_run(&targets[ti], o.conns, o.subs, pres_interval, smoke) != 0)
+                    bad = 1;
+            continue;
+        }
         for (int k = 0; k < repeat * ntargets && nr < MAX_RESULTS; k++) {
             /* Brokers take turns, and each repeat starts with the next broker, so none
              * is always first (just after set-up) or always last. */

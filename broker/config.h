@@ -47,6 +47,9 @@ typedef struct hr_config_s {
     /* engine */
     int64_t topic_tombstones;
     int64_t engine_delay_ms;
+    /* presence.c */
+    int64_t presence_interval_ms;
+    int64_t presence_list_max;
     /* cluster */
     int64_t workers;
     /* http.c */

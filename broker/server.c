@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "presence.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -194,6 +195,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     }
     if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
+    if ((r = hr__presence_init(s)) != HR_OK)
+        goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -315,6 +318,7 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
+    hr__presence_close(s);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -395,6 +399,7 @@ void hr__server_shutdown(hr_server_t *s)
 
 void hr__server_destroy(hr_server_t *s)
 {
+    hr__presence_destroy(s);
     hr__auth_destroy(s);
     hr__limits_destroy(s);
     hr__index_destroy(&s->index);

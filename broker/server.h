@@ -155,6 +155,8 @@ struct hr_server_s {
     struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
     hr_limits_t limits;         /* limits.c */
     void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
+    /* presence.c: rooms and their watchers */
+    struct hr_presence_s *presence;
     int shutting_down;
     int exit_code;
     uint64_t started_ms;  /* loop time at start, for uptime */

@@ -260,6 +260,9 @@ typedef struct hr_sub_fields_s {
     int has_last;
     uint64_t last;
     hr_slice_t epoch; /* NULL `p`: none; else at most HR_EPOCH_MAX bytes (may be empty) */
+
+    /* NULL `p`: none; else member info, sent as `presence` (bin; may be empty). */
+    hr_slice_t presence;
 } hr_sub_fields_t;
 
 /*
