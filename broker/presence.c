@@ -601,8 +601,6 @@ static void watcher_gone(hr_presence_t *p, hr_sub_t *sub)
 
 /* ---- subscription hooks ------------------------------------------------------------- */
 
-#define CLUSTER_WHY "presence is not available with several workers yet (workers = 1)"
-
 /* Finds `presence` in the SUB option map: 1 with the value, 0 when absent or nil, -1 invalid. */
 static int presence_opt(hr_slice_t opts, hr_slice_t *info, const char **why)
 {
@@ -636,8 +634,6 @@ int hr__presence_sub_check(hr_conn_t *c, const hr_sub_cmd_t *cmd, hr_slice_t *sc
         why = "presence needs an exact topic, not a pattern";
     else if (member > 0 && pat.p[0] == '$')
         why = "presence is not allowed on a reserved ('$') topic";
-    else if (member > 0 && c->srv->nworkers > 1)
-        why = CLUSTER_WHY;
     if (why) {
         hr__conn_err(c, HR_EOPTION, why, 1, cmd->sid);
         return -1;
@@ -651,10 +647,6 @@ int hr__presence_sub_check(hr_conn_t *c, const hr_sub_cmd_t *cmd, hr_slice_t *sc
         hr__conn_err(c, HR_ETOPIC, "$PRES. must be followed by one exact topic", 1, cmd->sid);
         return -1;
     }
-    if (c->srv->nworkers > 1) {
-        hr__conn_err(c, HR_EOPTION, CLUSTER_WHY, 1, cmd->sid);
-        return -1;
-    }
     *scope = topic;
     return HR_PRES_WATCHER;
 }
@@ -665,16 +657,32 @@ int hr__presence_sub_check(hr_conn_t *c, const hr_sub_cmd_t *cmd, hr_slice_t *sc
  * and the leave to it; until that is wired, presence is refused there
  * (CLUSTER_WHY) rather than reported per worker, with wrong counts.
  */
+/* In a cluster a room another worker keeps is reached through the link. */
+static int forward(hr_server_t *s, int kind, hr_slice_t topic, uint64_t cid, uint64_t sid,
+                   hr_slice_t info)
+{
+    return s->presence_fwd && s->presence_fwd(s, kind, topic, cid, sid, info);
+}
+
 void hr__presence_sub_added(hr_conn_t *c, hr_sub_t *sub, int role, hr_slice_t info)
 {
     hr_presence_t *p = P(c->srv);
     if (role == HR_PRES_WATCHER) {
+        hr_slice_t room = {sub->pattern + HR_PRES_PREFIX_LEN, sub->plen - HR_PRES_PREFIX_LEN};
+        if (forward(c->srv, HR_PRES_FWD_WATCH, room, c->id, sub->sid, (hr_slice_t){0})) {
+            sub->presence = HR_PRES_WATCHER; /* the keeper sends the snapshot */
+            return;
+        }
         watcher_add(p, c, sub);
         return;
     }
     if (role != HR_PRES_MEMBER)
         return;
     hr_slice_t topic = {sub->pattern, sub->plen};
+    if (forward(c->srv, HR_PRES_FWD_JOIN, topic, c->id, sub->sid, info)) {
+        sub->presence = HR_PRES_MEMBER;
+        return;
+    }
     if (hr__presence_member_join(c->srv, topic, c->id, info, c->srv->worker) != HR_OK) {
         hr__conn_err(c, HR_ELIMIT, "presence: out of memory", 1, sub->sid);
         return;
@@ -686,10 +694,52 @@ void hr__presence_sub_gone(hr_server_t *s, hr_sub_t *sub)
 {
     int role = sub->presence;
     sub->presence = HR_PRES_NONE;
-    if (role == HR_PRES_MEMBER)
-        hr__presence_member_leave(s, (hr_slice_t){sub->pattern, sub->plen}, sub->cid);
-    else if (role == HR_PRES_WATCHER)
+    hr_slice_t topic = {sub->pattern, sub->plen};
+    hr_slice_t room = {sub->pattern + HR_PRES_PREFIX_LEN,
+                       sub->plen > HR_PRES_PREFIX_LEN ? sub->plen - HR_PRES_PREFIX_LEN : 0};
+    if (role == HR_PRES_MEMBER &&
+        !forward(s, HR_PRES_FWD_LEAVE, topic, sub->cid, sub->sid, (hr_slice_t){0}))
+        hr__presence_member_leave(s, topic, sub->cid);
+    else if (role == HR_PRES_WATCHER &&
+             !forward(s, HR_PRES_FWD_UNWATCH, room, sub->cid, sub->sid, (hr_slice_t){0}))
         watcher_gone(P(s), sub);
+}
+
+void hr__presence_remote_watch(hr_server_t *s, hr_slice_t topic, int delta)
+{
+    hr_presence_t *p = P(s);
+    room_t *r = delta > 0 ? room_get(p, topic) : room_find(p, topic);
+    if (!r)
+        return;
+    if (delta > 0) {
+        if (r->watchers == 0)
+            view_start(p, r);
+        r->watchers += (uint32_t)delta;
+        return;
+    }
+    uint32_t d = (uint32_t)-delta;
+    r->watchers = r->watchers > d ? r->watchers - d : 0;
+    if (r->watchers == 0) {
+        view_drop(r);
+        r->listed = 0;
+    }
+    room_maybe_free(p, r);
+}
+
+hr_msg_t *hr__presence_snapshot(hr_server_t *s, hr_slice_t topic)
+{
+    hr_presence_t *p = P(s);
+    room_t *r = room_find(p, topic);
+    if (!r)
+        return NULL;
+    if (!r->snap) {
+        encode_snapshot(p, r);
+        hr_slice_t payload = {(const char *)p->buf.base, p->buf.len}, none = {0};
+        if (!p->buf.oom)
+            r->snap = hr_msg_new_delivery((hr_slice_t){r->ptopic, r->tlen}, r->seq, payload, none,
+                                          none, 1);
+    }
+    return r->snap ? hr_msg_ref(r->snap) : NULL;
 }
 
 /* ---- a worker's members leave with it ------------------------------------------------- */

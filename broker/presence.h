@@ -75,6 +75,20 @@ int hr__presence_member_join(struct hr_server_s *s, hr_slice_t topic, uint64_t c
 /** Client `cid` holds one membership of `topic` less; at none it has left. */
 void hr__presence_member_leave(struct hr_server_s *s, hr_slice_t topic, uint64_t cid);
 
+/* What a cluster link forwards to the worker that keeps a room (server.h presence_fwd). */
+enum hr_pres_fwd {
+    HR_PRES_FWD_JOIN = 1,
+    HR_PRES_FWD_LEAVE,
+    HR_PRES_FWD_WATCH,
+    HR_PRES_FWD_UNWATCH
+};
+
+/** On the keeper: watchers on another worker appeared (delta > 0) or went. */
+void hr__presence_remote_watch(struct hr_server_s *s, hr_slice_t topic, int delta);
+
+/** On the keeper: the room's snapshot body (a reference to drop), or NULL when no room. */
+hr_msg_t *hr__presence_snapshot(struct hr_server_s *s, hr_slice_t topic);
+
 /** Worker `origin` is gone (it crashed): every member it reported leaves. */
 void hr__presence_worker_gone(struct hr_server_s *s, uint16_t origin);
 

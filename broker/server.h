@@ -157,6 +157,10 @@ struct hr_server_s {
     void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
     /* presence.c: rooms and their watchers */
     struct hr_presence_s *presence;
+    /* In a cluster: hands a presence change to the worker that keeps the room; 0 when this
+     * worker keeps it (then presence.c handles it here). */
+    int (*presence_fwd)(hr_server_t *s, int kind, hr_slice_t topic, uint64_t cid, uint64_t sid,
+                        hr_slice_t info);
     int shutting_down;
     int exit_code;
     uint64_t started_ms;  /* loop time at start, for uptime */

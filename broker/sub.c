@@ -31,6 +31,12 @@ static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
     return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
 }
 
+hr_sub_t *hr__sub_find(hr_conn_t *c, uint64_t sid)
+{
+    hr_sub_t **slot = find_sub(c, sid);
+    return slot ? *slot : NULL;
+}
+
 /* Inserts `sub` (room already reserved); returns its slot. */
 static hr_sub_t **sub_insert(hr_conn_t *c, hr_sub_t *sub)
 {

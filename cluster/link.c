@@ -11,6 +11,7 @@
 
 #include "link.h"
 #include "log.h"
+#include "presence.h"
 #include "server.h"
 #include "shm.h"
 #include "stats.h"
@@ -62,7 +63,11 @@ enum rec_type {
     R_RMSG,
     R_RDONE,
     R_HELLO, /* the sender (re)started: forget it, and tell it your interest */
-    R_SYNC   /* the end of that answer */
+    R_SYNC,  /* the end of that answer */
+    R_PJOIN, /* presence: a member joins / leaves a room the receiver keeps */
+    R_PLEAVE,
+    R_PWATCH, /* presence: watchers of a room the receiver keeps (+/-); with a sid, a snapshot */
+    R_PSNAP   /* the snapshot for one watcher */
 };
 
 #define SYNC_WAIT_MS 2000 /* a worker starts serving without a peer that does not answer */
@@ -231,6 +236,10 @@ typedef struct link_s {
     ovf_t *def_head, *def_tail; /* PUB and RREQ records waiting for that */
     uv_timer_t sync_timer;
     hr_buf_t rec; /* record being built */
+    /* Presence (the keeper of a room is the owner of `$PRES.<topic>`): */
+    hr_map_t pmem;   /* "topic|cid" -> pmem_t: local members of rooms others keep */
+    hr_map_t pwatch; /* topic -> local watchers of rooms others keep (count) */
+    hr_map_t rwatch; /* "topic|peer" -> that peer's watchers of rooms kept here (count) */
 } link_t;
 
 static link_t *L; /* one worker, one link */
@@ -972,6 +981,268 @@ static const hr_engine_ops_t cluster_ops = {
 
 static const hr_peer_ops_t peer_ops = {cl_forward, cl_deliver, cl_busy};
 
+/* ---- presence across workers ------------------------------------------------------------------
+ */
+
+/*
+ * A room is kept by the worker that owns `$PRES.<topic>`: it counts the
+ * members (joins and leaves forwarded from every worker), coalesces the
+ * changes and publishes them on `$PRES.<topic>`, which reaches the watchers
+ * on every worker like any message (their interest in that topic went to the
+ * same owner). A watcher on another worker gets its snapshot in a PSNAP
+ * record: its worker sends the interest (ADD) and the PWATCH in one batch, so
+ * the keeper handles both in one drain and no change of the room can fall
+ * between them; changes published later follow the snapshot in the ring.
+ * Every worker remembers what it forwarded, so a keeper that restarts is told
+ * again (after its HELLO); a worker that dies takes its members and watchers
+ * with it (hr__presence_worker_gone()).
+ */
+typedef struct pmem_s {
+    uint32_t count;
+    uint32_t ilen;
+    char info[];
+} pmem_t;
+
+static int pres_owner(link_t *l, hr_slice_t room)
+{
+    char t[HR_TOPIC_MAX + HR_PRES_PREFIX_LEN];
+    if (room.n > HR_TOPIC_MAX)
+        return l->self;
+    memcpy(t, HR_PRES_PREFIX, HR_PRES_PREFIX_LEN);
+    memcpy(t + HR_PRES_PREFIX_LEN, room.p, room.n);
+    return hr__route(l->s, hr__hash(t, HR_PRES_PREFIX_LEN + room.n));
+}
+
+/* "bytes|number": the number after the last '|'. */
+static size_t pkey(char *k, size_t cap, const char *a, size_t an, uint64_t b)
+{
+    size_t n = an < cap - 24 ? an : cap - 24;
+    memcpy(k, a, n);
+    return n + (size_t)snprintf(k + n, cap - n, "|%llu", (unsigned long long)b);
+}
+
+static const char *last_bar(const void *k, size_t kn)
+{
+    const char *p = k;
+    for (size_t i = kn; i > 0; i--)
+        if (p[i - 1] == '|')
+            return p + i - 1;
+    return NULL;
+}
+
+static void send_pjoin(link_t *l, int to, hr_slice_t room, uint64_t cid, hr_slice_t info)
+{
+    put_u64(&l->rec, cid);
+    put_bytes(&l->rec, room);
+    put_bytes(&l->rec, info);
+    send_rec(l, to, R_PJOIN);
+}
+
+static void send_pwatch(link_t *l, int to, hr_slice_t room, uint64_t cid, uint64_t sid,
+                        int64_t delta)
+{
+    put_u64(&l->rec, cid);
+    put_u64(&l->rec, sid);
+    put_u64(&l->rec, (uint64_t)delta);
+    put_bytes(&l->rec, room);
+    send_rec(l, to, R_PWATCH);
+}
+
+static int pres_fwd(hr_server_t *s, int kind, hr_slice_t room, uint64_t cid, uint64_t sid,
+                    hr_slice_t info)
+{
+    link_t *l = L;
+    (void)s;
+    if (!l || !room.n)
+        return 0;
+    int owner = pres_owner(l, room);
+    if (owner == l->self)
+        return 0;
+    char k[HR_TOPIC_MAX + 32];
+    size_t kn;
+    if (kind == HR_PRES_FWD_JOIN) {
+        kn = pkey(k, sizeof(k), room.p, room.n, cid);
+        pmem_t *m = hr__map_get(&l->pmem, k, kn);
+        uint32_t count = m ? m->count + 1 : 1;
+        pmem_t *nm = malloc(sizeof(*nm) + info.n);
+        if (nm) {
+            nm->count = count;
+            nm->ilen = (uint32_t)info.n;
+            if (info.n)
+                memcpy(nm->info, info.p, info.n);
+            if (hr__map_put(&l->pmem, k, kn, nm) == 0) {
+                free(m);
+            } else {
+                free(nm);
+            }
+        }
+        send_pjoin(l, owner, room, cid, info);
+    } else if (kind == HR_PRES_FWD_LEAVE) {
+        kn = pkey(k, sizeof(k), room.p, room.n, cid);
+        pmem_t *m = hr__map_get(&l->pmem, k, kn);
+        if (m && --m->count == 0) {
+            hr__map_del(&l->pmem, k, kn);
+            free(m);
+        }
+        put_u64(&l->rec, cid);
+        put_bytes(&l->rec, room);
+        send_rec(l, owner, R_PLEAVE);
+    } else {
+        int64_t d = kind == HR_PRES_FWD_WATCH ? 1 : -1;
+        intptr_t n = (intptr_t)hr__map_get(&l->pwatch, room.p, room.n) + (intptr_t)d;
+        if (n > 0)
+            hr__map_put(&l->pwatch, room.p, room.n, (void *)n);
+        else
+            hr__map_del(&l->pwatch, room.p, room.n);
+        send_pwatch(l, owner, room, cid, d > 0 ? sid : 0, d);
+    }
+    return 1;
+}
+
+static void on_pjoin(link_t *l, int from, rd_t *r, int join)
+{
+    uint64_t cid = get_u64(r);
+    hr_slice_t room = get_bytes(r), info = join ? get_bytes(r) : (hr_slice_t){0};
+    if (r->bad || !room.n || room.n > HR_TOPIC_MAX || info.n > HR_PRES_INFO_MAX)
+        return;
+    if (join)
+        hr__presence_member_join(l->s, room, cid, info, (uint16_t)from);
+    else
+        hr__presence_member_leave(l->s, room, cid);
+}
+
+static void on_pwatch(link_t *l, int from, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    int64_t delta = (int64_t)get_u64(r);
+    hr_slice_t room = get_bytes(r);
+    char k[HR_TOPIC_MAX + 32];
+    if (r->bad || !room.n || room.n > HR_TOPIC_MAX || delta < -1000000 || delta > 1000000)
+        return;
+    size_t kn = pkey(k, sizeof(k), room.p, room.n, (uint64_t)from);
+    intptr_t n = (intptr_t)hr__map_get(&l->rwatch, k, kn) + (intptr_t)delta;
+    if (n > 0)
+        hr__map_put(&l->rwatch, k, kn, (void *)n);
+    else
+        hr__map_del(&l->rwatch, k, kn);
+    hr__presence_remote_watch(l->s, room, (int)delta);
+    if (delta <= 0 || !sid)
+        return;
+    hr_msg_t *snap = hr__presence_snapshot(l->s, room);
+    if (!snap)
+        return;
+    hr_delivery_t d = {snap, room, 0, 0, cid, 0};
+    put_u64(&l->rec, cid);
+    put_u64(&l->rec, sid);
+    put_delivery(l, &d);
+    send_rec(l, from, R_PSNAP);
+    hr_msg_unref(&snap);
+}
+
+static void on_psnap(link_t *l, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    hr_delivery_t d;
+    hr_msg_t *m = get_delivery(r, &d);
+    if (!m)
+        return;
+    hr_conn_t *c = hr__map_get(&l->s->conns_by_id, &cid, sizeof(cid));
+    hr_sub_t *sub = c ? hr__sub_find(c, sid) : NULL;
+    if (sub && sub->presence == HR_PRES_WATCHER)
+        hr__conn_deliver(c, sid, m);
+    hr_msg_unref(&m);
+}
+
+typedef struct pres_walk_s {
+    link_t *l;
+    int peer;
+} pres_walk_t;
+
+static void rejoin_one(void *arg, const void *k, size_t kn, void *v)
+{
+    pres_walk_t *w = arg;
+    const char *bar = last_bar(k, kn);
+    pmem_t *m = v;
+    if (!bar)
+        return;
+    hr_slice_t room = {k, (size_t)(bar - (const char *)k)};
+    if (pres_owner(w->l, room) != w->peer)
+        return;
+    uint64_t cid = strtoull(bar + 1, NULL, 10);
+    for (uint32_t i = 0; i < m->count; i++)
+        send_pjoin(w->l, w->peer, room, cid, (hr_slice_t){m->info, m->ilen});
+}
+
+/*
+ * Tells a keeper that restarted the members this worker reported to it, and
+ * registers each local watcher again with a sid: the new keeper's room starts
+ * from what it is told now, so every watcher gets a fresh snapshot (marked
+ * replay) that replaces what it knew.
+ */
+static void pres_announce(link_t *l, int peer)
+{
+    pres_walk_t w = {l, peer};
+    hr__map_each(&l->pmem, rejoin_one, &w);
+    for (hr_conn_t *c = l->s->conns; c; c = c->next) {
+        if (c->flags & HR_C_CLOSED)
+            continue;
+        for (uint32_t i = 0; i < c->nsubs; i++) {
+            const hr_sub_t *sub = c->subs[i];
+            if (sub->presence != HR_PRES_WATCHER || sub->plen <= HR_PRES_PREFIX_LEN)
+                continue;
+            hr_slice_t room = {sub->pattern + HR_PRES_PREFIX_LEN, sub->plen - HR_PRES_PREFIX_LEN};
+            if (pres_owner(l, room) == peer)
+                send_pwatch(l, peer, room, c->id, sub->sid, 1);
+        }
+    }
+}
+
+typedef struct unwatch_s {
+    int peer;
+    char **keys;
+    size_t *lens;
+    intptr_t *counts;
+    size_t n, cap;
+} unwatch_t;
+
+static void collect_rwatch(void *arg, const void *k, size_t kn, void *v)
+{
+    unwatch_t *u = arg;
+    const char *bar = last_bar(k, kn);
+    if (!bar || atoi(bar + 1) != u->peer || u->n == u->cap)
+        return;
+    if (!(u->keys[u->n] = malloc(kn)))
+        return;
+    memcpy(u->keys[u->n], k, kn);
+    u->lens[u->n] = kn;
+    u->counts[u->n++] = (intptr_t)v;
+}
+
+/* A peer's members and watchers of rooms kept here go with it. */
+static void pres_forget(link_t *l, int peer)
+{
+    hr__presence_worker_gone(l->s, (uint16_t)peer);
+    size_t cap = l->rwatch.count;
+    unwatch_t u = {peer,
+                   calloc(cap + 1, sizeof(char *)),
+                   calloc(cap + 1, sizeof(size_t)),
+                   calloc(cap + 1, sizeof(intptr_t)),
+                   0,
+                   cap};
+    if (u.keys && u.lens && u.counts)
+        hr__map_each(&l->rwatch, collect_rwatch, &u);
+    for (size_t i = 0; i < u.n; i++) {
+        const char *bar = last_bar(u.keys[i], u.lens[i]);
+        hr__presence_remote_watch(l->s, (hr_slice_t){u.keys[i], (size_t)(bar - u.keys[i])},
+                                  -(int)u.counts[i]);
+        hr__map_del(&l->rwatch, u.keys[i], u.lens[i]);
+        free(u.keys[i]);
+    }
+    free(u.keys);
+    free(u.lens);
+    free(u.counts);
+}
+
 /* ---- draining
  * ------------------------------------------------------------------------------------------ */
 
@@ -1051,8 +1322,20 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
         break;
     case R_HELLO:
         forget_remote(l, from);
+        pres_forget(l, from);
         l->peer[from].up = 1;
         announce(l, from);
+        pres_announce(l, from);
+        break;
+    case R_PJOIN:
+    case R_PLEAVE:
+        on_pjoin(l, from, &r, type == R_PJOIN);
+        break;
+    case R_PWATCH:
+        on_pwatch(l, from, &r);
+        break;
+    case R_PSNAP:
+        on_psnap(l, &r);
         break;
     case R_SYNC:
         on_sync(l, from);
@@ -1186,6 +1469,10 @@ int hr__link_attach(hr_server_t *s)
     s->peer = &peer_ops;
     s->peer_arg = l;
     s->on_flush = link_flush;
+    s->presence_fwd = pres_fwd;
+    hr__map_init(&l->pmem);
+    hr__map_init(&l->pwatch);
+    hr__map_init(&l->rwatch);
     hr__engine_mem_set_seq_cell(l->inner, seq_cell, l);
     hr_shm_worker_t *me = hr__shm_worker(&l->shm, (unsigned)l->self);
     if (hr__waker_start(&l->waker, s->loop, l->efd, &me->waiting, drain, l) != 0) {
@@ -1212,6 +1499,7 @@ void hr__link_peer_down(hr_server_t *s, int peer)
         return;
     l->peer[peer].up = 0;
     forget_remote(l, peer);
+    pres_forget(l, peer);
     (void)s;
 }
 
@@ -1285,6 +1573,11 @@ void hr__link_detach(hr_server_t *s)
     }
     hr__map_each(&l->pend_pubs, free_pub, NULL);
     hr__map_each(&l->pend_reps, free_pub, NULL);
+    hr__map_each(&l->pmem, free_pub, NULL);
+    hr__map_destroy(&l->pmem);
+    hr__map_destroy(&l->pwatch);
+    hr__map_destroy(&l->rwatch);
+    s->presence_fwd = NULL;
     hr__map_destroy(&l->interest);
     hr__map_destroy(&l->remote);
     hr__map_destroy(&l->pend_pubs);
