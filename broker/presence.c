@@ -556,7 +556,8 @@ static void on_tick(uv_timer_t *t)
  * is made once and shared by every watcher that arrives before the next
  * change: a crowd subscribing to a big room costs one encoding.
  */
-static void send_snapshot(hr_presence_t *p, room_t *r, hr_conn_t *c, uint64_t sid)
+/* The room's snapshot body, made on first need and kept until the view changes. */
+static hr_msg_t *room_snapshot(hr_presence_t *p, room_t *r)
 {
     if (!r->snap) {
         encode_snapshot(p, r);
@@ -565,7 +566,12 @@ static void send_snapshot(hr_presence_t *p, room_t *r, hr_conn_t *c, uint64_t si
             r->snap = hr_msg_new_delivery((hr_slice_t){r->ptopic, r->tlen}, r->seq, payload, none,
                                           none, 1);
     }
-    if (!r->snap) {
+    return r->snap;
+}
+
+static void send_snapshot(hr_presence_t *p, room_t *r, hr_conn_t *c, uint64_t sid)
+{
+    if (!room_snapshot(p, r)) {
         hr__conn_err(c, HR_ELIMIT, "presence snapshot: out of memory", 1, sid);
         return;
     }
@@ -730,16 +736,8 @@ hr_msg_t *hr__presence_snapshot(hr_server_t *s, hr_slice_t topic)
 {
     hr_presence_t *p = P(s);
     room_t *r = room_find(p, topic);
-    if (!r)
-        return NULL;
-    if (!r->snap) {
-        encode_snapshot(p, r);
-        hr_slice_t payload = {(const char *)p->buf.base, p->buf.len}, none = {0};
-        if (!p->buf.oom)
-            r->snap = hr_msg_new_delivery((hr_slice_t){r->ptopic, r->tlen}, r->seq, payload, none,
-                                          none, 1);
-    }
-    return r->snap ? hr_msg_ref(r->snap) : NULL;
+    hr_msg_t *snap = r ? room_snapshot(p, r) : NULL;
+    return snap ? hr_msg_ref(snap) : NULL;
 }
 
 /* ---- a worker's members leave with it ------------------------------------------------- */
