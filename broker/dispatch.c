@@ -42,8 +42,15 @@ static void handle_hello(hr_conn_t *c, const hr_frame_t *f)
     send_welcome(c);
 }
 
+/*
+ * With several workers a message another worker sequenced may already sit in
+ * this worker's inbound ring (its publisher holds the ACK): it is delivered
+ * before the PONG, so a PING after an ACK seen elsewhere sees the message.
+ */
 void hr__cmd_ping(hr_conn_t *c, uint64_t id)
 {
+    if (c->srv->on_ping)
+        c->srv->on_ping(c->srv);
     if (hr_enc_pong(&c->srv->scratch, id) == HR_OK)
         hr__conn_answer(c);
 }

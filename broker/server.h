@@ -148,6 +148,7 @@ struct hr_server_s {
     int congested;        /* the rings to other workers are full: publishers are paused */
     void (*on_stop)(hr_server_t *s);  /* closes what others opened on the loop (cluster links) */
     void (*on_flush)(hr_server_t *s); /* once per loop turn, before output is written */
+    void (*on_ping)(hr_server_t *s);  /* before a PONG: deliver what other workers sent */
     int argc;                         /* the command line, read again on SIGHUP */
     char **argv;
     hr_buf_t scratch; /* control frame encoding */

@@ -67,7 +67,9 @@ enum rec_type {
     R_PJOIN, /* presence: a member joins / leaves a room the receiver keeps */
     R_PLEAVE,
     R_PWATCH, /* presence: watchers of a room the receiver keeps (+/-); with a sid, a snapshot */
-    R_PSNAP   /* the snapshot for one watcher */
+    R_PSNAP,  /* the snapshot for one watcher */
+    R_BAR,    /* a barrier after interest records: answered by BACK */
+    R_BACK
 };
 
 #define SYNC_WAIT_MS 2000 /* a worker starts serving without a peer that does not answer */
@@ -240,6 +242,7 @@ typedef struct link_s {
     hr_map_t pmem;   /* "topic|cid" -> pmem_t: local members of rooms others keep */
     hr_map_t pwatch; /* topic -> local watchers of rooms others keep (count) */
     hr_map_t rwatch; /* "topic|peer" -> that peer's watchers of rooms kept here (count) */
+    hr_map_t bars;   /* token -> bar_t: SUBs waiting for the owners to have their interest */
 } link_t;
 
 static link_t *L; /* one worker, one link */
@@ -459,12 +462,68 @@ static void build_interest(link_t *l, const hr_sub_t *sub)
     put_bytes(&l->rec, (hr_slice_t){sub->queue, sub->qlen});
 }
 
+/*
+ * A PONG after a SUB means the subscription is in place for publishers on
+ * every worker: the SUB's answer waits until each worker its interest went to
+ * has answered a barrier sent behind it (ring order: the interest first).
+ */
+typedef struct bar_s {
+    hr_reply_t *slot;
+    int waiting;
+} bar_t;
+
+static void barrier(link_t *l, const hr_sub_t *sub)
+{
+    int targets[HR_CLUSTER_MAX], nt = 0;
+    if (!sub->conn)
+        return;
+    if (exact(sub)) {
+        int owner = hr__route(l->s, hr__hash(sub->pattern, sub->plen));
+        if (owner != l->self)
+            targets[nt++] = owner;
+    } else {
+        for (int i = 0; i < l->n; i++)
+            if (i != l->self && l->peer[i].up)
+                targets[nt++] = i;
+    }
+    if (!nt)
+        return;
+    bar_t *b = malloc(sizeof(*b));
+    uint64_t token = ++l->next_token;
+    if (!b || !(b->slot = hr__conn_reply_later(sub->conn))) {
+        free(b);
+        return; /* no memory: the SUB is answered without waiting */
+    }
+    b->waiting = nt;
+    if (hr__map_put(&l->bars, &token, sizeof(token), b) != 0) {
+        hr__conn_reply_fill(b->slot, 0);
+        free(b);
+        return;
+    }
+    for (int i = 0; i < nt; i++) {
+        put_u64(&l->rec, token);
+        send_rec(l, targets[i], R_BAR);
+    }
+}
+
+static void on_back(link_t *l, rd_t *r)
+{
+    uint64_t token = get_u64(r);
+    bar_t *b = r->bad ? NULL : hr__map_get(&l->bars, &token, sizeof(token));
+    if (!b || --b->waiting > 0)
+        return;
+    hr__map_del(&l->bars, &token, sizeof(token));
+    hr__conn_reply_fill(b->slot, 0);
+    free(b);
+}
+
 static int cl_interest_add(hr_engine_t *e, const hr_sub_t *sub)
 {
     link_t *l = (link_t *)e;
     if (sub->qlen) {
         build_interest(l, sub);
         send_interest(l, sub, R_QADD);
+        barrier(l, sub);
         return HR_OK;
     }
     uintptr_t n = (uintptr_t)hr__map_get(&l->interest, sub->pattern, sub->plen);
@@ -474,6 +533,7 @@ static int cl_interest_add(hr_engine_t *e, const hr_sub_t *sub)
         build_interest(l, sub);
         send_interest(l, sub, R_ADD);
     }
+    barrier(l, sub); /* also when an earlier ADD of the pattern may still be on its way */
     return HR_OK;
 }
 
@@ -1337,6 +1397,17 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
     case R_PSNAP:
         on_psnap(l, &r);
         break;
+    case R_BAR: {
+        uint64_t token = get_u64(&r);
+        if (!r.bad) {
+            put_u64(&l->rec, token);
+            send_rec(l, from, R_BACK);
+        }
+        break;
+    }
+    case R_BACK:
+        on_back(l, &r);
+        break;
     case R_SYNC:
         on_sync(l, from);
         break;
@@ -1370,6 +1441,8 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
         break; /* a newer worker's record: skipped */
     }
 }
+
+static void link_ping(hr_server_t *s);
 
 static size_t drain(hr_waker_t *w, void *arg)
 {
@@ -1469,10 +1542,12 @@ int hr__link_attach(hr_server_t *s)
     s->peer = &peer_ops;
     s->peer_arg = l;
     s->on_flush = link_flush;
+    s->on_ping = link_ping;
     s->presence_fwd = pres_fwd;
     hr__map_init(&l->pmem);
     hr__map_init(&l->pwatch);
     hr__map_init(&l->rwatch);
+    hr__map_init(&l->bars);
     hr__engine_mem_set_seq_cell(l->inner, seq_cell, l);
     hr_shm_worker_t *me = hr__shm_worker(&l->shm, (unsigned)l->self);
     if (hr__waker_start(&l->waker, s->loop, l->efd, &me->waiting, drain, l) != 0) {
@@ -1533,6 +1608,24 @@ static void free_pub(void *arg, const void *k, size_t kl, void *v)
     free(v);
 }
 
+static void free_bar(void *arg, const void *k, size_t kl, void *v)
+{
+    bar_t *b = v;
+    (void)arg;
+    (void)k;
+    (void)kl;
+    hr__conn_reply_fill(b->slot, 0); /* its connection is gone: this frees the slot */
+    free(b);
+}
+
+/* A PING is answered after what other workers already sent this one is delivered. */
+static void link_ping(hr_server_t *s)
+{
+    (void)s;
+    if (L && !L->stopped)
+        drain(&L->waker, L);
+}
+
 static void on_waker_closed(hr_waker_t *w)
 {
     (void)w;
@@ -1577,6 +1670,8 @@ void hr__link_detach(hr_server_t *s)
     hr__map_destroy(&l->pmem);
     hr__map_destroy(&l->pwatch);
     hr__map_destroy(&l->rwatch);
+    hr__map_each(&l->bars, free_bar, NULL); /* the connections were freed first */
+    hr__map_destroy(&l->bars);
     s->presence_fwd = NULL;
     hr__map_destroy(&l->interest);
     hr__map_destroy(&l->remote);
