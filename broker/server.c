@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "xsub.h"
 
 #define SWEEP_MS_MAX 250
 
@@ -166,6 +167,7 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->sweep.data = s;
     uv_timer_init(loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
+    hr__xsub_init(s);
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
     uv_signal_init(loop, &s->sighup);
@@ -278,6 +280,7 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->flush_prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    hr__xsub_close(s);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
@@ -364,5 +367,6 @@ void hr__server_destroy(hr_server_t *s)
     hr__engine_destroy(s->engine);
     s->engine = NULL;
     hr_buf_destroy(&s->scratch);
+    hr_buf_destroy(&s->xbuf);
     hr__oq_cache_release();
 }

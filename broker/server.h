@@ -145,6 +145,10 @@ struct hr_server_s {
     int congested;        /* the rings to other workers are full: publishers are paused */
     void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
     hr_buf_t scratch;                /* control frame encoding */
+    uv_timer_t xtimer;               /* xsub.c: conflate windows and batches that come due */
+    struct hr_xsub_s *xarmed;        /* xsub.c: subscriptions waiting for xtimer */
+    uint64_t xdue;                   /* xsub.c: when xtimer fires; 0: stopped */
+    hr_buf_t xbuf;                   /* xsub.c: projection scratch */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
