@@ -358,6 +358,15 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         start_replay(c, sub, cmd);
 }
 
+void hr__sub_deliver_member(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
+{
+    hr_sub_t **slot = find_sub(c, sid);
+    if (slot && (*slot)->xf)
+        hr__xsub_deliver(*slot, m, 0, NULL);
+    else if (slot)
+        hr__conn_deliver(c, sid, m);
+}
+
 void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
 {
     hr_sub_t **slot = find_sub(c, sid);
