@@ -38,7 +38,8 @@ struct hr_xsub_s {
     uint64_t cf_until;   /* conflate: end of the current window; no window before it */
     cslot_t *slots;      /* conflate: what the window holds */
     uint32_t nslots, capslots;
-    hr_msg_t **bq; /* batch: bodies of the batch being collected (owned references) */
+    size_t cf_bytes; /* conflate: bytes of the bodies and keys the slots hold */
+    hr_msg_t **bq;   /* batch: bodies of the batch being collected (owned references) */
     uint32_t nbq;
     size_t bq_bytes; /* bytes their entries take in the BATCH body */
     uint64_t bq_due; /* when the batch must go out */
@@ -235,6 +236,7 @@ static void conflate_flush(hr_xsub_t *xs, uint64_t now)
         return;
     qsort(xs->slots, n, sizeof(*xs->slots), slot_cmp);
     xs->nslots = 0;
+    xs->cf_bytes = 0;
     xs->cf_until = now + xs->x->conflate_ms;
     for (uint32_t i = 0; i < n; i++) {
         out(xs, xs->slots[i].m);
@@ -262,6 +264,7 @@ static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t
     for (uint32_t i = 0; i < xs->nslots; i++) {
         cslot_t *sl = &xs->slots[i];
         if (sl->h == h && sl->klen == klen && memcmp(sl->key, key, klen) == 0) {
+            xs->cf_bytes = xs->cf_bytes - sl->m->len + m->len;
             hr_msg_unref(&sl->m);
             sl->m = hr_msg_ref(m);
             sl->seq = seq;
@@ -271,9 +274,10 @@ static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t
         }
     }
     /* Bounded memory: a window holds at most HR_XSUB_CONFLATE_KEYS distinct
-     * key values; one more ends the window early (what it kept goes out now)
-     * rather than dropping a latest value. */
-    if (xs->nslots >= HR_XSUB_CONFLATE_KEYS)
+     * key values and about HR_XSUB_CONFLATE_BYTES of bodies; more ends the
+     * window early (what it kept goes out now, into the output queue and its
+     * limits) rather than dropping a latest value. */
+    if (xs->nslots >= HR_XSUB_CONFLATE_KEYS || xs->cf_bytes >= HR_XSUB_CONFLATE_BYTES)
         conflate_flush(xs, now_ms(xs));
     if (xs->nslots == xs->capslots) {
         uint32_t nc = xs->capslots ? xs->capslots * 2 : 4;
@@ -292,6 +296,7 @@ static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t
     if (key == stack)
         memcpy(own, stack, klen);
     xs->slots[xs->nslots++] = (cslot_t){h, seq, hr_msg_ref(m), klen, own};
+    xs->cf_bytes += m->len + klen;
     arm(xs);
 }
 

@@ -12,9 +12,10 @@ struct hr_server_s;
 struct hr_sub_s;
 
 /* Limits of the per-subscription state (docs/transforms.md). */
-#define HR_XSUB_CONFLATE_KEYS 1024       /* distinct key values one conflate window keeps */
-#define HR_XSUB_BATCH_BYTES (256 * 1024) /* a batch is sent early once it holds this much */
-#define HR_XCACHE_MAX 8                  /* distinct projections shared within one fan-out */
+#define HR_XSUB_CONFLATE_KEYS 1024          /* distinct key values one conflate window keeps */
+#define HR_XSUB_BATCH_BYTES (256 * 1024)    /* a batch is sent early once it holds this much */
+#define HR_XSUB_CONFLATE_BYTES (256 * 1024) /* and a conflate window ends early */
+#define HR_XCACHE_MAX 8                     /* distinct projections shared within one fan-out */
 
 /*
  * Projected bodies of one message, shared by the subscriptions of one

@@ -16,7 +16,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from herald_wire import (  # noqa: E402
-    BATCH, E_OPTION, ERR, MSG, SLOW, BrokerCase, msg_opts, pack)
+    BATCH, E_OPTION, ERR, MSG, SLOW, BrokerCase, WsConn, msg_opts, pack)
 
 import msgpack  # noqa: E402
 
@@ -217,7 +217,38 @@ class Transforms(BrokerCase):
         # rate lets 1..4 through, conflate sends 1 at once and 4 at the window's end
         self.assertEqual([(f[3], unpack(f[4])) for f in got], [(1, {"v": 1}), (4, {"v": 4})])
 
+    def test_conflate_memory_bounds(self):
+        t = self.topic()
+        sub, pub = self.connect(), self.connect()
+        sub.sub(1, t, conflate={"ms": 60000, "key": "k"})
+        sub.sync()
+        # 1024 distinct keys fill a window; the 1025th ends it early (nothing is lost)
+        self.publish_all(pub, t, [{"k": i} for i in range(1 + 1025)])
+        got = self.msgs(sub.sync(), 1)
+        self.assertEqual([f[3] for f in got], list(range(1, 1026)))
+        # so does about 256 KiB of held bodies
+        t = self.topic()
+        sub.sub(2, t, conflate={"ms": 60000, "key": "k"})
+        sub.sync()
+        blob = b"x" * 100000
+        self.publish_all(pub, t, [{"k": i, "b": blob} for i in range(5)])
+        got = self.msgs(sub.sync(), 2)
+        self.assertEqual([f[3] for f in got], [1, 2, 3, 4])
+
     # ---- batch -------------------------------------------------------------------
+
+    def test_batch_over_websocket(self):
+        t = self.topic()
+        ws = WsConn(self.b.ws_port)
+        self.conns.append(ws)
+        ws.hello()
+        pub = self.connect()
+        ws.sub(3, t, batch={"max": 3, "ms": 60000}, fields=["a"])
+        ws.sync()
+        self.publish_all(pub, t, [{"a": i, "b": 0} for i in range(3)])
+        frames = ws.sync()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(BATCH, 3)])
+        self.assertEqual([unpack(e[2]) for e in frames[0][2]], [{"a": 0}, {"a": 1}, {"a": 2}])
 
     def test_batch_max(self):
         t = self.topic()
