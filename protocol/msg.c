@@ -201,7 +201,13 @@ int hr_msg_delivery_parts(const hr_msg_t *m, hr_slice_t *topic, uint64_t *seq, h
     const uint8_t *b = hr_msg_bytes(m);
     size_t off = 0, len[3];
     for (int i = 0; i < 3; i++) { /* topic, seq, payload */
-        if (off >= m->len || !(len[i] = elem_len(b + off)) || len[i] > m->len - off)
+        uint8_t t = off < m->len ? b[off] : 0xc1;
+        size_t head = t == 0xc4 || t == 0xd9   ? 2
+                      : t == 0xc5 || t == 0xda ? 3
+                      : t == 0xc6 || t == 0xdb ? 5
+                                               : 1; /* what elem_len() reads */
+        if (off >= m->len || m->len - off < head || !(len[i] = elem_len(b + off)) ||
+            len[i] > m->len - off)
             return HR_EINVAL;
         const uint8_t *e = b + off;
         if (i == 1)
