@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "policy.h"
 #include "xsub.h"
 
 #define SWEEP_MS_MAX 250
@@ -156,6 +157,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         goto fail;
     }
     if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
+    if ((r = hr__policy_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
@@ -368,5 +371,6 @@ void hr__server_destroy(hr_server_t *s)
     s->engine = NULL;
     hr_buf_destroy(&s->scratch);
     hr_buf_destroy(&s->xbuf);
+    hr__policy_destroy(s);
     hr__oq_cache_release();
 }

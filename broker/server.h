@@ -80,6 +80,7 @@ struct hr_conn_s {
     uv_write_t *wreq;     /* owned while a write is in flight */
     struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
     uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
+    struct hr_park_s *park;  /* policy.c: parked messages and lost ranges, NULL when none */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
@@ -149,6 +150,8 @@ struct hr_server_s {
     struct hr_xsub_s *xarmed;        /* xsub.c: subscriptions waiting for xtimer */
     uint64_t xdue;                   /* xsub.c: when xtimer fires; 0: stopped */
     hr_buf_t xbuf;                   /* xsub.c: projection scratch */
+    struct hr_policies_s *policies;  /* policy.c: slow-consumer policies by topic pattern */
+    size_t npolicies;                /* policy.c: how many are not `disconnect` */
     hr_stats_t stats;
     hr_limits_t limits; /* limits.c */
     void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */

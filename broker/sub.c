@@ -5,6 +5,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "policy.h"
 #include "server.h"
 #include "xsub.h"
 
@@ -346,6 +347,7 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
     }
     s->engine->ops->interest_add(s->engine, sub);
     if (slot) { /* an active sid is replaced */
+        hr__policy_forget(c, cmd->sid);
         sub_release(s, *slot, 1);
         *slot = sub;
     } else {
@@ -376,6 +378,7 @@ void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
     }
     hr_sub_t *sub = *slot;
     sub_erase(c, slot);
+    hr__policy_forget(c, sid);
     sub_release(c->srv, sub, 1);
 }
 

@@ -32,9 +32,12 @@ class Transforms(BrokerCase):
     def msgs(self, frames, sid=None):
         return [f for f in frames if f[0] == MSG and (sid is None or f[1] == sid)]
 
-    SETTLE = 0.0  # seconds a delivery may still be on its way after the publisher's PONG
+    # Seconds a subscription may take to reach the topic's owner after the subscriber's PONG,
+    # and a delivery to come back after the publisher's.
+    SETTLE = 0.0
 
     def publish_all(self, pub, topic, payloads):
+        time.sleep(self.SETTLE * SLOW)
         for p in payloads:
             pub.pub(topic, p if isinstance(p, bytes) else pack(p))
         pub.sync()
@@ -401,7 +404,7 @@ class TransformsCluster(Transforms):
 
     ARGS = ("--heartbeat-ms", "3600000", "--workers", "2")
     PREFIX = "xfc"
-    SETTLE = 0.1  # a message may cross a ring from the topic's owner to the subscriber's worker
+    SETTLE = 0.1  # interest and messages cross a ring between workers
     test_queue_group_filter_picks_a_matching_member = None
 
     def test_queue_member_on_another_worker_gets_its_transforms(self):
