@@ -82,10 +82,17 @@ static void build_all(hr_buf_t *stream, int prefixed)
     ONE(hr_enc_gap(stream, 9, S("chat.room1"), 3, 8));
     ONE(hr_enc_sub_ex(stream, 12, S("room.lobby"), &so));
     ONE(hr_enc_sub_ex(stream, 13, S("room.>"), NULL));
+    /* BATCH has no encoder here (the broker builds it): [21, 7, [["a", 1, h'78'], ["a.b",
+     * 300, h'', {reply: "r", replay: true}]]] */
+    static const uint8_t batch[] = {0x93, 0x15, 0x07, 0x92, 0x93, 0xa1, 'a',  0x01, 0xc4, 0x01,
+                                    'x',  0x94, 0xa3, 'a',  '.',  'b',  0xcd, 0x01, 0x2c, 0xc4,
+                                    0x00, 0x82, 0xa5, 'r',  'e',  'p',  'l',  'y',  0xa1, 'r',
+                                    0xa6, 'r',  'e',  'p',  'l',  'a',  'y',  0xc3};
+    ONE(hr_buf_append(stream, batch, sizeof(batch)));
 #undef ONE
 }
 
-static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20, 3, 3};
+static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20, 3, 3, 21};
 #define NALL (sizeof(all_ops) / sizeof(all_ops[0]))
 
 START_TEST(round_trip)
