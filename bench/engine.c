@@ -1150,7 +1150,7 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
     memset(run, 0, sizeof(*run));
     memset(r, 0, sizeof(*r));
     snprintf(r->scenario, sizeof r->scenario, "%s", pl->name);
-    snprintf(r->broker, sizeof r->broker, "%s", t->ad->name);
+    snprintf(r->broker, sizeof r->broker, "%s", t->name[0] ? t->name : t->ad->name);
     snprintf(r->version, sizeof r->version, "%s", t->version);
     r->params = pl->p;
     r->broker_cpu = -1;

@@ -157,6 +157,7 @@ typedef struct hb_target_s {
     int ws_port; /* 0: none */
     int pid;     /* broker pid for CPU/RSS, 0: unknown */
     char version[64];
+    char name[32]; /* the column's name in reports ("" : the adapter's, e.g. herald) */
 } hb_target_t;
 
 /* How subscribers and publishers map to topics. */
@@ -191,6 +192,14 @@ uint64_t hb_proc_rss(int pid);
 /** CPU time of this process in ns. */
 int64_t hb_self_cpu_ns(void);
 uint64_t hb_now_ns(void);
+
+/**
+ * The `presence` scenario (bench/presence.c): `members` join one room, then
+ * leave, while `watchers` watch it; prints its table to stdout. 0 (<= 0
+ * arguments take the defaults), or -1 when the watchers never saw the
+ * final count.
+ */
+int hb_presence_run(const hb_target_t *t, int members, int watchers, int interval_ms, int smoke);
 
 /** Draws the latency curve and the throughput over time with gnuplot; 0 or -1. */
 int hb_plot(const char *dir, const char *fmt, hb_result_t *const *rs, int n);

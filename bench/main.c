@@ -21,9 +21,12 @@ static void usage(FILE *f)
         "\n"
         "Scenarios: throughput fanout chat latency idle idle-ws mixed slow reqrep, or all\n"
         "(default). idle-ws is idle over WebSocket with every client connecting at once.\n"
+        "presence (Herald only, not in all): --conns members join and leave one room\n"
+        "while --subs watchers (default 3) watch it; set --interval MS to the\n"
+        "broker's presence-interval (default 1000) for the per-interval columns.\n"
         "\n"
         "  -t, --target URL      broker to drive; repeat to compare several in one run:\n"
-        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V]\n"
+        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN]\n"
         "                        nats://HOST:PORT[?pid=PID]   redis://HOST:PORT[?pid=PID]\n"
         "                        (default herald://127.0.0.1:7400?ws=7401)\n"
         "      --broker-pid PID  pid of the last target: its CPU and RSS are reported\n"
@@ -87,6 +90,8 @@ static int parse_target(const char *url, hb_target_t *t)
             t->ws_port = atoi(q + 3);
         else if (!strncmp(q, "pid=", 4))
             t->pid = atoi(q + 4);
+        else if (!strncmp(q, "name=", 5) && n - 5 < sizeof t->name)
+            snprintf(t->name, sizeof t->name, "%.*s", (int)(n - 5), q + 5);
         else if (!strncmp(q, "version=", 8) && n - 8 < sizeof t->version)
             snprintf(t->version, sizeof t->version, "%.*s", (int)(n - 8), q + 8);
         q = amp;
@@ -116,7 +121,8 @@ enum {
     O_PLOTFMT,
     O_CHECK,
     O_REPEAT,
-    O_WARMUP
+    O_WARMUP,
+    O_INTERVAL
 };
 
 /* Overrides from the command line; a negative value means "not given". */
@@ -218,11 +224,12 @@ int main(int argc, char **argv)
                                          {"check", no_argument, 0, O_CHECK},
                                          {"repeat", required_argument, 0, O_REPEAT},
                                          {"warmup", required_argument, 0, O_WARMUP},
+                                         {"interval", required_argument, 0, O_INTERVAL},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     hb_target_t targets[MAX_TARGETS];
-    int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1;
+    int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1, pres_interval = 0;
     const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png";
     overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     int c;
@@ -302,6 +309,9 @@ int main(int argc, char **argv)
         case O_REPEAT:
             repeat = atoi(optarg);
             break;
+        case O_INTERVAL:
+            pres_interval = atoi(optarg);
+            break;
         case O_WARMUP:
             o.warmup = atof(optarg);
             break;
@@ -341,6 +351,10 @@ int main(int argc, char **argv)
             continue;
         }
         hb_plan_t tmp;
+        if (!strcmp(argv[i], "presence") && nnames < 16) { /* Herald only: not in `all` */
+            names[nnames++] = argv[i];
+            continue;
+        }
         if (hb_scenario_plan(argv[i], 0, &tmp) || nnames == 16) {
             fprintf(stderr, "herald-bench: unknown scenario '%s'\n", argv[i]);
             return 2;
@@ -362,6 +376,12 @@ int main(int argc, char **argv)
     hb_result_t *rs[MAX_RESULTS];
     int nr = 0, bad = 0;
     for (int s = 0; s < nnames; s++) {
+        if (!strcmp(names[s], "presence")) { /* its own table, on stdout */
+            for (int ti = 0; ti < ntargets; ti++)
+                if (hb_presence_run(&targets[ti], o.conns, o.subs, pres_interval, smoke) != 0)
+                    bad = 1;
+            continue;
+        }
         for (int k = 0; k < repeat * ntargets && nr < MAX_RESULTS; k++) {
             /* Brokers take turns, and each repeat starts with the next broker, so none
              * is always first (just after set-up) or always last. */
@@ -376,7 +396,8 @@ int main(int argc, char **argv)
             if (pl.sub_ws && (!targets[ti].ad->ws || !targets[ti].ws_port)) {
                 memset(r, 0, sizeof(*r));
                 snprintf(r->scenario, sizeof r->scenario, "%s", pl.name);
-                snprintf(r->broker, sizeof r->broker, "%s", targets[ti].ad->name);
+                snprintf(r->broker, sizeof r->broker, "%s",
+                         targets[ti].name[0] ? targets[ti].name : targets[ti].ad->name);
                 r->params = pl.p;
                 r->skipped = 1;
                 snprintf(r->error, sizeof r->error, "no WebSocket transport driven for %s",

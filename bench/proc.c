@@ -8,7 +8,50 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+static int64_t one_cpu_ns(int pid);
+static uint64_t one_rss(int pid);
+
+/*
+ * A broker may be several processes (herald --workers N: a primary and its
+ * workers): its figures are those of the process and its children, read
+ * from /proc/PID/task/PID/children.
+ */
+static int children(int pid, int *out, int max)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/children", pid, pid);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    if (!f)
+        return 0;
+    while (n < max && fscanf(f, "%d", &out[n]) == 1)
+        n++;
+    fclose(f);
+    return n;
+}
+
 int64_t hb_proc_cpu_ns(int pid)
+{
+    int kids[256], n = pid > 0 ? children(pid, kids, 256) : 0;
+    int64_t total = one_cpu_ns(pid);
+    for (int i = 0; i < n && total >= 0; i++) {
+        int64_t k = one_cpu_ns(kids[i]);
+        if (k > 0)
+            total += k;
+    }
+    return total;
+}
+
+uint64_t hb_proc_rss(int pid)
+{
+    int kids[256], n = pid > 0 ? children(pid, kids, 256) : 0;
+    uint64_t total = one_rss(pid);
+    for (int i = 0; i < n; i++)
+        total += one_rss(kids[i]);
+    return total;
+}
+
+static int64_t one_cpu_ns(int pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
@@ -32,7 +75,7 @@ int64_t hb_proc_cpu_ns(int pid)
     return (int64_t)((utime + stime) * (1000000000ull / (unsigned long long)hz));
 }
 
-uint64_t hb_proc_rss(int pid)
+static uint64_t one_rss(int pid)
 {
     char path[64], line[256];
     if (pid <= 0)

@@ -9,7 +9,7 @@
 #include "config.h"
 #include "log.h"
 
-enum kind { K_INT, K_SIZE, K_STR };
+enum kind { K_INT, K_SIZE, K_STR, K_BOOL };
 
 typedef struct opt_s {
     const char *name;
@@ -28,6 +28,11 @@ typedef struct opt_s {
 #define Z(n, f, lo, hi, d, h)                                                                      \
     {                                                                                              \
         n, K_SIZE, offsetof(hr_config_t, f), 0, lo, hi, d, h                                       \
+    }
+/* A switch: `--name` alone turns it on; values true/false, yes/no, on/off, 1/0. */
+#define B(n, f, d, h)                                                                              \
+    {                                                                                              \
+        n, K_BOOL, offsetof(hr_config_t, f), 0, 0, 1, d, h                                         \
     }
 #define S(n, f, d, h)                                                                              \
     {                                                                                              \
@@ -57,7 +62,11 @@ static const opt_t opts[] = {
       "reclaimed topics whose last seq is remembered (about 56 bytes each)"),
     I("engine-delay-ms", engine_delay_ms, 0, 60000, "0",
       "testing only: delay every engine answer this long (0: off)"),
-    I("workers", workers, 0, 64, "1",
+    I("presence-interval", presence_interval_ms, 10, 3600000, "1000",
+      "ms between two presence changes of one room on $PRES.<topic>"),
+    I("presence-list-max", presence_list_max, 0, 1000000, "100",
+      "members above which presence carries a count only (at most what fits max-payload)"),
+    I("workers", workers, 0, 64, "0",
       "worker processes sharing the ports, topics sharded across them (0: one per CPU core)"),
     Z("out-hard", out_hard, 1024, INT64_C(1) << 40, "8M",
       "pending output per connection that closes it at once (ERR 6)"),
@@ -97,6 +106,7 @@ static const opt_t opts[] = {
       "SUBs with since on a wildcard pattern a second per connection (0: no limit)"),
     I("max-replay-burst", max_replay_burst, 0, 1000000, "0",
       "such SUBs a connection may send at once (0: one second's worth)"),
+    B("demo", demo, "false", "serve the demo chat page under /demo/ on the WebSocket port"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -254,6 +264,19 @@ int hr__config_set(hr_config_t *c, const char *name, const char *value, char *er
         return 0;
     }
     int64_t n;
+    if (o->kind == K_BOOL) {
+        static const char *const words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
+        size_t i = 0;
+        while (i < 8 && strcmp(value, words[i]) != 0)
+            i++;
+        if (i == 8) {
+            snprintf(err, errlen, "setting '%s': '%s' is not true or false", name, value);
+            return -1;
+        }
+        n = (int64_t)(i % 2);
+        memcpy(base + o->off, &n, sizeof(n));
+        return 0;
+    }
     if (parse_int(value, o->kind == K_SIZE, &n) != 0 || n < o->min || n > o->max) {
         snprintf(err, errlen, "setting '%s': '%s' is not %s in %" PRId64 "..%" PRId64, name, value,
                  o->kind == K_SIZE ? "a size" : "an integer", o->min, o->max);
@@ -295,12 +318,13 @@ static void usage(void)
         snprintf(left, sizeof(left), "--%s %s", o->name,
                  o->kind == K_STR    ? "STR"
                  : o->kind == K_SIZE ? "SIZE"
+                 : o->kind == K_BOOL ? "[BOOL]"
                                      : "N");
         if (strlen(left) > 22) /* the help on a line of its own, aligned */
             printf("  %s\n  %-22s %s\n", left, "", o->help);
         else
             printf("  %-22s %s\n", left, o->help);
-        if (o->kind == K_STR) {
+        if (o->kind == K_STR || o->kind == K_BOOL) {
             printf("  %-22s default %s\n", "", *o->def ? o->def : "''");
             continue;
         }
@@ -451,8 +475,11 @@ int hr__config_args(hr_config_t *c, int argc, char **argv)
                     near ? "did you mean --" : "see --help", near ? near : "", near ? "?" : "");
             return -1;
         }
+        const opt_t *o = find(name);
         if (eq)
             value = eq + 1;
+        else if (o && o->kind == K_BOOL)
+            value = "true";
         else if (i + 1 < argc)
             value = argv[++i];
         else {

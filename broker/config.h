@@ -48,8 +48,13 @@ typedef struct hr_config_s {
     /* engine */
     int64_t topic_tombstones;
     int64_t engine_delay_ms;
+    /* presence.c */
+    int64_t presence_interval_ms;
+    int64_t presence_list_max;
     /* cluster */
     int64_t workers;
+    /* http.c */
+    int64_t demo; /* serve the demo page under /demo/ */
     /* Not settings: what a worker learns from the primary at start (cluster/worker.c). */
     int worker_id;    /* 0..nworkers-1 */
     int nworkers;     /* 0 or 1: a single process */

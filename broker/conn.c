@@ -232,6 +232,25 @@ static void replies_drain(hr_conn_t *c)
         }
         free(r);
     }
+    if (!c->rq_head && (c->flags & HR_C_FAILING)) {
+        c->flags &= ~(uint32_t)HR_C_FAILING;
+        hr__conn_fail(c, c->fail_status, c->fail_msg);
+    }
+}
+
+void hr__conn_fail_input(hr_conn_t *c, int status, const char *msg)
+{
+    if (c->flags & (HR_C_CLOSING | HR_C_FAILING))
+        return;
+    if (!c->rq_head) {
+        hr__conn_fail(c, status, msg);
+        return;
+    }
+    c->flags |= HR_C_FAILING;
+    c->fail_status = status;
+    c->fail_msg = msg;
+    c->deadline = hr__now_ms(c->srv) + CLOSE_LINGER_MS;
+    uv_read_stop((uv_stream_t *)&c->tcp);
 }
 
 hr_conn_t *hr__reply_conn(const hr_reply_t *r)
@@ -626,6 +645,13 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
     if (c->flags & HR_C_CLOSING) {
         if (now >= c->deadline)
             hr__conn_close_now(c);
+        return;
+    }
+    if (c->flags & HR_C_FAILING) { /* the answers it waits for are not coming */
+        if (now >= c->deadline) {
+            c->flags &= ~(uint32_t)HR_C_FAILING;
+            hr__conn_fail(c, c->fail_status, c->fail_msg);
+        }
         return;
     }
     if (c->tp->on_sweep && c->tp->on_sweep(c, now))

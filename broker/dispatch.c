@@ -24,7 +24,7 @@ static void handle_hello(hr_conn_t *c, const hr_frame_t *f)
 {
     const char *why;
     if (c->flags & HR_C_HELLO) {
-        hr__conn_fail(c, HR_EPROTO, "HELLO may only be the first frame");
+        hr__conn_fail_input(c, HR_EPROTO, "HELLO may only be the first frame");
         return;
     }
     if (f->version != HR_PROTOCOL_VERSION) {
@@ -53,13 +53,13 @@ void hr__dispatch_frame(hr_conn_t *c, const char *body, size_t n)
     hr_server_t *s = c->srv;
     hr_frame_t f;
     const char *why;
-    if (c->flags & HR_C_CLOSING)
+    if (c->flags & (HR_C_CLOSING | HR_C_FAILING))
         return;
     c->idle_since = hr__now_ms(s);
     c->pings = 0;
     int r = hr_frame_decode(body, n, (size_t)s->cfg.max_payload, &f, &why);
     if (r == HR_EPROTO || r == HR_ETOOBIG) {
-        hr__conn_fail(c, r, why);
+        hr__conn_fail_input(c, r, why);
         return;
     }
     if (!(c->flags & HR_C_HELLO) && f.op != HR_OP_HELLO) {
@@ -115,7 +115,7 @@ void hr__dispatch_frame(hr_conn_t *c, const char *body, size_t n)
     case HR_OP_PONG:
         break;
     default:
-        hr__conn_fail(c, HR_EPROTO, "opcode not valid from a client");
+        hr__conn_fail_input(c, HR_EPROTO, "opcode not valid from a client");
         break;
     }
 }

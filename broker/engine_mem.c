@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "map.h"
+#include "ttree.h"
 
 typedef struct hist_s {
     uint64_t seq;
@@ -19,7 +20,8 @@ typedef struct topic_s {
     uint64_t seq;  /* last seq assigned */
     uint64_t base; /* seq this state started from (a reclaimed topic's, or the floor) */
     uint64_t hash;
-    uint64_t *cell; /* shared seq cell (lim.seq_cell), or NULL */
+    uint64_t *cell;   /* shared seq cell (lim.seq_cell), or NULL */
+    hr_tnode_t *node; /* its place in the topic tree */
     hist_t *ring;
     uint32_t head, count, cap;
     size_t bytes;                  /* history bytes charged, ring included */
@@ -43,8 +45,9 @@ typedef struct list_s {
 typedef struct mem_s {
     hr_engine_t base;
     hr_map_t topics;
-    list_t lru;  /* all topics */
-    list_t hlru; /* topics with history: the global trim never walks empty ones */
+    hr_ttree_t tree; /* the same topics by token: wildcard replays visit only matches */
+    list_t lru;      /* all topics */
+    list_t hlru;     /* topics with history: the global trim never walks empty ones */
     hr_mem_limits_t lim;
     size_t hist_bytes, hist_msgs, hist_topics;
     hr_map_t tomb;   /* hash (8 bytes) -> seq, as a pointer-sized integer */
@@ -200,6 +203,7 @@ static void topic_free(mem_t *e, topic_t *t)
     if (t->ring)
         release_ring(e, t);
     LIST_UNLINK(&e->lru, t, lprev, lnext);
+    hr__ttree_del(&e->tree, t->node);
     free(t);
 }
 
@@ -285,6 +289,12 @@ static topic_t *topic_get(mem_t *e, hr_slice_t name, uint64_t h, int create, int
     t->hash = h;
     t->nlen = (uint16_t)name.n;
     memcpy(t->name, name.p, name.n);
+    if (!(t->node = hr__ttree_add(&e->tree, name.p, name.n, t))) {
+        hr__map_del(&e->topics, name.p, name.n);
+        free(t);
+        *status = HR_ENOMEM;
+        return NULL;
+    }
     uint64_t was = e->tcount ? tomb_take(e, h) : 0;
     t->seq = t->base = was > e->floor ? was : e->floor;
     if (e->lim.seq_cell && (t->cell = e->lim.seq_cell(e->lim.seq_arg, h))) {
@@ -394,10 +404,10 @@ typedef struct collect_s {
     int oom;
 } collect_t;
 
-static void collect_cb(void *arg, const void *k, size_t kl, void *val)
+static void collect_cb(void *arg, void *val)
 {
     collect_t *m = arg;
-    if (m->oom || !hr_topic_match(m->r->pattern.p, m->r->pattern.n, k, kl))
+    if (m->oom)
         return;
     if (m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
@@ -441,13 +451,15 @@ static int mem_replay(hr_engine_t *base, const hr_erange_t *r, hr_engine_msg_cb 
         done(arg, x.oom ? HR_ENOMEM : x.gap ? HR_EGAP : HR_OK, 1);
         return HR_OK;
     }
-    uint64_t cost = e->topics.count + 1;
-    if (r->scan_budget && cost > r->scan_budget) {
-        done(arg, HR_ELIMIT, 0);
+    collect_t c = {r, NULL, 0, 0, 0};
+    int64_t visited =
+        hr__ttree_match(&e->tree, r->pattern.p, r->pattern.n, r->scan_budget, collect_cb, &c);
+    if (visited < 0) { /* over the scan budget: nothing replayed */
+        free(c.v);
+        done(arg, HR_ELIMIT, r->scan_budget);
         return HR_OK;
     }
-    collect_t c = {r, NULL, 0, 0, 0};
-    hr__map_each(&e->topics, collect_cb, &c);
+    uint64_t cost = (uint64_t)visited + 1;
     for (size_t i = 0; i < c.n && !x.oom; i++)
         replay_topic(&x, c.v[i]);
     free(c.v);
@@ -504,6 +516,7 @@ static void mem_destroy(hr_engine_t *base)
     mem_t *e = (mem_t *)base;
     hr__map_each(&e->topics, free_topic_cb, e);
     hr__map_destroy(&e->topics);
+    hr__ttree_destroy(&e->tree);
     hr__map_destroy(&e->tomb);
     free(e->tfifo);
     free(e);
@@ -538,7 +551,12 @@ hr_engine_t *hr__engine_mem_new(const hr_mem_limits_t *lim)
     e->lim = *lim;
     hr__map_init(&e->topics);
     hr__map_init(&e->tomb);
+    if (hr__ttree_init(&e->tree) != HR_OK) {
+        free(e);
+        return NULL;
+    }
     if (lim->max_tombstones && !(e->tfifo = calloc(lim->max_tombstones, sizeof(uint64_t)))) {
+        hr__ttree_destroy(&e->tree);
         free(e);
         return NULL;
     }

@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The HTTP surface of the WebSocket port: request heads (http_parser), responses, metrics. */
-#include <dirent.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <unistd.h>
 
 #include <http_parser.h>
 #include <openssl/evp.h>
@@ -13,6 +11,7 @@
 
 #include "http.h"
 #include "server.h"
+#include "stats.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -271,6 +270,16 @@ int hr__http_response(hr_buf_t *b, int status, const char *extra, const char *ct
     return r;
 }
 
+/* ---- embedded files ----------------------------------------------------------- */
+
+const hr_http_asset_t *hr__http_asset(hr_slice_t path, int demo)
+{
+    for (const hr_http_asset_t *a = hr__http_assets; a->path; a++)
+        if ((!a->demo || demo) && strlen(a->path) == path.n && !memcmp(a->path, path.p, path.n))
+            return a;
+    return NULL;
+}
+
 /* ---- metrics ------------------------------------------------------------------ */
 
 /* The statuses counted in hr_stats_t.http_status, by index; the last slot is "other". */
@@ -304,183 +313,252 @@ static const char *const err_names[] = {
     "rejected",
 };
 
-static int metric(hr_buf_t *b, const char *name, const char *type, const char *help)
+/*
+ * The metric families, in the order /metrics prints them. Each value is a uint64_t of
+ * hr_wstats_t at `off` (then `off + 8`, ... for families with several label sets).
+ */
+enum labels { L_NONE, L_TRANSPORT, L_ACTION, L_STATUS, L_ERROR };
+
+enum fam_flags {
+    M_GAUGE = 1u << 0,   /* per worker only while it serves (a counter stays when it is down) */
+    M_SECONDS = 1u << 1, /* kept in ms, printed in seconds */
+    M_ALWAYS = 1u << 2,  /* per worker for every worker, up or not */
+};
+
+typedef struct fam_s {
+    const char *name, *type, *help;
+    size_t off;
+    unsigned n;      /* label sets (1 when labels is L_NONE) */
+    unsigned labels; /* enum labels */
+    unsigned flags;  /* enum fam_flags */
+    unsigned have;   /* HR_WS_HAVE_* the value needs, 0: always there */
+} fam_t;
+
+#define W(f) offsetof(hr_wstats_t, f)
+#define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
+#define NERR (sizeof(err_names) / sizeof(err_names[0]) - 1)
+
+static const fam_t families[] = {
+    {"herald_connections", "gauge", "Open connections by transport (WebSocket: once upgraded).",
+     W(st.conns), HR_T_COUNT, L_TRANSPORT, M_GAUGE, 0},
+    {"herald_connections_total", "counter", "Accepted connections by transport.", W(st.conns_total),
+     HR_T_COUNT, L_TRANSPORT, 0, 0},
+    {"herald_connections_refused_total", "counter", "Connections refused by max-connections.",
+     W(st.refused_conns), 1, L_NONE, 0, 0},
+    {"herald_connections_refused_per_ip_total", "counter",
+     "Connections refused by max-conns-per-ip.", W(st.refused_per_ip), 1, L_NONE, 0, 0},
+    {"herald_handshakes_refused_total", "counter",
+     "Connections refused by max-pending (handshakes in progress).", W(st.refused_pending), 1,
+     L_NONE, 0, 0},
+    {"herald_publish_rate_limited_total", "counter", "PUBs refused by max-pub-rate (ERR 7).",
+     W(st.rate_limited), 1, L_NONE, 0, 0},
+    {"herald_replay_rate_limited_total", "counter",
+     "SUBs with since on a wildcard refused by max-replay-rate (ERR 7).", W(st.replay_limited), 1,
+     L_NONE, 0, 0},
+    {"herald_replay_scan_refused_total", "counter",
+     "Wildcard replays not run: the scan budget of the address or worker was spent (ERR 10).",
+     W(st.scan_refused), 1, L_NONE, 0, 0},
+    {"herald_replay_scan_topics_total", "counter",
+     "Topics examined by wildcard replays (replay-scan-rate, replay-scan-global).",
+     W(st.scan_topics), 1, L_NONE, 0, 0},
+    {"herald_auth_failures_total", "counter",
+     "HELLOs refused by authentication (ERR 3), expired tokens included.", W(st.auth_failed), 1,
+     L_NONE, 0, 0},
+    {"herald_denied_total", "counter", "PUBs and SUBs not permitted (ERR 4).", W(st.denied_pub), 2,
+     L_ACTION, 0, 0},
+    {"herald_http_responses_total", "counter",
+     "HTTP responses on the WebSocket port by status (101: upgraded).", W(st.http_status), NSTATUS,
+     L_STATUS, 0, 0},
+    {"herald_http_requests_total", "counter",
+     "HTTP requests on the WebSocket port (WebSocket upgrades and scrapes).", W(st.http_requests),
+     1, L_NONE, 0, 0},
+    {"herald_http_bytes_in_total", "counter",
+     "Bytes read from HTTP connections before an upgrade (not in bytes_in_total).",
+     W(st.http_bytes_in), 1, L_NONE, 0, 0},
+    {"herald_http_bytes_out_total", "counter",
+     "Bytes written to HTTP connections that were not upgraded (not in bytes_out_total).",
+     W(st.http_bytes_out), 1, L_NONE, 0, 0},
+    {"herald_subscriptions", "gauge", "Active subscriptions.", W(subs), 1, L_NONE, M_GAUGE, 0},
+    {"herald_patterns", "gauge", "Distinct subscribed patterns.", W(patterns), 1, L_NONE, M_GAUGE,
+     0},
+    {"herald_topics", "gauge", "Topics with state (sequence, history).", W(topics), 1, L_NONE,
+     M_GAUGE, 0},
+    {"herald_topics_reclaimed_total", "counter",
+     "Topics whose state was reclaimed (their seq remembered).", W(reclaimed), 1, L_NONE, 0, 0},
+    {"herald_topic_tombstones", "gauge", "Reclaimed topics whose last seq is remembered.",
+     W(tombstones), 1, L_NONE, M_GAUGE, 0},
+    {"herald_messages_in_total", "counter", "Messages published.", W(st.msgs_in), 1, L_NONE, 0, 0},
+    {"herald_bytes_in_total", "counter", "Bytes read from clients.", W(st.bytes_in), 1, L_NONE, 0,
+     0},
+    {"herald_deliveries_total", "counter", "Messages queued to subscribers.", W(st.deliveries), 1,
+     L_NONE, 0, 0},
+    {"herald_bytes_out_total", "counter", "Bytes written to clients.", W(st.bytes_out), 1, L_NONE,
+     0, 0},
+    {"herald_slow_consumers_total", "counter", "Connections closed as slow consumers.",
+     W(st.slow_consumers), 1, L_NONE, 0, 0},
+    {"herald_errors_total", "counter", "ERR frames by code.", W(st.errors[1]), NERR, L_ERROR, 0, 0},
+    {"herald_output_queue_bytes", "gauge",
+     "Memory held by output queued for clients: bytes not yet written and per-message "
+     "overhead, as charged against out-soft and out-hard.",
+     W(outq), 1, L_NONE, M_GAUGE, 0},
+    {"herald_output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.", W(inflight),
+     1, L_NONE, M_GAUGE, 0},
+    {"herald_history_bytes", "gauge", "Bytes of retained history (rings included).", W(hist_bytes),
+     1, L_NONE, M_GAUGE, 0},
+    {"herald_history_messages", "gauge", "Retained history messages.", W(hist_msgs), 1, L_NONE,
+     M_GAUGE, 0},
+};
+
+/* The process: after herald_build_info. The usual names, read from /proc/self (Linux). */
+static const fam_t process_families[] = {
+    {"process_start_time_seconds", "gauge",
+     "Start time of the process since the epoch, in seconds.", W(start_unix_ms), 1, L_NONE,
+     M_GAUGE | M_SECONDS, 0},
+    {"herald_uptime_seconds", "gauge", "Seconds since the broker started.", W(uptime_ms), 1, L_NONE,
+     M_GAUGE | M_SECONDS, 0},
+    {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", W(rss), 1, L_NONE,
+     M_GAUGE, HR_WS_HAVE_STATM},
+    {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", W(vm), 1, L_NONE,
+     M_GAUGE, HR_WS_HAVE_STATM},
+    {"process_open_fds", "gauge", "Number of open file descriptors.", W(open_fds), 1, L_NONE,
+     M_GAUGE, HR_WS_HAVE_FDS},
+    {"process_max_fds", "gauge", "Maximum number of open file descriptors.", W(max_fds), 1, L_NONE,
+     M_GAUGE, HR_WS_HAVE_MAXFDS},
+};
+
+/* Only in a cluster, after everything else (herald_workers comes first, printed apart). */
+static const fam_t cluster_families[] = {
+    {"herald_worker_up", "gauge", "1 while the worker serves (unlabelled: workers serving).", W(up),
+     1, L_NONE, M_ALWAYS, 0},
+    {"herald_worker_restarts_total", "counter", "Times the worker was started again after it died.",
+     W(restarts), 1, L_NONE, M_ALWAYS, 0},
+    {"herald_cluster_records_sent_total", "counter",
+     "Records written into the rings to other workers.", W(ring_out), 1, L_NONE, 0, 0},
+    {"herald_cluster_records_received_total", "counter",
+     "Records read from the rings of other workers.", W(ring_in), 1, L_NONE, 0, 0},
+    {"herald_cluster_ring_full_total", "counter",
+     "Records that found the ring to another worker full and waited in memory.", W(ring_full), 1,
+     L_NONE, 0, 0},
+    {"herald_cluster_backlog_bytes", "gauge",
+     "Bytes of records waiting for room in the rings to other workers.", W(ring_backlog), 1, L_NONE,
+     M_GAUGE, 0},
+};
+
+static void label_set(const fam_t *f, unsigned i, char *out, size_t cap)
 {
-    return bprintf(b, "# HELP herald_%s %s\n# TYPE herald_%s %s\n", name, help, name, type);
+    static const char *const tnames[HR_T_COUNT] = {"tcp", "ws"};
+    switch (f->labels) {
+    case L_TRANSPORT:
+        snprintf(out, cap, "transport=\"%s\"", tnames[i]);
+        break;
+    case L_ACTION:
+        snprintf(out, cap, "action=\"%s\"", i ? "sub" : "pub");
+        break;
+    case L_STATUS:
+        snprintf(out, cap, "status=\"%d\"", statuses[i]);
+        break;
+    case L_ERROR:
+        snprintf(out, cap, "code=\"%u\",name=\"%s\"", i + 1, err_names[i + 1]);
+        break;
+    default:
+        *out = 0;
+    }
 }
 
-/* One metric named `name` as is, without labels, after `r` (the chain's status so far) is HR_OK. */
-static int simple_raw(hr_buf_t *b, int r, const char *name, const char *type, const char *help,
-                      unsigned long long v)
-{
-    if (r == HR_OK)
-        r = bprintf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
-    return r;
-}
+_Static_assert(offsetof(hr_stats_t, denied_sub) == offsetof(hr_stats_t, denied_pub) + 8,
+               "herald_denied_total reads denied_pub and denied_sub as one array");
 
-/* One herald_ metric without labels, after `r` (the chain's status so far) is HR_OK. */
-static int simple(hr_buf_t *b, int r, const char *name, const char *type, const char *help,
-                  uint64_t v)
+/* One sample: `worker` < 0 is the unlabelled (whole broker) one. */
+static int sample(hr_buf_t *b, const fam_t *f, const char *labels, int worker, const hr_wstats_t *w,
+                  unsigned i)
 {
-    char full[96];
-    snprintf(full, sizeof(full), "herald_%s", name);
-    return simple_raw(b, r, full, type, help, (unsigned long long)v);
+    uint64_t v;
+    memcpy(&v, (const char *)w + f->off + i * sizeof(uint64_t), sizeof(v));
+    char lab[160];
+    if (worker >= 0)
+        snprintf(lab, sizeof(lab), "{%s%sworker=\"%d\"}", labels, *labels ? "," : "", worker);
+    else if (*labels)
+        snprintf(lab, sizeof(lab), "{%s}", labels);
+    else
+        lab[0] = 0;
+    if (f->flags & M_SECONDS)
+        return bprintf(b, "%s%s %.3f\n", f->name, lab, (double)v / 1000);
+    return bprintf(b, "%s%s %llu\n", f->name, lab, (unsigned long long)v);
 }
 
 /*
- * The usual process metrics, read from /proc/self (Linux): resident and
- * virtual memory from statm (one short read), open descriptors by listing
- * fd/ (one entry per connection: cheap next to the scrape's own walk over
- * the connections). Absent where /proc is not mounted.
+ * A family: HELP and TYPE, then for each label set the broker's sample and, in a cluster,
+ * one per worker. A worker that is down keeps its counters (what it had published) but has
+ * no gauges; one that never published has neither.
  */
-static int process_metrics(const hr_server_t *s, hr_buf_t *b, int r)
+static int family(hr_buf_t *b, int r, const fam_t *f, const hr_stats_view_t *v)
 {
+    if (r != HR_OK || (f->have && !(v->total.have & f->have)))
+        return r;
+    r = bprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+    for (unsigned i = 0; i < f->n && r == HR_OK; i++) {
+        char labels[96];
+        label_set(f, i, labels, sizeof(labels));
+        r = sample(b, f, labels, -1, &v->total, i);
+        for (unsigned k = 0; k < v->n && r == HR_OK; k++) {
+            const hr_wstats_t *w = &v->w[k];
+            if (!(f->flags & M_ALWAYS) &&
+                (v->state[k] == HR_WS_NONE || ((f->flags & M_GAUGE) && v->state[k] != HR_WS_UP) ||
+                 (f->have && !(w->have & f->have))))
+                continue;
+            r = sample(b, f, labels, (int)k, w, i);
+        }
+    }
+    return r;
+}
+
+static int families_of(hr_buf_t *b, int r, const fam_t *f, size_t n, const hr_stats_view_t *v)
+{
+    for (size_t i = 0; i < n; i++)
+        r = family(b, r, &f[i], v);
+    return r;
+}
+
+/*
+ * Renders the broker in the Prometheus text format (version 0.0.4). Alone, every series is
+ * this worker's. In a cluster every series is the whole broker without a `worker` label, and
+ * again per worker with `worker="K"` (stats.c gathers them from the shared area): whichever
+ * worker answers, the unlabelled series agree.
+ */
+int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
+{
+    hr_stats_view_t v;
+    int r = hr__stats_view(s, &v);
+    r = families_of(b, r, families, sizeof(families) / sizeof(families[0]), &v);
     if (r == HR_OK)
         r = bprintf(b,
                     "# HELP herald_build_info Version of the broker.\n"
                     "# TYPE herald_build_info gauge\nherald_build_info{version=\"%s\"} 1\n",
                     HERALD_VERSION);
-    if (r == HR_OK)
+    r = families_of(b, r, process_families, sizeof(process_families) / sizeof(process_families[0]),
+                    &v);
+    if (v.n && r == HR_OK)
         r = bprintf(b,
-                    "# HELP process_start_time_seconds Start time of the process since the epoch, "
-                    "in seconds.\n# TYPE process_start_time_seconds gauge\n"
-                    "process_start_time_seconds %.3f\n",
-                    s->started_unix);
-    if (r == HR_OK)
-        r = bprintf(b,
-                    "# HELP herald_uptime_seconds Seconds since the broker started.\n"
-                    "# TYPE herald_uptime_seconds gauge\nherald_uptime_seconds %.3f\n",
-                    (double)(hr__now_ms(s) - s->started_ms) / 1000);
-    unsigned long long vm, rss;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f && fscanf(f, "%llu %llu", &vm, &rss) == 2 && r == HR_OK) {
-        unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
-        r = bprintf(b,
-                    "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-                    "# TYPE process_resident_memory_bytes gauge\n"
-                    "process_resident_memory_bytes %llu\n"
-                    "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
-                    "# TYPE process_virtual_memory_bytes gauge\n"
-                    "process_virtual_memory_bytes %llu\n",
-                    rss * page, vm * page);
-    }
-    if (f)
-        fclose(f);
-    DIR *d = opendir("/proc/self/fd");
-    if (d) {
-        unsigned long long n = 0;
-        for (struct dirent *e; (e = readdir(d));)
-            n += e->d_name[0] != '.';
-        closedir(d);
-        if (n) /* less the descriptor of the listing itself */
-            n--;
-        r = simple_raw(b, r, "process_open_fds", "gauge", "Number of open file descriptors.", n);
-    }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-        r = simple_raw(b, r, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
-                       (unsigned long long)rl.rlim_cur);
+                    "# HELP herald_workers Worker processes the broker runs.\n"
+                    "# TYPE herald_workers gauge\nherald_workers %u\n",
+                    v.n);
+    if (v.n)
+        r = families_of(b, r, cluster_families,
+                        sizeof(cluster_families) / sizeof(cluster_families[0]), &v);
+    hr__stats_view_free(&v);
     return r;
 }
 
-/*
- * Renders the worker's state in the Prometheus text format (version 0.0.4).
- * Everything comes from counters the hot path already keeps, except the
- * output queue bytes, which are summed over the connections here: a scrape
- * costs O(connections), the hot path nothing.
- */
-int hr__http_metrics(const hr_server_t *s, hr_buf_t *b)
+int hr__http_health(const hr_server_t *s, hr_buf_t *b)
 {
-    const hr_stats_t *st = &s->stats;
-    static const char *const tnames[HR_T_COUNT] = {"tcp", "ws"};
-    size_t outq = 0, inflight = 0;
-    for (const hr_conn_t *c = s->conns; c; c = c->next) {
-        outq += hr__oq_charge(&c->out);
-        inflight += c->out.inflight;
+    if (s->shutting_down) {
+        hr_buf_append(b, "shutting down\n", 14);
+        return 503;
     }
-    int r = metric(b, "connections", "gauge",
-                   "Open connections by transport (WebSocket: once upgraded).");
-    for (int t = 0; t < HR_T_COUNT && r == HR_OK; t++)
-        r = bprintf(b, "herald_connections{transport=\"%s\"} %llu\n", tnames[t],
-                    (unsigned long long)st->conns[t]);
-    if (r == HR_OK)
-        r = metric(b, "connections_total", "counter", "Accepted connections by transport.");
-    for (int t = 0; t < HR_T_COUNT && r == HR_OK; t++)
-        r = bprintf(b, "herald_connections_total{transport=\"%s\"} %llu\n", tnames[t],
-                    (unsigned long long)st->conns_total[t]);
-    r = simple(b, r, "connections_refused_total", "counter",
-               "Connections refused by max-connections.", st->refused_conns);
-    /* Refusals by the limits and auth modules (limits.c, auth.c). */
-    r = simple(b, r, "connections_refused_per_ip_total", "counter",
-               "Connections refused by max-conns-per-ip.", st->refused_per_ip);
-    r = simple(b, r, "handshakes_refused_total", "counter",
-               "Connections refused by max-pending (handshakes in progress).", st->refused_pending);
-    r = simple(b, r, "publish_rate_limited_total", "counter",
-               "PUBs refused by max-pub-rate (ERR 7).", st->rate_limited);
-    r = simple(b, r, "replay_rate_limited_total", "counter",
-               "SUBs with since on a wildcard refused by max-replay-rate (ERR 7).",
-               st->replay_limited);
-    r = simple(b, r, "replay_scan_refused_total", "counter",
-               "Wildcard replays not run: the scan budget of the address or worker was spent "
-               "(ERR 10).",
-               st->scan_refused);
-    r = simple(b, r, "replay_scan_topics_total", "counter",
-               "Topics examined by wildcard replays (replay-scan-rate, replay-scan-global).",
-               st->scan_topics);
-    r = simple(b, r, "auth_failures_total", "counter",
-               "HELLOs refused by authentication (ERR 3), expired tokens included.",
-               st->auth_failed);
-    if (r == HR_OK)
-        r = metric(b, "denied_total", "counter", "PUBs and SUBs not permitted (ERR 4).");
-    if (r == HR_OK)
-        r = bprintf(
-            b,
-            "herald_denied_total{action=\"pub\"} %llu\nherald_denied_total{action=\"sub\"} %llu\n",
-            (unsigned long long)st->denied_pub, (unsigned long long)st->denied_sub);
-    if (r == HR_OK)
-        r = metric(b, "http_responses_total", "counter",
-                   "HTTP responses on the WebSocket port by status (101: upgraded).");
-    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]) && r == HR_OK; i++)
-        r = bprintf(b, "herald_http_responses_total{status=\"%d\"} %llu\n", statuses[i],
-                    (unsigned long long)st->http_status[i]);
-    r = simple(b, r, "http_requests_total", "counter",
-               "HTTP requests on the WebSocket port (WebSocket upgrades and scrapes).",
-               st->http_requests);
-    r = simple(b, r, "http_bytes_in_total", "counter",
-               "Bytes read from HTTP connections before an upgrade (not in bytes_in_total).",
-               st->http_bytes_in);
-    r = simple(b, r, "http_bytes_out_total", "counter",
-               "Bytes written to HTTP connections that were not upgraded (not in bytes_out_total).",
-               st->http_bytes_out);
-    r = simple(b, r, "subscriptions", "gauge", "Active subscriptions.", s->index.nsubs);
-    r = simple(b, r, "patterns", "gauge", "Distinct subscribed patterns.", s->index.npatterns);
-    hr_engine_stats_t es = {0};
-    s->engine->ops->stats(s->engine, &es);
-    r = simple(b, r, "topics", "gauge", "Topics with state (sequence, history).", es.topics);
-    r = simple(b, r, "topics_reclaimed_total", "counter",
-               "Topics whose state was reclaimed (their seq remembered).", es.reclaimed);
-    r = simple(b, r, "topic_tombstones", "gauge", "Reclaimed topics whose last seq is remembered.",
-               es.tombstones);
-    r = simple(b, r, "messages_in_total", "counter", "Messages published.", st->msgs_in);
-    r = simple(b, r, "bytes_in_total", "counter", "Bytes read from clients.", st->bytes_in);
-    r = simple(b, r, "deliveries_total", "counter", "Messages queued to subscribers.",
-               st->deliveries);
-    r = simple(b, r, "bytes_out_total", "counter", "Bytes written to clients.", st->bytes_out);
-    r = simple(b, r, "slow_consumers_total", "counter", "Connections closed as slow consumers.",
-               st->slow_consumers);
-    if (r == HR_OK)
-        r = metric(b, "errors_total", "counter", "ERR frames by code.");
-    for (unsigned i = 1; i < sizeof(err_names) / sizeof(err_names[0]) && r == HR_OK; i++)
-        r = bprintf(b, "herald_errors_total{code=\"%u\",name=\"%s\"} %llu\n", i, err_names[i],
-                    (unsigned long long)st->errors[i]);
-    r = simple(b, r, "output_queue_bytes", "gauge",
-               "Memory held by output queued for clients: bytes not yet written and per-message "
-               "overhead, as charged against out-soft and out-hard.",
-               outq);
-    r = simple(b, r, "output_inflight_bytes", "gauge", "Bytes handed to the kernel, in flight.",
-               inflight);
-    r = simple(b, r, "history_bytes", "gauge", "Bytes of retained history (rings included).",
-               es.hist_bytes);
-    r = simple(b, r, "history_messages", "gauge", "Retained history messages.", es.hist_msgs);
-    return process_metrics(s, b, r);
+    if (s->nworkers <= 1 || !s->cstats) {
+        hr_buf_append(b, "ok\n", 3);
+        return 200;
+    }
+    bprintf(b, "ok: %u of %u workers up\n", hr__stats_workers_up(s), (unsigned)s->nworkers);
+    return 200;
 }

@@ -60,8 +60,35 @@ int hr__http_response(hr_buf_t *b, int status, const char *extra, const char *ct
 /** Counts one response with `status` in s->stats (for /metrics). */
 void hr__http_count(struct hr_stats_s *st, int status);
 
-/** Appends the Prometheus text exposition of the worker's metrics to `b`. */
+/**
+ * Appends the Prometheus text exposition of the broker's metrics to `b`: this worker's
+ * alone, or in a cluster the whole broker's and each worker's (see docs/architecture.md).
+ */
 int hr__http_metrics(const struct hr_server_s *s, hr_buf_t *b);
+
+/** A file served over HTTP, embedded at build time (broker/embed.cmake). */
+typedef struct hr_http_asset_s {
+    const char *path;          /* request path, e.g. "/herald.js" */
+    const char *ctype;         /* Content-Type */
+    const unsigned char *data; /* the bytes, static */
+    size_t len;
+    unsigned demo; /* served only with the `demo` setting */
+} hr_http_asset_t;
+
+/** The embedded files, ending with an entry whose path is NULL (generated assets.c). */
+extern const hr_http_asset_t hr__http_assets[];
+
+/**
+ * The embedded file served at `path`, or NULL: the demo page only when
+ * `demo` is set, herald.js always.
+ */
+const hr_http_asset_t *hr__http_asset(hr_slice_t path, int demo);
+
+/**
+ * Appends the body of a /healthz answer to `b` and returns its status: 503 while the broker
+ * shuts down, else 200 ("ok", and in a cluster how many workers are up).
+ */
+int hr__http_health(const struct hr_server_s *s, hr_buf_t *b);
 
 /** The reason phrase of an HTTP status this module sends. */
 const char *hr__http_reason(int status);

@@ -36,6 +36,8 @@ typedef struct hr_sub_s {
     uint32_t pos;           /* private: index in in->subs or group->members */
     uint16_t plen;
     uint16_t qlen;
+    /* private to presence.c: the subscription's role there (enum hr_pres_role) */
+    uint8_t presence;
     char *queue;    /* points into `pattern` storage after the pattern, or NULL */
     char pattern[]; /* pattern bytes, then queue bytes */
 } hr_sub_t;

@@ -57,6 +57,11 @@ int main(int argc, char **argv)
         hr__server_destroy(&srv);
         return 1;
     }
+    srv.argc = argc;
+    srv.argv = argv;
+    /* A worker listens once the others told it what they subscribe to. */
+    while (worker && !hr__link_synced() && uv_run(loop, UV_RUN_ONCE))
+        ;
     if (hr__server_start(&srv) != 0) {
         hr__log_release(1);
         uv_run(loop, UV_RUN_DEFAULT); /* lets the handles it opened close */

@@ -43,6 +43,8 @@ void hr__cmd_subscribe(struct hr_conn_s *c, const hr_sub_cmd_t *s);
 void hr__cmd_unsubscribe(struct hr_conn_s *c, uint64_t sid);
 /** PING: the PONG waits for the answers of every earlier command of `c`. */
 void hr__cmd_ping(struct hr_conn_s *c, uint64_t id);
+/** The subscription `sid` of `c`, or NULL. */
+struct hr_sub_s *hr__sub_find(struct hr_conn_s *c, uint64_t sid);
 /** Drops every subscription of `c` (it is closing). */
 void hr__subs_drop(struct hr_conn_s *c);
 /** Frees every subscription of `c` (it is being freed). */

@@ -10,9 +10,11 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "presence.h"
 #include "log.h"
 #include "server.h"
 #include "policy.h"
+#include "stats.h"
 #include "xsub.h"
 
 #define SWEEP_MS_MAX 250
@@ -34,14 +36,20 @@ int hr__server_port(const hr_server_t *s, int kind)
 
 static void on_check(uv_check_t *h)
 {
-    hr__conn_flush_all(h->data);
+    hr_server_t *s = h->data;
+    if (s->on_flush)
+        s->on_flush(s);
+    hr__conn_flush_all(s);
 }
 
 /* Output queued by timers (sweep PINGs, ERR 6/11 closes, engine timers) goes
  * out before the loop blocks again, not one poll timeout later. */
 static void on_prepare(uv_prepare_t *h)
 {
-    hr__conn_flush_all(h->data);
+    hr_server_t *s = h->data;
+    if (s->on_flush)
+        s->on_flush(s);
+    hr__conn_flush_all(s);
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -56,14 +64,45 @@ static void on_sweep(uv_timer_t *t)
         c = next;
     }
     hr__limits_sweep(s);
+    hr__stats_tick(s, now);
+}
+
+/*
+ * SIGHUP: the command line (and the --config files it names) is read again;
+ * the settings that can change while running take effect for what happens
+ * next, the others are named in the log as needing a restart.
+ */
+static void reload(hr_server_t *s)
+{
+    hr_config_t fresh;
+    if (!s->argv) {
+        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: no command line to reload from; ignored");
+        return;
+    }
+    hr__config_defaults(&fresh);
+    if (hr__config_args(&fresh, s->argc, s->argv) != 0) {
+        HR_LOG(HR_LOG_ERROR, 0,
+               "SIGHUP received: the configuration has errors (see above); "
+               "keeping the running one");
+        return;
+    }
+    if (s->nworkers > 1) { /* what the primary decided for this worker is not a change */
+        fresh.port = s->cfg.port;
+        fresh.ws_port = s->cfg.ws_port;
+        memcpy(fresh.ready_file, s->cfg.ready_file, sizeof(fresh.ready_file));
+    }
+    int n = hr__config_reload(&s->cfg, &fresh);
+    hr__log_level = hr__log_parse_level(s->cfg.log_level);
+    /* At warn level: an operator's action, worth a line even in a quiet log. */
+    HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: configuration reloaded (%d setting%s changed)", n,
+           n == 1 ? "" : "s");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
 {
     hr_server_t *s = h->data;
     if (signum == SIGHUP) {
-        /* The default action would end the broker without a word. */
-        HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: ignored (configuration reload is not supported)");
+        reload(s);
         return;
     }
     HR_LOG(HR_LOG_INFO, 0, "%s received: %s", signum == SIGINT ? "SIGINT" : "SIGTERM",
@@ -159,6 +198,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
     if ((r = hr__policy_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
+    if ((r = hr__presence_init(s)) != HR_OK)
         goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
@@ -282,6 +323,7 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->flush_check, NULL);
     uv_close((uv_handle_t *)&s->flush_prepare, NULL);
     uv_close((uv_handle_t *)&s->sweep, NULL);
+    hr__presence_close(s);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     hr__xsub_close(s);
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -363,6 +405,7 @@ void hr__server_shutdown(hr_server_t *s)
 
 void hr__server_destroy(hr_server_t *s)
 {
+    hr__presence_destroy(s);
     hr__auth_destroy(s);
     hr__limits_destroy(s);
     hr__index_destroy(&s->index);

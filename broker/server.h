@@ -58,6 +58,7 @@ enum hr_conn_flag {
     HR_C_OPS_WAIT = 1u << 8,   /* reading paused: too many engine calls in flight */
     HR_C_TURN = 1u << 9,       /* an answer that waited is being given: its ERRs go out now */
     HR_C_CONGESTED = 1u << 10, /* reading paused: the rings to other workers are full */
+    HR_C_FAILING = 1u << 11,   /* a fatal ERR waits for the answers to earlier frames */
 };
 
 struct hr_conn_s {
@@ -79,13 +80,15 @@ struct hr_conn_s {
     uint64_t deadline;    /* ms: force close when CLOSING lasts past this */
     uv_write_t *wreq;     /* owned while a write is in flight */
     struct hr_reply_s *rq_head, *rq_tail; /* answers waiting for an earlier one */
-    uint32_t inflight_ops;   /* publishes and replays the engine has not answered yet */
+    uint32_t inflight_ops; /* publishes and replays the engine has not answered yet */
+    int fail_status;       /* HR_C_FAILING: the ERR to send once the answers are out */
+    const char *fail_msg;
     struct hr_park_s *park;  /* policy.c: parked messages and lost ranges, NULL when none */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
 
-/* Counters exported by /metrics. */
+/* Counters exported by /metrics; uint64_t fields only (stats.c adds them as an array). */
 typedef struct hr_stats_s {
     uint64_t conns_total[HR_T_COUNT];
     uint64_t conns[HR_T_COUNT];
@@ -144,17 +147,27 @@ struct hr_server_s {
     void *peer_arg;
     hr_map_t conns_by_id; /* client id -> connection, in a cluster (queue-group deliveries) */
     int congested;        /* the rings to other workers are full: publishers are paused */
-    void (*on_stop)(hr_server_t *s); /* closes what others opened on the loop (cluster links) */
-    hr_buf_t scratch;                /* control frame encoding */
-    uv_timer_t xtimer;               /* xsub.c: conflate windows and batches that come due */
-    struct hr_xsub_s *xarmed;        /* xsub.c: subscriptions waiting for xtimer */
-    uint64_t xdue;                   /* xsub.c: when xtimer fires; 0: stopped */
-    hr_buf_t xbuf;                   /* xsub.c: projection scratch */
-    struct hr_policies_s *policies;  /* policy.c: slow-consumer policies by topic pattern */
-    size_t npolicies;                /* policy.c: how many are not `disconnect` */
+    void (*on_stop)(hr_server_t *s);  /* closes what others opened on the loop (cluster links) */
+    void (*on_flush)(hr_server_t *s); /* once per loop turn, before output is written */
+    int argc;                         /* the command line, read again on SIGHUP */
+    char **argv;
+    hr_buf_t scratch;               /* control frame encoding */
+    uv_timer_t xtimer;              /* xsub.c: conflate windows and batches that come due */
+    struct hr_xsub_s *xarmed;       /* xsub.c: subscriptions waiting for xtimer */
+    uint64_t xdue;                  /* xsub.c: when xtimer fires; 0: stopped */
+    hr_buf_t xbuf;                  /* xsub.c: projection scratch */
+    struct hr_policies_s *policies; /* policy.c: slow-consumer policies by topic pattern */
+    size_t npolicies;               /* policy.c: how many are not `disconnect` */
     hr_stats_t stats;
-    hr_limits_t limits; /* limits.c */
-    void *auth;         /* auth.c: tokens and keys; NULL when unrestricted */
+    struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
+    hr_limits_t limits;         /* limits.c */
+    void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
+    /* presence.c: rooms and their watchers */
+    struct hr_presence_s *presence;
+    /* In a cluster: hands a presence change to the worker that keeps the room; 0 when this
+     * worker keeps it (then presence.c handles it here). */
+    int (*presence_fwd)(hr_server_t *s, int kind, hr_slice_t topic, uint64_t cid, uint64_t sid,
+                        hr_slice_t info);
     int shutting_down;
     int exit_code;
     uint64_t started_ms;  /* loop time at start, for uptime */
@@ -195,6 +208,12 @@ void hr__conn_start(hr_conn_t *c);
 void hr__conn_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref);
 /** Queues the ERR for `status` (HR_OK: none), lets the transport say goodbye, drains, closes. */
 void hr__conn_fail(hr_conn_t *c, int status, const char *msg);
+/**
+ * hr__conn_fail() for bad input (`msg` static), after the answers to the
+ * frames read before it (a publish another worker sequences): nothing more
+ * is read meanwhile.
+ */
+void hr__conn_fail_input(hr_conn_t *c, int status, const char *msg);
 /** Closes at once (peer gone). */
 void hr__conn_close_now(hr_conn_t *c);
 /** Queues raw, already framed bytes (copied): WebSocket control frames, HTTP responses. */

@@ -6,6 +6,7 @@
 #include "auth.h"
 #include "log.h"
 #include "policy.h"
+#include "presence.h"
 #include "server.h"
 #include "xsub.h"
 
@@ -30,6 +31,12 @@ static hr_sub_t **find_sub(hr_conn_t *c, uint64_t sid)
 {
     uint32_t i = sub_pos(c, sid);
     return i < c->nsubs && c->subs[i]->sid == sid ? &c->subs[i] : NULL;
+}
+
+hr_sub_t *hr__sub_find(hr_conn_t *c, uint64_t sid)
+{
+    hr_sub_t **slot = find_sub(c, sid);
+    return slot ? *slot : NULL;
 }
 
 /* Inserts `sub` (room already reserved); returns its slot. */
@@ -280,6 +287,7 @@ static void start_replay(hr_conn_t *c, hr_sub_t *sub, const hr_sub_cmd_t *cmd)
 /* Unlinks `sub` from everything and frees it; a replay in flight forgets it. */
 static void sub_release(hr_server_t *s, hr_sub_t *sub, int indexed)
 {
+    hr__presence_sub_gone(s, sub);
     if (indexed) {
         hr__index_remove(&s->index, sub);
         s->engine->ops->interest_remove(s->engine, sub);
@@ -294,8 +302,13 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
 {
     hr_server_t *s = c->srv;
     hr_sub_t **slot = find_sub(c, cmd->sid);
-    int replay = (cmd->has_since || cmd->has_last) && !cmd->queue.n;
-    if (!hr__auth_allowed(c, HR_AUTH_SUB, cmd->pattern)) {
+    hr_slice_t scope, info; /* a $PRES. watcher needs permission on the room's topic */
+    int pres = hr__presence_sub_check(c, cmd, &scope, &info);
+    if (pres < 0)
+        return;
+    /* A watcher's snapshot stands in for history: no replay. */
+    int replay = (cmd->has_since || cmd->has_last) && !cmd->queue.n && pres != HR_PRES_WATCHER;
+    if (!hr__auth_allowed(c, HR_AUTH_SUB, scope)) {
         hr__conn_err(c, HR_EPERM, "not permitted to subscribe to this pattern", 1, cmd->sid);
         return;
     }
@@ -346,7 +359,8 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         return;
     }
     s->engine->ops->interest_add(s->engine, sub);
-    if (slot) { /* an active sid is replaced */
+    hr__presence_sub_added(c, sub, pres, info); /* before a replaced one leaves: no flap */
+    if (slot) {                                 /* an active sid is replaced */
         hr__policy_forget(c, cmd->sid);
         sub_release(s, *slot, 1);
         *slot = sub;
@@ -385,6 +399,7 @@ void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
 void hr__subs_drop(hr_conn_t *c)
 {
     for (uint32_t i = 0; i < c->nsubs; i++) {
+        hr__presence_sub_gone(c->srv, c->subs[i]);
         hr__index_remove(&c->srv->index, c->subs[i]);
         c->srv->engine->ops->interest_remove(c->srv->engine, c->subs[i]);
     }

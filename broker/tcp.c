@@ -60,7 +60,7 @@ static int lp_frame(void *arg, const char *body, size_t n)
 {
     hr_conn_t *c = arg;
     hr__dispatch_frame(c, body, n);
-    return (c->flags & HR_C_CLOSING) != 0;
+    return (c->flags & (HR_C_CLOSING | HR_C_FAILING)) != 0;
 }
 
 /* True when `p` (4 bytes) starts an HTTP request rather than a length prefix. */

@@ -122,7 +122,12 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
         return;
     }
     if (rq.path.n == 8 && !memcmp(rq.path.p, "/healthz", 8)) {
-        http_reply(c, w, 200, NULL, "text/plain; charset=utf-8", "ok\n", 3);
+        hr_buf_t b;
+        hr_buf_init(&b);
+        int st = hr__http_health(s, &b);
+        http_reply(c, w, st, st == 503 ? "Retry-After: 1\r\n" : NULL, "text/plain; charset=utf-8",
+                   (const char *)b.base, b.len);
+        hr_buf_destroy(&b);
         hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }
@@ -135,6 +140,13 @@ static void http_request(hr_conn_t *c, ws_t *w, const char *p, size_t hl, size_t
         else
             http_reply(c, w, 500, NULL, "text/plain", "out of memory\n", 14);
         hr_buf_destroy(&b);
+        hr__conn_fail(c, HR_OK, "HTTP request served");
+        return;
+    }
+    const hr_http_asset_t *asset = hr__http_asset(rq.path, s->cfg.demo != 0);
+    if (asset) { /* herald.js may be imported by pages of any origin */
+        http_reply(c, w, 200, "Access-Control-Allow-Origin: *\r\n", asset->ctype,
+                   (const char *)asset->data, asset->len);
         hr__conn_fail(c, HR_OK, "HTTP request served");
         return;
     }

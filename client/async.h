@@ -120,6 +120,11 @@ struct hr_subscription_s {
     size_t pend_msgs, pend_bytes, lim_msgs, lim_bytes;
     uint64_t dropped, delivered;
     int slow;
+    /* Presence: member info (NULL: not a member); a $PRES. watcher's callback (or NULL). */
+    char *presence;
+    size_t presence_len;
+    hr_presence_cb pres_cb;
+    void *pres_arg;
 };
 
 /* One TCP connection attempt; outlives its client link until uv_close completes. */

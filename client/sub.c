@@ -114,6 +114,7 @@ static void sub_free(hr_sub_t *s)
     free(s->queue);
     free(s->epoch_opt);
     hr_buf_destroy(&s->xopts);
+    free(s->presence);
     free(s);
 }
 
@@ -188,6 +189,7 @@ static void first_sub_fields(const hr_sub_t *s, hr_sub_fields_t *o)
     o->has_last = s->has_last_n;
     o->last = s->last_n;
     o->epoch = s->epoch_opt ? hr__slice(s->epoch_opt) : (hr_slice_t){NULL, 0};
+    o->presence = (hr_slice_t){s->presence, s->presence_len};
 }
 
 /* ---- delivery ----------------------------------------------------------- */
@@ -306,7 +308,7 @@ static void note_epoch(hr_client_t *c, hr_sub_t *s)
 static int accept_seq(hr_client_t *c, hr_sub_t *s, const hr_frame_t *f)
 {
     uint64_t *last;
-    if (s->queue)
+    if (s->queue || s->pres_cb) /* a watcher's snapshot repeats the seq of the last change */
         return 1;
     if (!s->wildcard) {
         last = s->have_last ? &s->last : NULL;
@@ -393,8 +395,10 @@ void hr__sub_resume(hr_client_t *c, hr_sub_t *s)
     hr_sub_fields_t o;
     first_sub_fields(s, &o);
     if (s->internal || s->queue) {
-        if (s->sent)
+        if (s->sent) {
             memset(&o, 0, sizeof(o)); /* live: a replay would bypass the group */
+            o.presence = (hr_slice_t){s->presence, s->presence_len};
+        }
     } else if (s->have_last) {
         o.has_last = 0;
         o.has_since = 1;
@@ -459,11 +463,14 @@ int hr__subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *so, 
     s->has_last_n = so ? so->has_last : 0;
     s->last_n = so ? so->last : 0;
     s->epoch_opt = so && so->epoch ? hr__strdup(so->epoch) : NULL;
+    if (so && so->presence && (s->presence = malloc(so->presence_len ? so->presence_len : 1)))
+        memcpy(s->presence, so->presence, so->presence_len);
+    s->presence_len = so && so->presence ? so->presence_len : 0;
     s->lim_msgs = so && so->pending_msgs_limit ? so->pending_msgs_limit : c->o.pending_msgs_limit;
     s->lim_bytes =
         so && so->pending_bytes_limit ? so->pending_bytes_limit : c->o.pending_bytes_limit;
     if (!s->pattern || (so && so->queue && !s->queue) || (so && so->epoch && !s->epoch_opt) ||
-        sub_insert(c, s) != HR_OK) {
+        (so && so->presence && !s->presence) || sub_insert(c, s) != HR_OK) {
         sub_free(s);
         free(op);
         return HR_ENOMEM;

@@ -11,8 +11,10 @@
 
 #include "link.h"
 #include "log.h"
+#include "presence.h"
 #include "server.h"
 #include "shm.h"
+#include "stats.h"
 #include "waker.h"
 
 /*
@@ -32,6 +34,15 @@
  *                  (or for one queue-group member there)
  *   RREQ           a replay (since/last) for topics the receiver owns;
  *                  answered by RMSG records and one RDONE
+ *   HELLO / SYNC   a worker that starts says HELLO to every other; each
+ *                  forgets what it knew of the sender and answers with its
+ *                  RESET, its interest and SYNC
+ *
+ * A new worker sequences nothing (PUB and RREQ records wait, and it does
+ * not listen yet) until every peer answered its HELLO: a message it
+ * sequences must reach every subscription, including those registered with
+ * its previous incarnation. The PUBs forwarded to it while it was down sit
+ * in the ring and are sequenced then, with the shared seq table's numbers.
  *
  * A record is copied once into the ring by its producer and once out of it
  * (into a refcounted message) by its consumer: one copy per hop. A full ring
@@ -50,8 +61,16 @@ enum rec_type {
     R_MSG,
     R_RREQ,
     R_RMSG,
-    R_RDONE
+    R_RDONE,
+    R_HELLO, /* the sender (re)started: forget it, and tell it your interest */
+    R_SYNC,  /* the end of that answer */
+    R_PJOIN, /* presence: a member joins / leaves a room the receiver keeps */
+    R_PLEAVE,
+    R_PWATCH, /* presence: watchers of a room the receiver keeps (+/-); with a sid, a snapshot */
+    R_PSNAP   /* the snapshot for one watcher */
 };
+
+#define SYNC_WAIT_MS 2000 /* a worker starts serving without a peer that does not answer */
 
 #define DRAIN_BUDGET 4096                /* records per inbound ring per loop turn */
 #define OVERFLOW_HIGH (8u * 1024 * 1024) /* queued bytes that pause this worker's input */
@@ -86,6 +105,8 @@ struct hr_cluster_shm_s {
     int seq_fd;
     int efd[HR_CLUSTER_MAX];
     int n;
+    int stats_fd;
+    hr_stats_area_t *stats;
 };
 
 hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
@@ -95,6 +116,7 @@ hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
         return NULL;
     c->n = n;
     c->seq_fd = -1;
+    c->stats_fd = -1;
     for (int i = 0; i < HR_CLUSTER_MAX; i++)
         c->efd[i] = -1;
     /* A record may take at most half a ring: the largest frame, its routing
@@ -110,6 +132,10 @@ hr_cluster_shm_t *hr__cluster_shm_create(int n, const hr_config_t *cfg)
     for (int i = 0; i < n; i++)
         if ((c->efd[i] = hr__waker_fd_new()) < 0)
             goto fail;
+    if ((c->stats_fd = hr__stats_area_create((unsigned)n, &c->stats)) < 0) {
+        errno = -c->stats_fd;
+        goto fail;
+    }
     return c;
 fail:
     hr__cluster_shm_free(c);
@@ -119,7 +145,7 @@ fail:
 int hr__cluster_shm_stdio(hr_cluster_shm_t *c, uv_stdio_container_t *io, int max)
 {
     int k = 0;
-    if (max < 2 + c->n)
+    if (max < 3 + c->n)
         return 0;
     io[k].flags = UV_INHERIT_FD;
     io[k++].data.fd = c->shm.fd;
@@ -129,6 +155,8 @@ int hr__cluster_shm_stdio(hr_cluster_shm_t *c, uv_stdio_container_t *io, int max
         io[k].flags = UV_INHERIT_FD;
         io[k++].data.fd = c->efd[i];
     }
+    io[k].flags = UV_INHERIT_FD; /* HR_CLUSTER_FD_STATS(n) */
+    io[k++].data.fd = c->stats_fd;
     return k;
 }
 
@@ -142,7 +170,13 @@ void hr__cluster_shm_free(hr_cluster_shm_t *c)
     for (int i = 0; i < HR_CLUSTER_MAX; i++)
         if (c->efd[i] >= 0)
             close(c->efd[i]);
+    hr__stats_area_free(c->stats, c->stats_fd);
     free(c);
+}
+
+hr_stats_area_t *hr__cluster_shm_stats(hr_cluster_shm_t *c)
+{
+    return c ? c->stats : NULL;
 }
 
 /* ---- worker side ---------------------------------------------------------------------- */
@@ -158,6 +192,7 @@ typedef struct peer_s {
     hr_ring_t out, in; /* to the peer, from the peer */
     int efd;           /* the peer's eventfd: wakes it */
     int up;
+    int dirty;                  /* records reserved in `out` and not yet committed */
     ovf_t *ovf_head, *ovf_tail; /* records waiting for room in `out` */
     size_t ovf_bytes;
 } peer_t;
@@ -191,11 +226,20 @@ typedef struct link_s {
     hr_map_t pend_pubs; /* token -> pend_pub_t* */
     hr_map_t pend_reps; /* token -> pend_replay_t* */
     uint64_t next_token;
+    uint64_t records_out, records_in, records_waited; /* for /metrics */
     size_t ovf_total;
     int congested;
     uv_timer_t retry; /* flushes overflow queues while any is non-empty */
     int stopped;      /* hr__link_stop() ran */
-    hr_buf_t rec;     /* record being built */
+    int unsynced;     /* peers whose answer to our HELLO has not arrived */
+    uint8_t synced_from[HR_CLUSTER_MAX];
+    ovf_t *def_head, *def_tail; /* PUB and RREQ records waiting for that */
+    uv_timer_t sync_timer;
+    hr_buf_t rec; /* record being built */
+    /* Presence (the keeper of a room is the owner of `$PRES.<topic>`): */
+    hr_map_t pmem;   /* "topic|cid" -> pmem_t: local members of rooms others keep */
+    hr_map_t pwatch; /* topic -> local watchers of rooms others keep (count) */
+    hr_map_t rwatch; /* "topic|peer" -> that peer's watchers of rooms kept here (count) */
 } link_t;
 
 static link_t *L; /* one worker, one link */
@@ -263,15 +307,23 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
     peer_t *p = &l->peer[to];
     void *dst;
     int r = p->ovf_head ? HR_EBUFFULL : hr__ring_reserve(&p->out, type, len, &dst);
-    if (r == 0) {
-        memcpy(dst, data, len);
+    if (r == HR_EBUFFULL && p->dirty) { /* what this turn reserved may be holding the room */
         if (hr__ring_commit(&p->out))
             hr__waker_signal(p->efd);
+        p->dirty = 0;
+        r = p->ovf_head ? HR_EBUFFULL : hr__ring_reserve(&p->out, type, len, &dst);
+    }
+    if (r == 0) {
+        /* Published once per loop turn (hr__link_flush): one release store and at
+         * most one wake-up per ring and turn, however many records. */
+        memcpy(dst, data, len);
+        p->dirty = 1;
+        l->records_out++;
         return HR_OK;
     }
     if (r != HR_EBUFFULL) { /* rings are sized for the largest frame: this is a bug */
-        HR_LOG(HR_LOG_ERROR, 0, "record of %zu bytes refused by the ring to worker %d: %s", len,
-               to, hr_strerror(r));
+        HR_LOG(HR_LOG_ERROR, 0, "record of %zu bytes refused by the ring to worker %d: %s", len, to,
+               hr_strerror(r));
         return r;
     }
     ovf_t *o = malloc(sizeof(*o) + len);
@@ -286,6 +338,7 @@ static int ring_put(link_t *l, int to, uint32_t type, const void *data, size_t l
     else
         p->ovf_head = o;
     p->ovf_tail = o;
+    l->records_waited++;
     p->ovf_bytes += len;
     l->ovf_total += len;
     if (!l->stopped && !uv_is_active((uv_handle_t *)&l->retry))
@@ -303,6 +356,23 @@ static int send_rec(link_t *l, int to, uint32_t type)
     return r;
 }
 
+/* Commits what this loop turn wrote to every ring (the server calls it before its flush). */
+static void link_flush(hr_server_t *s)
+{
+    link_t *l = L;
+    (void)s;
+    if (!l)
+        return;
+    for (int i = 0; i < l->n; i++) {
+        peer_t *p = &l->peer[i];
+        if (!p->dirty)
+            continue;
+        p->dirty = 0;
+        if (hr__ring_commit(&p->out))
+            hr__waker_signal(p->efd);
+    }
+}
+
 static void flush_overflow(link_t *l)
 {
     for (int i = 0; i < l->n; i++) {
@@ -314,6 +384,7 @@ static void flush_overflow(link_t *l)
             if (hr__ring_reserve(&p->out, o->type, o->len, &dst) != 0)
                 break;
             memcpy(dst, o->data, o->len);
+            l->records_out++;
             p->ovf_head = o->next;
             if (!p->ovf_head)
                 p->ovf_tail = NULL;
@@ -322,8 +393,11 @@ static void flush_overflow(link_t *l)
             free(o);
             wake = 1;
         }
-        if (wake && hr__ring_commit(&p->out))
-            hr__waker_signal(p->efd);
+        if (wake || p->dirty) {
+            p->dirty = 0;
+            if (hr__ring_commit(&p->out))
+                hr__waker_signal(p->efd);
+        }
     }
     if (l->ovf_total <= OVERFLOW_HIGH / 2)
         set_congested(l, 0);
@@ -337,7 +411,8 @@ static void on_retry(uv_timer_t *t)
         uv_timer_stop(t);
 }
 
-/* ---- congestion: pause input while the overflow queues are long ------------------------------- */
+/* ---- congestion: pause input while the overflow queues are long -------------------------------
+ */
 
 static void set_congested(link_t *l, int on)
 {
@@ -426,9 +501,9 @@ static void cl_interest_remove(hr_engine_t *e, const hr_sub_t *sub)
 static size_t remote_key(char *k, size_t cap, int peer, int q, uint64_t cid, uint64_t sid,
                          hr_slice_t pattern, hr_slice_t queue)
 {
-    size_t n = (size_t)snprintf(k, cap, "%d|%d|%llu|%llu|", peer, q,
-                                q ? (unsigned long long)cid : 0ull,
-                                q ? (unsigned long long)sid : 0ull);
+    size_t n =
+        (size_t)snprintf(k, cap, "%d|%d|%llu|%llu|", peer, q, q ? (unsigned long long)cid : 0ull,
+                         q ? (unsigned long long)sid : 0ull);
     if (n + pattern.n + 1 + queue.n > cap)
         return 0;
     memcpy(k + n, pattern.p, pattern.n);
@@ -522,11 +597,19 @@ static void forget_remote(link_t *l, int peer)
     free(c.klens);
 }
 
-/* Tells `peer` everything this worker subscribes to, after a RESET. */
+/* Tells `peer` everything this worker subscribes to: RESET, the interest, SYNC. */
+static void announce_subs(link_t *l, int peer);
+
 static void announce(link_t *l, int peer)
 {
-    hr_server_t *s = l->s;
     ring_put(l, peer, R_RESET, "", 0);
+    announce_subs(l, peer);
+    ring_put(l, peer, R_SYNC, "", 0);
+}
+
+static void announce_subs(link_t *l, int peer)
+{
+    hr_server_t *s = l->s;
     for (hr_conn_t *c = s->conns; c; c = c->next) {
         if (c->flags & HR_C_CLOSED)
             continue;
@@ -541,7 +624,8 @@ static void announce(link_t *l, int peer)
     }
 }
 
-/* ---- publishing through the owner --------------------------------------------------------------- */
+/* ---- publishing through the owner ---------------------------------------------------------------
+ */
 
 static int cl_forward(void *arg, uint16_t owner, const hr_pub_cmd_t *p, uint64_t origin_cid,
                       int origin_no_echo, hr_router_done_cb done, void *done_arg)
@@ -629,7 +713,8 @@ static void on_ack(link_t *l, rd_t *r)
     free(pp);
 }
 
-/* ---- deliveries ------------------------------------------------------------------------------------ */
+/* ---- deliveries
+ * ------------------------------------------------------------------------------------ */
 
 static void put_delivery(link_t *l, const hr_delivery_t *d)
 {
@@ -691,7 +776,8 @@ static void on_msg(link_t *l, rd_t *r)
     hr_msg_unref(&m);
 }
 
-/* ---- replays across owners ---------------------------------------------------------------------------- */
+/* ---- replays across owners
+ * ---------------------------------------------------------------------------- */
 
 typedef struct rreq_s {
     link_t *l;
@@ -824,6 +910,9 @@ static int cl_replay(hr_engine_t *e, const hr_erange_t *r, hr_engine_msg_cb msg,
     int owner = r->wildcard ? -1 : hr__route(l->s, r->hash);
     if (owner == l->self)
         return hr__engine_replay(l->inner, r, msg, done, arg);
+    /* Each owner checks the scan budget against its own topics; what all of
+     * them examined is charged to the client afterwards (the done callback's
+     * count), so a burst of wildcard replays is still paid for in full. */
     pend_replay_t *pr = calloc(1, sizeof(*pr));
     if (!pr)
         return HR_ENOMEM;
@@ -892,7 +981,331 @@ static const hr_engine_ops_t cluster_ops = {
 
 static const hr_peer_ops_t peer_ops = {cl_forward, cl_deliver, cl_busy};
 
-/* ---- draining ------------------------------------------------------------------------------------------ */
+/* ---- presence across workers ------------------------------------------------------------------
+ */
+
+/*
+ * A room is kept by the worker that owns `$PRES.<topic>`: it counts the
+ * members (joins and leaves forwarded from every worker), coalesces the
+ * changes and publishes them on `$PRES.<topic>`, which reaches the watchers
+ * on every worker like any message (their interest in that topic went to the
+ * same owner). A watcher on another worker gets its snapshot in a PSNAP
+ * record: its worker sends the interest (ADD) and the PWATCH in one batch, so
+ * the keeper handles both in one drain and no change of the room can fall
+ * between them; changes published later follow the snapshot in the ring.
+ * Every worker remembers what it forwarded, so a keeper that restarts is told
+ * again (after its HELLO); a worker that dies takes its members and watchers
+ * with it (hr__presence_worker_gone()).
+ */
+typedef struct pmem_s {
+    uint32_t count;
+    uint32_t ilen;
+    char info[];
+} pmem_t;
+
+static int pres_owner(link_t *l, hr_slice_t room)
+{
+    char t[HR_TOPIC_MAX + HR_PRES_PREFIX_LEN];
+    if (room.n > HR_TOPIC_MAX)
+        return l->self;
+    memcpy(t, HR_PRES_PREFIX, HR_PRES_PREFIX_LEN);
+    memcpy(t + HR_PRES_PREFIX_LEN, room.p, room.n);
+    return hr__route(l->s, hr__hash(t, HR_PRES_PREFIX_LEN + room.n));
+}
+
+/* "bytes|number": the number after the last '|'. */
+static size_t pkey(char *k, size_t cap, const char *a, size_t an, uint64_t b)
+{
+    size_t n = an < cap - 24 ? an : cap - 24;
+    memcpy(k, a, n);
+    return n + (size_t)snprintf(k + n, cap - n, "|%llu", (unsigned long long)b);
+}
+
+static const char *last_bar(const void *k, size_t kn)
+{
+    const char *p = k;
+    for (size_t i = kn; i > 0; i--)
+        if (p[i - 1] == '|')
+            return p + i - 1;
+    return NULL;
+}
+
+static void send_pjoin(link_t *l, int to, hr_slice_t room, uint64_t cid, hr_slice_t info)
+{
+    put_u64(&l->rec, cid);
+    put_bytes(&l->rec, room);
+    put_bytes(&l->rec, info);
+    send_rec(l, to, R_PJOIN);
+}
+
+static void send_pwatch(link_t *l, int to, hr_slice_t room, uint64_t cid, uint64_t sid,
+                        int64_t delta)
+{
+    put_u64(&l->rec, cid);
+    put_u64(&l->rec, sid);
+    put_u64(&l->rec, (uint64_t)delta);
+    put_bytes(&l->rec, room);
+    send_rec(l, to, R_PWATCH);
+}
+
+static int pres_fwd(hr_server_t *s, int kind, hr_slice_t room, uint64_t cid, uint64_t sid,
+                    hr_slice_t info)
+{
+    link_t *l = L;
+    (void)s;
+    if (!l || !room.n)
+        return 0;
+    int owner = pres_owner(l, room);
+    if (owner == l->self)
+        return 0;
+    char k[HR_TOPIC_MAX + 32];
+    size_t kn;
+    if (kind == HR_PRES_FWD_JOIN) {
+        kn = pkey(k, sizeof(k), room.p, room.n, cid);
+        pmem_t *m = hr__map_get(&l->pmem, k, kn);
+        uint32_t count = m ? m->count + 1 : 1;
+        pmem_t *nm = malloc(sizeof(*nm) + info.n);
+        if (nm) {
+            nm->count = count;
+            nm->ilen = (uint32_t)info.n;
+            if (info.n)
+                memcpy(nm->info, info.p, info.n);
+            if (hr__map_put(&l->pmem, k, kn, nm) == 0) {
+                free(m);
+            } else {
+                free(nm);
+            }
+        }
+        send_pjoin(l, owner, room, cid, info);
+    } else if (kind == HR_PRES_FWD_LEAVE) {
+        kn = pkey(k, sizeof(k), room.p, room.n, cid);
+        pmem_t *m = hr__map_get(&l->pmem, k, kn);
+        if (m && --m->count == 0) {
+            hr__map_del(&l->pmem, k, kn);
+            free(m);
+        }
+        put_u64(&l->rec, cid);
+        put_bytes(&l->rec, room);
+        send_rec(l, owner, R_PLEAVE);
+    } else {
+        int64_t d = kind == HR_PRES_FWD_WATCH ? 1 : -1;
+        intptr_t n = (intptr_t)hr__map_get(&l->pwatch, room.p, room.n) + (intptr_t)d;
+        if (n > 0)
+            hr__map_put(&l->pwatch, room.p, room.n, (void *)n);
+        else
+            hr__map_del(&l->pwatch, room.p, room.n);
+        send_pwatch(l, owner, room, cid, d > 0 ? sid : 0, d);
+    }
+    return 1;
+}
+
+static void on_pjoin(link_t *l, int from, rd_t *r, int join)
+{
+    uint64_t cid = get_u64(r);
+    hr_slice_t room = get_bytes(r), info = join ? get_bytes(r) : (hr_slice_t){0};
+    if (r->bad || !room.n || room.n > HR_TOPIC_MAX || info.n > HR_PRES_INFO_MAX)
+        return;
+    if (join)
+        hr__presence_member_join(l->s, room, cid, info, (uint16_t)from);
+    else
+        hr__presence_member_leave(l->s, room, cid);
+}
+
+static void on_pwatch(link_t *l, int from, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    int64_t delta = (int64_t)get_u64(r);
+    hr_slice_t room = get_bytes(r);
+    char k[HR_TOPIC_MAX + 32];
+    if (r->bad || !room.n || room.n > HR_TOPIC_MAX || delta < -1000000 || delta > 1000000)
+        return;
+    size_t kn = pkey(k, sizeof(k), room.p, room.n, (uint64_t)from);
+    intptr_t n = (intptr_t)hr__map_get(&l->rwatch, k, kn) + (intptr_t)delta;
+    if (n > 0)
+        hr__map_put(&l->rwatch, k, kn, (void *)n);
+    else
+        hr__map_del(&l->rwatch, k, kn);
+    hr__presence_remote_watch(l->s, room, (int)delta);
+    if (delta <= 0 || !sid)
+        return;
+    hr_msg_t *snap = hr__presence_snapshot(l->s, room);
+    if (!snap)
+        return;
+    hr_delivery_t d = {snap, room, 0, 0, cid, 0};
+    put_u64(&l->rec, cid);
+    put_u64(&l->rec, sid);
+    put_delivery(l, &d);
+    send_rec(l, from, R_PSNAP);
+    hr_msg_unref(&snap);
+}
+
+static void on_psnap(link_t *l, rd_t *r)
+{
+    uint64_t cid = get_u64(r), sid = get_u64(r);
+    hr_delivery_t d;
+    hr_msg_t *m = get_delivery(r, &d);
+    if (!m)
+        return;
+    hr_conn_t *c = hr__map_get(&l->s->conns_by_id, &cid, sizeof(cid));
+    hr_sub_t *sub = c ? hr__sub_find(c, sid) : NULL;
+    if (sub && sub->presence == HR_PRES_WATCHER)
+        hr__conn_deliver(c, sid, m);
+    hr_msg_unref(&m);
+}
+
+typedef struct pres_walk_s {
+    link_t *l;
+    int peer;
+} pres_walk_t;
+
+static void rejoin_one(void *arg, const void *k, size_t kn, void *v)
+{
+    pres_walk_t *w = arg;
+    const char *bar = last_bar(k, kn);
+    pmem_t *m = v;
+    if (!bar)
+        return;
+    hr_slice_t room = {k, (size_t)(bar - (const char *)k)};
+    if (pres_owner(w->l, room) != w->peer)
+        return;
+    uint64_t cid = strtoull(bar + 1, NULL, 10);
+    for (uint32_t i = 0; i < m->count; i++)
+        send_pjoin(w->l, w->peer, room, cid, (hr_slice_t){m->info, m->ilen});
+}
+
+/*
+ * Tells a keeper that restarted the members this worker reported to it, and
+ * registers each local watcher again with a sid: the new keeper's room starts
+ * from what it is told now, so every watcher gets a fresh snapshot (marked
+ * replay) that replaces what it knew.
+ */
+static void pres_announce(link_t *l, int peer)
+{
+    pres_walk_t w = {l, peer};
+    hr__map_each(&l->pmem, rejoin_one, &w);
+    for (hr_conn_t *c = l->s->conns; c; c = c->next) {
+        if (c->flags & HR_C_CLOSED)
+            continue;
+        for (uint32_t i = 0; i < c->nsubs; i++) {
+            const hr_sub_t *sub = c->subs[i];
+            if (sub->presence != HR_PRES_WATCHER || sub->plen <= HR_PRES_PREFIX_LEN)
+                continue;
+            hr_slice_t room = {sub->pattern + HR_PRES_PREFIX_LEN, sub->plen - HR_PRES_PREFIX_LEN};
+            if (pres_owner(l, room) == peer)
+                send_pwatch(l, peer, room, c->id, sub->sid, 1);
+        }
+    }
+}
+
+typedef struct unwatch_s {
+    int peer;
+    char **keys;
+    size_t *lens;
+    intptr_t *counts;
+    size_t n, cap;
+} unwatch_t;
+
+static void collect_rwatch(void *arg, const void *k, size_t kn, void *v)
+{
+    unwatch_t *u = arg;
+    const char *bar = last_bar(k, kn);
+    if (!bar || atoi(bar + 1) != u->peer || u->n == u->cap)
+        return;
+    if (!(u->keys[u->n] = malloc(kn)))
+        return;
+    memcpy(u->keys[u->n], k, kn);
+    u->lens[u->n] = kn;
+    u->counts[u->n++] = (intptr_t)v;
+}
+
+/* A peer's members and watchers of rooms kept here go with it. */
+static void pres_forget(link_t *l, int peer)
+{
+    hr__presence_worker_gone(l->s, (uint16_t)peer);
+    size_t cap = l->rwatch.count;
+    unwatch_t u = {peer,
+                   calloc(cap + 1, sizeof(char *)),
+                   calloc(cap + 1, sizeof(size_t)),
+                   calloc(cap + 1, sizeof(intptr_t)),
+                   0,
+                   cap};
+    if (u.keys && u.lens && u.counts)
+        hr__map_each(&l->rwatch, collect_rwatch, &u);
+    for (size_t i = 0; i < u.n; i++) {
+        const char *bar = last_bar(u.keys[i], u.lens[i]);
+        hr__presence_remote_watch(l->s, (hr_slice_t){u.keys[i], (size_t)(bar - u.keys[i])},
+                                  -(int)u.counts[i]);
+        hr__map_del(&l->rwatch, u.keys[i], u.lens[i]);
+        free(u.keys[i]);
+    }
+    free(u.keys);
+    free(u.lens);
+    free(u.counts);
+}
+
+/* ---- draining
+ * ------------------------------------------------------------------------------------------ */
+
+static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len);
+
+/* Until every peer answered HELLO, sequencing waits: its records are copied aside. */
+static void defer(link_t *l, int from, uint32_t type, const void *data, size_t len)
+{
+    ovf_t *o = malloc(sizeof(*o) + len);
+    if (!o)
+        return;
+    o->next = NULL;
+    o->type = type | (uint32_t)from << 24;
+    o->len = len;
+    memcpy(o->data, data, len);
+    if (l->def_tail)
+        l->def_tail->next = o;
+    else
+        l->def_head = o;
+    l->def_tail = o;
+}
+
+static void synced(link_t *l)
+{
+    l->unsynced = 0;
+    uv_timer_stop(&l->sync_timer);
+    while (l->def_head) {
+        ovf_t *o = l->def_head;
+        l->def_head = o->next;
+        if (!l->def_head)
+            l->def_tail = NULL;
+        dispatch(l, (int)(o->type >> 24), o->type & 0xffffff, o->data, o->len);
+        free(o);
+    }
+}
+
+static void on_sync(link_t *l, int from)
+{
+    if (!l->unsynced || l->synced_from[from])
+        return;
+    l->synced_from[from] = 1;
+    if (--l->unsynced == 0)
+        synced(l);
+}
+
+static void on_sync_timeout(uv_timer_t *t)
+{
+    link_t *l = t->data;
+    if (!l->unsynced)
+        return;
+    for (int i = 0; i < l->n; i++)
+        if (i != l->self && !l->synced_from[i]) {
+            HR_LOG(HR_LOG_WARN, 0, "worker %d did not answer within %d ms: serving without it", i,
+                   SYNC_WAIT_MS);
+            l->peer[i].up = 0;
+        }
+    synced(l);
+}
+
+int hr__link_synced(void)
+{
+    return !L || !L->unsynced;
+}
 
 static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_t len)
 {
@@ -907,7 +1320,31 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
     case R_RESET:
         forget_remote(l, from);
         break;
+    case R_HELLO:
+        forget_remote(l, from);
+        pres_forget(l, from);
+        l->peer[from].up = 1;
+        announce(l, from);
+        pres_announce(l, from);
+        break;
+    case R_PJOIN:
+    case R_PLEAVE:
+        on_pjoin(l, from, &r, type == R_PJOIN);
+        break;
+    case R_PWATCH:
+        on_pwatch(l, from, &r);
+        break;
+    case R_PSNAP:
+        on_psnap(l, &r);
+        break;
+    case R_SYNC:
+        on_sync(l, from);
+        break;
     case R_PUB:
+        if (l->unsynced) {
+            defer(l, from, type, data, len);
+            break;
+        }
         on_pub(l, from, &r);
         break;
     case R_ACK:
@@ -917,6 +1354,10 @@ static void dispatch(link_t *l, int from, uint32_t type, const void *data, size_
         on_msg(l, &r);
         break;
     case R_RREQ:
+        if (l->unsynced) {
+            defer(l, from, type, data, len);
+            break;
+        }
         on_rreq(l, from, &r);
         break;
     case R_RMSG:
@@ -952,10 +1393,12 @@ static size_t drain(hr_waker_t *w, void *arg)
             hr__ring_release(in);
         total += k;
     }
+    l->records_in += total;
     return total;
 }
 
-/* ---- the shared seq table ---------------------------------------------------------------------------------- */
+/* ---- the shared seq table
+ * ---------------------------------------------------------------------------------- */
 
 static uint64_t *seq_cell(void *arg, uint64_t hash)
 {
@@ -978,7 +1421,8 @@ static uint64_t *seq_cell(void *arg, uint64_t hash)
     return &t->floor;
 }
 
-/* ---- attach / detach --------------------------------------------------------------------------------------------- */
+/* ---- attach / detach
+ * --------------------------------------------------------------------------------------------- */
 
 int hr__link_attach(hr_server_t *s)
 {
@@ -994,8 +1438,8 @@ int hr__link_attach(hr_server_t *s)
         free(l);
         return HR_EINVAL;
     }
-    l->seq = mmap(NULL, sizeof(seq_table_t), PROT_READ | PROT_WRITE, MAP_SHARED,
-                  HR_CLUSTER_FD0 + 1, 0);
+    l->seq =
+        mmap(NULL, sizeof(seq_table_t), PROT_READ | PROT_WRITE, MAP_SHARED, HR_CLUSTER_FD0 + 1, 0);
     if (l->seq == MAP_FAILED) {
         fprintf(stderr, "herald: worker %d: cannot map the seq table: %s\n", l->self,
                 strerror(errno));
@@ -1024,6 +1468,11 @@ int hr__link_attach(hr_server_t *s)
     s->engine = &l->base;
     s->peer = &peer_ops;
     s->peer_arg = l;
+    s->on_flush = link_flush;
+    s->presence_fwd = pres_fwd;
+    hr__map_init(&l->pmem);
+    hr__map_init(&l->pwatch);
+    hr__map_init(&l->rwatch);
     hr__engine_mem_set_seq_cell(l->inner, seq_cell, l);
     hr_shm_worker_t *me = hr__shm_worker(&l->shm, (unsigned)l->self);
     if (hr__waker_start(&l->waker, s->loop, l->efd, &me->waiting, drain, l) != 0) {
@@ -1031,10 +1480,15 @@ int hr__link_attach(hr_server_t *s)
         return HR_EINVAL;
     }
     L = l;
-    /* A new incarnation: whatever the others remember of the previous one goes. */
+    /* A new incarnation: whatever the others remember of the previous one goes,
+     * and they tell this one what they subscribe to. */
+    l->unsynced = l->n - 1;
+    uv_timer_init(s->loop, &l->sync_timer);
+    l->sync_timer.data = l;
+    uv_timer_start(&l->sync_timer, on_sync_timeout, SYNC_WAIT_MS, 0);
     for (int i = 0; i < l->n; i++)
         if (i != l->self)
-            announce(l, i);
+            ring_put(l, i, R_HELLO, "", 0);
     return HR_OK;
 }
 
@@ -1045,6 +1499,7 @@ void hr__link_peer_down(hr_server_t *s, int peer)
         return;
     l->peer[peer].up = 0;
     forget_remote(l, peer);
+    pres_forget(l, peer);
     (void)s;
 }
 
@@ -1053,9 +1508,21 @@ void hr__link_peer_up(hr_server_t *s, int peer)
     link_t *l = L;
     if (!l || peer < 0 || peer >= l->n || peer == l->self)
         return;
-    l->peer[peer].up = 1;
-    announce(l, peer);
+    l->peer[peer].up = 1; /* its HELLO (in the ring) brings the rest */
     (void)s;
+}
+
+void hr__link_counters(const hr_server_t *s, hr_link_counters_t *lc)
+{
+    const link_t *l = L;
+    (void)s;
+    if (!l)
+        return;
+    lc->ring_out = l->records_out;
+    lc->ring_in = l->records_in;
+    lc->ring_full = l->records_waited;
+    lc->ring_backlog = l->ovf_total;
+    lc->remote_subs = l->remote.count;
 }
 
 static void free_pub(void *arg, const void *k, size_t kl, void *v)
@@ -1080,6 +1547,7 @@ void hr__link_stop(hr_server_t *s)
     l->stopped = 1;
     hr__waker_stop(&l->waker, on_waker_closed);
     uv_close((uv_handle_t *)&l->retry, NULL);
+    uv_close((uv_handle_t *)&l->sync_timer, NULL);
 }
 
 void hr__link_detach(hr_server_t *s)
@@ -1098,8 +1566,18 @@ void hr__link_detach(hr_server_t *s)
             l->peer[i].ovf_head = o->next;
             free(o);
         }
+    while (l->def_head) {
+        ovf_t *o = l->def_head;
+        l->def_head = o->next;
+        free(o);
+    }
     hr__map_each(&l->pend_pubs, free_pub, NULL);
     hr__map_each(&l->pend_reps, free_pub, NULL);
+    hr__map_each(&l->pmem, free_pub, NULL);
+    hr__map_destroy(&l->pmem);
+    hr__map_destroy(&l->pwatch);
+    hr__map_destroy(&l->rwatch);
+    s->presence_fwd = NULL;
     hr__map_destroy(&l->interest);
     hr__map_destroy(&l->remote);
     hr__map_destroy(&l->pend_pubs);

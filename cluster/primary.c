@@ -14,6 +14,7 @@
 #include "cluster.h"
 #include "link.h"
 #include "log.h"
+#include "stats.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -29,7 +30,7 @@ typedef struct worker_s {
     uv_pipe_t ctl;
     uv_timer_t respawn;
     int running, ready, ctl_open;
-    uint32_t gen;           /* incarnation: respawns so far */
+    uint32_t gen;               /* incarnation: respawns so far */
     uint64_t exits[LOOP_EXITS]; /* times of the recent exits, a ring */
     uint32_t nexits;
     char line[128];
@@ -104,8 +105,8 @@ static int write_ready_file(primary_t *p)
     FILE *f = fopen(tmp, "w");
     if (!f)
         return -1;
-    fprintf(f, "tcp=%d\nws=%d\npid=%d\nworkers=%d\n", p->port[0], p->port[1],
-            (int)uv_os_getpid(), p->n);
+    fprintf(f, "tcp=%d\nws=%d\npid=%d\nworkers=%d\n", p->port[0], p->port[1], (int)uv_os_getpid(),
+            p->n);
     if (fclose(f) != 0 || rename(tmp, p->cfg->ready_file) != 0) {
         unlink(tmp);
         return -1;
@@ -136,6 +137,7 @@ static void on_line(worker_t *w, const char *line)
     if (strcmp(line, "ready") != 0)
         return;
     w->ready = 1;
+    hr__stats_area_set_up(hr__cluster_shm_stats(p->shm), (unsigned)w->id, 1);
     char msg[32];
     snprintf(msg, sizeof(msg), "up %d\n", w->id);
     broadcast(p, w, msg);
@@ -149,8 +151,8 @@ static void on_line(worker_t *w, const char *line)
             return;
     p->announced = 1;
     if (write_ready_file(p) != 0)
-        HR_LOG(HR_LOG_ERROR, 0, "setting 'ready-file': cannot write '%s': %s",
-               p->cfg->ready_file, strerror(errno));
+        HR_LOG(HR_LOG_ERROR, 0, "setting 'ready-file': cannot write '%s': %s", p->cfg->ready_file,
+               strerror(errno));
     HR_LOG(HR_LOG_INFO, 0, "herald %s ready: %d workers on tcp %d and ws %d (primary pid %d)",
            HERALD_VERSION, p->n, p->port[0], p->port[1], (int)uv_os_getpid());
 }
@@ -231,6 +233,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     primary_t *p = w->p;
     uint64_t now = uv_now(p->loop);
     w->ready = 0;
+    hr__stats_area_set_up(hr__cluster_shm_stats(p->shm), (unsigned)w->id, 0);
     uv_close((uv_handle_t *)proc, on_proc_closed);
     if (p->stopping) {
         if (status != 0 || sig != 0) {
@@ -318,6 +321,7 @@ static void spawn(worker_t *w)
     }
     w->running = 1;
     w->ctl_open = 1;
+    hr__stats_area_spawned(hr__cluster_shm_stats(p->shm), (unsigned)w->id, w->proc.pid);
     uv_read_start((uv_stream_t *)&w->ctl, on_ctl_alloc, on_ctl_read);
 }
 

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "map.h"
 #include "server.h"
+#include "stats.h"
 
 #define CTL_FD 3
 
@@ -138,6 +139,10 @@ int hr__worker_attach(hr_server_t *s)
     }
     ctl_open = 1;
     uv_read_start((uv_stream_t *)&ctl, on_alloc, on_read);
+    /* Without the stats area the worker still serves; /metrics then shows it alone. */
+    if ((r = hr__stats_attach(s, HR_CLUSTER_FD_STATS(s->nworkers), hr__link_counters)) != HR_OK)
+        HR_LOG(HR_LOG_WARN, 0, "worker %d: no shared stats area (%s): /metrics shows this worker",
+               s->worker, hr_strerror(r));
     return HR_OK;
 }
 
@@ -155,5 +160,6 @@ void hr__worker_detach(hr_server_t *s)
         uv_close((uv_handle_t *)&ctl, NULL);
         ctl_open = 0;
     }
+    hr__stats_detach(s);
     hr__link_detach(s);
 }

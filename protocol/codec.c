@@ -812,14 +812,14 @@ int hr_enc_sub(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, hr_slice_t queue, 
 
 int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fields_t *o)
 {
-    hr_sub_fields_t none = {{NULL, 0}, 0, 0, 0, 0, {NULL, 0}, {NULL, 0}, 0};
+    hr_sub_fields_t none = {{NULL, 0}, 0, 0, 0, 0, {NULL, 0}, {NULL, 0}, 0, {NULL, 0}};
     if (!o)
         o = &none;
     int has_epoch = o->epoch.p != NULL;
     if (has_epoch && o->epoch.n > HR_EPOCH_MAX)
         return HR_EINVAL;
     unsigned nopts = (o->queue.n > 0) + (o->has_since != 0) + (o->has_last != 0) + has_epoch +
-                     (o->extra.n ? o->nextra : 0);
+                     (o->extra.n ? o->nextra : 0) + (o->presence.p != NULL);
     ENC_BEGIN(b);
     msgpack_pack_array(&pk, nopts ? 4 : 3);
     msgpack_pack_uint8(&pk, HR_OP_SUB);
@@ -842,6 +842,11 @@ int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fi
         if (has_epoch) {
             cstr(&pk, "epoch");
             str(&pk, o->epoch.p, o->epoch.n);
+        }
+        if (o->presence.p) {
+            cstr(&pk, "presence");
+            msgpack_pack_bin(&pk, o->presence.n);
+            msgpack_pack_bin_body(&pk, o->presence.p, o->presence.n);
         }
         if (o->extra.n)
             buf_write(b, o->extra.p, o->extra.n);

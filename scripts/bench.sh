@@ -12,6 +12,8 @@
 #   BENCH_ARGS="..."         extra herald-bench options (e.g. "--threads 4")
 #   BENCH_PROFILE=1          also profile Herald with perf in the throughput, fanout and latency runs
 #   BENCH_OUT=docs/benchmarks.md
+#   BENCH_WORKERS=2          the cluster column: herald --workers N beside the one-worker herald
+#   BENCH_CLUSTER_SCENARIOS="throughput fanout chat"   scenarios that get the cluster column
 #   REDIS_PORT=16379 NATS_PORT=14222 NATS_WS_PORT=14223
 #                            fixed high ports for the peers (Herald takes ephemeral ones)
 set -euo pipefail
@@ -27,6 +29,8 @@ REDIS_PORT=${REDIS_PORT:-16379}
 NATS_PORT=${NATS_PORT:-14222}
 NATS_WS_PORT=${NATS_WS_PORT:-14223}
 JOBS=${JOBS:-2}
+CWORKERS=${BENCH_WORKERS:-2}
+CSCEN=${BENCH_CLUSTER_SCENARIOS:-"throughput fanout chat"}
 
 for cmd in redis-server nats-server cmake; do
     command -v "$cmd" >/dev/null || { echo "bench.sh: $cmd is missing (run: make bench)" >&2; exit 2; }
@@ -91,14 +95,30 @@ websocket {
   no_tls: true
 }
 EOF
-HERALD_ARGS=(--bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/herald.ready" --log-level warn)
+HERALD_ARGS=(--workers 1 --bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/herald.ready" --log-level warn)
+CLUSTER_ARGS=(--workers "$CWORKERS" --bind 127.0.0.1 --port 0 --ws-port 0 --ready-file "$WORK/cluster.ready" --log-level warn)
 
 V_HERALD=$("$HERALD" --version 2>&1 | head -1)
 V_REDIS=$(redis-server --version | sed 's/ sha=.*//')
 V_NATS=$(nats-server --version)
 
-# Starts the three brokers afresh (so RSS and memory figures belong to one scenario).
+# Starts the three brokers afresh (so RSS and memory figures belong to one scenario), and
+# with `cluster` also herald --workers N beside them.
 start_brokers() {
+    T_CLUSTER=""
+    CLUSTER_PID=""
+    if [ "${1:-}" = cluster ]; then
+        rm -f "$WORK/cluster.ready"
+        "$HERALD" "${CLUSTER_ARGS[@]}" 2>>"$WORK/cluster.log" &
+        CLUSTER_PID=$!
+        PIDS+=("$CLUSTER_PID")
+        for _ in $(seq 100); do
+            grep -qs '^workers=' "$WORK/cluster.ready" && break
+            sleep 0.1
+        done
+        grep -qs '^workers=' "$WORK/cluster.ready" || { echo "bench.sh: herald --workers $CWORKERS did not start" >&2; cat "$WORK/cluster.log" >&2; exit 1; }
+        T_CLUSTER="herald://127.0.0.1:$(sed -n 's/^tcp=//p' "$WORK/cluster.ready")?pid=$CLUSTER_PID&ws=$(sed -n 's/^ws=//p' "$WORK/cluster.ready")&name=herald-${CWORKERS}w"
+    fi
     rm -f "$WORK/herald.ready"
     "$HERALD" "${HERALD_ARGS[@]}" 2>>"$WORK/herald.log" &
     HERALD_PID=$!
@@ -129,10 +149,10 @@ start_brokers() {
 # Stops exactly the brokers start_brokers started, and waits until their ports are free.
 stop_brokers() {
     local p
-    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID"; do
+    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID" $CLUSTER_PID; do
         kill "$p" 2>/dev/null || true
     done
-    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID"; do
+    for p in "$HERALD_PID" "$REDIS_PID" "$NATS_PID" $CLUSTER_PID; do
         wait "$p" 2>/dev/null || true
     done
     for _ in $(seq 50); do
@@ -150,11 +170,18 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$WORK/tables.md"
 PROFILE_TXT=""
 for scen in "${SCEN[@]}"; do
-    start_brokers
+    CT=()
+    case " $CSCEN " in
+    *" $scen "*)
+        start_brokers cluster
+        CT=(-t "$T_CLUSTER")
+        ;;
+    *) start_brokers ;;
+    esac
     # Memory per idle connection is the RSS growth of a fresh broker: one run each.
     reps=$REPEAT
     [ "$scen" = idle ] && reps=1
-    BENCH_CMD=("$BENCH" -t "$T_HERALD" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$reps"
+    BENCH_CMD=("$BENCH" -t "$T_HERALD" "${CT[@]}" -t "$T_NATS" -t "$T_REDIS" --duration "$DURATION" --repeat "$reps"
         --json "$RESULTS/$STAMP-$scen.json" --md "$WORK/$scen.md" "${PLOT[@]}" "${EXTRA[@]}" "$scen")
     echo "bench.sh: ${BENCH_CMD[*]}" >&2
     "${BENCH_CMD[@]}"
@@ -228,9 +255,13 @@ scenario runs once per broker, on freshly started brokers, since it measures the
 
 Brokers, all on 127.0.0.1, started by scripts/bench.sh, nothing persisted:
 
-- Herald: \`herald ${HERALD_SHOWN//$WORK\//\/tmp\/}\` — otherwise defaults: one worker, output limit
+- Herald, the \`herald\` column: \`herald ${HERALD_SHOWN//$WORK\//\/tmp\/}\` — otherwise defaults: one worker, output limit
   8 MiB hard / 2 MiB soft for 10 s per connection (slow consumers get ERR 6), history of the
   last 128 messages per topic kept in memory.
+- Herald as a cluster, the \`herald-${CWORKERS}w\` column (in $CSCEN): the same with
+  \`--workers $CWORKERS\`: a primary and $CWORKERS worker processes sharing the ports, topics
+  sharded across them, shared-memory rings between them. Its CPU and RSS are the sum over
+  the primary and its workers.
 - nats-server: \`nats-server -c nats.conf\` with
   \`$(tr '\n' ' ' <"$WORK/nats.conf" | sed 's/  */ /g; s/ $//')\` — no JetStream; a client
   more than 64 MB or 2 s behind is cut off as a slow consumer; WebSocket without TLS for the

@@ -67,7 +67,9 @@ static void on_msg(void *arg, hr_slice_t topic, uint64_t seq, hr_msg_t *m)
     ck_assert(f.flags & HR_F_REPLAY);
     ck_assert_uint_eq(f.seq, seq);
     ck_assert(f.topic.n == topic.n && memcmp(f.topic.p, topic.p, topic.n) == 0);
-    s->seqs[s->n++] = f.seq;
+    if (s->n < (int)(sizeof(s->seqs) / sizeof(s->seqs[0])))
+        s->seqs[s->n] = f.seq;
+    s->n++;
     hr_buf_destroy(&b);
 }
 
@@ -294,6 +296,43 @@ START_TEST(tombstone_floor)
 }
 END_TEST
 
+/* Wildcard replays visit the topic tree: only the paths a pattern can match. */
+START_TEST(wildcard_visits_only_matches)
+{
+    hr_engine_t *e = mem(1000000, 4, 1 << 20, 1 << 30, 16);
+    seen_t s;
+    char name[48];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof(name), "user.%d.inbox", i);
+        publish(e, name, 1);
+    }
+    publish(e, "room.a", 1);
+    publish(e, "room.b.c", 1);
+    publish(e, "$SYS.x", 1);
+    ck_assert_int_eq(replay(e, "room.*", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_uint_lt(s.topics, 10); /* not 5003 */
+    ck_assert_int_eq(replay(e, "room.>", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_int_eq(replay(e, "user.77.*", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_uint_lt(s.topics, 10);
+    ck_assert_int_eq(replay(e, ">", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 5002); /* never the $ topic */
+    ck_assert_int_eq(replay(e, "$SYS.>", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 1);
+    ck_assert_int_eq(replay(e, "*.*.inbox", 1, 0, 0, 0, NULL, &s), HR_OK);
+    ck_assert_int_eq(s.n, 5000);
+    hr_erange_t r = {
+        .pattern = S("user.*.inbox"), .wildcard = 1, .has_since = 1, .scan_budget = 100};
+    memset(&s, 0, sizeof(s));
+    ck_assert_int_eq(hr__engine_replay(e, &r, on_msg, on_done, &s), HR_OK);
+    ck_assert_int_eq(s.status, HR_ELIMIT); /* 5000 matches, budget 100: nothing replayed */
+    ck_assert_int_eq(s.n, 0);
+    hr__engine_destroy(e);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -304,6 +343,7 @@ static Suite *engine_suite(void)
     tcase_add_test(t, replay_cache_bounded);
     tcase_add_test(t, reclaim_keeps_seq);
     tcase_add_test(t, tombstone_floor);
+    tcase_add_test(t, wildcard_visits_only_matches);
     suite_add_tcase(s, t);
     return s;
 }

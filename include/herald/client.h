@@ -352,8 +352,11 @@ typedef struct hr_sub_opts_s {
     size_t pending_bytes_limit; /* 0: the client's default */
     hr_sub_confirm_cb on_confirm; /* send a PING after the SUB and report the outcome, or NULL */
     void *confirm_arg;            /* for on_confirm */
-    const hr_filter_t *filter;    /* deliver only the messages it matches, or NULL */
-    const char *const *fields;    /* deliver a map of only these `nfields` (1..32) paths, or NULL */
+    const void *presence; /* member info (at most 1 KiB): while subscribed, this connection is a
+                             member of the topic (an exact topic), or NULL: not a member */
+    size_t presence_len;  /* bytes at `presence` (0 with a non-NULL `presence`: empty info) */
+    const hr_filter_t *filter; /* deliver only the messages it matches, or NULL */
+    const char *const *fields; /* deliver a map of only these `nfields` (1..32) paths, or NULL */
     size_t nfields;
     uint32_t rate_n;          /* > 0: at most rate_n messages per rate_ms; the rest dropped */
     uint32_t rate_ms;         /* 1..86400000 */
@@ -408,6 +411,51 @@ uint64_t hr_sub_dropped(const hr_sub_t *sub);
 uint64_t hr_sub_delivered(const hr_sub_t *sub);
 /** Changes the pending limits (0 keeps a limit as is). */
 void hr_sub_set_pending_limits(hr_sub_t *sub, size_t msgs, size_t bytes);
+
+/* ---- presence ------------------------------------------------------------ */
+
+/* One member of a room: its client id (the WELCOME's) and the info it subscribed with. */
+typedef struct hr_presence_member_s {
+    uint64_t client_id;
+    const void *info; /* borrowed for the callback */
+    size_t info_len;
+} hr_presence_member_t;
+
+/*
+ * What the broker said about a room (docs/client.md). A snapshot comes
+ * first, and again after every reconnect: `members` is the whole list.
+ * Then changes: `members` are the members that joined (or whose info
+ * changed) and `left` the client ids that left. When `listed` is 0 the room
+ * has more members than the broker lists (presence-list-max): only `count`
+ * is meaningful and a list kept from earlier events must be dropped; when
+ * the room shrinks back, a change lists every member as joined. Everything
+ * is borrowed for the callback.
+ */
+typedef struct hr_presence_event_s {
+    int snapshot; /* 1: a snapshot (the list replaces yours), 0: a change */
+    int listed;   /* 0: count only */
+    uint64_t count;
+    const hr_presence_member_t *members; /* snapshot: everyone; change: joined */
+    size_t nmembers;
+    const uint64_t *left; /* change: client ids that left */
+    size_t nleft;
+} hr_presence_event_t;
+
+/** A presence event of a watched room; `ev` and what it points to are borrowed. */
+typedef void (*hr_presence_cb)(hr_client_t *c, hr_sub_t *sub, const hr_presence_event_t *ev,
+                               void *arg);
+
+/**
+ * Watches who is in `topic` (an exact topic): subscribes to `$PRES.<topic>`
+ * and decodes the broker's snapshots and changes into `cb`. Membership is
+ * a subscription with hr_sub_opts_t.presence. Stop with hr_sub_unsubscribe().
+ * A refusal (HR_EPERM without subscribe permission on `topic`) arrives at
+ * on_error; a body that does not decode is reported there as HR_EPROTO.
+ * Returns HR_OK, HR_ETOPIC (not an exact topic), HR_EINVAL, HR_ECLOSED,
+ * HR_ENOMEM. Loop thread only.
+ */
+int hr_client_watch_presence(hr_client_t *c, const char *topic, hr_presence_cb cb, void *arg,
+                             hr_sub_t **out);
 
 /* ---- request / flush ---------------------------------------------------- */
 

@@ -282,6 +282,9 @@ typedef struct hr_sub_fields_s {
     hr_slice_t epoch; /* NULL `p`: none; else at most HR_EPOCH_MAX bytes (may be empty) */
     hr_slice_t extra; /* more option entries, already encoded (key, value, ...): transforms */
     uint32_t nextra;  /* entries (key-value pairs) in `extra` */
+
+    /* NULL `p`: none; else member info, sent as `presence` (bin; may be empty). */
+    hr_slice_t presence;
 } hr_sub_fields_t;
 
 /*

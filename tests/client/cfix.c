@@ -58,6 +58,8 @@ static int spawn(cfix_t *f, int port, int ws_port)
     snprintf(portstr, sizeof(portstr), "%d", port);
     snprintf(wsstr, sizeof(wsstr), "%d", ws_port);
     argv[n++] = bin;
+    argv[n++] = "--workers"; /* one process: the tests kill and restart it by pid */
+    argv[n++] = "1";
     argv[n++] = "--bind";
     argv[n++] = "127.0.0.1";
     argv[n++] = "--port";

@@ -251,8 +251,8 @@ class Broker:
         self.log = open(os.path.join(self.dir, "broker.log"), "w+b")
         # HERALD_EXTRA_ARGS adds flags to every broker the suite starts (say --workers 4, to
         # run the whole suite against a cluster); flags given by a test come last and win.
-        self.args = [self.bin, "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
-                     "--ready-file", self.ready]
+        self.args = [self.bin, "--workers", "1", "--bind", "127.0.0.1", "--port", "0",
+                     "--ws-port", "0", "--ready-file", self.ready]
         self.args += shlex.split(os.environ.get("HERALD_EXTRA_ARGS", "")) + list(extra)
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -30,7 +30,7 @@ class Broker:
     def __init__(self, *args, config=None, prefix=None, env=None):
         self.dir = tempfile.mkdtemp(prefix="herald-sec-")
         ready = os.path.join(self.dir, "ready")
-        cmd = [herald_bin(), "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
+        cmd = [herald_bin(), "--workers", "1", "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
                "--ready-file", ready, "--log-level", "warn"]
         if config is not None:
             path = os.path.join(self.dir, "herald.conf")

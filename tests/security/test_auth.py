@@ -317,7 +317,8 @@ class JwtWs(Jwt):
 
 class ConfigErrors(unittest.TestCase):
     def run_broker(self, *args):
-        p = subprocess.run([herald_bin(), "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0"]
+        p = subprocess.run([herald_bin(), "--workers", "1", "--bind", "127.0.0.1", "--port", "0",
+                            "--ws-port", "0"]
                            + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=10 * SLOW, text=True)
         self.assertNotEqual(p.returncode, 0)

@@ -72,8 +72,10 @@ int hr_fixture_start(hr_fixture_t *fx, const char *const *extra)
     if (!mkdtemp(fx->dir))
         return -1;
     snprintf(ready, sizeof(ready), "%s/ready", fx->dir);
-    const char *base[] = {bin(), "--bind",      "127.0.0.1", "--port",       "0",  "--ws-port",
-                          "0",   "--log-level", "warn",      "--ready-file", ready};
+    /* One process (--workers 1): the tests read its memory and signal it by pid. */
+    const char *base[] = {bin(), "--workers", "1", "--bind",      "127.0.0.1", "--port",
+                          "0",   "--ws-port", "0", "--log-level", "warn",      "--ready-file",
+                          ready};
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
         add(fx, base[i]);
     for (int i = 0; extra && extra[i]; i++)

@@ -24,7 +24,7 @@ export async function startBroker(...args) {
   if (!bin || !existsSync(bin)) throw new Error('HERALD_BIN must name the herald binary');
   const dir = mkdtempSync(path.join(tmpdir(), 'herald-node-'));
   const ready = path.join(dir, 'ready');
-  const proc = spawn(bin, ['--bind', '127.0.0.1', '--port', '0', '--ws-port', '0',
+  const proc = spawn(bin, ['--workers', '1', '--bind', '127.0.0.1', '--port', '0', '--ws-port', '0',
     '--ready-file', ready, ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
   live.add(proc.pid);
   proc.on('exit', () => live.delete(proc.pid));

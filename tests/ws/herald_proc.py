@@ -22,7 +22,7 @@ class Broker:
         ready = os.path.join(self.dir.name, "ready")
         self.log = open(os.path.join(self.dir.name, "log"), "w+")
         self.proc = subprocess.Popen(
-            [self.bin, "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
+            [self.bin, "--workers", "1", "--bind", "127.0.0.1", "--port", "0", "--ws-port", "0",
              "--ready-file", ready, *args],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
