@@ -73,6 +73,9 @@ static const opt_t opts[] = {
     Z("out-soft", out_soft, 1024, INT64_C(1) << 40, "2M",
       "pending output per connection tolerated for out-soft-ms"),
     I("out-soft-ms", out_soft_ms, 0, 3600000, "10000", "how long out-soft may be exceeded"),
+    S("slow-policy", slow_policy, "",
+      "comma-separated pattern=policy for backlogged connections: drop-oldest, drop-newest, "
+      "conflate or disconnect (the default); first match wins"),
     I("heartbeat-ms", heartbeat_ms, 50, 3600000, "30000",
       "ping clients silent this long; close after two unanswered pings"),
     I("hello-timeout-ms", hello_timeout_ms, 50, 3600000, "10000",

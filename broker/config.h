@@ -30,6 +30,7 @@ typedef struct hr_config_s {
     char ws_origins[1024];
     int64_t ws_max_header;
     int64_t ws_handshake_ms;
+    char slow_policy[1024];
     /* auth.c */
     char auth_tokens_file[512];
     char auth_anonymous[1024];

@@ -14,6 +14,7 @@ typedef struct hr_qgroup_s hr_qgroup_t;
 typedef struct hr_inode_s hr_inode_t;
 
 struct hr_replay_s;
+struct hr_xsub_s;
 
 /*
  * One subscription, linked into one interest list. Its delivery target is a
@@ -28,6 +29,7 @@ typedef struct hr_sub_s {
     uint64_t cid;           /* client id of the subscriber */
     uint64_t sid;
     struct hr_replay_s *rp; /* private to sub.c: the pending replay while replaying */
+    struct hr_xsub_s *xf;   /* private to xsub.c: transforms and their state; NULL: none */
     uint16_t peer;          /* peer link index when conn is NULL */
     hr_interest_t *in;      /* private: the list it is in */
     hr_qgroup_t *group;     /* private: its queue group, or NULL */

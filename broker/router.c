@@ -6,6 +6,7 @@
 #include "auth.h"
 #include "log.h"
 #include "server.h"
+#include "xsub.h"
 
 uint16_t hr__route(const hr_server_t *s, uint64_t h)
 {
@@ -23,6 +24,7 @@ typedef struct fan_s {
     int no_echo;        /* the publisher said echo: false */
     int local_only;     /* skip peers' interest and queue groups */
     uint64_t peer_sent; /* peers already handed this message (at most 64 links) */
+    hr_xcache_t xc;     /* projected bodies shared by subscriptions with transforms */
 } fan_t;
 
 static void to_peer(fan_t *f, hr_sub_t *sub, const hr_sub_t *member)
@@ -49,7 +51,18 @@ static void fan_sub(void *arg, hr_sub_t *sub)
             to_peer(f, sub, NULL);
     } else if (sub->rp) {
         hr__sub_hold(sub, f->d->topic, f->d->seq, f->m);
+    } else if (sub->xf) {
+        hr__xsub_deliver(sub, f->m, 0, &f->xc);
     } else
+        hr__conn_deliver(sub->conn, sub->sid, f->m);
+}
+
+/* A queue-group delivery to a local member, through its transforms if it has any. */
+static void to_member(fan_t *f, hr_sub_t *sub)
+{
+    if (sub->xf)
+        hr__xsub_deliver(sub, f->m, 0, &f->xc);
+    else
         hr__conn_deliver(sub->conn, sub->sid, f->m);
 }
 
@@ -88,8 +101,8 @@ static void fan_group(void *arg, hr_qgroup_t *g)
         if (!sub)
             return;
         int st = member_state(f, sub, &backlog);
-        if (st < 0)
-            continue;
+        if (st < 0 || (sub->xf && !hr__xsub_match(sub, f->m)))
+            continue; /* closing, or its filter leaves the message to another member */
         if (st > 0) {
             if (!fallback || backlog < fb_backlog) {
                 fallback = sub; /* the least backlogged of the busy ones */
@@ -98,22 +111,24 @@ static void fan_group(void *arg, hr_qgroup_t *g)
             continue;
         }
         if (sub->conn)
-            hr__conn_deliver(sub->conn, sub->sid, f->m);
+            to_member(f, sub);
         else
             to_peer(f, sub, sub);
         return;
     }
     if (fallback && fallback->conn)
-        hr__conn_deliver(fallback->conn, fallback->sid, f->m);
+        to_member(f, fallback);
     else if (fallback)
         to_peer(f, fallback, fallback);
 }
 
 static void fanout(hr_server_t *s, const hr_delivery_t *d, int local_only)
 {
-    fan_t f = {s, d, d->m, d->origin, d->no_echo, local_only, 0};
+    fan_t f = {s, d, d->m, d->origin, d->no_echo, local_only, 0, {0}};
     hr_index_visitor_t v = {fan_sub, fan_group, &f};
     hr__index_match_hashed(&s->index, d->topic.p, d->topic.n, d->hash, &v);
+    if (f.xc.n)
+        hr__xcache_clear(&f.xc);
 }
 
 void hr__router_fanout(hr_server_t *s, const hr_delivery_t *d)

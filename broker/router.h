@@ -114,6 +114,13 @@ int hr__router_publish(struct hr_server_s *s, const hr_pub_cmd_t *p, uint64_t or
  */
 void hr__sub_hold(struct hr_sub_s *sub, hr_slice_t topic, uint64_t seq, hr_msg_t *m);
 
+/**
+ * Delivers `m` to subscription `sid` of `c` as the queue-group member
+ * another worker chose: through its transforms when it has any (nothing
+ * when the sid is gone).
+ */
+void hr__sub_deliver_member(struct hr_conn_s *c, uint64_t sid, hr_msg_t *m);
+
 /** Whether any subscription matches `topic` (the memory engine keeps such topics). */
 int hr__router_has_interest(void *srv, const char *topic, size_t n, uint64_t h);
 

@@ -13,7 +13,9 @@
 #include "presence.h"
 #include "log.h"
 #include "server.h"
+#include "policy.h"
 #include "stats.h"
+#include "xsub.h"
 
 #define SWEEP_MS_MAX 250
 
@@ -195,6 +197,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     }
     if ((r = hr__auth_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
+    if ((r = hr__policy_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
     if ((r = hr__presence_init(s)) != HR_OK)
         goto fail;
     uv_check_init(loop, &s->flush_check);
@@ -207,6 +211,7 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     s->sweep.data = s;
     uv_timer_init(loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
+    hr__xsub_init(s);
     uv_signal_init(loop, &s->sigint);
     uv_signal_init(loop, &s->sigterm);
     uv_signal_init(loop, &s->sighup);
@@ -320,6 +325,7 @@ static void close_handles(hr_server_t *s)
     uv_close((uv_handle_t *)&s->sweep, NULL);
     hr__presence_close(s);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
+    hr__xsub_close(s);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
@@ -407,5 +413,7 @@ void hr__server_destroy(hr_server_t *s)
     hr__engine_destroy(s->engine);
     s->engine = NULL;
     hr_buf_destroy(&s->scratch);
+    hr_buf_destroy(&s->xbuf);
+    hr__policy_destroy(s);
     hr__oq_cache_release();
 }

@@ -83,6 +83,7 @@ struct hr_conn_s {
     uint32_t inflight_ops; /* publishes and replays the engine has not answered yet */
     int fail_status;       /* HR_C_FAILING: the ERR to send once the answers are out */
     const char *fail_msg;
+    struct hr_park_s *park;  /* policy.c: parked messages and lost ranges, NULL when none */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
@@ -151,7 +152,13 @@ struct hr_server_s {
     void (*on_ping)(hr_server_t *s);  /* before a PONG: deliver what other workers sent */
     int argc;                         /* the command line, read again on SIGHUP */
     char **argv;
-    hr_buf_t scratch; /* control frame encoding */
+    hr_buf_t scratch;               /* control frame encoding */
+    uv_timer_t xtimer;              /* xsub.c: conflate windows and batches that come due */
+    struct hr_xsub_s *xarmed;       /* xsub.c: subscriptions waiting for xtimer */
+    uint64_t xdue;                  /* xsub.c: when xtimer fires; 0: stopped */
+    hr_buf_t xbuf;                  /* xsub.c: projection scratch */
+    struct hr_policies_s *policies; /* policy.c: slow-consumer policies by topic pattern */
+    size_t npolicies;               /* policy.c: how many are not `disconnect` */
     hr_stats_t stats;
     struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
     hr_limits_t limits;         /* limits.c */

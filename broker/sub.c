@@ -5,8 +5,10 @@
 
 #include "auth.h"
 #include "log.h"
+#include "policy.h"
 #include "presence.h"
 #include "server.h"
+#include "xsub.h"
 
 /* ---- a connection's subscriptions, sorted by sid -------------------------------- */
 
@@ -191,11 +193,21 @@ static void replay_finish(void *arg)
         } else if (rp->status != HR_OK)
             hr__conn_err(c, HR_EGAP, "history gap: since is older than the retained history", 1,
                          sub->sid);
-        for (size_t i = 0; i < rp->nreplayed && !(c->flags & HR_C_CLOSING); i++)
-            hr__conn_deliver(c, sub->sid, rp->replayed[i].m);
+        /* With transforms, history passes filter, fields and batch; the
+         * live messages held meanwhile pass every transform. */
+        for (size_t i = 0; i < rp->nreplayed && !(c->flags & HR_C_CLOSING); i++) {
+            if (sub->xf)
+                hr__xsub_deliver(sub, rp->replayed[i].m, 1, NULL);
+            else
+                hr__conn_deliver(c, sub->sid, rp->replayed[i].m);
+        }
         for (size_t i = 0; i < rp->nlive && !(c->flags & HR_C_CLOSING); i++) {
             seen_t *s = seen_find(rp, rp->live[i].th);
-            if (!s || rp->live[i].seq > s->seq)
+            if (s && rp->live[i].seq <= s->seq)
+                continue;
+            if (sub->xf)
+                hr__xsub_deliver(sub, rp->live[i].m, 0, NULL);
+            else
                 hr__conn_deliver(c, sub->sid, rp->live[i].m);
         }
     }
@@ -282,6 +294,7 @@ static void sub_release(hr_server_t *s, hr_sub_t *sub, int indexed)
     }
     if (sub->rp)
         sub->rp->sub = NULL;
+    hr__xsub_free(sub);
     hr__sub_free(sub);
 }
 
@@ -303,7 +316,20 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         hr__conn_err(c, HR_ELIMIT, "replay rate limit exceeded (max-replay-rate)", 1, cmd->sid);
         return;
     }
+    /* Transforms are decoded before anything changes: an invalid one is
+     * refused (ERR 12) and leaves the connection's subscriptions as they
+     * were, including one this SUB would have replaced. */
+    hr_xform_t *xf = NULL;
+    const char *why = "invalid subscription option";
+    int xr = hr__xform_new(cmd->opts.p, cmd->opts.n,
+                           hr_topic_validate(cmd->pattern.p, cmd->pattern.n) == HR_OK, &xf, &why);
+    if (xr != HR_OK) {
+        hr__conn_err(c, xr == HR_EOPTION ? HR_EOPTION : HR_ELIMIT,
+                     xr == HR_EOPTION ? why : "out of memory for subscriptions", 1, cmd->sid);
+        return;
+    }
     if (!slot && c->nsubs >= (uint32_t)s->cfg.max_subs) {
+        hr__xform_free(&xf);
         hr__conn_err(c, HR_ELIMIT, "subscription limit reached", 1, cmd->sid);
         return;
     }
@@ -311,6 +337,7 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         uint32_t cap = c->subcap ? c->subcap * 2 : 2;
         hr_sub_t **p = realloc(c->subs, cap * sizeof(*p));
         if (!p) {
+            hr__xform_free(&xf);
             hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
             return;
         }
@@ -319,11 +346,14 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
     }
     hr_sub_t *sub =
         hr__sub_new(c, c->id, cmd->sid, cmd->pattern.p, cmd->pattern.n, cmd->queue.p, cmd->queue.n);
-    if (!sub) {
+    if (!sub || hr__xsub_attach(sub, &xf) != HR_OK) {
+        hr__xform_free(&xf);
+        hr__sub_free(sub);
         hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
         return;
     }
     if (hr__index_add(&s->index, sub) != 0) {
+        hr__xsub_free(sub);
         hr__sub_free(sub);
         hr__conn_err(c, HR_ELIMIT, "out of memory for subscriptions", 1, cmd->sid);
         return;
@@ -331,6 +361,7 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
     s->engine->ops->interest_add(s->engine, sub);
     hr__presence_sub_added(c, sub, pres, info); /* before a replaced one leaves: no flap */
     if (slot) {                                 /* an active sid is replaced */
+        hr__policy_forget(c, cmd->sid);
         sub_release(s, *slot, 1);
         *slot = sub;
     } else {
@@ -343,6 +374,15 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         start_replay(c, sub, cmd);
 }
 
+void hr__sub_deliver_member(hr_conn_t *c, uint64_t sid, hr_msg_t *m)
+{
+    hr_sub_t **slot = find_sub(c, sid);
+    if (slot && (*slot)->xf)
+        hr__xsub_deliver(*slot, m, 0, NULL);
+    else if (slot)
+        hr__conn_deliver(c, sid, m);
+}
+
 void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
 {
     hr_sub_t **slot = find_sub(c, sid);
@@ -352,6 +392,7 @@ void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
     }
     hr_sub_t *sub = *slot;
     sub_erase(c, slot);
+    hr__policy_forget(c, sid);
     sub_release(c->srv, sub, 1);
 }
 

@@ -104,6 +104,8 @@ struct hr_subscription_s {
     int has_last_n;
     uint64_t last_n;
     char *epoch_opt;   /* NULL: none */
+    hr_buf_t xopts;    /* transforms: encoded SUB option entries, sent with every SUB */
+    uint32_t nxopts;   /* entries in xopts */
     int refused;       /* the broker refused the SUB: not restored, not unsubscribed */
     hr__op_t *confirm; /* pending on_confirm, or NULL */
     /* Resume state: last seq received, per topic, and the epoch it came under. */
@@ -277,6 +279,14 @@ HR__HIDDEN size_t hr__max_frame(const hr_client_t *c);
 HR__HIDDEN int hr__send_hello(hr_client_t *c);
 HR__HIDDEN int hr__send_unsub(hr_client_t *c, uint64_t sid);
 HR__HIDDEN int hr__send_ping(hr_client_t *c, uint64_t id);
+
+/* ---- filter.c ------------------------------------------------------------ */
+
+/**
+ * Appends the transforms of `so` (NULL: none) to `b` as SUB option entries;
+ * `*n` gets their count. HR_OK, HR_EINVAL (bad `fields`) or HR_ENOMEM.
+ */
+HR__HIDDEN int hr__xopts_encode(const hr_sub_opts_t *so, hr_buf_t *b, uint32_t *n);
 
 /* ---- sub.c --------------------------------------------------------------- */
 

@@ -227,6 +227,14 @@ static void handle_frame(hr_client_t *c, const hr_frame_t *f)
     case HR_OP_GAP:
         hr__on_gap(c, f);
         break;
+    case HR_OP_BATCH: { /* a subscription's messages, each delivered as a MSG of its own */
+        hr_batch_iter_t it;
+        hr_frame_t m;
+        hr_batch_iter_init(&it, f);
+        while (hr_batch_iter_next(&it, &m))
+            hr__on_msg(c, &m);
+        break;
+    }
     case HR_OP_PING:
         send_pong(c, f->id);
         break;

@@ -113,6 +113,7 @@ static void sub_free(hr_sub_t *s)
     free(s->pattern);
     free(s->queue);
     free(s->epoch_opt);
+    hr_buf_destroy(&s->xopts);
     free(s->presence);
     free(s);
 }
@@ -171,6 +172,8 @@ static hr__seq_entry_t *seq_get(hr_sub_t *s, const char *topic, size_t n, int cr
 static int send_sub(hr_client_t *c, hr_sub_t *s, hr_sub_fields_t *o)
 {
     o->queue = hr__slice(s->queue);
+    o->extra = (hr_slice_t){(const char *)s->xopts.base, s->xopts.len};
+    o->nextra = s->nxopts;
     HR__ENCODE(&c->out, hr_enc_sub_ex(&c->out, s->sid, hr__slice(s->pattern), o));
     s->sent = 1;
     hr__want_flush(c);
@@ -437,6 +440,14 @@ int hr__subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *so, 
         free(s);
         free(op);
         return HR_ENOMEM;
+    }
+    hr_buf_init(&s->xopts);
+    int xr = hr__xopts_encode(so, &s->xopts, &s->nxopts);
+    if (xr != HR_OK) {
+        hr_buf_destroy(&s->xopts);
+        free(s);
+        free(op);
+        return xr;
     }
     s->c = c;
     s->refs = 1;

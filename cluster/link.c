@@ -829,7 +829,7 @@ static void on_msg(link_t *l, rd_t *r)
     if (cid) { /* the owner chose this worker's member of a queue group */
         hr_conn_t *c = hr__map_get(&l->s->conns_by_id, &cid, sizeof(cid));
         if (c)
-            hr__conn_deliver(c, sid, m);
+            hr__sub_deliver_member(c, sid, m);
     } else {
         hr__router_fanout_local(l->s, &d);
     }

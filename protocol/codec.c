@@ -414,6 +414,72 @@ static int sub_opt(rd_t *r, hr_slice_t k, hr_frame_t *f, const char **why)
     return 1;
 }
 
+/* One message of a BATCH, [topic, seq, payload, opts?], into `m` as a MSG of its own. */
+static int rd_batch_msg(rd_t *r, size_t max_payload, hr_frame_t *m, const char **why, int *toobig)
+{
+    uint32_t n;
+    m->op = HR_OP_MSG;
+    if (!rd_container(r, 0, &n) || n < 3 || n > 4)
+        BAD("BATCH messages are arrays of topic, seq, payload and optional options");
+    if (!rd_str(r, &m->topic) || !rd_uint(r, &m->seq) || !rd_bin(r, &m->payload))
+        BAD("BATCH message field of the wrong type");
+    if (n == 4 && !rd_opts(r, m, pub_opt, why))
+        return 0;
+    if (max_payload && m->payload.n > max_payload)
+        *toobig = 1;
+    if (hr_topic_validate(m->topic.p, m->topic.n) != HR_OK ||
+        ((m->flags & HR_F_REPLY) && hr_topic_validate(m->reply.p, m->reply.n) != HR_OK))
+        BAD("invalid topic in a BATCH message");
+    return 1;
+}
+
+static int rd_batch(rd_t *r, size_t max_payload, hr_frame_t *f, const char **why, int *toobig)
+{
+    uint32_t n;
+    const uint8_t *start = r->p;
+    if (!rd_container(r, 0, &n))
+        BAD("BATCH messages must be an array");
+    for (uint32_t i = 0; i < n; i++) {
+        hr_frame_t m;
+        memset(&m, 0, sizeof(m));
+        if (!rd_batch_msg(r, max_payload, &m, why, toobig))
+            return 0;
+    }
+    f->batch = (hr_slice_t){(const char *)start, (size_t)(r->p - start)};
+    f->nbatch = n;
+    return 1;
+}
+
+void hr_batch_iter_init(hr_batch_iter_t *it, const hr_frame_t *f)
+{
+    rd_t r = {(const uint8_t *)f->batch.p, (const uint8_t *)f->batch.p + f->batch.n};
+    uint32_t n = 0;
+    if (!f->batch.n || !rd_container(&r, 0, &n))
+        n = 0;
+    it->p = (const char *)r.p;
+    it->end = (const char *)r.end;
+    it->left = n;
+    it->sid = f->sid;
+}
+
+int hr_batch_iter_next(hr_batch_iter_t *it, hr_frame_t *msg)
+{
+    rd_t r = {(const uint8_t *)it->p, (const uint8_t *)it->end};
+    const char *why;
+    int toobig = 0;
+    if (!it->left)
+        return 0;
+    memset(msg, 0, sizeof(*msg));
+    if (!rd_batch_msg(&r, 0, msg, &why, &toobig)) { /* checked by hr_frame_decode() */
+        it->left = 0;
+        return 0;
+    }
+    msg->sid = it->sid;
+    it->p = (const char *)r.p;
+    it->left--;
+    return 1;
+}
+
 /* A queue name: 1..HR_TOPIC_MAX printable ASCII bytes without spaces. */
 static int queue_valid(hr_slice_t q)
 {
@@ -512,6 +578,12 @@ static int decode_body(rd_t *r, size_t max_payload, hr_frame_t *f, const char **
             !rd_uint(r, &f->last_seq))
             BAD("GAP takes sid, topic, first_seq and last_seq");
         break;
+    case HR_OP_BATCH:
+        if (n != 3 || !rd_uint(r, &f->sid))
+            BAD("BATCH takes sid and an array of messages");
+        if (!rd_batch(r, max_payload, f, why, toobig))
+            return 0;
+        break;
     default:
         BAD("unknown opcode");
     }
@@ -593,6 +665,8 @@ const char *hr_op_name(int op)
         return "ERR";
     case HR_OP_GAP:
         return "GAP";
+    case HR_OP_BATCH:
+        return "BATCH";
     default:
         return "?";
     }
@@ -738,14 +812,14 @@ int hr_enc_sub(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, hr_slice_t queue, 
 
 int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fields_t *o)
 {
-    hr_sub_fields_t none = {{NULL, 0}, 0, 0, 0, 0, {NULL, 0}, {NULL, 0}};
+    hr_sub_fields_t none = {{NULL, 0}, 0, 0, 0, 0, {NULL, 0}, {NULL, 0}, 0, {NULL, 0}};
     if (!o)
         o = &none;
     int has_epoch = o->epoch.p != NULL;
     if (has_epoch && o->epoch.n > HR_EPOCH_MAX)
         return HR_EINVAL;
     unsigned nopts = (o->queue.n > 0) + (o->has_since != 0) + (o->has_last != 0) + has_epoch +
-                     (o->presence.p != NULL);
+                     (o->extra.n ? o->nextra : 0) + (o->presence.p != NULL);
     ENC_BEGIN(b);
     msgpack_pack_array(&pk, nopts ? 4 : 3);
     msgpack_pack_uint8(&pk, HR_OP_SUB);
@@ -774,6 +848,8 @@ int hr_enc_sub_ex(hr_buf_t *b, uint64_t sid, hr_slice_t pattern, const hr_sub_fi
             msgpack_pack_bin(&pk, o->presence.n);
             msgpack_pack_bin_body(&pk, o->presence.p, o->presence.n);
         }
+        if (o->extra.n)
+            buf_write(b, o->extra.p, o->extra.n);
     }
     ENC_END(b);
 }

@@ -175,6 +175,77 @@ hr_msg_t *hr_msg_new_replay(const hr_msg_t *live)
     return m;
 }
 
+/* The value of the msgpack uint at `p` (bodies we encoded). */
+static uint64_t get_uint(const uint8_t *p, size_t n)
+{
+    if (n == 1)
+        return p[0];
+    uint64_t v = 0;
+    for (size_t i = 1; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Where the data of the str or bin element at `p` of length `n` starts. */
+static size_t elem_hdr(const uint8_t *p)
+{
+    uint8_t t = p[0];
+    if ((t & 0xe0) == 0xa0)
+        return 1;
+    return t == 0xd9 || t == 0xc4 ? 2 : t == 0xda || t == 0xc5 ? 3 : 5;
+}
+
+int hr_msg_delivery_parts(const hr_msg_t *m, hr_slice_t *topic, uint64_t *seq, hr_slice_t *payload,
+                          hr_slice_t *opts)
+{
+    const uint8_t *b = hr_msg_bytes(m);
+    size_t off = 0, len[3];
+    for (int i = 0; i < 3; i++) { /* topic, seq, payload */
+        uint8_t t = off < m->len ? b[off] : 0xc1;
+        size_t head = t == 0xc4 || t == 0xd9   ? 2
+                      : t == 0xc5 || t == 0xda ? 3
+                      : t == 0xc6 || t == 0xdb ? 5
+                                               : 1; /* what elem_len() reads */
+        if (off >= m->len || m->len - off < head || !(len[i] = elem_len(b + off)) ||
+            len[i] > m->len - off)
+            return HR_EINVAL;
+        const uint8_t *e = b + off;
+        if (i == 1)
+            *seq = get_uint(e, len[i]);
+        else {
+            size_t h = elem_hdr(e);
+            hr_slice_t sl = {(const char *)e + h, len[i] - h};
+            *(i == 0 ? topic : payload) = sl;
+        }
+        off += len[i];
+    }
+    *opts = (hr_slice_t){(const char *)b + off, m->len - off};
+    return HR_OK;
+}
+
+hr_msg_t *hr_msg_new_with_payload(const hr_msg_t *body, hr_slice_t payload)
+{
+    hr_slice_t topic, old, opts;
+    uint64_t seq;
+    if (hr_msg_delivery_parts(body, &topic, &seq, &old, &opts) != HR_OK)
+        return NULL;
+    size_t head = (size_t)((const uint8_t *)old.p - hr_msg_bytes(body)) - (sz_bin(old.n) - old.n);
+    size_t len = head + sz_bin(payload.n) + opts.n;
+    hr_msg_t *m = hr_msg_new(0, NULL, len);
+    if (!m)
+        return NULL;
+    m->arr = body->arr;
+    fixed_t w = {m->data, len};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &w, fixed_write);
+    fixed_write(&w, (const char *)hr_msg_bytes(body), head); /* topic, seq */
+    msgpack_pack_bin(&pk, payload.n);
+    msgpack_pack_bin_body(&pk, payload.p, payload.n);
+    fixed_write(&w, opts.p, opts.n);
+    assert(w.left == 0);
+    return m;
+}
+
 static size_t put_uint(uint8_t *out, uint64_t v)
 {
     if (v < 128) {

@@ -82,10 +82,17 @@ static void build_all(hr_buf_t *stream, int prefixed)
     ONE(hr_enc_gap(stream, 9, S("chat.room1"), 3, 8));
     ONE(hr_enc_sub_ex(stream, 12, S("room.lobby"), &so));
     ONE(hr_enc_sub_ex(stream, 13, S("room.>"), NULL));
+    /* BATCH has no encoder here (the broker builds it): [21, 7, [["a", 1, h'78'], ["a.b",
+     * 300, h'', {reply: "r", replay: true}]]] */
+    static const uint8_t batch[] = {0x93, 0x15, 0x07, 0x92, 0x93, 0xa1, 'a',  0x01, 0xc4, 0x01,
+                                    'x',  0x94, 0xa3, 'a',  '.',  'b',  0xcd, 0x01, 0x2c, 0xc4,
+                                    0x00, 0x82, 0xa5, 'r',  'e',  'p',  'l',  'y',  0xa1, 'r',
+                                    0xa6, 'r',  'e',  'p',  'l',  'a',  'y',  0xc3};
+    ONE(hr_buf_append(stream, batch, sizeof(batch)));
 #undef ONE
 }
 
-static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20, 3, 3};
+static const int all_ops[] = {1, 2, 2, 3, 3, 4, 5, 6, 16, 17, 18, 19, 20, 3, 3, 21};
 #define NALL (sizeof(all_ops) / sizeof(all_ops[0]))
 
 START_TEST(round_trip)
@@ -377,6 +384,61 @@ START_TEST(epoch_and_last)
 }
 END_TEST
 
+/* BATCH (op 21): each message comes out of the iterator as the MSG it stands for. */
+START_TEST(batch_frames)
+{
+    hr_frame_t f, m;
+    hr_batch_iter_t it;
+    /* [21, 7, [["a", 1, bin "x"], ["a.b", 300, bin "", {reply: "r", replay: true}]]] */
+    const char *two = "93 15 07 92 93 a1 61 01 c4 01 78"
+                      " 94 a3 61 2e 62 cd 01 2c c4 00 82 a5 72 65 70 6c 79 a1 72"
+                      " a6 72 65 70 6c 61 79 c3";
+    ck_assert_int_eq(decode_hex(two, &f), HR_OK);
+    ck_assert_int_eq(f.op, HR_OP_BATCH);
+    ck_assert_uint_eq(f.sid, 7);
+    ck_assert_uint_eq(f.nbatch, 2);
+    ck_assert_str_eq(hr_op_name(HR_OP_BATCH), "BATCH");
+    /* the slices point into the decoded bytes, freed by decode_hex: decode again here */
+    size_t n;
+    uint8_t *p = hexbytes(two, &n);
+    ck_assert_int_eq(hr_frame_decode(p, n, 0, &f, NULL), HR_OK);
+    hr_batch_iter_init(&it, &f);
+    ck_assert(hr_batch_iter_next(&it, &m));
+    ck_assert(m.op == HR_OP_MSG && m.sid == 7 && m.seq == 1 && m.topic.n == 1 && m.payload.n == 1);
+    ck_assert(!(m.flags & HR_F_REPLAY));
+    ck_assert(hr_batch_iter_next(&it, &m));
+    ck_assert(m.seq == 300 && m.topic.n == 3 && m.payload.n == 0);
+    ck_assert((m.flags & HR_F_REPLAY) && (m.flags & HR_F_REPLY) && m.reply.n == 1);
+    ck_assert(!hr_batch_iter_next(&it, &m));
+    free(p);
+    /* empty batch; then malformed ones */
+    ck_assert_int_eq(decode_hex("93 15 07 90", &f), HR_OK);
+    ck_assert_uint_eq(f.nbatch, 0);
+    ck_assert_int_eq(decode_hex("92 15 07", &f), HR_EPROTO);
+    ck_assert_int_eq(decode_hex("93 15 07 91 92 a1 61 01", &f), HR_EPROTO);          /* 2 fields */
+    ck_assert_int_eq(decode_hex("93 15 07 91 93 a1 61 a1 31 c4 00", &f), HR_EPROTO); /* seq str */
+    ck_assert_int_eq(decode_hex("93 15 07 91 93 a1 2a 01 c4 00", &f), HR_EPROTO);    /* topic * */
+    ck_assert_int_eq(decode_hex("93 15 07 92 93 a1 61 01 c4 00", &f), HR_EPROTO);    /* count */
+}
+END_TEST
+
+/* hr_enc_sub_ex() appends already encoded option entries (transforms) to the map. */
+START_TEST(sub_extra_options)
+{
+    hr_buf_t b;
+    hr_frame_t f;
+    static const char rate[] = "\xa4rate\x82\xa1n\x01\xa2ms\x0a";
+    hr_sub_fields_t so = {.queue = S("q"), .extra = {rate, sizeof(rate) - 1}, .nextra = 1};
+    hr_buf_init(&b);
+    ck_assert_int_eq(hr_enc_sub_ex(&b, 3, S("a.*"), &so), HR_OK);
+    ck_assert_int_eq(hr_frame_decode(b.base, b.len, 0, &f, NULL), HR_OK);
+    ck_assert((f.flags & HR_F_QUEUE) && f.queue.n == 1);
+    ck_assert_uint_eq(f.opts.n, 1 + 6 + 2 + sizeof(rate) - 1);
+    ck_assert_int_eq(memcmp(f.opts.p + f.opts.n - (sizeof(rate) - 1), rate, sizeof(rate) - 1), 0);
+    hr_buf_destroy(&b);
+}
+END_TEST
+
 START_TEST(length_prefix)
 {
     hr_slice_t body;
@@ -449,6 +511,8 @@ static Suite *codec_suite(void)
     tcase_add_test(t, truncated_bodies_rejected);
     tcase_add_test(t, rejections);
     tcase_add_test(t, epoch_and_last);
+    tcase_add_test(t, batch_frames);
+    tcase_add_test(t, sub_extra_options);
     tcase_add_test(t, length_prefix);
     tcase_add_test(t, topics);
     tcase_add_test(t, status_codes);

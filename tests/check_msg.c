@@ -66,6 +66,56 @@ START_TEST(delivery_matches_encoder)
 }
 END_TEST
 
+/* The parts of a delivery body, and the same body with another payload (a projection). */
+START_TEST(parts_and_new_payload)
+{
+    static char payload[70000], topic[200];
+    memset(payload, 'p', sizeof(payload));
+    memset(topic, 't', sizeof(topic) - 1);
+    size_t lens[] = {0, 1, 255, 256, 65535, 65536};
+    uint64_t seqs[] = {1, 200, 70000, 1ull << 40};
+    const char *topics[] = {"a", topic};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+        for (size_t j = 0; j < sizeof(seqs) / sizeof(seqs[0]); j++)
+            for (int k = 0; k < 4; k++) {
+                hr_slice_t pl = {payload, lens[i]}, t = S(topics[k & 1]), tp, pp, op;
+                uint64_t seq;
+                const char *reply = k & 2 ? "_INBOX.r" : "";
+                hr_msg_t *m = hr_msg_new_delivery(t, seqs[j], pl, S(reply), S(""), 0);
+                hr_msg_t *r = hr_msg_new_replay(m);
+                ck_assert_int_eq(hr_msg_delivery_parts(r, &tp, &seq, &pp, &op), HR_OK);
+                ck_assert(tp.n == t.n && memcmp(tp.p, t.p, t.n) == 0 && seq == seqs[j]);
+                ck_assert(pp.n == pl.n && memcmp(pp.p, payload, pl.n) == 0 && op.n > 0);
+                /* a shorter payload in place of the long one equals a body made with it */
+                hr_slice_t small = {payload, lens[i] / 3};
+                hr_msg_t *n = hr_msg_new_with_payload(r, small);
+                hr_msg_t *w = hr_msg_new_delivery(t, seqs[j], small, S(reply), S(""), 0);
+                hr_msg_t *wr = hr_msg_new_replay(w);
+                ck_assert_uint_eq(n->len, wr->len);
+                ck_assert_uint_eq(n->arr, wr->arr);
+                ck_assert_mem_eq(hr_msg_bytes(n), hr_msg_bytes(wr), n->len);
+                hr_msg_unref(&m);
+                hr_msg_unref(&r);
+                hr_msg_unref(&n);
+                hr_msg_unref(&w);
+                hr_msg_unref(&wr);
+            }
+    /* bytes that are not a delivery body */
+    hr_msg_t *bad = hr_msg_new(0, "\xc1\x01", 2);
+    hr_slice_t a, b, c;
+    uint64_t seq;
+    ck_assert_int_eq(hr_msg_delivery_parts(bad, &a, &seq, &b, &c), HR_EINVAL);
+    ck_assert_ptr_null(hr_msg_new_with_payload(bad, S("x")));
+    hr_msg_unref(&bad);
+    bad = hr_msg_new(0, "\xa1t\x01\xc4\x05xx", 6); /* payload cut short */
+    ck_assert_int_eq(hr_msg_delivery_parts(bad, &a, &seq, &b, &c), HR_EINVAL);
+    hr_msg_unref(&bad);
+    bad = hr_msg_new(0, "\xa1t\x01\xc5\x00", 5); /* its length cut short */
+    ck_assert_int_eq(hr_msg_delivery_parts(bad, &a, &seq, &b, &c), HR_EINVAL);
+    hr_msg_unref(&bad);
+}
+END_TEST
+
 START_TEST(refcounts)
 {
     hr_msg_t *m = hr_msg_new(0, "abc", 3);
@@ -103,6 +153,7 @@ static Suite *msg_suite(void)
     TCase *t = tcase_create("msg");
     tcase_add_test(t, delivery_matches_encoder);
     tcase_add_test(t, refcounts);
+    tcase_add_test(t, parts_and_new_payload);
     tcase_add_test(t, framing_in_headroom);
     suite_add_tcase(s, t);
     return s;

@@ -234,9 +234,112 @@ int hr_client_publish(hr_client_t *c, const char *topic, const void *data, size_
  */
 int hr_client_respond(hr_client_t *c, const hr_message_t *m, const void *data, size_t len);
 
+/* ---- subscription transforms -------------------------------------------- */
+
+/*
+ * A filter: a predicate on the payload, read by the broker as a MessagePack
+ * map with string keys (docs/transforms.md). Build one with the functions
+ * below, pass it in hr_sub_opts_t.filter, then free it: the subscription
+ * keeps its own encoded copy. A `field` is a path of keys into nested maps
+ * separated by `.` ("user.id"). Strings given to the builders are copied.
+ */
+typedef struct hr_filter_s hr_filter_t;
+
+/* A constant in a filter. Make one with hr_val_*(). */
+enum hr_value_type { HR_VAL_NIL, HR_VAL_BOOL, HR_VAL_INT, HR_VAL_UINT, HR_VAL_DOUBLE, HR_VAL_STR };
+typedef struct hr_value_s {
+    int type; /* enum hr_value_type */
+    union {
+        int b;
+        int64_t i;
+        uint64_t u;
+        double d;
+        const char *s; /* NUL-terminated; copied by the builder */
+    } v;
+} hr_value_t;
+
+static inline hr_value_t hr_val_nil(void)
+{
+    hr_value_t x = {HR_VAL_NIL, {0}};
+    return x;
+}
+static inline hr_value_t hr_val_bool(int b)
+{
+    hr_value_t x = {HR_VAL_BOOL, {0}};
+    x.v.b = b != 0;
+    return x;
+}
+static inline hr_value_t hr_val_int(int64_t i)
+{
+    hr_value_t x = {HR_VAL_INT, {0}};
+    x.v.i = i;
+    return x;
+}
+static inline hr_value_t hr_val_uint(uint64_t u)
+{
+    hr_value_t x = {HR_VAL_UINT, {0}};
+    x.v.u = u;
+    return x;
+}
+static inline hr_value_t hr_val_double(double d)
+{
+    hr_value_t x = {HR_VAL_DOUBLE, {0}};
+    x.v.d = d;
+    return x;
+}
+static inline hr_value_t hr_val_str(const char *s)
+{
+    hr_value_t x = {HR_VAL_STR, {0}};
+    x.v.s = s;
+    return x;
+}
+
+/*
+ * Leaf filters. Each returns a new filter, or NULL when out of memory or
+ * for an invalid argument (NULL or empty `field`, a NULL string value, a
+ * non-number for an order comparison).
+ */
+/** True when `field` exists and equals `v` (integers and floats compare as numbers). */
+hr_filter_t *hr_filter_eq(const char *field, hr_value_t v);
+/** True when `field` exists and does not equal `v`. */
+hr_filter_t *hr_filter_ne(const char *field, hr_value_t v);
+/** Order comparisons: `field` exists, is a number and is <, <=, >, >= `number`. */
+hr_filter_t *hr_filter_lt(const char *field, hr_value_t number);
+hr_filter_t *hr_filter_le(const char *field, hr_value_t number);
+hr_filter_t *hr_filter_gt(const char *field, hr_value_t number);
+hr_filter_t *hr_filter_ge(const char *field, hr_value_t number);
+/** True when `field` exists and equals one of the `n` (>= 1) values. */
+hr_filter_t *hr_filter_in(const char *field, const hr_value_t *values, size_t n);
+/** True when `field` exists, whatever its value. */
+hr_filter_t *hr_filter_exists(const char *field);
+/** Shorthands: hr_filter_eq(field, hr_val_str(s)) and hr_filter_eq(field, hr_val_int(i)). */
+hr_filter_t *hr_filter_eq_str(const char *field, const char *s);
+hr_filter_t *hr_filter_eq_int(const char *field, int64_t i);
+
+/*
+ * Combinations. They take ownership of their arguments (also on failure)
+ * and return a new filter, or NULL when an argument is NULL or memory runs
+ * out: builders nest without checks in between, and one NULL at the end
+ * means the whole expression failed. Nested `and`s (and `or`s) are
+ * flattened into one, which keeps expressions within the broker's depth
+ * limit (8).
+ */
+hr_filter_t *hr_filter_and(hr_filter_t *a, hr_filter_t *b);
+hr_filter_t *hr_filter_or(hr_filter_t *a, hr_filter_t *b);
+hr_filter_t *hr_filter_not(hr_filter_t *e);
+
+/** Frees `f` (NULL-safe). */
+void hr_filter_free(hr_filter_t *f);
+
 /* ---- subscribe ---------------------------------------------------------- */
 
-/* Optional subscription settings; NULL means the defaults. Strings are copied. */
+/*
+ * Optional subscription settings; NULL means the defaults. Strings are copied.
+ * The transforms (filter, fields, rate, conflate, batch) are checked by the
+ * broker: an invalid one refuses the subscription with HR_EOPTION (at
+ * on_error, or at on_confirm when set). They apply in that order, and the
+ * seq numbers of what arrives then skip what they left out (no HR_EGAP).
+ */
 typedef struct hr_sub_opts_s {
     const char *queue;          /* queue group name, or NULL */
     int has_since;              /* replay retained history after `since` first */
@@ -252,6 +355,16 @@ typedef struct hr_sub_opts_s {
     const void *presence; /* member info (at most 1 KiB): while subscribed, this connection is a
                              member of the topic (an exact topic), or NULL: not a member */
     size_t presence_len;  /* bytes at `presence` (0 with a non-NULL `presence`: empty info) */
+    const hr_filter_t *filter; /* deliver only the messages it matches, or NULL */
+    const char *const *fields; /* deliver a map of only these `nfields` (1..32) paths, or NULL */
+    size_t nfields;
+    uint32_t rate_n;          /* > 0: at most rate_n messages per rate_ms; the rest dropped */
+    uint32_t rate_ms;         /* 1..86400000 */
+    uint32_t conflate_ms;     /* > 0: in each window of this many ms after a delivery, keep only */
+    const char *conflate_key; /* the latest message per value of this field (NULL: per topic) */
+    uint32_t batch_max;       /* > 0: the broker sends messages in batches of at most batch_max */
+    uint32_t batch_ms;        /* (1..1024), at most batch_ms (1..60000) after the first one; */
+                              /* each still reaches `cb` as a message of its own */
 } hr_sub_opts_t;
 
 /**
@@ -270,7 +383,8 @@ typedef struct hr_sub_opts_s {
  * outcome arrives there instead, and a refused subscription is removed.
  * `*out` stays valid until hr_sub_unsubscribe(), an on_confirm with a
  * failure, or the client's CLOSED event.
- * Returns HR_OK, HR_ETOPIC, HR_EINVAL, HR_ECLOSED, HR_ENOMEM.
+ * Returns HR_OK, HR_ETOPIC, HR_EINVAL (also for `fields` with a NULL path
+ * or more than 32), HR_ECLOSED, HR_ENOMEM.
  */
 int hr_client_subscribe(hr_client_t *c, const char *pattern, const hr_sub_opts_t *opts,
                         hr_msg_cb cb, void *arg, hr_sub_t **out);

@@ -37,7 +37,8 @@ enum hr_op {
     HR_OP_MSG = 17,
     HR_OP_ACK = 18,
     HR_OP_ERR = 19,
-    HR_OP_GAP = 20
+    HR_OP_GAP = 20,
+    HR_OP_BATCH = 21
 };
 
 /* A borrowed byte range. Never owns memory; valid as long as what it points into. */
@@ -96,6 +97,8 @@ typedef struct hr_frame_s {
     hr_slice_t message;    /* ERR */
     uint64_t first_seq;    /* GAP */
     uint64_t last_seq;     /* GAP */
+    hr_slice_t batch;      /* BATCH: the raw array of messages, each checked (hr_batch_iter_*) */
+    uint64_t nbatch;       /* BATCH: messages in it */
 } hr_frame_t;
 
 /* ---- decoding ---------------------------------------------------------- */
@@ -136,6 +139,23 @@ typedef struct hr_headers_iter_s {
 void hr_headers_iter_init(hr_headers_iter_t *it, hr_slice_t raw);
 /** Sets `*key`/`*val` to the next entry and returns 1, or returns 0 at the end. */
 int hr_headers_iter_next(hr_headers_iter_t *it, hr_slice_t *key, hr_slice_t *val);
+
+/* Iterates the messages of a BATCH frame (op 21) from hr_frame_decode(). */
+typedef struct hr_batch_iter_s {
+    const char *p, *end; /* private */
+    uint64_t left;       /* private */
+    uint64_t sid;        /* private */
+} hr_batch_iter_t;
+
+/** Starts iterating the messages of `f`, a decoded BATCH frame. */
+void hr_batch_iter_init(hr_batch_iter_t *it, const hr_frame_t *f);
+/**
+ * Sets `*msg` to the next message as the MSG frame it stands for (op
+ * HR_OP_MSG, the BATCH's sid, topic, seq, payload, reply, headers, replay
+ * flag; slices point into the BATCH body) and returns 1, or returns 0 at the
+ * end.
+ */
+int hr_batch_iter_next(hr_batch_iter_t *it, hr_frame_t *msg);
 
 /* ---- framing (frame.c) -------------------------------------------------- */
 
@@ -260,6 +280,8 @@ typedef struct hr_sub_fields_s {
     int has_last;
     uint64_t last;
     hr_slice_t epoch; /* NULL `p`: none; else at most HR_EPOCH_MAX bytes (may be empty) */
+    hr_slice_t extra; /* more option entries, already encoded (key, value, ...): transforms */
+    uint32_t nextra;  /* entries (key-value pairs) in `extra` */
 
     /* NULL `p`: none; else member info, sent as `presence` (bin; may be empty). */
     hr_slice_t presence;
@@ -337,6 +359,22 @@ hr_msg_t *hr_msg_new_delivery(hr_slice_t topic, uint64_t seq, hr_slice_t payload
  * the same message with `replay: true` added to its opts. NULL on OOM.
  */
 hr_msg_t *hr_msg_new_replay(const hr_msg_t *live);
+
+/**
+ * Finds the parts of a delivery body from hr_msg_new_delivery() (or
+ * hr_msg_new_replay()): `topic`, `seq`, `payload` and `opts`, the raw option
+ * map (n == 0: none). Slices point into `m`. HR_OK, or HR_EINVAL for bytes
+ * that are not such a body.
+ */
+int hr_msg_delivery_parts(const hr_msg_t *m, hr_slice_t *topic, uint64_t *seq, hr_slice_t *payload,
+                          hr_slice_t *opts);
+
+/**
+ * A delivery body like `body` (topic, seq and options unchanged) carrying
+ * `payload` instead of its own: the body of a projected delivery. NULL on
+ * OOM or when `body` is not a delivery body.
+ */
+hr_msg_t *hr_msg_new_with_payload(const hr_msg_t *body, hr_slice_t payload);
 
 /**
  * Writes the per-delivery bytes that precede a shared delivery body for

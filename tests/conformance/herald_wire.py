@@ -21,17 +21,18 @@ import struct
 import subprocess
 import tempfile
 import time
+import unittest
 
 import msgpack
 
 HELLO, PUB, SUB, UNSUB, PING, PONG = 1, 2, 3, 4, 5, 6
-WELCOME, MSG, ACK, ERR, GAP = 16, 17, 18, 19, 20
+WELCOME, MSG, ACK, ERR, GAP, BATCH = 16, 17, 18, 19, 20, 21
 
 E_PROTO, E_TOOBIG, E_AUTH, E_PERM, E_TOPIC, E_SLOW = 1, 2, 3, 4, 5, 6
-E_LIMIT, E_SID, E_SHUTDOWN, E_GAP, E_HEARTBEAT = 7, 8, 9, 10, 11
+E_LIMIT, E_SID, E_SHUTDOWN, E_GAP, E_HEARTBEAT, E_OPTION = 7, 8, 9, 10, 11, 12
 
 OP_NAMES = {1: "HELLO", 2: "PUB", 3: "SUB", 4: "UNSUB", 5: "PING", 6: "PONG", 16: "WELCOME",
-            17: "MSG", 18: "ACK", 19: "ERR", 20: "GAP"}
+            17: "MSG", 18: "ACK", 19: "ERR", 20: "GAP", 21: "BATCH"}
 
 MiB = 1024 * 1024
 
@@ -320,6 +321,45 @@ class Broker:
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+
+
+class BrokerCase(unittest.TestCase):
+    """One broker for a whole test class (started with ARGS), connections closed per test.
+
+    Subclasses set ARGS (extra broker flags) and PREFIX (the first token of their topics).
+    """
+
+    ARGS = ()
+    PREFIX = "t"
+    _topics = itertools.count(1)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.b = Broker(*cls.ARGS)
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.b.stop()
+        log = cls.b.log_text()
+        cls.b.cleanup()
+        assert rc == 0, "broker exited with %s:\n%s" % (rc, log)
+
+    def setUp(self):
+        self.conns = []
+
+    def tearDown(self):
+        for c in self.conns:
+            c.close()
+        self.assertTrue(self.b.alive(), self.b.log_text())
+
+    def connect(self):
+        c = self.b.connect()
+        self.conns.append(c)
+        return c
+
+    def topic(self):
+        """A topic no other test of this run uses."""
+        return "%s.%d.%d.t" % (self.PREFIX, os.getpid(), next(BrokerCase._topics))
 
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

@@ -22,42 +22,16 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from herald_wire import (  # noqa: E402
-    ACK, E_GAP, E_PERM, ERR, MSG, PING, PONG, Broker, msg_opts)
+    ACK, E_GAP, E_PERM, ERR, MSG, PING, PONG, BrokerCase, msg_opts)
 
 DELAY_MS = 40
 
 
-class AsyncEngine(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        # A long heartbeat makes the sweep timer fire only every 250 ms, so output that waited
-        # for it would be visibly late.
-        cls.b = Broker("--engine-delay-ms", str(DELAY_MS), "--heartbeat-ms", "3600000")
-        cls.n = 0
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.b.stop()
-        log = cls.b.log_text()
-        cls.b.cleanup()
-        assert rc == 0, "broker exited with %s:\n%s" % (rc, log)
-
-    def setUp(self):
-        self.conns = []
-
-    def tearDown(self):
-        for c in self.conns:
-            c.close()
-        self.assertTrue(self.b.alive(), self.b.log_text())
-
-    def connect(self):
-        c = self.b.connect()
-        self.conns.append(c)
-        return c
-
-    def topic(self):
-        AsyncEngine.n += 1
-        return "async.%d.%d.t" % (os.getpid(), AsyncEngine.n)
+class AsyncEngine(BrokerCase):
+    # A long heartbeat makes the sweep timer fire only every 250 ms, so output that waited
+    # for it would be visibly late.
+    ARGS = ("--engine-delay-ms", str(DELAY_MS), "--heartbeat-ms", "3600000")
+    PREFIX = "async"
 
     def test_acks_and_pong_in_frame_order(self):
         c = self.connect()
