@@ -38,6 +38,8 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* until the server's handler logs it */
+    if (worker)
+        signal(SIGINT, SIG_IGN); /* the primary turns a Ctrl-C into SIGTERM for every worker */
 
     /*
      * A broker that cannot start says why in one line on stderr (printed by

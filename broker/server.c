@@ -371,7 +371,10 @@ int hr__server_start(hr_server_t *s)
     if (sweep < 10)
         sweep = 10;
     uv_timer_start(&s->sweep, on_sweep, sweep, sweep);
-    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    /* A worker drains when its primary says so (SIGTERM): a terminal's Ctrl-C reaches the
+     * whole process group, and a second signal would mean "close everything now". */
+    if (s->nworkers <= 1)
+        uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sighup, on_signal, SIGHUP);
     for (int i = 0; i < s->nlisteners; i++)
