@@ -189,16 +189,16 @@ int hr__mp_read(hr_mp_t *r, hr_mp_val_t *v)
  */
 int hr__mp_skip(hr_mp_t *r)
 {
-    uint64_t todo = 1;
+    uint64_t left = 1;
     hr_mp_val_t v;
-    while (todo) {
+    while (left) {
         if (!hr__mp_read(r, &v))
             return 0;
-        todo--;
+        left--;
         if (v.kind == HR_MP_ARRAY)
-            todo += v.n;
+            left += v.n;
         else if (v.kind == HR_MP_MAP)
-            todo += 2 * (uint64_t)v.n;
+            left += 2 * (uint64_t)v.n;
     }
     return 1;
 }
