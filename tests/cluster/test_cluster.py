@@ -19,7 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
 
 from herald_wire import (  # noqa: E402
-    ACK, E_GAP, E_SHUTDOWN, ERR, MSG, TIMEOUT, Broker, Closed, Conn, Timeout, WsConn, msg_opts)
+    ACK, E_GAP, E_SHUTDOWN, ERR, MSG, TIMEOUT, Broker, BrokerCase, Closed, Conn, Timeout, WsConn,
+    msg_opts)
 
 
 def worker_pids(b):
@@ -27,32 +28,12 @@ def worker_pids(b):
     return sorted(int(p) for p in out.split())
 
 
-class Cluster(unittest.TestCase):
+class Cluster(BrokerCase):
     N = 2
-
-    @classmethod
-    def setUpClass(cls):
-        cls.b = Broker("--workers", str(cls.N))
-        cls.seq = 0
-
-    @classmethod
-    def tearDownClass(cls):
-        rc = cls.b.stop()
-        log = cls.b.log_text()
-        cls.b.cleanup()
-        assert rc == 0, "broker exited with %s:\n%s" % (rc, log)
-
-    def setUp(self):
-        self.conns = []
-
-    def tearDown(self):
-        for c in self.conns:
-            c.close()
-        self.assertTrue(self.b.alive(), self.b.log_text())
+    ARGS = ("--workers", "2")
 
     def topic(self, prefix="t"):
-        Cluster.seq += 1
-        return "%s.%d.%d" % (prefix, os.getpid(), Cluster.seq)
+        return "%s.%d.%d" % (prefix, os.getpid(), next(BrokerCase._topics))
 
     def on_worker(self, k, ws=False, **hello):
         """A connection that landed on worker k (the kernel spreads them; try until one does)."""
@@ -204,6 +185,7 @@ class Cluster(unittest.TestCase):
 
 class Cluster3(Cluster):
     N = 3
+    ARGS = ("--workers", "3")
 
 
 class Faults(unittest.TestCase):
