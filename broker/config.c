@@ -76,6 +76,16 @@ static const opt_t opts[] = {
     S("slow-policy", slow_policy, "",
       "comma-separated pattern=policy for backlogged connections: drop-oldest, drop-newest, "
       "conflate or disconnect (the default); first match wins"),
+    S("pipeline", pipeline, "",
+      "comma-separated pattern=exec:PROGRAM ARGS[|exec:...] publish pipelines run on each PUB "
+      "before it is sequenced; first match wins"),
+    I("pipeline-timeout-ms", pipeline_timeout_ms, 1, 600000, "2000",
+      "time a pipeline stage has to answer for one message"),
+    I("pipeline-inflight", pipeline_inflight, 1, 1000000, "1024",
+      "messages one pipeline stage holds before its publishers are paused"),
+    S("pipeline-on-error", pipeline_on_error, "reject",
+      "what a message gets when its stage timed out, crashed or answered garbage: reject "
+      "(ERR 13) or pass"),
     I("heartbeat-ms", heartbeat_ms, 50, 3600000, "30000",
       "ping clients silent this long; close after two unanswered pings"),
     I("hello-timeout-ms", hello_timeout_ms, 50, 3600000, "10000",

@@ -31,6 +31,11 @@ typedef struct hr_config_s {
     int64_t ws_max_header;
     int64_t ws_handshake_ms;
     char slow_policy[1024];
+    /* pipeline.c */
+    char pipeline[2048];
+    int64_t pipeline_timeout_ms;
+    int64_t pipeline_inflight;
+    char pipeline_on_error[16];
     /* auth.c */
     char auth_tokens_file[512];
     char auth_anonymous[1024];

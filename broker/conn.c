@@ -157,10 +157,8 @@ static void charge_output(hr_conn_t *c)
     size_t q = hr__oq_charge(&c->out);
     if (q > (size_t)s->cfg.out_soft && !c->soft_since)
         c->soft_since = hr__now_ms(s);
-    if (q > (size_t)s->cfg.out_soft / 2 && !(c->flags & (HR_C_PAUSED | HR_C_CLOSING))) {
-        c->flags |= HR_C_PAUSED;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    if (q > (size_t)s->cfg.out_soft / 2)
+        hr__conn_hold(c, HR_C_PAUSED);
 }
 
 hr_msg_t *hr__conn_frame_scratch(hr_conn_t *c)
@@ -383,41 +381,54 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
  */
 #define OPS_MAX 1024
 
+/* Every reason reading may be paused for; reading resumes when none is left. */
+#define READ_HOLDS (HR_C_PAUSED | HR_C_OPS_WAIT | HR_C_CONGESTED | HR_C_STAGE_WAIT)
+
+void hr__conn_hold(hr_conn_t *c, uint32_t why)
+{
+    if (!(c->flags & (why | HR_C_CLOSING))) {
+        if (!(c->flags & READ_HOLDS))
+            uv_read_stop((uv_stream_t *)&c->tcp);
+        c->flags |= why;
+    }
+}
+
+static void unhold(hr_conn_t *c, uint32_t why)
+{
+    if (!(c->flags & why))
+        return;
+    c->flags &= ~why;
+    if (!(c->flags & (READ_HOLDS | HR_C_CLOSING | HR_C_FAILING)))
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+void hr__server_release(hr_server_t *s, uint32_t why)
+{
+    for (hr_conn_t *c = s->conns; c; c = c->next)
+        unhold(c, why);
+}
+
 void hr__conn_congest(hr_conn_t *c)
 {
-    if (!(c->flags & (HR_C_CONGESTED | HR_C_CLOSING))) {
-        c->flags |= HR_C_CONGESTED;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    hr__conn_hold(c, HR_C_CONGESTED);
 }
 
 void hr__server_uncongest(hr_server_t *s)
 {
-    for (hr_conn_t *c = s->conns; c; c = c->next) {
-        if (!(c->flags & HR_C_CONGESTED))
-            continue;
-        c->flags &= ~(uint32_t)HR_C_CONGESTED;
-        if (!(c->flags & (HR_C_PAUSED | HR_C_OPS_WAIT | HR_C_CLOSING)))
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    hr__server_release(s, HR_C_CONGESTED);
 }
 
 void hr__conn_ops_begin(hr_conn_t *c)
 {
-    if (++c->inflight_ops >= OPS_MAX && !(c->flags & (HR_C_OPS_WAIT | HR_C_CLOSING))) {
-        c->flags |= HR_C_OPS_WAIT;
-        uv_read_stop((uv_stream_t *)&c->tcp);
-    }
+    if (++c->inflight_ops >= OPS_MAX)
+        hr__conn_hold(c, HR_C_OPS_WAIT);
 }
 
 void hr__conn_ops_end(hr_conn_t *c)
 {
     c->inflight_ops--;
-    if ((c->flags & HR_C_OPS_WAIT) && c->inflight_ops <= OPS_MAX / 2) {
-        c->flags &= ~(uint32_t)HR_C_OPS_WAIT;
-        if (!(c->flags & (HR_C_PAUSED | HR_C_CLOSING | HR_C_CONGESTED)))
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    if (c->inflight_ops <= OPS_MAX / 2)
+        unhold(c, HR_C_OPS_WAIT);
 }
 
 /* ---- writing --------------------------------------------------------------- */
@@ -425,12 +436,8 @@ void hr__conn_ops_end(hr_conn_t *c)
 static void check_backpressure(hr_conn_t *c)
 {
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
-    if ((c->flags & HR_C_PAUSED) && hr__oq_charge(&c->out) <= hwm / 4 &&
-        !(c->flags & HR_C_CLOSING)) {
-        c->flags &= ~(uint32_t)HR_C_PAUSED;
-        if (!(c->flags & (HR_C_OPS_WAIT | HR_C_CONGESTED)))
-            uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    }
+    if (hr__oq_charge(&c->out) <= hwm / 4)
+        unhold(c, HR_C_PAUSED);
     if (hr__oq_charge(&c->out) <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
     if (c->park && hr__oq_charge(&c->out) <= hwm / 4 && !(c->flags & HR_C_CLOSING))

@@ -317,7 +317,7 @@ static const char *const err_names[] = {
  * The metric families, in the order /metrics prints them. Each value is a uint64_t of
  * hr_wstats_t at `off` (then `off + 8`, ... for families with several label sets).
  */
-enum labels { L_NONE, L_TRANSPORT, L_ACTION, L_STATUS, L_ERROR };
+enum labels { L_NONE, L_TRANSPORT, L_ACTION, L_STATUS, L_ERROR, L_OUTCOME };
 
 enum fam_flags {
     M_GAUGE = 1u << 0,   /* per worker only while it serves (a counter stays when it is down) */
@@ -378,6 +378,18 @@ static const fam_t families[] = {
     {"herald_http_bytes_out_total", "counter",
      "Bytes written to HTTP connections that were not upgraded (not in bytes_out_total).",
      W(st.http_bytes_out), 1, L_NONE, 0, 0},
+    {"herald_pipeline_messages_total", "counter",
+     "PUBs through publish pipeline stages by outcome (failed: timed out, crashed or garbled).",
+     W(pipe_passed), 4, L_OUTCOME, 0, 0},
+    {"herald_pipeline_timeouts_total", "counter",
+     "Messages a pipeline stage did not answer in time.", W(pipe_timeouts), 1, L_NONE, 0, 0},
+    {"herald_pipeline_restarts_total", "counter", "Pipeline stage child processes restarted.",
+     W(pipe_restarts), 1, L_NONE, 0, 0},
+    {"herald_pipeline_late_answers_total", "counter",
+     "Answers from a pipeline stage for messages already timed out.", W(pipe_late), 1, L_NONE, 0,
+     0},
+    {"herald_pipeline_inflight", "gauge", "Messages inside publish pipeline stages.",
+     W(pipe_inflight), 1, L_NONE, M_GAUGE, 0},
     {"herald_subscriptions", "gauge", "Active subscriptions.", W(subs), 1, L_NONE, M_GAUGE, 0},
     {"herald_patterns", "gauge", "Distinct subscribed patterns.", W(patterns), 1, L_NONE, M_GAUGE,
      0},
@@ -454,6 +466,11 @@ static void label_set(const fam_t *f, unsigned i, char *out, size_t cap)
     case L_ACTION:
         snprintf(out, cap, "action=\"%s\"", i ? "sub" : "pub");
         break;
+    case L_OUTCOME: {
+        static const char *const outcomes[4] = {"passed", "rewritten", "rejected", "failed"};
+        snprintf(out, cap, "outcome=\"%s\"", outcomes[i]);
+        break;
+    }
     case L_STATUS:
         snprintf(out, cap, "status=\"%d\"", statuses[i]);
         break;
@@ -467,6 +484,9 @@ static void label_set(const fam_t *f, unsigned i, char *out, size_t cap)
 
 _Static_assert(offsetof(hr_stats_t, denied_sub) == offsetof(hr_stats_t, denied_pub) + 8,
                "herald_denied_total reads denied_pub and denied_sub as one array");
+
+_Static_assert(offsetof(hr_wstats_t, pipe_failed) == offsetof(hr_wstats_t, pipe_passed) + 24,
+               "herald_pipeline_messages_total reads four outcomes as one array");
 
 /* One sample: `worker` < 0 is the unlabelled (whole broker) one. */
 static int sample(hr_buf_t *b, const fam_t *f, const char *labels, int worker, const hr_wstats_t *w,

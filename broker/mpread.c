@@ -290,3 +290,25 @@ size_t hr__mp_put_array(uint8_t *out, uint32_t n)
 {
     return put_container(out, n, 0x90, 0xdc);
 }
+
+size_t hr__mp_put_uint(uint8_t *out, uint64_t v)
+{
+    if (v < 128)
+        return put_be(out, (uint8_t)v, 0, 0);
+    if (v < 256)
+        return put_be(out, 0xcc, v, 1);
+    if (v < 65536)
+        return put_be(out, 0xcd, v, 2);
+    if (v <= UINT32_MAX)
+        return put_be(out, 0xce, v, 4);
+    return put_be(out, 0xcf, v, 8);
+}
+
+size_t hr__mp_put_bin(uint8_t *out, size_t n)
+{
+    if (n < 256)
+        return put_be(out, 0xc4, n, 1);
+    if (n < 65536)
+        return put_be(out, 0xc5, n, 2);
+    return put_be(out, 0xc6, n, 4);
+}

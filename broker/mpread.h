@@ -88,5 +88,8 @@ int hr__mp_path(hr_mp_t r, hr_slice_t path, hr_slice_t *out);
 size_t hr__mp_put_str(uint8_t *out, size_t n);
 size_t hr__mp_put_map(uint8_t *out, uint32_t n);
 size_t hr__mp_put_array(uint8_t *out, uint32_t n);
+/* Writes an unsigned integer whole (at most 9 bytes), or a bin header (at most 5). */
+size_t hr__mp_put_uint(uint8_t *out, uint64_t v);
+size_t hr__mp_put_bin(uint8_t *out, size_t n);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "pipeline.h"
 #include "server.h"
 #include "xsub.h"
 
@@ -221,6 +222,7 @@ typedef struct pubans_s {
     hr_reply_t *slot; /* asynchronous completion: the answer's place */
     int has_ack;
     uint64_t ack;
+    const char *why; /* a pipeline's rejection: why, for the ERR 13 */
 } pubans_t;
 
 /* Encodes the PUB's answer into s->scratch; 0 when there is none to give. */
@@ -231,7 +233,7 @@ static int pub_answer(hr_conn_t *c, const pubans_t *a, int status, uint64_t seq)
         return a->has_ack && hr_enc_ack(&s->scratch, a->ack, seq) == HR_OK;
     const char *why = status == HR_ELIMIT ? "topic limit reached" : "out of memory";
     if (status == HR_EREJECTED)
-        why = "rejected by the publish pipeline";
+        why = a->why ? a->why : "rejected by the publish pipeline";
     unsigned code = hr_status_to_wire(status == HR_ENOMEM ? HR_ELIMIT : status);
     if (code < sizeof(s->stats.errors) / sizeof(s->stats.errors[0]))
         s->stats.errors[code]++;
@@ -253,6 +255,12 @@ static void on_pub_done(void *arg, int status, uint64_t seq)
         hr__conn_ops_end(c);
     hr__conn_reply_fill(a->slot, with);
     free(a);
+}
+
+static void on_pipe_done(void *arg, int status, uint64_t seq, const char *why)
+{
+    ((pubans_t *)arg)->why = why;
+    on_pub_done(arg, status, seq);
 }
 
 void hr__cmd_publish(hr_conn_t *c, const hr_pub_cmd_t *p)
@@ -279,8 +287,9 @@ void hr__cmd_publish(hr_conn_t *c, const hr_pub_cmd_t *p)
     int no_echo = (c->flags & HR_C_NO_ECHO) != 0;
     if (s->congested)
         hr__conn_congest(c); /* this one is taken; the next frames wait for the rings */
-    if (s->engine->ops->sync && !s->peer) {
-        pubans_t a = {c, NULL, has_ack, p->ack};
+    hr_pipeline_t *pl = s->pipelines ? hr__pipeline_find(s, p->topic) : NULL;
+    if (s->engine->ops->sync && !s->peer && !pl) {
+        pubans_t a = {c, NULL, has_ack, p->ack, NULL};
         int r = hr__router_publish(s, p, c->id, no_echo, on_pub_done, &a);
         if (r < 0)
             on_pub_done(&a, r, 0);
@@ -293,9 +302,10 @@ void hr__cmd_publish(hr_conn_t *c, const hr_pub_cmd_t *p)
         hr__conn_err(c, HR_ELIMIT, "out of memory", has_ack, p->ack);
         return;
     }
-    *a = (pubans_t){NULL, slot, has_ack, p->ack};
+    *a = (pubans_t){NULL, slot, has_ack, p->ack, NULL};
     hr__conn_ops_begin(c);
-    int r = hr__router_publish(s, p, c->id, no_echo, on_pub_done, a);
+    int r = pl ? hr__pipeline_publish(pl, c, p, no_echo, on_pipe_done, a)
+               : hr__router_publish(s, p, c->id, no_echo, on_pub_done, a);
     if (r < 0)
         on_pub_done(a, r, 0);
 }

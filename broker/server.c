@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "presence.h"
 #include "log.h"
+#include "pipeline.h"
 #include "server.h"
 #include "policy.h"
 #include "stats.h"
@@ -201,6 +202,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         goto fail;
     if ((r = hr__presence_init(s)) != HR_OK)
         goto fail;
+    if ((r = hr__pipeline_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -216,6 +219,7 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     uv_signal_init(loop, &s->sigterm);
     uv_signal_init(loop, &s->sighup);
     s->sigint.data = s->sigterm.data = s->sighup.data = s;
+    hr__pipeline_start(s);
     return HR_OK;
 fail:
     if (r == HR_ENOMEM)
@@ -326,6 +330,7 @@ static void close_handles(hr_server_t *s)
     hr__presence_close(s);
     uv_close((uv_handle_t *)&s->shutdown_timer, NULL);
     hr__xsub_close(s);
+    hr__pipeline_close(s);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sighup, NULL);
@@ -418,5 +423,6 @@ void hr__server_destroy(hr_server_t *s)
     hr_buf_destroy(&s->scratch);
     hr_buf_destroy(&s->xbuf);
     hr__policy_destroy(s);
+    hr__pipeline_destroy(s);
     hr__oq_cache_release();
 }

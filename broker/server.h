@@ -47,18 +47,19 @@ typedef struct hr_transport_s {
 #include "outq.h"
 
 enum hr_conn_flag {
-    HR_C_HELLO = 1u << 0,      /* HELLO done */
-    HR_C_NO_ECHO = 1u << 1,    /* echo: false */
-    HR_C_CLOSING = 1u << 2,    /* ERR sent or peer gone: no more input, draining */
-    HR_C_PENDING = 1u << 3,    /* in the flush list */
-    HR_C_PAUSED = 1u << 4,     /* reading paused by output backpressure */
-    HR_C_SHUT = 1u << 5,       /* uv_shutdown issued */
-    HR_C_CLOSED = 1u << 6,     /* uv_close issued */
-    HR_C_PROTOCOL = 1u << 7,   /* the transport handshake is done: frames flow */
-    HR_C_OPS_WAIT = 1u << 8,   /* reading paused: too many engine calls in flight */
-    HR_C_TURN = 1u << 9,       /* an answer that waited is being given: its ERRs go out now */
-    HR_C_CONGESTED = 1u << 10, /* reading paused: the rings to other workers are full */
-    HR_C_FAILING = 1u << 11,   /* a fatal ERR waits for the answers to earlier frames */
+    HR_C_HELLO = 1u << 0,       /* HELLO done */
+    HR_C_NO_ECHO = 1u << 1,     /* echo: false */
+    HR_C_CLOSING = 1u << 2,     /* ERR sent or peer gone: no more input, draining */
+    HR_C_PENDING = 1u << 3,     /* in the flush list */
+    HR_C_PAUSED = 1u << 4,      /* reading paused by output backpressure */
+    HR_C_SHUT = 1u << 5,        /* uv_shutdown issued */
+    HR_C_CLOSED = 1u << 6,      /* uv_close issued */
+    HR_C_PROTOCOL = 1u << 7,    /* the transport handshake is done: frames flow */
+    HR_C_OPS_WAIT = 1u << 8,    /* reading paused: too many engine calls in flight */
+    HR_C_TURN = 1u << 9,        /* an answer that waited is being given: its ERRs go out now */
+    HR_C_CONGESTED = 1u << 10,  /* reading paused: the rings to other workers are full */
+    HR_C_FAILING = 1u << 11,    /* a fatal ERR waits for the answers to earlier frames */
+    HR_C_STAGE_WAIT = 1u << 12, /* reading paused: a publish pipeline it writes into is full */
 };
 
 struct hr_conn_s {
@@ -152,13 +153,15 @@ struct hr_server_s {
     void (*on_ping)(hr_server_t *s);  /* before a PONG: deliver what other workers sent */
     int argc;                         /* the command line, read again on SIGHUP */
     char **argv;
-    hr_buf_t scratch;               /* control frame encoding */
-    uv_timer_t xtimer;              /* xsub.c: conflate windows and batches that come due */
-    struct hr_xsub_s *xarmed;       /* xsub.c: subscriptions waiting for xtimer */
-    uint64_t xdue;                  /* xsub.c: when xtimer fires; 0: stopped */
-    hr_buf_t xbuf;                  /* xsub.c: projection scratch */
-    struct hr_policies_s *policies; /* policy.c: slow-consumer policies by topic pattern */
-    size_t npolicies;               /* policy.c: how many are not `disconnect` */
+    hr_buf_t scratch;                /* control frame encoding */
+    uv_timer_t xtimer;               /* xsub.c: conflate windows and batches that come due */
+    struct hr_xsub_s *xarmed;        /* xsub.c: subscriptions waiting for xtimer */
+    uint64_t xdue;                   /* xsub.c: when xtimer fires; 0: stopped */
+    hr_buf_t xbuf;                   /* xsub.c: projection scratch */
+    struct hr_policies_s *policies;  /* policy.c: slow-consumer policies by topic pattern */
+    size_t npolicies;                /* policy.c: how many are not `disconnect` */
+    struct hr_pipeline_s *pipelines; /* pipeline.c: publish pipelines by topic pattern */
+    int pipe_pass_on_error;          /* pipeline.c: pipeline-on-error is `pass` */
     hr_stats_t stats;
     struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
     hr_limits_t limits;         /* limits.c */
@@ -199,6 +202,10 @@ int hr__server_port(const hr_server_t *s, int kind);
 
 /** The rings drained: resumes the connections paused while they were full. */
 void hr__server_uncongest(hr_server_t *s);
+/** Pauses reading `c` for reason `why` (an HR_C_* read hold) until that reason is released. */
+void hr__conn_hold(hr_conn_t *c, uint32_t why);
+/** Releases reason `why` on every connection; those with no reason left read again. */
+void hr__server_release(hr_server_t *s, uint32_t why);
 /** Pauses reading `c` until hr__server_uncongest() (it publishes while the rings are full). */
 void hr__conn_congest(hr_conn_t *c);
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pipeline.h"
 #include "stats.h"
 
 /* "HRLDSTA1": the first word of an area. */
@@ -156,6 +157,16 @@ void hr__stats_collect(const hr_server_t *s, hr_wstats_t *w, int fds)
     w->tombstones = es.tombstones;
     w->hist_bytes = es.hist_bytes;
     w->hist_msgs = es.hist_msgs;
+    hr_pipe_stats_t ps;
+    hr__pipeline_stats((hr_server_t *)s, &ps);
+    w->pipe_passed = ps.passed;
+    w->pipe_rewritten = ps.rewritten;
+    w->pipe_rejected = ps.rejected;
+    w->pipe_failed = ps.failed;
+    w->pipe_timeouts = ps.timeouts;
+    w->pipe_restarts = ps.restarts;
+    w->pipe_late = ps.late;
+    w->pipe_inflight = ps.inflight;
     if (s->cstats && s->cstats->lc) {
         hr_link_counters_t lc = {0};
         s->cstats->lc(s, &lc);

@@ -26,9 +26,12 @@ typedef struct hr_wstats_s {
     uint64_t ring_out;  /* records written into the rings to other workers */
     uint64_t ring_in;   /* records read from the rings of other workers */
     uint64_t ring_full; /* records that found a ring to another worker full and waited */
+    uint64_t pipe_passed, pipe_rewritten, pipe_rejected, pipe_failed, pipe_timeouts;
+    uint64_t pipe_restarts, pipe_late; /* publish pipelines (pipeline.c) */
     /* gauges */
     uint64_t subs, patterns, topics, tombstones, hist_bytes, hist_msgs, outq, inflight;
-    uint64_t ring_backlog; /* bytes waiting for room in the rings */
+    uint64_t ring_backlog;  /* bytes waiting for room in the rings */
+    uint64_t pipe_inflight; /* messages in publish pipeline stages */
     uint64_t rss, vm, open_fds, max_fds;
     uint64_t start_unix_ms; /* wall clock, ms since the epoch */
     uint64_t start_mono_ms; /* monotonic clock (the loop's), for uptime */
