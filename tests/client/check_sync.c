@@ -504,6 +504,39 @@ START_TEST(test_async_confirm)
 }
 END_TEST
 
+/* A publish pipeline's rejection reaches the blocking API as HR_EREJECTED (ERR 13). */
+static void setup_pipeline(void)
+{
+    static char spec[1024];
+    snprintf(spec, sizeof(spec), "mod.>=exec:%s/examples/moderate.py --word spam",
+             HERALD_SOURCE_DIR);
+    const char *extra[] = {"--pipeline", spec, NULL};
+    ck_assert_int_eq(cfix_start(&F, extra), 0);
+    cfix_url(&F, URL, sizeof(URL));
+}
+
+START_TEST(test_pipeline_rejects)
+{
+    hr_sync_t *s = connect_sync();
+    hr_sync_sub_t *sub;
+    hr_message_t *m = NULL;
+    uint64_t seq = 0;
+    ck_assert_int_eq(hr_sync_subscribe(s, "mod.room", NULL, &sub), HR_OK);
+    ck_assert_int_eq(hr_sync_publish_acked(s, "mod.room", "buy spam", 8, 10000, &seq),
+                     HR_EREJECTED);
+    ck_assert_int_eq(hr_sync_publish_acked(s, "mod.room", "hello", 5, 10000, &seq), HR_OK);
+    ck_assert_uint_eq(seq, 1); /* the rejected one was never sequenced */
+    ck_assert_int_eq(hr_sync_next(sub, 5000, &m), HR_OK);
+    size_t len;
+    const char *d = hr_message_data(m, &len);
+    ck_assert_uint_eq(len, 5);
+    ck_assert(memcmp(d, "hello", 5) == 0);
+    hr_message_unref(&m);
+    ck_assert_int_eq(hr_sync_unsubscribe(&sub), HR_OK);
+    hr_sync_close(&s, 0);
+}
+END_TEST
+
 Suite *sync_suite(void);
 
 Suite *sync_suite(void)
@@ -524,6 +557,11 @@ Suite *sync_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_subscribe_confirmed);
     tcase_add_test(tc, test_async_confirm);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("pipeline");
+    tcase_add_checked_fixture(tc, setup_pipeline, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_pipeline_rejects);
     suite_add_tcase(s, tc);
     return s;
 }
