@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Connections: lifecycle, reading, output queues and answers in order, closing, sweeps. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,7 +158,9 @@ static void charge_output(hr_conn_t *c)
     size_t q = hr__oq_charge(&c->out);
     if (q > (size_t)s->cfg.out_soft && !c->soft_since)
         c->soft_since = hr__now_ms(s);
-    if (q > (size_t)s->cfg.out_soft / 2)
+    c->sink.hwm = (size_t)s->cfg.out_soft / 2 + 1; /* follows a reload of out-soft */
+    c->sink.lwm = c->sink.hwm / 4;
+    if (!hr__stage_set_fill(&c->sink, q))
         hr__conn_hold(c, HR_C_PAUSED);
 }
 
@@ -436,8 +439,7 @@ void hr__conn_ops_end(hr_conn_t *c)
 static void check_backpressure(hr_conn_t *c)
 {
     size_t hwm = (size_t)c->srv->cfg.out_soft / 2;
-    if (hr__oq_charge(&c->out) <= hwm / 4)
-        unhold(c, HR_C_PAUSED);
+    hr__stage_set_fill(&c->sink, hr__oq_charge(&c->out)); /* on_sink_drain() once drained */
     if (hr__oq_charge(&c->out) <= (size_t)c->srv->cfg.out_soft)
         c->soft_since = 0;
     if (c->park && hr__oq_charge(&c->out) <= hwm / 4 && !(c->flags & HR_C_CLOSING))
@@ -572,6 +574,32 @@ static void free_unlisted(uv_handle_t *h)
     free(h->data);
 }
 
+/*
+ * The connection's output queue is the last stage of every delivery chain
+ * (stage.h): its fill is the pending output bytes and its mark half of
+ * out-soft. Full, it stops reading the socket (charge_output()); drained to a
+ * quarter of its mark, reading resumes. Plain deliveries call
+ * hr__conn_deliver() directly; transform chains write hr_outitem_t items.
+ */
+static void sink_write(hr_stage_t *st, hr_item_t *it)
+{
+    hr_outitem_t *o = (hr_outitem_t *)it;
+    hr__conn_deliver((hr_conn_t *)((char *)st - offsetof(hr_conn_t, sink)), o->sid, o->m);
+}
+
+static void sink_destroy(hr_stage_t *st)
+{
+    (void)st; /* part of the connection */
+}
+
+static const hr_stage_ops_t sink_ops = {"output", sink_write, NULL, sink_destroy, NULL};
+
+static void on_sink_drain(void *arg, hr_stage_t *st)
+{
+    (void)st;
+    unhold(arg, HR_C_PAUSED);
+}
+
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
 {
     hr_conn_t *c = calloc(1, sizeof(*c));
@@ -584,6 +612,9 @@ hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp)
     c->tcp.data = c;
     c->srv = s;
     c->tp = tp;
+    hr__stage_init(&c->sink, &sink_ops, (size_t)s->cfg.out_soft / 2 + 1);
+    c->sink.on_drain = on_sink_drain;
+    c->sink.arg = c;
     c->id = s->next_id++ * s->nworkers + s->worker + 1;
     if (s->nworkers > 1 && hr__map_put(&s->conns_by_id, &c->id, sizeof(c->id), c) != 0) {
         uv_close((uv_handle_t *)&c->tcp, free_unlisted);

@@ -45,6 +45,7 @@ typedef struct hr_transport_s {
 } hr_transport_t;
 
 #include "outq.h"
+#include "stage.h"
 
 enum hr_conn_flag {
     HR_C_HELLO = 1u << 0,       /* HELLO done */
@@ -73,6 +74,7 @@ struct hr_conn_s {
     uint8_t pings;  /* unanswered server pings */
     hr_buf_t in;    /* bytes of a partial frame only; empty when idle */
     hr_outq_t out;
+    hr_stage_t sink; /* the output queue as a stream stage: its fill is the pending bytes */
     hr_sub_t **subs; /* owned */
     uint32_t nsubs, subcap;
     uint64_t idle_since;  /* ms: last frame received or ping sent */
@@ -182,6 +184,13 @@ struct hr_server_s {
 extern const hr_transport_t hr__tcp_transport;
 /* Set by the WebSocket module when it is linked in (NULL: no WebSocket listener). */
 extern const hr_transport_t *hr__ws_transport;
+
+/* What a delivery chain writes into a connection's output stage (hr_conn_t.sink). */
+typedef struct hr_outitem_s {
+    hr_item_t link;
+    uint64_t sid;
+    hr_msg_t *m; /* borrowed */
+} hr_outitem_t;
 
 /** The handshake of a transport that has one is done: frames flow, the connection counts. */
 void hr__conn_protocol(hr_conn_t *c);

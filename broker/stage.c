@@ -9,6 +9,7 @@ void hr__stage_init(hr_stage_t *st, const hr_stage_ops_t *ops, size_t hwm)
     *st = (hr_stage_t){0};
     st->ops = ops;
     st->hwm = hwm;
+    st->lwm = hwm / 2;
 }
 
 void hr__stage_chain(hr_stage_t **st, size_t n)
@@ -75,10 +76,25 @@ static void release(hr_stage_t *st)
     hr__stage_fill(st, 0);
 }
 
+void hr__stage_forward(hr_stage_t *st, hr_item_t *it)
+{
+    st->next->ops->write(st->next, it);
+}
+
+int hr__stage_set_fill(hr_stage_t *st, size_t fill)
+{
+    hr__stage_fill(st, (long)fill - (long)st->fill);
+    if (hr__stage_full(st)) {
+        st->waiting = 1;
+        return 0;
+    }
+    return 1;
+}
+
 void hr__stage_fill(hr_stage_t *st, long delta)
 {
     st->fill = (size_t)((long)st->fill + delta);
-    if (!st->waiting || st->fill > st->hwm / 2)
+    if (!st->waiting || st->fill > st->lwm)
         return;
     st->waiting = 0; /* drained: the upstream may go on */
     if (st->up)

@@ -55,6 +55,7 @@ struct hr_stage_s {
     hr_stage_t *up;   /* upstream stage, told when this one drains; NULL: the source is outside */
     size_t fill;      /* what the stage holds, in its own unit, held items included */
     size_t hwm;       /* high-water mark of `fill`; 0: never full */
+    size_t lwm;       /* a stage that said "wait" drains when its fill falls to this (hwm / 2) */
     hr_item_t *held, *held_tail; /* pushed while `next` was full, oldest first */
     uint32_t waiting : 1;        /* said "wait" to upstream, owes it a drain */
     uint32_t blocked : 1;        /* `next` said "wait": pushes are held */
@@ -83,8 +84,24 @@ int hr__stage_write(hr_stage_t *st, hr_item_t *it);
  */
 void hr__stage_push(hr_stage_t *st, hr_item_t *it);
 
+/**
+ * Writes `it` into the next stage without ever holding it, for chains whose
+ * source cannot wait (one publish fans out to many subscriptions): the next
+ * stage's fullness is then its own to act on (the connection's output queue
+ * pauses reading its socket, and the slow-consumer policy decides what its
+ * overflow loses). Items of such chains may live on the stack.
+ */
+void hr__stage_forward(hr_stage_t *st, hr_item_t *it);
+
 /** The stage's own fill changed by `delta` (its work took or finished items). */
 void hr__stage_fill(hr_stage_t *st, long delta);
+
+/**
+ * Sets the fill of a stage that measures it itself (a connection's pending
+ * output bytes): returns 0 when the stage is now full (it said "wait"),
+ * else 1; drains it when it falls to its low-water mark.
+ */
+int hr__stage_set_fill(hr_stage_t *st, size_t fill);
 
 /** Whether a write into `st` now would be answered "wait". */
 int hr__stage_full(const hr_stage_t *st);

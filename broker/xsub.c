@@ -7,16 +7,32 @@
 #include "xsub.h"
 
 /*
- * A subscription with transforms owns one hr_xsub_t. The stages run in the
- * order of the protocol: the filter and the projection read the payload in
- * place; `rate` counts deliveries in a fixed window; `conflate` keeps, per
- * (topic, key value), the latest body that arrived during its window; `batch`
- * collects bodies for one BATCH frame. Conflate windows and batches that wait
- * are put on one list per worker, served by one timer (server.xtimer) that is
- * set for the earliest deadline among them, so an idle subscription costs
- * no timer and a busy worker one. Bodies held here are references to the
- * shared (or projected) delivery bodies, never copies.
+ * A subscription with transforms owns one hr_xsub_t: a chain of stream
+ * stages (stage.h), one per transform it asked for, in the order of the
+ * protocol (filter, fields, rate, conflate, batch), ending in a stage that
+ * writes into the connection's output stage. Items are deliveries on the
+ * stack (xitem_t): a fan-out cannot wait for one subscriber, so the stages
+ * forward without holding (hr__stage_forward()), and what a subscription may
+ * hold is bounded by each stage (conflate keys and bytes, batch size). The
+ * filter and the projection read the payload in place; `rate` counts
+ * deliveries in a fixed window; `conflate` keeps, per (topic, key value),
+ * the latest body that arrived during its window; `batch` collects bodies
+ * for one BATCH frame. Conflate windows and batches that wait are put on one
+ * list per worker, served by one timer (server.xtimer) set for the earliest
+ * deadline among them, so an idle subscription costs no timer and a busy
+ * worker one. Bodies held here are references to the shared (or projected)
+ * delivery bodies, never copies.
  */
+
+/* One delivery on its way through a chain. */
+typedef struct xitem_s {
+    hr_item_t link;
+    hr_msg_t *m; /* borrowed */
+    hr_slice_t topic, payload;
+    uint64_t seq;
+    int replay; /* history from since/last: passes filter, fields and batch only */
+    hr_xcache_t *cache;
+} xitem_t;
 
 /* One conflate slot: the latest body for one (topic, key value). */
 typedef struct cslot_s {
@@ -29,20 +45,43 @@ typedef struct cslot_s {
 
 typedef struct hr_xsub_s hr_xsub_t;
 
+/* The stages; each starts with its hr_stage_t and knows its chain's owner. */
+typedef struct xstage_s {
+    hr_stage_t st;
+    hr_xsub_t *xs;
+} xstage_t;
+
+typedef struct rate_s {
+    hr_stage_t st;
+    hr_xsub_t *xs;
+    uint64_t start;
+    uint32_t count;
+} rate_t;
+
+typedef struct conflate_s {
+    hr_stage_t st;
+    hr_xsub_t *xs;
+    uint64_t until; /* end of the current window; no window before it */
+    cslot_t *slots;
+    uint32_t capslots; /* st.fill: slots in use */
+    size_t bytes;      /* of the bodies and keys the slots hold */
+} conflate_t;
+
+typedef struct batch_s {
+    hr_stage_t st;
+    hr_xsub_t *xs;
+    hr_msg_t **q; /* bodies of the batch being collected (owned references); st.fill of them */
+    size_t bytes; /* bytes their entries take in the BATCH body */
+    uint64_t due; /* when the batch must go out */
+} batch_t;
+
 struct hr_xsub_s {
     hr_xform_t *x; /* owned */
     hr_sub_t *sub;
     hr_server_t *srv;
-    uint64_t rate_start; /* rate: start of the current window (ms) */
-    uint32_t rate_count; /* deliveries in it */
-    uint64_t cf_until;   /* conflate: end of the current window; no window before it */
-    cslot_t *slots;      /* conflate: what the window holds */
-    uint32_t nslots, capslots;
-    size_t cf_bytes; /* conflate: bytes of the bodies and keys the slots hold */
-    hr_msg_t **bq;   /* batch: bodies of the batch being collected (owned references) */
-    uint32_t nbq;
-    size_t bq_bytes; /* bytes their entries take in the BATCH body */
-    uint64_t bq_due; /* when the batch must go out */
+    hr_stage_t *first; /* owned: the chain */
+    conflate_t *cf;    /* in the chain, for the timer; NULL: no conflate */
+    batch_t *bt;       /* likewise for batch */
     hr_xsub_t *prev, *next;
     int armed; /* on srv->xarmed */
 };
@@ -59,10 +98,10 @@ static uint64_t now_ms(hr_xsub_t *xs)
 static uint64_t due_of(const hr_xsub_t *xs)
 {
     uint64_t d = NEVER;
-    if (xs->nslots)
-        d = xs->cf_until;
-    if (xs->nbq && xs->bq_due < d)
-        d = xs->bq_due;
+    if (xs->cf && xs->cf->st.fill)
+        d = xs->cf->until;
+    if (xs->bt && xs->bt->st.fill && xs->bt->due < d)
+        d = xs->bt->due;
     return d;
 }
 
@@ -112,7 +151,16 @@ static void arm(hr_xsub_t *xs)
         timer_set(s, d);
 }
 
-/* ---- the last stage: out to the connection, one by one or in BATCH frames --------- */
+/* ---- out: the chain's end, into the connection's output stage ---------------------- */
+
+static void out_write(hr_stage_t *st, hr_item_t *it)
+{
+    hr_sub_t *sub = ((xstage_t *)st)->xs->sub;
+    hr_outitem_t o = {{NULL}, sub->sid, ((xitem_t *)it)->m};
+    hr__stage_write(&sub->conn->sink, &o.link); /* full: the connection stops reading */
+}
+
+/* ---- batch ---------------------------------------------------------------------------- */
 
 /* Appends a msgpack uint (smallest form) or array header of `n` elements. */
 static void put_head(hr_buf_t *b, uint8_t fix, uint8_t fixmax, const uint8_t *wide, uint64_t v)
@@ -149,15 +197,16 @@ static void put_array(hr_buf_t *b, uint32_t n)
  * opts?], ...]]: each entry is a delivery body after its sid, so it is
  * copied once into the frame behind the array marker of its own length.
  */
-static void batch_flush(hr_xsub_t *xs)
+static void batch_flush(batch_t *bt)
 {
+    hr_xsub_t *xs = bt->xs;
     hr_server_t *s = xs->srv;
     hr_conn_t *c = xs->sub->conn;
-    uint32_t n = xs->nbq;
+    uint32_t n = (uint32_t)bt->st.fill;
     if (!n)
         return;
-    xs->nbq = 0;
-    xs->bq_bytes = 0;
+    bt->st.fill = 0;
+    bt->bytes = 0;
     if (!(c->flags & HR_C_CLOSING)) {
         hr_buf_t *b = &s->scratch;
         hr_buf_reset(b);
@@ -166,9 +215,9 @@ static void batch_flush(hr_xsub_t *xs)
         put_uint(b, xs->sub->sid);
         put_array(b, n);
         for (uint32_t i = 0; i < n; i++) {
-            uint8_t arr = (uint8_t)(xs->bq[i]->arr - 2); /* MSG without opcode and sid */
+            uint8_t arr = (uint8_t)(bt->q[i]->arr - 2); /* MSG without opcode and sid */
             hr_buf_append(b, &arr, 1);
-            hr_buf_append(b, hr_msg_bytes(xs->bq[i]), xs->bq[i]->len);
+            hr_buf_append(b, hr_msg_bytes(bt->q[i]), bt->q[i]->len);
         }
         if (b->oom || hr__conn_send_scratch(c) != HR_OK) {
             hr_buf_reset(b);
@@ -180,17 +229,15 @@ static void batch_flush(hr_xsub_t *xs)
         }
     }
     for (uint32_t i = 0; i < n; i++)
-        hr_msg_unref(&xs->bq[i]);
+        hr_msg_unref(&bt->q[i]);
 }
 
-static void out(hr_xsub_t *xs, hr_msg_t *m)
+static void batch_write(hr_stage_t *st, hr_item_t *it)
 {
-    hr_xform_t *x = xs->x;
+    batch_t *bt = (batch_t *)st;
+    hr_xsub_t *xs = bt->xs;
+    hr_msg_t *m = ((xitem_t *)it)->m;
     hr_conn_t *c = xs->sub->conn;
-    if (!(x->flags & HR_XF_BATCH)) {
-        hr__conn_deliver(c, xs->sub->sid, m);
-        return;
-    }
     if (c->flags & HR_C_CLOSING)
         return;
     /* A BATCH frame stays within what a client accepts (max_frame) and
@@ -200,22 +247,31 @@ static void out(hr_xsub_t *xs, hr_msg_t *m)
     size_t limit = xs->srv->max_frame > 64 ? xs->srv->max_frame - 32 : 32;
     if (limit > HR_XSUB_BATCH_BYTES)
         limit = HR_XSUB_BATCH_BYTES;
-    if (xs->nbq && xs->bq_bytes + m->len + 1 > limit)
-        batch_flush(xs);
-    if (!xs->bq) {
-        xs->bq = malloc(x->batch_max * sizeof(*xs->bq));
-        if (!xs->bq) {
+    if (st->fill && bt->bytes + m->len + 1 > limit)
+        batch_flush(bt);
+    if (!bt->q) {
+        bt->q = malloc(xs->x->batch_max * sizeof(*bt->q));
+        if (!bt->q) {
             hr__conn_fail(c, HR_ESLOW, "slow consumer: out of memory for pending output");
             return;
         }
     }
-    if (!xs->nbq)
-        xs->bq_due = now_ms(xs) + x->batch_ms;
-    xs->bq[xs->nbq++] = hr_msg_ref(m);
-    xs->bq_bytes += m->len + 1;
-    if (xs->nbq >= x->batch_max)
-        batch_flush(xs);
+    if (!st->fill)
+        bt->due = now_ms(xs) + xs->x->batch_ms;
+    bt->q[st->fill++] = hr_msg_ref(m);
+    bt->bytes += m->len + 1;
+    if (st->fill >= xs->x->batch_max)
+        batch_flush(bt);
     arm(xs);
+}
+
+static void batch_destroy(hr_stage_t *st)
+{
+    batch_t *bt = (batch_t *)st;
+    for (size_t i = 0; i < st->fill; i++)
+        hr_msg_unref(&bt->q[i]);
+    free(bt->q);
+    free(bt);
 }
 
 /* ---- conflate ------------------------------------------------------------------- */
@@ -226,31 +282,32 @@ static int slot_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* The window ends: what it kept goes out in seq order (so each topic's
+/* The window ends: what it kept goes on in seq order (so each topic's
  * messages stay in order), and a new window starts, since something was
  * just delivered. */
-static void conflate_flush(hr_xsub_t *xs, uint64_t now)
+static void conflate_flush(conflate_t *cf, uint64_t now)
 {
-    uint32_t n = xs->nslots;
+    uint32_t n = (uint32_t)cf->st.fill;
     if (!n)
         return;
-    qsort(xs->slots, n, sizeof(*xs->slots), slot_cmp);
-    xs->nslots = 0;
-    xs->cf_bytes = 0;
-    xs->cf_until = now + xs->x->conflate_ms;
+    qsort(cf->slots, n, sizeof(*cf->slots), slot_cmp);
+    cf->st.fill = 0;
+    cf->bytes = 0;
+    cf->until = now + cf->xs->x->conflate_ms;
     for (uint32_t i = 0; i < n; i++) {
-        out(xs, xs->slots[i].m);
-        hr_msg_unref(&xs->slots[i].m);
-        free(xs->slots[i].key);
+        xitem_t it = {{NULL}, cf->slots[i].m, {NULL, 0}, {NULL, 0}, cf->slots[i].seq, 0, NULL};
+        hr__stage_forward(&cf->st, &it.link);
+        hr_msg_unref(&cf->slots[i].m);
+        free(cf->slots[i].key);
     }
 }
 
-static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t seq,
-                          hr_slice_t payload)
+static void conflate_keep(conflate_t *cf, const xitem_t *it)
 {
-    hr_slice_t kv = {NULL, 0};
+    hr_xsub_t *xs = cf->xs;
+    hr_slice_t kv = {NULL, 0}, topic = it->topic;
     if (xs->x->conflate_key.n)
-        hr__xform_conflate_key(xs->x, payload.p, payload.n, &kv);
+        hr__xform_conflate_key(xs->x, it->payload.p, it->payload.n, &kv);
     size_t klen = topic.n + 1 + kv.n;
     char stack[HR_TOPIC_MAX + 1 + 64];
     char *key = klen <= sizeof(stack) ? stack : malloc(klen);
@@ -261,13 +318,13 @@ static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t
     if (kv.n)
         memcpy(key + topic.n + 1, kv.p, kv.n);
     uint64_t h = hr__hash(key, klen);
-    for (uint32_t i = 0; i < xs->nslots; i++) {
-        cslot_t *sl = &xs->slots[i];
+    for (uint32_t i = 0; i < cf->st.fill; i++) {
+        cslot_t *sl = &cf->slots[i];
         if (sl->h == h && sl->klen == klen && memcmp(sl->key, key, klen) == 0) {
-            xs->cf_bytes = xs->cf_bytes - sl->m->len + m->len;
+            cf->bytes = cf->bytes - sl->m->len + it->m->len;
             hr_msg_unref(&sl->m);
-            sl->m = hr_msg_ref(m);
-            sl->seq = seq;
+            sl->m = hr_msg_ref(it->m);
+            sl->seq = it->seq;
             if (key != stack)
                 free(key);
             return;
@@ -277,59 +334,76 @@ static void conflate_keep(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t
      * key values and about HR_XSUB_CONFLATE_BYTES of bodies; more ends the
      * window early (what it kept goes out now, into the output queue and its
      * limits) rather than dropping a latest value. */
-    if (xs->nslots >= HR_XSUB_CONFLATE_KEYS || xs->cf_bytes >= HR_XSUB_CONFLATE_BYTES)
-        conflate_flush(xs, now_ms(xs));
-    if (xs->nslots == xs->capslots) {
-        uint32_t nc = xs->capslots ? xs->capslots * 2 : 4;
-        cslot_t *p = realloc(xs->slots, nc * sizeof(*p));
+    if (cf->st.fill >= HR_XSUB_CONFLATE_KEYS || cf->bytes >= HR_XSUB_CONFLATE_BYTES)
+        conflate_flush(cf, now_ms(xs));
+    if (cf->st.fill == cf->capslots) {
+        uint32_t nc = cf->capslots ? cf->capslots * 2 : 4;
+        cslot_t *p = realloc(cf->slots, nc * sizeof(*p));
         if (!p) {
             if (key != stack)
                 free(key);
             return;
         }
-        xs->slots = p;
-        xs->capslots = nc;
+        cf->slots = p;
+        cf->capslots = nc;
     }
     char *own = key != stack ? key : malloc(klen);
     if (!own)
         return;
     if (key == stack)
         memcpy(own, stack, klen);
-    xs->slots[xs->nslots++] = (cslot_t){h, seq, hr_msg_ref(m), klen, own};
-    xs->cf_bytes += m->len + klen;
+    cf->slots[cf->st.fill++] = (cslot_t){h, it->seq, hr_msg_ref(it->m), klen, own};
+    cf->bytes += it->m->len + klen;
     arm(xs);
 }
 
-/* ---- the pipeline ----------------------------------------------------------------- */
-
-/* Rate, conflate and batch, for a body that passed filter and fields. */
-static void after_fields(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t topic, uint64_t seq,
-                         hr_slice_t payload, int replay)
+static void conflate_write(hr_stage_t *st, hr_item_t *i)
 {
-    hr_xform_t *x = xs->x;
-    if (!replay && (x->flags & HR_XF_RATE)) {
-        uint64_t now = now_ms(xs);
-        if (now - xs->rate_start >= x->rate_ms) {
-            xs->rate_start = now;
-            xs->rate_count = 0;
-        }
-        if (xs->rate_count >= x->rate_n)
-            return; /* dropped: the subscriber's seq numbers skip it */
-        xs->rate_count++;
-    }
-    if (!replay && (x->flags & HR_XF_CONFLATE)) {
-        uint64_t now = now_ms(xs);
-        if (xs->nslots && now >= xs->cf_until)
-            conflate_flush(xs, now); /* the timer has not come round yet */
-        if (now >= xs->cf_until) {   /* quiet: at once, and a window starts */
-            xs->cf_until = now + x->conflate_ms;
-            out(xs, m);
-        } else {
-            conflate_keep(xs, m, topic, seq, payload);
-        }
+    conflate_t *cf = (conflate_t *)st;
+    xitem_t *it = (xitem_t *)i;
+    if (it->replay) {
+        hr__stage_forward(st, i);
         return;
     }
-    out(xs, m);
+    uint64_t now = now_ms(cf->xs);
+    if (st->fill && now >= cf->until)
+        conflate_flush(cf, now); /* the timer has not come round yet */
+    if (now >= cf->until) {      /* quiet: at once, and a window starts */
+        cf->until = now + cf->xs->x->conflate_ms;
+        hr__stage_forward(st, i);
+    } else {
+        conflate_keep(cf, it);
+    }
+}
+
+static void conflate_destroy(hr_stage_t *st)
+{
+    conflate_t *cf = (conflate_t *)st;
+    for (size_t i = 0; i < st->fill; i++) {
+        hr_msg_unref(&cf->slots[i].m);
+        free(cf->slots[i].key);
+    }
+    free(cf->slots);
+    free(cf);
+}
+
+/* ---- rate, fields, filter ------------------------------------------------------------- */
+
+static void rate_write(hr_stage_t *st, hr_item_t *i)
+{
+    rate_t *r = (rate_t *)st;
+    const hr_xform_t *x = r->xs->x;
+    if (!((xitem_t *)i)->replay) {
+        uint64_t now = now_ms(r->xs);
+        if (now - r->start >= x->rate_ms) {
+            r->start = now;
+            r->count = 0;
+        }
+        if (r->count >= x->rate_n)
+            return; /* dropped: the subscriber's seq numbers skip it */
+        r->count++;
+    }
+    hr__stage_forward(st, i);
 }
 
 static int same_fields(const hr_xform_t *a, const hr_xform_t *b)
@@ -338,7 +412,7 @@ static int same_fields(const hr_xform_t *a, const hr_xform_t *b)
            memcmp(a->fields_key.p, b->fields_key.p, a->fields_key.n) == 0;
 }
 
-/* The body `sub` gets for `m` after its projection: a new reference. */
+/* The body `xs` gets for `m` after its projection: a new reference. */
 static hr_msg_t *project(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t payload, hr_xcache_t *cache)
 {
     const hr_xform_t *x = xs->x;
@@ -365,28 +439,55 @@ static hr_msg_t *project(hr_xsub_t *xs, hr_msg_t *m, hr_slice_t payload, hr_xcac
     return pm;
 }
 
+/* The projected body goes on; the original payload stays the one later stages read (a
+ * conflate key is looked up in what was published). */
+static void fields_write(hr_stage_t *st, hr_item_t *i)
+{
+    hr_xsub_t *xs = ((xstage_t *)st)->xs;
+    xitem_t *it = (xitem_t *)i;
+    hr_msg_t *pm = project(xs, it->m, it->payload, it->cache);
+    if (!pm) {
+        hr__conn_fail(xs->sub->conn, HR_ESLOW, "slow consumer: out of memory for pending output");
+        return;
+    }
+    xitem_t next = *it;
+    next.m = pm;
+    hr__stage_forward(st, &next.link);
+    hr_msg_unref(&pm);
+}
+
+static void filter_write(hr_stage_t *st, hr_item_t *i)
+{
+    xitem_t *it = (xitem_t *)i;
+    if (hr__xform_match(((xstage_t *)st)->xs->x, it->payload.p, it->payload.n))
+        hr__stage_forward(st, i);
+}
+
+static void plain_destroy(hr_stage_t *st)
+{
+    free(st);
+}
+
+static const hr_stage_ops_t filter_ops = {"filter", filter_write, NULL, plain_destroy, NULL};
+static const hr_stage_ops_t fields_ops = {"fields", fields_write, NULL, plain_destroy, NULL};
+static const hr_stage_ops_t rate_ops = {"rate", rate_write, NULL, plain_destroy, NULL};
+static const hr_stage_ops_t conflate_ops = {"conflate", conflate_write, NULL, conflate_destroy,
+                                            NULL};
+static const hr_stage_ops_t batch_ops = {"batch", batch_write, NULL, batch_destroy, NULL};
+static const hr_stage_ops_t out_ops = {"out", out_write, NULL, plain_destroy, NULL};
+
+/* ---- delivering ---------------------------------------------------------------------- */
+
 void hr__xsub_deliver(hr_sub_t *sub, hr_msg_t *m, int replay, hr_xcache_t *cache)
 {
     hr_xsub_t *xs = sub->xf;
-    hr_slice_t topic, payload, opts;
-    uint64_t seq;
+    xitem_t it = {{NULL}, m, {NULL, 0}, {NULL, 0}, 0, replay, cache};
+    hr_slice_t opts;
     if (sub->conn->flags & HR_C_CLOSING)
         return;
-    if (hr_msg_delivery_parts(m, &topic, &seq, &payload, &opts) != HR_OK)
+    if (hr_msg_delivery_parts(m, &it.topic, &it.seq, &it.payload, &opts) != HR_OK)
         return;
-    if ((xs->x->flags & HR_XF_FILTER) && !hr__xform_match(xs->x, payload.p, payload.n))
-        return;
-    if (!(xs->x->flags & HR_XF_FIELDS)) {
-        after_fields(xs, m, topic, seq, payload, replay);
-        return;
-    }
-    hr_msg_t *pm = project(xs, m, payload, cache);
-    if (!pm) {
-        hr__conn_fail(sub->conn, HR_ESLOW, "slow consumer: out of memory for pending output");
-        return;
-    }
-    after_fields(xs, pm, topic, seq, payload, replay);
-    hr_msg_unref(&pm);
+    hr__stage_write(xs->first, &it.link);
 }
 
 int hr__xsub_match(const hr_sub_t *sub, const hr_msg_t *m)
@@ -424,10 +525,10 @@ static void on_xtimer(uv_timer_t *t)
     hr_xsub_t *xs = s->xarmed;
     while (xs) {
         hr_xsub_t *nx = xs->next;
-        if (xs->nslots && xs->cf_until <= now)
-            conflate_flush(xs, now);
-        if (xs->nbq && xs->bq_due <= now)
-            batch_flush(xs);
+        if (xs->cf && xs->cf->st.fill && xs->cf->until <= now)
+            conflate_flush(xs->cf, now);
+        if (xs->bt && xs->bt->st.fill && xs->bt->due <= now)
+            batch_flush(xs->bt);
         uint64_t d = due_of(xs);
         if (d == NEVER)
             disarm(xs);
@@ -441,6 +542,17 @@ static void on_xtimer(uv_timer_t *t)
 }
 
 /* ---- lifecycle --------------------------------------------------------------------- */
+
+/* A new stage of `size` bytes (a struct starting with xstage_t's fields), or NULL. */
+static hr_stage_t *stage_new(hr_xsub_t *xs, const hr_stage_ops_t *ops, size_t size)
+{
+    xstage_t *st = calloc(1, size);
+    if (!st)
+        return NULL;
+    hr__stage_init(&st->st, ops, 0); /* never "full": a fan-out cannot wait */
+    st->xs = xs;
+    return &st->st;
+}
 
 int hr__xsub_attach(hr_sub_t *sub, hr_xform_t **x)
 {
@@ -459,6 +571,39 @@ int hr__xsub_attach(hr_sub_t *sub, hr_xform_t **x)
     *x = NULL;
     xs->sub = sub;
     xs->srv = sub->conn->srv;
+    static const struct {
+        uint32_t flag;
+        const hr_stage_ops_t *ops;
+        size_t size;
+    } kinds[] = {{HR_XF_FILTER, &filter_ops, sizeof(xstage_t)},
+                 {HR_XF_FIELDS, &fields_ops, sizeof(xstage_t)},
+                 {HR_XF_RATE, &rate_ops, sizeof(rate_t)},
+                 {HR_XF_CONFLATE, &conflate_ops, sizeof(conflate_t)},
+                 {HR_XF_BATCH, &batch_ops, sizeof(batch_t)},
+                 {0, &out_ops, sizeof(xstage_t)}};
+    hr_stage_t *chain[6];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (kinds[i].flag && !(xs->x->flags & kinds[i].flag))
+            continue;
+        if (kinds[i].ops == &out_ops && (xs->x->flags & HR_XF_BATCH))
+            break; /* batch writes its frames into the connection itself */
+        if (!(chain[n] = stage_new(xs, kinds[i].ops, kinds[i].size))) {
+            hr__stage_chain(chain, n);
+            if (n)
+                hr__stage_destroy_chain(chain[0]);
+            hr__xform_free(&xs->x);
+            free(xs);
+            return HR_ENOMEM;
+        }
+        if (kinds[i].ops == &conflate_ops)
+            xs->cf = (conflate_t *)chain[n];
+        if (kinds[i].ops == &batch_ops)
+            xs->bt = (batch_t *)chain[n];
+        n++;
+    }
+    hr__stage_chain(chain, n);
+    xs->first = chain[0];
     sub->xf = xs;
     return HR_OK;
 }
@@ -469,14 +614,7 @@ void hr__xsub_free(hr_sub_t *sub)
     if (!xs)
         return;
     disarm(xs);
-    for (uint32_t i = 0; i < xs->nslots; i++) {
-        hr_msg_unref(&xs->slots[i].m);
-        free(xs->slots[i].key);
-    }
-    free(xs->slots);
-    for (uint32_t i = 0; i < xs->nbq; i++)
-        hr_msg_unref(&xs->bq[i]);
-    free(xs->bq);
+    hr__stage_destroy_chain(xs->first);
     hr__xform_free(&xs->x);
     free(xs);
     sub->xf = NULL;
