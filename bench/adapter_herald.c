@@ -38,9 +38,23 @@ static void herald_open(hb_conn_t *c)
 
 static void herald_sub(hb_conn_t *c, uint32_t sid, const char *topic, size_t tn)
 {
-    hr_slice_t none = {NULL, 0};
-    hr_enc_sub(&scratch, sid, (hr_slice_t){topic, tn}, none, 0, 0);
+    hr_sub_fields_t o;
+    memset(&o, 0, sizeof o);
+    const char *t = hb_conn_params(c)->transform;
+    if (t) {
+        size_t len;
+        o.extra.p = hb_transform_opts(t, &o.nextra, &len);
+        o.extra.n = len;
+    }
+    hr_enc_sub_ex(&scratch, sid, (hr_slice_t){topic, tn}, &o);
     emit(c);
+}
+
+static void on_msg(hb_conn_t *c, const hr_frame_t *f)
+{
+    hb_on_msg(c, f->topic.p, f->topic.n, (const uint8_t *)f->payload.p, f->payload.n,
+              (f->flags & HR_F_REPLY) ? f->reply.p : NULL,
+              (f->flags & HR_F_REPLY) ? f->reply.n : 0);
 }
 
 static void herald_pub(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *p, size_t n,
@@ -73,10 +87,16 @@ static int body(hb_conn_t *c, const uint8_t *p, size_t n)
     }
     switch (f.op) {
     case HR_OP_MSG:
-        hb_on_msg(c, f.topic.p, f.topic.n, (const uint8_t *)f.payload.p, f.payload.n,
-                  (f.flags & HR_F_REPLY) ? f.reply.p : NULL,
-                  (f.flags & HR_F_REPLY) ? f.reply.n : 0);
+        on_msg(c, &f);
         break;
+    case HR_OP_BATCH: { /* --transform batch: one delivery per message inside */
+        hr_batch_iter_t it;
+        hr_frame_t m;
+        hr_batch_iter_init(&it, &f);
+        while (hr_batch_iter_next(&it, &m)) /* checked by hr_frame_decode() */
+            on_msg(c, &m);
+        break;
+    }
     case HR_OP_PONG:
         hb_on_pong(c);
         break;

@@ -347,6 +347,45 @@ void hb_on_upgraded(hb_conn_t *c)
     hb_buf_free(&c->held);
 }
 
+/* Lays out the payload as the map hb.h describes, `size` bytes in all (>= HB_MAP_MIN). */
+static void map_payload(uint8_t *p, size_t size)
+{
+    static const uint8_t head[] = {0x83, 0xa1, 'h', 0xc4, HB_HDR};
+    static const uint8_t mid[] = {0xa1, 'k', 0x01, 0xa4, 't', 'e', 'x', 't'};
+    memcpy(p, head, sizeof head);
+    memcpy(p + HB_MAP_HDR_OFF + HB_HDR, mid, sizeof mid);
+    size_t at = HB_MAP_HDR_OFF + HB_HDR + sizeof mid, left = size - at, n;
+    uint8_t *s = p + at;
+    if (left - 1 < 32) {
+        n = left - 1;
+        s[0] = (uint8_t)(0xa0 | n);
+        s += 1;
+    } else if (left - 2 < 256) {
+        n = left - 2;
+        s[0] = 0xd9;
+        s[1] = (uint8_t)n;
+        s += 2;
+    } else {
+        n = left - 3; /* payloads are far below 64 KiB */
+        s[0] = 0xda;
+        s[1] = (uint8_t)(n >> 8);
+        s[2] = (uint8_t)n;
+        s += 3;
+    }
+    memset(s, 'x', n);
+}
+
+/* Where the 16-byte header sits in a payload of this run. */
+static size_t hdr_off(const hb_run_t *run)
+{
+    return run->plan->p.transform ? HB_MAP_HDR_OFF : 0;
+}
+
+const hb_params_t *hb_conn_params(const hb_conn_t *c)
+{
+    return &c->th->run->plan->p;
+}
+
 static void put_hdr(uint8_t *p, uint32_t id, uint32_t seq, uint64_t ts)
 {
     memcpy(p, &id, 4);
@@ -374,15 +413,16 @@ void hb_on_msg(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *p, siz
                const char *reply, size_t rn)
 {
     hb_thread_t *th = c->th;
-    if (n < HB_HDR) {
+    size_t off = hdr_off(th->run);
+    if (n < off + HB_HDR) {
         hb_on_error(c, "payload of %zu bytes is shorter than the 16-byte header", n);
         return;
     }
     uint32_t id, seq;
     uint64_t ts;
-    memcpy(&id, p, 4);
-    memcpy(&seq, p + 4, 4);
-    memcpy(&ts, p + 8, 8);
+    memcpy(&id, p + off, 4);
+    memcpy(&seq, p + off + 4, 4);
+    memcpy(&ts, p + off + 8, 8);
 
     if (c->role & HB_REP) {
         char inbox[32];
@@ -455,7 +495,7 @@ static void req_send(hb_conn_t *c)
         return;
     }
     size_t size = (size_t)run->plan->p.size;
-    put_hdr(th->payload, pb->id, (uint32_t)pb->sent + 1, hb_now_ns());
+    put_hdr(th->payload + hdr_off(run), pb->id, (uint32_t)pb->sent + 1, hb_now_ns());
     c->ad->pub(c, run->topic[0], run->tlen[0], th->payload, size,
                run->ad->native_reply ? pb->inbox : NULL, strlen(pb->inbox));
     pb->sent++;
@@ -516,7 +556,7 @@ static int pub_run(hb_thread_t *th, hb_conn_t *c, int64_t *budget)
             *budget -= run->fan[t];
             ts = now;
         }
-        put_hdr(th->payload, pb->id, ++pb->seq[t], ts);
+        put_hdr(th->payload + hdr_off(run), pb->id, ++pb->seq[t], ts);
         c->ad->pub(c, run->topic[t], run->tlen[t], th->payload, size, NULL, 0);
         pb->sent++;
         sent++;
@@ -908,6 +948,8 @@ static void run_open(hb_run_t *run)
         th->payload = calloc(1, (size_t)pl->p.size + HB_HDR);
         memset(th->payload + HB_HDR, 'x',
                (size_t)pl->p.size > HB_HDR ? (size_t)pl->p.size - HB_HDR : 0);
+        if (pl->p.transform)
+            map_payload(th->payload, (size_t)pl->p.size);
         hb_hist_init(&th->hist);
     }
     build_conns(run);

@@ -42,6 +42,18 @@ static inline size_t hb_buf_pending(const hb_buf_t *b)
  */
 #define HB_HDR 16
 
+/*
+ * With --transform the payload is a MessagePack map that subscription
+ * transforms can read, {h: bin(header), k: 1, text: "xx..."}, and the
+ * 16-byte header sits at HB_MAP_HDR_OFF (after the map, key and bin
+ * markers). A projection to `h` and `k` keeps it there.
+ */
+#define HB_MAP_HDR_OFF 5
+#define HB_MAP_MIN (HB_MAP_HDR_OFF + HB_HDR + 3 + 6) /* "k": 1, "text": "" */
+
+/** The bytes after `--transform NAME` in a Herald SUB's option map, or NULL if unknown. */
+const char *hb_transform_opts(const char *name, uint32_t *nentries, size_t *len);
+
 /* ---- connections ------------------------------------------------------- */
 
 enum hb_role {
@@ -130,6 +142,8 @@ const hb_adapter_t *hb_adapter_find(const char *name);
 
 /* Engine services for adapters. */
 hb_buf_t *hb_out(hb_conn_t *c);
+/** What the scenario being run asks for. */
+const hb_params_t *hb_conn_params(const hb_conn_t *c);
 void hb_on_msg(hb_conn_t *c, const char *topic, size_t tn, const uint8_t *p, size_t n,
                const char *reply, size_t rn);
 void hb_on_pong(hb_conn_t *c);

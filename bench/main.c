@@ -40,6 +40,10 @@ static void usage(FILE *f)
         "      --duration SECS   publishing time (idle: settle time before memory is read)\n"
         "      --count N         messages per publisher instead of a duration\n"
         "      --window N        max deliveries in flight in max-rate mode\n"
+        "      --transform T     Herald only: every subscriber asks for transform T (filter,\n"
+        "                        fields, rate, conflate or batch; none: only the payloads\n"
+        "                        change), set to let every message through; payloads become\n"
+        "                        MessagePack maps (size at least 30)\n"
         "      --threads N       generator threads (default: number of CPUs)\n"
         "      --ramp RATE       connections per second during set-up (0: no limit)\n"
         "      --drain SECS      how long to wait for in-flight deliveries at the end\n"
@@ -122,7 +126,8 @@ enum {
     O_CHECK,
     O_REPEAT,
     O_WARMUP,
-    O_INTERVAL
+    O_INTERVAL,
+    O_TRANSFORM
 };
 
 /* Overrides from the command line; a negative value means "not given". */
@@ -225,12 +230,13 @@ int main(int argc, char **argv)
                                          {"repeat", required_argument, 0, O_REPEAT},
                                          {"warmup", required_argument, 0, O_WARMUP},
                                          {"interval", required_argument, 0, O_INTERVAL},
+                                         {"transform", required_argument, 0, O_TRANSFORM},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     hb_target_t targets[MAX_TARGETS];
     int ntargets = 0, smoke = 0, quiet = 0, check = 0, repeat = 1, pres_interval = 0;
-    const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png";
+    const char *json = NULL, *md = NULL, *plot = NULL, *plotfmt = "png", *transform = NULL;
     overrides_t o = {-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     int c;
     while ((c = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
@@ -315,6 +321,17 @@ int main(int argc, char **argv)
         case O_WARMUP:
             o.warmup = atof(optarg);
             break;
+        case O_TRANSFORM: {
+            uint32_t ne;
+            size_t len;
+            if (!hb_transform_opts(optarg, &ne, &len)) {
+                fprintf(stderr, "herald-bench: --transform must be none, filter, fields, "
+                                "rate, conflate or batch\n");
+                return 2;
+            }
+            transform = optarg;
+            break;
+        }
         case 'q':
             quiet = 1;
             break;
@@ -391,16 +408,26 @@ int main(int argc, char **argv)
             pl.p.threads = cpu_count();
             apply(&pl, &o);
             pl.quiet = quiet;
+            char tname[64];
+            if (transform) { /* its own table: "fanout+filter" */
+                pl.p.transform = transform;
+                if (pl.p.size < HB_MAP_MIN)
+                    pl.p.size = HB_MAP_MIN;
+                snprintf(tname, sizeof tname, "%s+%s", pl.name, transform);
+                pl.name = tname;
+            }
             hb_result_t *r = &results[nr];
             rs[nr++] = r;
-            if (pl.sub_ws && (!targets[ti].ad->ws || !targets[ti].ws_port)) {
+            if ((pl.sub_ws && (!targets[ti].ad->ws || !targets[ti].ws_port)) ||
+                (transform && strcmp(targets[ti].ad->name, "herald"))) {
                 memset(r, 0, sizeof(*r));
                 snprintf(r->scenario, sizeof r->scenario, "%s", pl.name);
                 snprintf(r->broker, sizeof r->broker, "%s",
                          targets[ti].name[0] ? targets[ti].name : targets[ti].ad->name);
                 r->params = pl.p;
                 r->skipped = 1;
-                snprintf(r->error, sizeof r->error, "no WebSocket transport driven for %s",
+                snprintf(r->error, sizeof r->error, "%s for %s",
+                         transform ? "no subscription transforms" : "no WebSocket transport driven",
                          targets[ti].ad->name);
                 if (!quiet)
                     fprintf(stderr, "  %-7s %-10s skipped: %s\n", r->broker, pl.name, r->error);

@@ -128,6 +128,8 @@ void hb_report_json(FILE *f, const hb_result_t *r, int indent)
     KV_U("count", p->count);
     KV_U("window", p->window);
     KV_S("sub_transport", p->sub_transport ? p->sub_transport : "tcp");
+    if (p->transform)
+        KV_S("transform", p->transform);
     fputs("}", f);
 
     fprintf(f, ", \"results\": {");

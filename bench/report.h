@@ -25,6 +25,7 @@ typedef struct hb_params_s {
     uint64_t count;            /* per publisher, 0 = use duration */
     uint64_t window;           /* max deliveries in flight (max-rate mode) */
     const char *sub_transport; /* "tcp" or "ws" */
+    const char *transform;     /* Herald only: a SUB transform every subscriber asks for */
 } hb_params_t;
 
 /* Everything measured in one run of one scenario against one broker. */

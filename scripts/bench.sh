@@ -14,6 +14,8 @@
 #   BENCH_OUT=docs/benchmarks.md
 #   BENCH_WORKERS=2          the cluster column: herald --workers N beside the one-worker herald
 #   BENCH_CLUSTER_SCENARIOS="throughput fanout chat"   scenarios that get the cluster column
+#   BENCH_TRANSFORMS="none filter fields rate conflate batch"   fanout with each SUB transform
+#                            on Herald alone ("" to skip), against plain fanout in the same run
 #   REDIS_PORT=16379 NATS_PORT=14222 NATS_WS_PORT=14223
 #                            fixed high ports for the peers (Herald takes ephemeral ones)
 set -euo pipefail
@@ -31,6 +33,7 @@ NATS_WS_PORT=${NATS_WS_PORT:-14223}
 JOBS=${JOBS:-2}
 CWORKERS=${BENCH_WORKERS:-2}
 CSCEN=${BENCH_CLUSTER_SCENARIOS:-"throughput fanout chat"}
+XFORMS=${BENCH_TRANSFORMS-"none filter fields rate conflate batch"}
 
 for cmd in redis-server nats-server cmake; do
     command -v "$cmd" >/dev/null || { echo "bench.sh: $cmd is missing (run: make bench)" >&2; exit 2; }
@@ -188,6 +191,26 @@ for scen in "${SCEN[@]}"; do
     cat "$WORK/$scen.md" >>"$WORK/tables.md"
     stop_brokers
 done
+# The cost of each subscription transform: fanout on Herald alone, plain and with every
+# subscriber asking for one transform (herald-bench --transform), taking turns in each repeat.
+XFORM_TXT=""
+if [ -n "$XFORMS" ]; then
+    start_brokers
+    read -r -a XF <<<"$XFORMS"
+    XF_JSON=()
+    for r in $(seq "$REPEAT"); do
+        for t in plain "${XF[@]}"; do
+            j="$WORK/xf-$t-$r.json"
+            XF_CMD=("$BENCH" -q -t "$T_HERALD" --duration "$DURATION" --json "$j" --md /dev/null "${EXTRA[@]}")
+            [ "$t" != plain ] && XF_CMD+=(--transform "$t")
+            echo "bench.sh: ${XF_CMD[*]} fanout" >&2
+            "${XF_CMD[@]}" fanout >/dev/null || true
+            XF_JSON+=("$j")
+        done
+    done
+    stop_brokers
+    XFORM_TXT=$(/usr/bin/python3 "$ROOT/bench/transform_table.py" "${XF_JSON[@]}")
+fi
 # Profiles are taken in separate runs of Herald alone, so that perf's sampling cannot
 # weigh on Herald's figures above.
 if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
@@ -303,6 +326,25 @@ and delivery rates, deliveries in flight, its own CPU and the broker's CPU and R
 
 EOF
     cat "$WORK/tables.md"
+    if [ -n "$XFORM_TXT" ]; then
+        cat <<EOF
+### The cost of subscription transforms
+
+fanout (1 publisher, 100 subscribers, one topic) on Herald alone, the runs taking turns,
+median of $REPEAT: plain, then with every subscriber asking for one transform
+(\`herald-bench --transform T fanout\`). Each transform is set to let every message through
+while doing all of its work (bench/transform.c): the filter \`["and", ["==", "k", 1],
+["exists", "text"]]\` is evaluated on every payload, \`fields: ["h", "k"]\` builds a projected
+body (shared by the 100 subscribers), \`rate\` counts against a limit it never reaches,
+\`conflate\` (1 ms, keyed by a field unique to each message) keeps, sorts and re-emits every
+message, and \`batch\` (64 messages or 1 ms) sends BATCH frames. With a transform the
+payloads are 30-byte MessagePack maps, so "nothing, map payloads" is the baseline the ratios
+compare with.
+
+$XFORM_TXT
+
+EOF
+    fi
     if [ -f bench/NOTES.md ]; then
         cat bench/NOTES.md
         echo
