@@ -211,6 +211,41 @@ class Pipeline(BrokerCase):
         self.assertEqual(sub.sync(), [])
 
 
+class PipelineWorkers(BrokerCase):
+    """With two workers each runs its own stages, before the PUB goes to the topic's owner."""
+
+    ARGS = ("--workers", "2", "--pipeline-timeout-ms", str(int(2000 * SLOW)),
+            "--pipeline", "pw.>=exec:%s" % STAGE)
+    PREFIX = "pw"
+
+    def test_order_and_rejects_across_owners(self):
+        topics = ["pw.%d.%d" % (os.getpid(), i) for i in range(8)]  # owned by both workers
+        subs = []
+        for t in topics:
+            s = self.connect()
+            s.sub(1, t)
+            s.sync()
+            subs.append(s)
+        pubs = [self.connect() for _ in range(3)]  # spread over the workers
+        for p in pubs:
+            for i in range(40):
+                t = topics[i % len(topics)]
+                p.pub(t, b"reject:no" if i % 5 == 2 else b"upper:m%d" % i, ack=i + 1)
+        for p in pubs:
+            for i in range(40):
+                a = p.recv(timeout=TIMEOUT * 2)
+                if i % 5 == 2:
+                    self.assertEqual((a[0], a[1], a[3]), (ERR, E_REJECTED, i + 1))
+                else:
+                    self.assertEqual((a[0], a[1]), (ACK, i + 1))
+        for k, s in enumerate(subs):
+            got = [f for f in s.sync() if f[0] == MSG]
+            want = 3 * len([i for i in range(40) if i % len(topics) == k and i % 5 != 2])
+            self.assertEqual(len(got), want)
+            self.assertEqual([f[3] for f in got], list(range(1, want + 1)))
+            self.assertTrue(all(f[4].startswith(b"M") for f in got))
+
+
 class Backpressure(unittest.TestCase):
     """A stage that stops answering pauses its publishers instead of buffering their PUBs."""
 
