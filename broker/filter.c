@@ -141,16 +141,20 @@ static int eval(const hr_xform_t *x, uint16_t at, const hr_mp_t *doc)
     }
 }
 
-int hr__xform_match(const hr_xform_t *x, const void *payload, size_t n)
+int hr__xform_match_checked(const hr_xform_t *x, const void *payload, size_t n, int wellformed)
 {
     hr_mp_t doc;
     if (!x || !x->nnodes)
         return 1;
+    hr__mp_init(&doc, payload, n);
+    return eval(x, 0, wellformed ? &doc : NULL);
+}
+
+int hr__xform_match(const hr_xform_t *x, const void *payload, size_t n)
+{
     /* One pass proves the payload well formed, so the lookups that follow
      * cannot depend on where in the payload a malformation sits. */
-    int ok = hr__mp_check(payload, n);
-    hr__mp_init(&doc, payload, n);
-    return eval(x, 0, ok ? &doc : NULL);
+    return hr__xform_match_checked(x, payload, n, x && x->nnodes && hr__mp_check(payload, n));
 }
 
 int hr__xform_conflate_key(const hr_xform_t *x, const void *payload, size_t n, hr_slice_t *val)

@@ -125,7 +125,7 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 
 static void fanout(hr_server_t *s, const hr_delivery_t *d, int local_only)
 {
-    fan_t f = {s, d, d->m, d->origin, d->no_echo, local_only, 0, {0}};
+    fan_t f = {s, d, d->m, d->origin, d->no_echo, local_only, 0, HR_XCACHE_INIT};
     hr_index_visitor_t v = {fan_sub, fan_group, &f};
     hr__index_match_hashed(&s->index, d->topic.p, d->topic.n, d->hash, &v);
     if (f.xc.n)

@@ -122,6 +122,13 @@ void hr__xform_free(hr_xform_t **x);
  */
 int hr__xform_match(const hr_xform_t *x, const void *payload, size_t n);
 
+/**
+ * hr__xform_match() when the caller already knows whether `payload` is one
+ * well-formed msgpack value (hr__mp_check()): a fan-out checks each message
+ * once for all the subscriptions whose filters read it.
+ */
+int hr__xform_match_checked(const hr_xform_t *x, const void *payload, size_t n, int wellformed);
+
 /** Receives projected bytes; returns 0, or nonzero to stop (the projection then fails). */
 typedef int (*hr_xform_write_cb)(void *arg, const void *p, size_t n);
 

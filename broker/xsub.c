@@ -459,7 +459,11 @@ static void fields_write(hr_stage_t *st, hr_item_t *i)
 static void filter_write(hr_stage_t *st, hr_item_t *i)
 {
     xitem_t *it = (xitem_t *)i;
-    if (hr__xform_match(((xstage_t *)st)->xs->x, it->payload.p, it->payload.n))
+    hr_xcache_t *c = it->cache;
+    if (c && c->wellformed < 0) /* once per message for the whole fan-out */
+        c->wellformed = hr__mp_check(it->payload.p, it->payload.n);
+    int wf = c ? c->wellformed : hr__mp_check(it->payload.p, it->payload.n);
+    if (hr__xform_match_checked(((xstage_t *)st)->xs->x, it->payload.p, it->payload.n, wf))
         hr__stage_forward(st, i);
 }
 

@@ -24,12 +24,24 @@ struct hr_sub_s;
  * HR_XCACHE_MAX distinct projections, the others are made per subscription.
  */
 typedef struct hr_xcache_s {
+    int wellformed; /* the payload is one well-formed msgpack value: 1, 0 no, -1 not checked */
     uint32_t n;
     struct {
         const hr_xform_t *x; /* whose fields_key names the entry */
         hr_msg_t *m;         /* owned: the projected body (or the original one) */
     } e[HR_XCACHE_MAX];
 } hr_xcache_t;
+
+/** An empty cache for a new message. */
+#define HR_XCACHE_INIT                                                                             \
+    {                                                                                              \
+        -1, 0,                                                                                     \
+        {                                                                                          \
+            {                                                                                      \
+                0                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
 
 /** Drops the cached bodies. */
 void hr__xcache_clear(hr_xcache_t *c);
