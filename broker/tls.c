@@ -407,7 +407,7 @@ int hr__tls_send(hr_conn_t *c, void (*done)(hr_conn_t *c, int status))
  * go back to the system (the WebSocket transport does the same after
  * releasing its buffers).
  */
-#define TRIM_MIN 64      /* handshakes worth a trim */
+#define TRIM_MIN 64     /* handshakes worth a trim */
 #define TRIM_FORCE 4096 /* trim even while handshakes go on */
 
 static void trim_after_handshakes(uint64_t now)
