@@ -260,13 +260,13 @@ static void answer_plaintext(hr_conn_t *c, int kind)
     hr_buf_reset(b);
 }
 
-static void tls_failed(hr_conn_t *c, const char *when)
+static void tls_failed(hr_conn_t *c, const char *what)
 {
     hr_server_t *s = c->srv;
     int plain = hr_tlsio_plaintext(c->tls->io);
     s->stats.tls_failed++;
     if (hr__limits_log_budget(s))
-        HR_LOG(HR_LOG_INFO, c->id, "closing: TLS %s failed on the %s port: %s", when, c->tp->name,
+        HR_LOG(HR_LOG_INFO, c->id, "closing: TLS %s on the %s port: %s", what, c->tp->name,
                hr_tlsio_error(c->tls->io));
     if (plain)
         answer_plaintext(c, plain);
@@ -289,7 +289,7 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
             return;
         }
         if (r != HR_OK) {
-            tls_failed(c, "handshake");
+            tls_failed(c, "handshake failed");
             return;
         }
         s->stats.tls_handshakes++;
@@ -320,7 +320,7 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
         return;
     }
     if (r == HR_ETLS) {
-        tls_failed(c, "record");
+        tls_failed(c, "error");
         return;
     }
     if (hr_tlsio_pending(t->io))

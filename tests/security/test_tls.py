@@ -217,6 +217,10 @@ class Tls(unittest.TestCase):
             self.assertEqual(e.exception.code, 400)
             self.assertIn("https://", e.exception.read().decode())
             wait_log(b, "plaintext HTTP request on a TLS port")
+            metrics = https_get(b.ws, "/metrics")[1]
+            self.assertRegex(metrics, r"\nherald_tls_failures_total [1-9]")
+            self.assertRegex(metrics, r"\nherald_tls_handshakes_total [1-9]")
+            self.assertIn('herald_http_responses_total{status="503"} 0', metrics)  # no goodbye
 
     def test_openssl_s_client(self):
         with tls_broker() as b:
