@@ -95,7 +95,7 @@ int hr__tls_init(hr_server_t *s)
 {
     char err[512];
     int ports = parse_ports(s->cfg.tls_ports);
-    if (ports < 0) {
+    if (ports <= 0) {
         fprintf(stderr, "herald: setting 'tls-ports': '%s' is not a list of tcp and ws\n",
                 s->cfg.tls_ports);
         return HR_EINVAL;
@@ -295,8 +295,12 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
         s->stats.tls_handshakes++;
         handshakes++;
         handshake_turn = hr__now_ms(s);
-        HR_LOG(HR_LOG_DEBUG, c->id, "TLS: %s %s%s", hr_tlsio_version(t->io), hr_tlsio_cipher(t->io),
-               hr_tlsio_peer_verified(t->io) ? ", client certificate verified" : "");
+        char who[256] = "";
+        X509 *peer = SSL_get0_peer_certificate(hr_tlsio_ssl(t->io));
+        if (peer && hr_tlsio_peer_verified(t->io))
+            X509_NAME_oneline(X509_get_subject_name(peer), who, sizeof(who));
+        HR_LOG(HR_LOG_DEBUG, c->id, "TLS: %s %s%s%s", hr_tlsio_version(t->io),
+               hr_tlsio_cipher(t->io), who[0] ? ", client certificate " : "", who);
     }
     /* The plaintext goes where the transport wants it: its own buffer (a
      * large frame's) or the loop-wide one (the ciphertext was copied out). */

@@ -307,7 +307,8 @@ class Tls(unittest.TestCase):
             self.assertEqual(https_get(b.ws, "/healthz")[0], 200)
 
     def test_client_certificates(self):
-        with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "required") as b:
+        with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "required", "--log-level",
+                        "debug") as b:
             err = connect_fails(b.tcp, client_ctx())
             self.assertIn("CERTIFICATE_REQUIRED", err.upper().replace(" ", "_"))
             wait_log(b, "peer did not return a certificate")
@@ -315,6 +316,7 @@ class Tls(unittest.TestCase):
             wait_log(b, "certificate verify failed")
             c = tls_client(b.tcp, ctx=client_ctx(cert="client"))
             c.expect(WELCOME)
+            wait_log(b, "client certificate /CN=herald-test-client")
             ws = TlsWsClient(b.ws, ctx=client_ctx(cert="client"))
             ws.expect(WELCOME)
         with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "optional") as b:
@@ -422,6 +424,7 @@ class Tls(unittest.TestCase):
         self.assertIn("'tls-verify': 'maybe'", fails("--tls-cert", CERTS["server"], "--tls-key",
                                                      CERTS["server_key"], "--tls-verify", "maybe"))
         self.assertIn("'tls-ports'", fails("--tls-ports", "udp"))
+        self.assertIn("'tls-ports'", fails("--tls-ports", ""))
 
 
 if __name__ == "__main__":
