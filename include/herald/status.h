@@ -39,7 +39,8 @@ extern "C" {
     XX(EDISCONNECTED, 109, "disconnected before completion")                                       \
     XX(EURL, 110, "invalid URL")                                                                   \
     XX(EHTTPPORT, 111, "tcp:// URL names a WebSocket/HTTP port: use ws:// or the TCP port")        \
-    XX(ETCPPORT, 112, "ws:// URL names a Herald TCP port: use tcp:// or the WebSocket port")
+    XX(ETCPPORT, 112, "ws:// URL names a Herald TCP port: use tcp:// or the WebSocket port")       \
+    XX(ETLS, 120, "TLS handshake or record failure")
 
 #define HR__STATUS_BASE 30000
 

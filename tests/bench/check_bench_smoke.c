@@ -22,6 +22,33 @@ typedef struct tweak_s {
     uint64_t window;
 } tweak_t;
 
+/* TLS runs: certificates from tests/support/certs.py, made once before the tests fork. */
+static char certs[] = "/tmp/herald-bench-certs-XXXXXX";
+static pid_t certs_owner;
+static const char *target_ca; /* set: the target speaks TLS, verified against this CA */
+
+static void make_certs(void)
+{
+    char cmd[512];
+    if (!mkdtemp(certs))
+        return;
+    certs_owner = getpid();
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/support/certs.py %s >/dev/null", HR_TESTS_DIR,
+             certs);
+    if (system(cmd) != 0)
+        fprintf(stderr, "check_bench_smoke: could not make certificates in %s\n", certs);
+}
+
+static void remove_certs(void)
+{
+    char cmd[300];
+    if (certs_owner == getpid()) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
+        if (system(cmd) != 0)
+            fprintf(stderr, "check_bench_smoke: could not remove %s\n", certs);
+    }
+}
+
 /* Runs scenario `name` (smoke sizes, `tw` applied) against a fresh broker started with `extra`. */
 static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, hb_result_t *r,
                         hr_fixture_t *fx)
@@ -45,6 +72,8 @@ static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, 
     t.port = fx->tcp_port;
     t.ws_port = fx->ws_port;
     t.pid = (int)fx->pid;
+    if (target_ca)
+        snprintf(t.tls_ca, sizeof t.tls_ca, "%s", target_ca);
     hb_run(&pl, &t, r);
 }
 
@@ -90,6 +119,31 @@ static void assert_clean(const hb_result_t *r)
     ck_assert_uint_gt(r->broker_rss_peak, 0);
     ck_assert_int_gt(r->nseries, 0);
 }
+
+/* herald-bench over TLS (both ports) against a broker with a certificate: as clean as plain. */
+START_TEST(test_tls)
+{
+    static const char *const names[] = {"fanout", "idle-ws"};
+    char cert[128], key[128], ca[128];
+    snprintf(cert, sizeof cert, "%s/server.pem", certs);
+    snprintf(key, sizeof key, "%s/server.key", certs);
+    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
+    const char *const extra[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    hr_fixture_t fx;
+    hb_result_t r;
+    target_ca = ca;
+    run_scenario(names[_i], extra, &r, &fx);
+    target_ca = NULL;
+    if (_i == 0) {
+        assert_clean(&r);
+        ck_assert_uint_eq(r.delivered, r.published * (uint64_t)r.params.subs);
+    } else {
+        ck_assert_msg(r.ok, "idle-ws over TLS did not complete: %s", r.error);
+        ck_assert(r.mem_per_conn > 0);
+    }
+    finish(&r, &fx);
+}
+END_TEST
 
 START_TEST(test_throughput)
 {
@@ -260,6 +314,7 @@ static Suite *smoke_suite(void)
     tcase_add_test(tc, test_mixed);
     tcase_add_test(tc, test_slow);
     tcase_add_test(tc, test_reqrep);
+    tcase_add_loop_test(tc, test_tls, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("binary");
     tcase_set_timeout(tc, 60);
@@ -270,6 +325,8 @@ static Suite *smoke_suite(void)
 
 int main(void)
 {
+    make_certs();
+    atexit(remove_certs);
     SRunner *sr = srunner_create(smoke_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
