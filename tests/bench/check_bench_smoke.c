@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hb.h"
+#include "hr_certs.h"
 #include "hr_fixture.h"
 #include "json_check.h"
 
@@ -22,32 +23,7 @@ typedef struct tweak_s {
     uint64_t window;
 } tweak_t;
 
-/* TLS runs: certificates from tests/support/certs.py, made once before the tests fork. */
-static char certs[] = "/tmp/herald-bench-certs-XXXXXX";
-static pid_t certs_owner;
 static const char *target_ca; /* set: the target speaks TLS, verified against this CA */
-
-static void make_certs(void)
-{
-    char cmd[512];
-    if (!mkdtemp(certs))
-        return;
-    certs_owner = getpid();
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/support/certs.py %s >/dev/null", HR_TESTS_DIR,
-             certs);
-    if (system(cmd) != 0)
-        fprintf(stderr, "check_bench_smoke: could not make certificates in %s\n", certs);
-}
-
-static void remove_certs(void)
-{
-    char cmd[300];
-    if (certs_owner == getpid()) {
-        snprintf(cmd, sizeof cmd, "rm -rf %s", certs);
-        if (system(cmd) != 0)
-            fprintf(stderr, "check_bench_smoke: could not remove %s\n", certs);
-    }
-}
 
 /* Runs scenario `name` (smoke sizes, `tw` applied) against a fresh broker started with `extra`. */
 static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, hb_result_t *r,
@@ -124,14 +100,12 @@ static void assert_clean(const hb_result_t *r)
 START_TEST(test_tls)
 {
     static const char *const names[] = {"fanout", "idle-ws"};
-    char cert[128], key[128], ca[128];
-    snprintf(cert, sizeof cert, "%s/server.pem", certs);
-    snprintf(key, sizeof key, "%s/server.key", certs);
-    snprintf(ca, sizeof ca, "%s/ca.pem", certs);
-    const char *const extra[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    ck_assert_ptr_nonnull(hr_test_certs());
+    const char *const extra[] = {"--tls-cert", hr_test_cert("server.pem"), "--tls-key",
+                                 hr_test_cert("server.key"), NULL};
     hr_fixture_t fx;
     hb_result_t r;
-    target_ca = ca;
+    target_ca = hr_test_cert("ca.pem");
     run_scenario(names[_i], extra, &r, &fx);
     target_ca = NULL;
     if (_i == 0) {
@@ -325,8 +299,7 @@ static Suite *smoke_suite(void)
 
 int main(void)
 {
-    make_certs();
-    atexit(remove_certs);
+    hr_test_certs(); /* before the runner forks: the TLS tests share them */
     SRunner *sr = srunner_create(smoke_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
