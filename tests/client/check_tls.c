@@ -1,0 +1,604 @@
+/* SPDX-License-Identifier: MIT */
+/* libherald over TLS: tls:// and wss:// against a real TLS endpoint, certificate failures, client
+ * certificates, reconnect and resume through TLS, and TLS/plaintext port mismatches. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cfix.h"
+#include "herald/client.h"
+
+/* ---- certificates and the TLS endpoint ------------------------------------ */
+
+static char certdir[] = "/tmp/herald-ctls-XXXXXX";
+static pid_t owner; /* the process that made certdir removes it, not the forked tests */
+
+static const char *cert(const char *name)
+{
+    static char buf[8][128];
+    static int k;
+    char *p = buf[k++ % 8];
+    snprintf(p, 128, "%s/%s", certdir, name);
+    return p;
+}
+
+/* tests/support/certs.py: a test CA, server certificates good and bad, client certificates. */
+static int make_certs(void)
+{
+    char cmd[512];
+    if (!mkdtemp(certdir))
+        return -1;
+    owner = getpid();
+    snprintf(cmd, sizeof(cmd), "python3 %s/support/certs.py %s >/dev/null", HR_TESTS_DIR, certdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void remove_certs(void)
+{
+    char cmd[256];
+    if (owner == getpid()) {
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", certdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", certdir);
+    }
+}
+
+/*
+ * The endpoint: the real broker, with TLS in front of both its ports
+ * (tests/client/tls_term.py, Python's ssl module), so tls:// reaches the
+ * TCP port and wss:// the WebSocket port.
+ */
+typedef struct ep_s {
+    cfix_t f;
+    pid_t term;
+    int tls, wss; /* the TLS ports */
+} ep_t;
+
+static ep_t E;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Starts the broker and TLS with certificate `name` (`ca`: client certificates required). */
+static void ep_start(const char *name, int need_client_cert)
+{
+    char ready[128], tcp[16], ws[16], crt[64], key[64];
+    /* History long enough that a resume after a cut never meets a gap. */
+    static const char *const args[] = {"--history-msgs", "20000", NULL};
+    memset(&E, 0, sizeof(E));
+    ck_assert_int_eq(cfix_start(&E.f, args), 0);
+    snprintf(ready, sizeof(ready), "%s/tls-ready", E.f.dir);
+    snprintf(tcp, sizeof(tcp), "%d", E.f.port);
+    snprintf(ws, sizeof(ws), "%d", E.f.ws_port);
+    snprintf(crt, sizeof(crt), "%s.pem", name);
+    snprintf(key, sizeof(key), "%s.key", name);
+    char script[256];
+    snprintf(script, sizeof(script), "%s/client/tls_term.py", HR_TESTS_DIR);
+    const char *argv[] = {"python3", script, ready, cert(crt),
+                          cert(key), tcp,    ws,    need_client_cert ? cert("ca.pem") : NULL,
+                          NULL};
+    pid_t parent = getpid();
+    E.term = fork();
+    ck_assert_int_ge(E.term, 0);
+    if (E.term == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        execvp("python3", (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        FILE *fp = fopen(ready, "r");
+        if (fp) {
+            int n = fscanf(fp, "tls=%d wss=%d", &E.tls, &E.wss);
+            fclose(fp);
+            unlink(ready);
+            ck_assert_int_eq(n, 2);
+            return;
+        }
+        ck_assert_msg(waitpid(E.term, NULL, WNOHANG) == 0, "tls_term.py exited");
+        sleep_ms(10);
+    }
+    ck_abort_msg("tls_term.py did not start");
+}
+
+static void ep_stop(void)
+{
+    if (E.term > 0) {
+        kill(E.term, SIGKILL);
+        waitpid(E.term, NULL, 0);
+        E.term = 0;
+    }
+    cfix_stop(&E.f);
+}
+
+static const char *url(const char *scheme, char *buf, size_t n)
+{
+    int ws = strcmp(scheme, "wss") == 0;
+    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, ws ? E.wss : E.tls, ws ? "/" : "");
+    return buf;
+}
+
+static void tls_opts(hr_client_opts_t *o, const char *u)
+{
+    hr_client_opts_init(o);
+    o->url = u;
+    o->tls_ca_file = cert("ca.pem");
+    o->connect_timeout_ms = 3000;
+}
+
+/* ---- events ------------------------------------------------------------------ */
+
+typedef struct ev_s {
+    int connected, reconnected, disconnected, closed;
+    int close_status;
+    int errors, err_status;
+    char detail[300];
+} ev_t;
+
+static void ev_cb(hr_client_t *c, int ev, int status, void *arg)
+{
+    ev_t *e = arg;
+    e->connected += ev == HR_EVENT_CONNECTED;
+    e->reconnected += ev == HR_EVENT_RECONNECTED;
+    e->disconnected += ev == HR_EVENT_DISCONNECTED;
+    if (ev == HR_EVENT_CLOSED) {
+        e->closed++;
+        e->close_status = status;
+    }
+}
+
+static void err_cb(hr_client_t *c, int status, hr_sub_t *sub, const char *detail, void *arg)
+{
+    ev_t *e = arg;
+    e->errors++;
+    e->err_status = status;
+    snprintf(e->detail, sizeof(e->detail), "%s", detail);
+}
+
+/*
+ * One asynchronous connection attempt with `o`: returns HR_OK once it is
+ * connected (then closes it), or the status it closed with. `e` keeps what
+ * on_error said.
+ */
+static int attempt(hr_client_opts_t *o, ev_t *e)
+{
+    uv_loop_t loop;
+    hr_client_t *c;
+    memset(e, 0, sizeof(*e));
+    o->on_state = ev_cb;
+    o->on_error = err_cb;
+    o->arg = e;
+    uv_loop_init(&loop);
+    int r = hr_client_new(&loop, o, &c);
+    if (r == HR_OK) {
+        uint64_t end = uv_hrtime() + 5000000000ull;
+        while (!e->connected && !e->closed && uv_hrtime() < end)
+            cfix_run_for(&loop, 10);
+        ck_assert_msg(e->connected || e->closed, "neither connected nor closed");
+        r = e->connected ? HR_OK : e->close_status;
+        if (e->connected) {
+            hr_client_close(c);
+            ck_assert(cfix_run_until(&loop, &e->closed, 3000));
+        }
+    }
+    cfix_loop_close(&loop);
+    return r;
+}
+
+/* ---- publish and subscribe over tls:// and wss:// ------------------------------ */
+
+static void setup_good(void)
+{
+    ep_start("server", 0);
+}
+
+static void teardown(void)
+{
+    ep_stop();
+}
+
+/*
+ * The blocking API over TLS: a tls:// subscriber, a wss:// publisher and a
+ * plaintext one on the same broker; payloads around the 16 KiB record size
+ * and a burst of small messages that leave in a few records.
+ */
+START_TEST(test_tls_pubsub)
+{
+    char u1[64], u2[64], u3[64];
+    hr_client_opts_t o;
+    hr_sync_t *sub_c, *wss_c, *tcp_c;
+    hr_sync_sub_t *sub;
+    hr_message_t *m;
+    tls_opts(&o, url("tls", u1, sizeof(u1)));
+    ck_assert_int_eq(hr_sync_connect(&o, &sub_c), HR_OK);
+    tls_opts(&o, url("wss", u2, sizeof(u2)));
+    ck_assert_int_eq(hr_sync_connect(&o, &wss_c), HR_OK);
+    hr_client_opts_init(&o);
+    o.url = cfix_url(&E.f, u3, sizeof(u3));
+    ck_assert_int_eq(hr_sync_connect(&o, &tcp_c), HR_OK);
+    ck_assert_int_eq(hr_sync_subscribe(sub_c, "t.>", NULL, &sub), HR_OK);
+
+    static char payload[300000];
+    for (size_t i = 0; i < sizeof(payload); i++)
+        payload[i] = (char)('a' + i % 26);
+    size_t sizes[] = {0, 1, 16383, 16384, 16385, 65536, 300000};
+    uint64_t seq = 0;
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        hr_sync_t *from = k % 2 ? wss_c : tcp_c;
+        ck_assert_int_eq(hr_sync_publish_acked(from, "t.big", payload, sizes[k], 3000, &seq),
+                         HR_OK);
+        ck_assert_uint_eq(seq, k + 1);
+        ck_assert_int_eq(hr_sync_next(sub, 3000, &m), HR_OK);
+        size_t n;
+        const char *d = hr_message_data(m, &n);
+        ck_assert_uint_eq(n, sizes[k]);
+        ck_assert(memcmp(d, payload, n) == 0);
+        ck_assert_uint_eq(hr_message_seq(m), k + 1);
+        hr_message_unref(&m);
+    }
+    /* A burst: many frames per write, both ways through TLS. */
+    for (int i = 0; i < 5000; i++) {
+        char b[32];
+        int n = snprintf(b, sizeof(b), "m%d", i);
+        ck_assert_int_eq(hr_sync_publish(wss_c, "t.small", b, (size_t)n, NULL), HR_OK);
+    }
+    ck_assert_int_eq(hr_sync_flush(wss_c, 5000), HR_OK);
+    for (int i = 0; i < 5000; i++) {
+        char b[32];
+        int n = snprintf(b, sizeof(b), "m%d", i);
+        ck_assert_int_eq(hr_sync_next(sub, 3000, &m), HR_OK);
+        size_t len;
+        const char *d = hr_message_data(m, &len);
+        ck_assert_uint_eq(len, (size_t)n);
+        ck_assert(memcmp(d, b, len) == 0);
+        ck_assert_uint_eq(hr_message_seq(m), (uint64_t)i + 1);
+        hr_message_unref(&m);
+    }
+    /* A request from the plaintext client answered through wss://. */
+    hr_sync_sub_t *svc;
+    ck_assert_int_eq(hr_sync_subscribe(wss_c, "svc.time", NULL, &svc), HR_OK);
+    ck_assert_int_eq(
+        hr_sync_publish(tcp_c, "svc.time", "now?", 4, &(hr_publish_opts_t){.reply = "t.reply"}),
+        HR_OK);
+    ck_assert_int_eq(hr_sync_next(svc, 3000, &m), HR_OK);
+    ck_assert_int_eq(hr_sync_publish(wss_c, hr_message_reply(m), "noon", 4, NULL), HR_OK);
+    hr_message_unref(&m);
+    ck_assert_int_eq(hr_sync_next(sub, 3000, &m), HR_OK);
+    ck_assert_str_eq(hr_message_topic(m), "t.reply");
+    hr_message_unref(&m);
+    ck_assert_uint_eq(hr_sync_dropped(sub), 0);
+    hr_sync_close(&tcp_c, 0);
+    hr_sync_close(&wss_c, 1);
+    hr_sync_close(&sub_c, 1);
+}
+END_TEST
+
+/* ---- reconnect and resume through TLS ------------------------------------------ */
+
+typedef struct stream_s {
+    ev_t e;
+    uint64_t next; /* the seq expected next */
+    int bad;
+    uint64_t bad_got, bad_want; /* the first seq out of order */
+} stream_t;
+
+static void stream_state(hr_client_t *c, int ev, int status, void *arg)
+{
+    ev_cb(c, ev, status, &((stream_t *)arg)->e);
+}
+
+static void stream_msg(hr_client_t *c, hr_sub_t *s, hr_message_t *m, void *arg)
+{
+    stream_t *st = arg;
+    if (hr_message_seq(m) != st->next && !st->bad++) {
+        st->bad_got = hr_message_seq(m);
+        st->bad_want = st->next;
+    }
+    st->next = hr_message_seq(m) + 1;
+}
+
+static void flush_cb(hr_client_t *c, int status, void *arg)
+{
+    *(int *)arg = status == HR_OK ? 1 : -1;
+}
+
+/*
+ * A plain TCP proxy between the client and the TLS port is cut twice under
+ * a steady stream: each time the client makes a new TLS handshake, sends
+ * HELLO, restores its subscription from its last seq, and sees every seq
+ * exactly once. Once over tls://, once over wss://.
+ */
+static void reconnect_through(const char *scheme)
+{
+    uv_loop_t loop;
+    stream_t st;
+    hr_client_opts_t o;
+    hr_client_t *c, *pub;
+    hr_sub_t *s;
+    char u[64], pu[64];
+    memset(&st, 0, sizeof(st));
+    st.next = 1;
+    uv_loop_init(&loop);
+    int ws = strcmp(scheme, "wss") == 0;
+    cfix_proxy_t *px = cfix_proxy_new(&loop, ws ? E.wss : E.tls);
+    snprintf(u, sizeof(u), "%s://127.0.0.1:%d%s", scheme, cfix_proxy_port(px), ws ? "/" : "");
+    tls_opts(&o, u);
+    o.tls_server_name = "localhost"; /* the certificate's DNS name, not the address dialled */
+    o.on_state = stream_state;
+    o.arg = &st;
+    o.reconnect_wait_ms = 10;
+    o.reconnect_jitter = 0;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    ck_assert_int_eq(hr_client_subscribe(c, "r.x", NULL, stream_msg, &st, &s), HR_OK);
+    ck_assert(cfix_run_until(&loop, &st.e.connected, 3000));
+    int flushed = 0;
+    ck_assert_int_eq(hr_client_flush(c, flush_cb, &flushed), HR_OK); /* the SUB is in place */
+    ck_assert(cfix_run_until(&loop, &flushed, 3000));
+    hr_client_opts_init(&o);
+    o.url = cfix_url(&E.f, pu, sizeof(pu));
+    ck_assert_int_eq(hr_client_new(&loop, &o, &pub), HR_OK);
+    uint64_t sent = 0;
+    for (int cut = 0; cut < 2; cut++) {
+        for (int i = 0; i < 200; i++, sent++) {
+            ck_assert_int_eq(hr_client_publish(pub, "r.x", "x", 1, NULL), HR_OK);
+            cfix_run_for(&loop, i % 20 == 0 ? 5 : 0);
+        }
+        cfix_proxy_break(px);
+        for (int i = 0; i < 100; i++, sent++)
+            ck_assert_int_eq(hr_client_publish(pub, "r.x", "x", 1, NULL), HR_OK);
+        cfix_run_for(&loop, 30);
+        ck_assert_int_eq(cfix_proxy_resume(px), 0);
+        int want = cut + 1;
+        uint64_t end = uv_hrtime() + 5000000000ull;
+        while (st.e.reconnected < want && uv_hrtime() < end)
+            cfix_run_for(&loop, 10);
+        ck_assert_int_eq(st.e.reconnected, want);
+    }
+    uint64_t end = uv_hrtime() + 5000000000ull;
+    while (st.next <= sent && uv_hrtime() < end)
+        cfix_run_for(&loop, 10);
+    ck_assert_uint_eq(st.next, sent + 1);
+    ck_assert_msg(st.bad == 0, "%d out of order, first seq %llu for %llu", st.bad,
+                  (unsigned long long)st.bad_got, (unsigned long long)st.bad_want);
+    ck_assert_int_ge(st.e.disconnected, 2);
+    hr_client_close(c);
+    hr_client_close(pub);
+    ck_assert(cfix_run_until(&loop, &st.e.closed, 3000));
+    cfix_proxy_free(px);
+    cfix_loop_close(&loop);
+}
+
+START_TEST(test_tls_reconnect)
+{
+    reconnect_through("tls");
+}
+END_TEST
+
+START_TEST(test_wss_reconnect)
+{
+    reconnect_through("wss");
+}
+END_TEST
+
+/* ---- certificates the client must refuse ---------------------------------------- */
+
+/* Each bad server certificate fails the first attempt with its own status, and says why. */
+START_TEST(test_bad_server_certs)
+{
+    static const struct {
+        const char *name;
+        int status;
+        const char *why;
+    } cases[] = {
+        {"wronghost", HR_ECERTNAME, "mismatch"},
+        {"expired", HR_ECERTEXPIRED, "expired"},
+        {"rogue", HR_ECERT, "local issuer"},
+    };
+    hr_client_opts_t o;
+    ev_t e;
+    char u[64];
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        ep_start(cases[k].name, 0);
+        for (int wss = 0; wss < 2; wss++) {
+            tls_opts(&o, url(wss ? "wss" : "tls", u, sizeof(u)));
+            uint64_t t0 = uv_hrtime();
+            ck_assert_int_eq(attempt(&o, &e), cases[k].status);
+            ck_assert_uint_lt(uv_hrtime() - t0, 2000000000ull); /* at once, not a timeout */
+            ck_assert_int_eq(e.err_status, cases[k].status);
+            ck_assert_msg(strstr(e.detail, cases[k].why), "%s: %s", cases[k].name, e.detail);
+        }
+        /* Verifying the chain only accepts a certificate for another name. */
+        tls_opts(&o, url("tls", u, sizeof(u)));
+        o.tls_verify = HR_TLS_VERIFY_CHAIN;
+        ck_assert_int_eq(attempt(&o, &e), k == 0 ? HR_OK : cases[k].status);
+        /* Verifying nothing accepts them all. */
+        o.tls_verify = HR_TLS_VERIFY_NONE;
+        ck_assert_int_eq(attempt(&o, &e), HR_OK);
+        ep_stop();
+    }
+}
+END_TEST
+
+/* Names: the certificate's DNS name through tls_server_name, its address, and a name it lacks. */
+START_TEST(test_server_names)
+{
+    hr_client_opts_t o;
+    ev_t e;
+    char u[64];
+    ep_start("wronghost", 0);
+    tls_opts(&o, url("tls", u, sizeof(u)));
+    o.tls_server_name = "wrong.example";
+    ck_assert_int_eq(attempt(&o, &e), HR_OK);
+    o.tls_server_name = "other.example";
+    ck_assert_int_eq(attempt(&o, &e), HR_ECERTNAME);
+    ep_stop();
+    ep_start("server", 0);
+    tls_opts(&o, url("wss", u, sizeof(u)));
+    ck_assert_int_eq(attempt(&o, &e), HR_OK); /* IP:127.0.0.1 */
+    o.tls_server_name = "localhost";
+    ck_assert_int_eq(attempt(&o, &e), HR_OK);
+    o.tls_server_name = "127.0.0.2";
+    ck_assert_int_eq(attempt(&o, &e), HR_ECERTNAME);
+    /* No CA given: the system's store, which does not know the test CA. */
+    tls_opts(&o, url("tls", u, sizeof(u)));
+    o.tls_ca_file = NULL;
+    ck_assert_int_eq(attempt(&o, &e), HR_ECERT);
+    /* The CA as a hashed directory. */
+    char cmd[600], dir[160];
+    snprintf(dir, sizeof(dir), "%s/cadir", certdir);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp %s %s/ && openssl rehash %s", dir, cert("ca.pem"),
+             dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    o.tls_ca_dir = dir;
+    ck_assert_int_eq(attempt(&o, &e), HR_OK);
+    ep_stop();
+}
+END_TEST
+
+/* Options that cannot work fail in hr_client_new(), before any connection. */
+START_TEST(test_bad_options)
+{
+    hr_client_opts_t o;
+    uv_loop_t loop;
+    hr_client_t *c;
+    uv_loop_init(&loop);
+    tls_opts(&o, "tls://127.0.0.1:1");
+    o.tls_ca_file = "/nonexistent/ca.pem";
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_ETLSCONF);
+    tls_opts(&o, "wss://127.0.0.1:1/");
+    o.tls_cert_file = cert("client.pem");
+    o.tls_key_file = cert("server.key"); /* another certificate's key */
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_ETLSCONF);
+    tls_opts(&o, "tls://127.0.0.1:1");
+    o.tls_key_file = cert("client.key"); /* a key without a certificate */
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_EINVAL);
+    tls_opts(&o, "tls://127.0.0.1:1");
+    o.tls_verify = 7;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_EINVAL);
+    tls_opts(&o, "tls://127.0.0.1:1/path"); /* only wss:// has a path */
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_EURL);
+    tls_opts(&o, "tlss://127.0.0.1:1");
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_EURL);
+    /* The CA file is ignored by plaintext URLs. */
+    tls_opts(&o, "tcp://127.0.0.1:1");
+    o.tls_ca_file = "/nonexistent/ca.pem";
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    hr_client_close(c);
+    cfix_loop_close(&loop);
+}
+END_TEST
+
+/* ---- client certificates ------------------------------------------------------- */
+
+START_TEST(test_client_cert)
+{
+    hr_client_opts_t o;
+    ev_t e;
+    char u[64];
+    ep_start("server", 1);
+    for (int wss = 0; wss < 2; wss++) {
+        tls_opts(&o, url(wss ? "wss" : "tls", u, sizeof(u)));
+        ck_assert_int_eq(attempt(&o, &e), HR_ECLIENTCERT); /* none */
+        ck_assert_msg(strstr(e.detail, "without"), "%s", e.detail);
+        o.tls_cert_file = cert("rogue-client.pem");
+        o.tls_key_file = cert("rogue-client.key");
+        ck_assert_int_eq(attempt(&o, &e), HR_ECLIENTCERT); /* one the server does not trust */
+        ck_assert_msg(strstr(e.detail, "client certificate"), "%s", e.detail);
+        o.tls_cert_file = cert("client.pem");
+        o.tls_key_file = cert("client.key");
+        ck_assert_int_eq(attempt(&o, &e), HR_OK);
+    }
+    /* The blocking API with a client certificate, end to end. */
+    hr_sync_t *s;
+    hr_sync_sub_t *sub;
+    hr_message_t *m;
+    tls_opts(&o, url("tls", u, sizeof(u)));
+    o.tls_cert_file = cert("client.pem");
+    o.tls_key_file = cert("client.key");
+    ck_assert_int_eq(hr_sync_connect(&o, &s), HR_OK);
+    ck_assert_int_eq(hr_sync_subscribe(s, "cc.x", NULL, &sub), HR_OK);
+    ck_assert_int_eq(hr_sync_publish(s, "cc.x", "hi", 2, NULL), HR_OK);
+    ck_assert_int_eq(hr_sync_next(sub, 3000, &m), HR_OK);
+    ck_assert_str_eq(hr_message_data(m, NULL), "hi");
+    hr_message_unref(&m);
+    hr_sync_close(&s, 1);
+    ep_stop();
+}
+END_TEST
+
+/* ---- the wrong scheme for a port ------------------------------------------------- */
+
+/* tls:// and wss:// to plaintext ports, tcp:// and ws:// to TLS ports: at once, never retried. */
+START_TEST(test_port_mismatch)
+{
+    hr_client_opts_t o;
+    ev_t e;
+    char u[64];
+    ep_start("server", 0);
+    struct {
+        const char *scheme;
+        int port, status;
+    } cases[] = {
+        {"tls", E.f.port, HR_EPLAINPORT},
+        {"wss", E.f.ws_port, HR_EPLAINPORT},
+        {"tcp", E.tls, HR_ETLSPORT},
+        {"ws", E.wss, HR_ETLSPORT},
+    };
+    for (size_t k = 0; k < 2; k++) {
+        snprintf(u, sizeof(u), "%s://127.0.0.1:%d", cases[k].scheme, cases[k].port);
+        tls_opts(&o, u);
+        o.retry_on_failed_connect = 1; /* not retried all the same */
+        uint64_t t0 = uv_hrtime();
+        ck_assert_int_eq(attempt(&o, &e), cases[k].status);
+        ck_assert_uint_lt(uv_hrtime() - t0, 2000000000ull);
+    }
+    ep_stop();
+}
+END_TEST
+
+Suite *tls_suite(void);
+
+Suite *tls_suite(void)
+{
+    Suite *s = suite_create("client_tls");
+    TCase *tc = tcase_create("pubsub");
+    tcase_add_checked_fixture(tc, setup_good, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_tls_pubsub);
+    tcase_add_test(tc, test_tls_reconnect);
+    tcase_add_test(tc, test_wss_reconnect);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("certificates");
+    tcase_set_timeout(tc, 90);
+    tcase_add_test(tc, test_bad_server_certs);
+    tcase_add_test(tc, test_server_names);
+    tcase_add_test(tc, test_bad_options);
+    tcase_add_test(tc, test_client_cert);
+    tcase_add_test(tc, test_port_mismatch);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    if (make_certs() != 0) {
+        fprintf(stderr, "cannot make test certificates in %s\n", certdir);
+        return EXIT_FAILURE;
+    }
+    SRunner *sr = srunner_create(tls_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    remove_certs();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
