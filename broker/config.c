@@ -106,6 +106,14 @@ static const opt_t opts[] = {
       "SUBs with since on a wildcard pattern a second per connection (0: no limit)"),
     I("max-replay-burst", max_replay_burst, 0, 1000000, "0",
       "such SUBs a connection may send at once (0: one second's worth)"),
+    S("tls-cert", tls_cert, "",
+      "PEM certificate chain: with tls-key, the ports in tls-ports speak TLS ('': plain)"),
+    S("tls-key", tls_key, "", "PEM private key of tls-cert"),
+    S("tls-ca", tls_ca, "", "PEM CA bundle that client certificates must chain to"),
+    S("tls-verify", tls_verify, "none",
+      "client certificates: none, optional (checked when sent) or required (needs tls-ca)"),
+    S("tls-ports", tls_ports, "tcp,ws",
+      "which ports speak TLS when tls-cert is set: tcp, ws or tcp,ws"),
     B("demo", demo, "false", "serve the demo chat page under /demo/ on the WebSocket port"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -121,7 +129,9 @@ static const char *const reloadable[] = {
     "heartbeat-ms",    "hello-timeout-ms", "shutdown-timeout-ms",
     "ws-origins",      "ws-handshake-ms",  "max-conns-per-ip",
     "max-pending",     "max-pub-rate",     "max-pub-burst",
-    "max-replay-rate", "max-replay-burst", "replay-scan-rate"};
+    "max-replay-rate", "max-replay-burst", "replay-scan-rate",
+    "tls-cert",        "tls-key",          "tls-ca",
+    "tls-verify"};
 
 static int is_reloadable(const char *name)
 {
@@ -349,7 +359,8 @@ static void usage(void)
            "broker with FILE:LINE and the reason.\n"
            "\n"
            "SIGINT or SIGTERM drains clients and exits 0 (a second one closes them at once);\n"
-           "SIGHUP is logged and ignored. Exit status 1: the broker could not start (the\n"
+           "SIGHUP reloads the settings that can change while running (and the TLS\n"
+           "certificate files). Exit status 1: the broker could not start (the\n"
            "reason is on stderr). More in docs/configuration.md.\n");
 }
 

@@ -53,6 +53,12 @@ typedef struct hr_config_s {
     int64_t presence_list_max;
     /* cluster */
     int64_t workers;
+    /* tls.c */
+    char tls_cert[512];
+    char tls_key[512];
+    char tls_ca[512];
+    char tls_verify[16];
+    char tls_ports[16];
     /* http.c */
     int64_t demo; /* serve the demo page under /demo/ */
     /* Not settings: what a worker learns from the primary at start (cluster/worker.c). */

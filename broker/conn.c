@@ -7,6 +7,7 @@
 #include "log.h"
 #include "policy.h"
 #include "server.h"
+#include "tls.h"
 
 #define IOV_BATCH 1024           /* iovecs per write (IOV_MAX on Linux) */
 #define WRITE_BATCH (256 * 1024) /* bytes per write */
@@ -35,6 +36,11 @@ static int oq_push(hr_conn_t *c, hr_msg_t *m, const uint8_t *hdr, size_t hlen)
     if (r == HR_OK)
         mark_pending(c);
     return r;
+}
+
+void hr__conn_kick(hr_conn_t *c)
+{
+    mark_pending(c);
 }
 
 static void oq_advance(hr_conn_t *c, size_t n)
@@ -68,6 +74,7 @@ static void on_close(uv_handle_t *h)
     hr__limits_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
+    hr__tls_free(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -452,6 +459,52 @@ static void on_write(uv_write_t *req, int status)
     conn_flush(c);
 }
 
+static void tls_write_done(hr_conn_t *c, int status)
+{
+    if (status < 0)
+        hr__conn_close_now(c);
+    else
+        conn_flush(c);
+}
+
+/*
+ * TLS: the queue is encrypted a batch at a time (iovecs gathered into full
+ * records) and the ciphertext written like plain bytes, one write in flight.
+ * A closing connection says close_notify before its FIN; one whose
+ * handshake never finished sends only what TLS has to say (an alert).
+ */
+static void tls_flush(hr_conn_t *c)
+{
+    hr_outq_t *q = &c->out;
+    uv_buf_t iov[IOV_BATCH];
+    size_t total;
+    for (;;) {
+        int r = hr__tls_send(c, tls_write_done);
+        if (r == HR_EAGAIN) {
+            check_backpressure(c);
+            return;
+        }
+        if (r != HR_OK) {
+            hr__conn_close_now(c);
+            return;
+        }
+        if (q->n && hr__tls_ready(c)) {
+            int k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
+            if (hr__tls_encrypt(c, iov, k) != HR_OK) {
+                hr__conn_close_now(c);
+                return;
+            }
+            oq_advance(c, total);
+            continue;
+        }
+        if (!(c->flags & HR_C_CLOSING) || !hr__tls_goodbye(c))
+            break;
+    }
+    check_backpressure(c);
+    if (c->flags & HR_C_CLOSING)
+        begin_shutdown(c);
+}
+
 /*
  * Writes as much of the queue as the socket takes: uv_try_write first (no
  * request, no callback, bytes released at once), and only the remainder
@@ -463,8 +516,12 @@ static void conn_flush(hr_conn_t *c)
     hr_outq_t *q = &c->out;
     uv_buf_t iov[IOV_BATCH];
     size_t total;
-    if (q->inflight || (c->flags & HR_C_CLOSED))
+    if (q->inflight || c->wreq || (c->flags & HR_C_CLOSED))
         return;
+    if (c->tls) {
+        tls_flush(c);
+        return;
+    }
     while (q->n) {
         int k = hr__oq_iov(q, iov, IOV_BATCH, WRITE_BATCH, &total);
         int r = uv_try_write((uv_stream_t *)&c->tcp, iov, (unsigned)k);
@@ -527,7 +584,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     hr_conn_t *c = h->data;
     (void)hint;
-    if (c->tp->read_buf && c->tp->read_buf(c, buf))
+    if (c->tp->read_buf && !c->tls && c->tp->read_buf(c, buf))
         return;
     *buf = uv_buf_init(c->srv->rbuf, sizeof(c->srv->rbuf));
 }
@@ -547,6 +604,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         c->srv->stats.bytes_in += (uint64_t)nread;
     else
         c->srv->stats.http_bytes_in += (uint64_t)nread;
+    if (c->tls) {
+        hr__tls_read(c, buf->base, (size_t)nread);
+        return;
+    }
     if (buf->base != c->srv->rbuf) {
         c->tp->read_done(c, (size_t)nread);
         return;
@@ -654,6 +715,8 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
         }
         return;
     }
+    if (c->tls && hr__tls_sweep(c, now))
+        return;
     if (c->tp->on_sweep && c->tp->on_sweep(c, now))
         return;
     if (!(c->flags & HR_C_PROTOCOL))

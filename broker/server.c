@@ -15,6 +15,7 @@
 #include "server.h"
 #include "policy.h"
 #include "stats.h"
+#include "tls.h"
 #include "xsub.h"
 
 #define SWEEP_MS_MAX 250
@@ -93,6 +94,7 @@ static void reload(hr_server_t *s)
     }
     int n = hr__config_reload(&s->cfg, &fresh);
     hr__log_level = hr__log_parse_level(s->cfg.log_level);
+    hr__tls_reload(s); /* the files are read again even when their names did not change */
     /* At warn level: an operator's action, worth a line even in a quiet log. */
     HR_LOG(HR_LOG_WARN, 0, "SIGHUP received: configuration reloaded (%d setting%s changed)", n,
            n == 1 ? "" : "s");
@@ -139,7 +141,7 @@ static void on_connection(uv_stream_t *ls, int status)
         HR_LOG(HR_LOG_WARN, 0, "out of memory accepting a connection");
         return;
     }
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0 || (l->tls && hr__tls_accept(c) != HR_OK)) {
         hr__conn_close_now(c);
         return;
     }
@@ -201,6 +203,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
         goto fail;
     if ((r = hr__presence_init(s)) != HR_OK)
         goto fail;
+    if ((r = hr__tls_init(s)) != HR_OK) /* prints why, except when out of memory */
+        goto fail;
     uv_check_init(loop, &s->flush_check);
     s->flush_check.data = s;
     uv_check_start(&s->flush_check, on_check);
@@ -260,6 +264,7 @@ static int listen_on(hr_server_t *s, hr_listener_t *l, const hr_transport_t *tp,
     uv_tcp_init(s->loop, &l->tcp);
     l->tcp.data = l;
     l->open = 1;
+    l->tls = hr__tls_port(s, tp->kind);
     if (strchr(s->cfg.bind, ':'))
         r = uv_ip6_addr(s->cfg.bind, port, (struct sockaddr_in6 *)&ss);
     else
@@ -378,8 +383,8 @@ int hr__server_start(hr_server_t *s)
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     uv_signal_start(&s->sighup, on_signal, SIGHUP);
     for (int i = 0; i < s->nlisteners; i++)
-        HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d", s->listeners[i].tp->name, s->cfg.bind,
-               s->listeners[i].port);
+        HR_LOG(HR_LOG_INFO, 0, "listening: %s on %s:%d%s", s->listeners[i].tp->name, s->cfg.bind,
+               s->listeners[i].port, s->listeners[i].tls ? " (TLS)" : "");
     if (!s->auth && !is_loopback(s->cfg.bind))
         HR_LOG(HR_LOG_WARN, 0,
                "bind %s is not loopback and authentication is off: any client that can reach "
@@ -418,5 +423,6 @@ void hr__server_destroy(hr_server_t *s)
     hr_buf_destroy(&s->scratch);
     hr_buf_destroy(&s->xbuf);
     hr__policy_destroy(s);
+    hr__tls_destroy(s);
     hr__oq_cache_release();
 }

@@ -84,6 +84,7 @@ struct hr_conn_s {
     int fail_status;       /* HR_C_FAILING: the ERR to send once the answers are out */
     const char *fail_msg;
     struct hr_park_s *park;  /* policy.c: parked messages and lost ranges, NULL when none */
+    struct hr_tls_s *tls;    /* tls.c: the TLS session, NULL on a plain connection */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
 };
@@ -110,6 +111,8 @@ typedef struct hr_stats_s {
     uint64_t http_requests;   /* HTTP request heads received (upgrades included) */
     uint64_t http_bytes_in;   /* bytes read before the transport handshake finished */
     uint64_t http_bytes_out;  /* bytes written to connections that never finished it */
+    uint64_t tls_handshakes;  /* TLS handshakes completed */
+    uint64_t tls_failed;      /* TLS connections closed by a failed or stalled handshake */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
@@ -118,6 +121,7 @@ typedef struct hr_listener_s {
     const hr_transport_t *tp;
     int port; /* bound port */
     int open;
+    int tls; /* connections accepted here speak TLS */
 } hr_listener_t;
 
 #define HR_LISTENERS_MAX 4
@@ -162,6 +166,7 @@ struct hr_server_s {
     hr_stats_t stats;
     struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
     hr_limits_t limits;         /* limits.c */
+    struct hr_tls_srv_s *tls;   /* tls.c: the TLS context; NULL when TLS is off */
     void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
     /* presence.c: rooms and their watchers */
     struct hr_presence_s *presence;
@@ -215,6 +220,8 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg);
  * is read meanwhile.
  */
 void hr__conn_fail_input(hr_conn_t *c, int status, const char *msg);
+/** Puts `c` on the flush list (the TLS layer has bytes of its own to send). */
+void hr__conn_kick(hr_conn_t *c);
 /** Closes at once (peer gone). */
 void hr__conn_close_now(hr_conn_t *c);
 /** Queues raw, already framed bytes (copied): WebSocket control frames, HTTP responses. */
