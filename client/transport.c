@@ -153,7 +153,8 @@ static int ws_next(hr_client_t *c, hr__conn_t *conn, uint8_t *p, size_t n, hr_sl
         if (r != HR_OK)
             return r;
         r = hr__ws_response(p, n, conn->ws_accept, used);
-        if (r == HR_EPROTO && !c->tp->secure && contains(p, n, HR__TLS_PORT_HINT))
+        if ((r == HR_EPROTO || r == HR_ETCPPORT) && !c->tp->secure &&
+            contains(p, n, HR__TLS_PORT_HINT))
             return HR_ETLSPORT; /* the broker's 400 from a TLS port */
         if (r == HR_OK)
             r = hr__send_hello(c);

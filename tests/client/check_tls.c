@@ -1,14 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* libherald over TLS: tls:// and wss:// against a real TLS endpoint, certificate failures, client
+/* libherald over TLS: tls:// and wss:// against the broker's own TLS, certificate failures, client
  * certificates, reconnect and resume through TLS, and TLS/plaintext port mismatches. */
 #include <check.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cfix.h"
@@ -49,82 +45,46 @@ static void remove_certs(void)
     }
 }
 
+/* The real broker with TLS on the ports `ports` ("tcp,ws", "tcp" or "ws"). */
+static cfix_t F;
+
 /*
- * The endpoint: the real broker, with TLS in front of both its ports
- * (tests/client/tls_term.py, Python's ssl module), so tls:// reaches the
- * TCP port and wss:// the WebSocket port.
+ * Starts the broker with certificate `name` on its TLS ports (`need_client_cert`:
+ * clients must present one signed by the test CA).
  */
-typedef struct ep_s {
-    cfix_t f;
-    pid_t term;
-    int tls, wss; /* the TLS ports */
-} ep_t;
-
-static ep_t E;
-
-static void sleep_ms(int ms)
+static void ep_start_on(const char *name, int need_client_cert, const char *ports)
 {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
+    static char crt[160], key[160];
+    snprintf(crt, sizeof(crt), "%s/%s.pem", certdir, name);
+    snprintf(key, sizeof(key), "%s/%s.key", certdir, name);
+    /* History long enough that a resume after a cut never meets a gap. */
+    const char *args[16] = {"--history-msgs", "20000", "--tls-cert",  crt,
+                            "--tls-key",      key,     "--tls-ports", ports};
+    int n = 8;
+    if (need_client_cert) {
+        args[n++] = "--tls-ca";
+        args[n++] = cert("ca.pem");
+        args[n++] = "--tls-verify";
+        args[n++] = "required";
+    }
+    args[n] = NULL;
+    ck_assert_int_eq(cfix_start(&F, args), 0);
 }
 
-/* Starts the broker and TLS with certificate `name` (`ca`: client certificates required). */
 static void ep_start(const char *name, int need_client_cert)
 {
-    char ready[128], tcp[16], ws[16], crt[64], key[64];
-    /* History long enough that a resume after a cut never meets a gap. */
-    static const char *const args[] = {"--history-msgs", "20000", NULL};
-    memset(&E, 0, sizeof(E));
-    ck_assert_int_eq(cfix_start(&E.f, args), 0);
-    snprintf(ready, sizeof(ready), "%s/tls-ready", E.f.dir);
-    snprintf(tcp, sizeof(tcp), "%d", E.f.port);
-    snprintf(ws, sizeof(ws), "%d", E.f.ws_port);
-    snprintf(crt, sizeof(crt), "%s.pem", name);
-    snprintf(key, sizeof(key), "%s.key", name);
-    char script[256];
-    snprintf(script, sizeof(script), "%s/client/tls_term.py", HR_TESTS_DIR);
-    const char *argv[] = {"python3", script, ready, cert(crt),
-                          cert(key), tcp,    ws,    need_client_cert ? cert("ca.pem") : NULL,
-                          NULL};
-    pid_t parent = getpid();
-    E.term = fork();
-    ck_assert_int_ge(E.term, 0);
-    if (E.term == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(1);
-        execvp("python3", (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 1000; i++) {
-        FILE *fp = fopen(ready, "r");
-        if (fp) {
-            int n = fscanf(fp, "tls=%d wss=%d", &E.tls, &E.wss);
-            fclose(fp);
-            unlink(ready);
-            ck_assert_int_eq(n, 2);
-            return;
-        }
-        ck_assert_msg(waitpid(E.term, NULL, WNOHANG) == 0, "tls_term.py exited");
-        sleep_ms(10);
-    }
-    ck_abort_msg("tls_term.py did not start");
+    ep_start_on(name, need_client_cert, "tcp,ws");
 }
 
 static void ep_stop(void)
 {
-    if (E.term > 0) {
-        kill(E.term, SIGKILL);
-        waitpid(E.term, NULL, 0);
-        E.term = 0;
-    }
-    cfix_stop(&E.f);
+    cfix_stop(&F);
 }
 
 static const char *url(const char *scheme, char *buf, size_t n)
 {
     int ws = strcmp(scheme, "wss") == 0;
-    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, ws ? E.wss : E.tls, ws ? "/" : "");
+    snprintf(buf, n, "%s://127.0.0.1:%d%s", scheme, ws ? F.ws_port : F.port, ws ? "/" : "");
     return buf;
 }
 
@@ -184,7 +144,8 @@ static int attempt(hr_client_opts_t *o, ev_t *e)
         uint64_t end = uv_hrtime() + 5000000000ull;
         while (!e->connected && !e->closed && uv_hrtime() < end)
             cfix_run_for(&loop, 10);
-        ck_assert_msg(e->connected || e->closed, "neither connected nor closed");
+        ck_assert_msg(e->connected || e->closed, "%s: neither connected nor closed (%d: %s)",
+                      o->url, e->err_status, e->detail);
         r = e->connected ? HR_OK : e->close_status;
         if (e->connected) {
             hr_client_close(c);
@@ -208,9 +169,9 @@ static void teardown(void)
 }
 
 /*
- * The blocking API over TLS: a tls:// subscriber, a wss:// publisher and a
- * plaintext one on the same broker; payloads around the 16 KiB record size
- * and a burst of small messages that leave in a few records.
+ * The blocking API over TLS: a tls:// subscriber, a wss:// and a tls://
+ * publisher; payloads around the 16 KiB record size and a burst of small
+ * messages that leave in a few records.
  */
 START_TEST(test_tls_pubsub)
 {
@@ -223,8 +184,7 @@ START_TEST(test_tls_pubsub)
     ck_assert_int_eq(hr_sync_connect(&o, &sub_c), HR_OK);
     tls_opts(&o, url("wss", u2, sizeof(u2)));
     ck_assert_int_eq(hr_sync_connect(&o, &wss_c), HR_OK);
-    hr_client_opts_init(&o);
-    o.url = cfix_url(&E.f, u3, sizeof(u3));
+    tls_opts(&o, url("tls", u3, sizeof(u3)));
     ck_assert_int_eq(hr_sync_connect(&o, &tcp_c), HR_OK);
     ck_assert_int_eq(hr_sync_subscribe(sub_c, "t.>", NULL, &sub), HR_OK);
 
@@ -264,7 +224,7 @@ START_TEST(test_tls_pubsub)
         ck_assert_uint_eq(hr_message_seq(m), (uint64_t)i + 1);
         hr_message_unref(&m);
     }
-    /* A request from the plaintext client answered through wss://. */
+    /* A request from the tls:// client answered through wss://. */
     hr_sync_sub_t *svc;
     ck_assert_int_eq(hr_sync_subscribe(wss_c, "svc.time", NULL, &svc), HR_OK);
     ck_assert_int_eq(
@@ -330,7 +290,7 @@ static void reconnect_through(const char *scheme)
     st.next = 1;
     uv_loop_init(&loop);
     int ws = strcmp(scheme, "wss") == 0;
-    cfix_proxy_t *px = cfix_proxy_new(&loop, ws ? E.wss : E.tls);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, ws ? F.ws_port : F.port);
     snprintf(u, sizeof(u), "%s://127.0.0.1:%d%s", scheme, cfix_proxy_port(px), ws ? "/" : "");
     tls_opts(&o, u);
     o.tls_server_name = "localhost"; /* the certificate's DNS name, not the address dialled */
@@ -344,8 +304,7 @@ static void reconnect_through(const char *scheme)
     int flushed = 0;
     ck_assert_int_eq(hr_client_flush(c, flush_cb, &flushed), HR_OK); /* the SUB is in place */
     ck_assert(cfix_run_until(&loop, &flushed, 3000));
-    hr_client_opts_init(&o);
-    o.url = cfix_url(&E.f, pu, sizeof(pu));
+    tls_opts(&o, url("tls", pu, sizeof(pu)));
     ck_assert_int_eq(hr_client_new(&loop, &o, &pub), HR_OK);
     uint64_t sent = 0;
     for (int cut = 0; cut < 2; cut++) {
@@ -538,31 +497,44 @@ END_TEST
 
 /* ---- the wrong scheme for a port ------------------------------------------------- */
 
-/* tls:// and wss:// to plaintext ports, tcp:// and ws:// to TLS ports: at once, never retried. */
+/*
+ * tls:// and wss:// to plaintext ports, tcp:// and ws:// to TLS ports: at
+ * once, and never retried. The broker answers plaintext on a TLS port with
+ * an ERR frame (TCP) or an HTTP 400 (WebSocket) that says so.
+ */
 START_TEST(test_port_mismatch)
 {
     hr_client_opts_t o;
     ev_t e;
     char u[64];
-    ep_start("server", 0);
-    struct {
-        const char *scheme;
-        int port, status;
-    } cases[] = {
-        {"tls", E.f.port, HR_EPLAINPORT},
-        {"wss", E.f.ws_port, HR_EPLAINPORT},
-        {"tcp", E.tls, HR_ETLSPORT},
-        {"ws", E.wss, HR_ETLSPORT},
-    };
-    for (size_t k = 0; k < 2; k++) {
-        snprintf(u, sizeof(u), "%s://127.0.0.1:%d", cases[k].scheme, cases[k].port);
-        tls_opts(&o, u);
-        o.retry_on_failed_connect = 1; /* not retried all the same */
-        uint64_t t0 = uv_hrtime();
-        ck_assert_int_eq(attempt(&o, &e), cases[k].status);
-        ck_assert_uint_lt(uv_hrtime() - t0, 2000000000ull);
+    for (int tcp_tls = 0; tcp_tls < 2; tcp_tls++) {
+        ep_start_on("server", 0, tcp_tls ? "tcp" : "ws");
+        int tls_port = tcp_tls ? F.port : F.ws_port, plain = tcp_tls ? F.ws_port : F.port;
+        struct {
+            const char *scheme;
+            int port, status;
+        } cases[] = {
+            {"tls", plain, HR_EPLAINPORT},
+            {"wss", plain, HR_EPLAINPORT},
+            {"tcp", tls_port, HR_ETLSPORT},
+            {"ws", tls_port, HR_ETLSPORT},
+        };
+        for (size_t k = 0; k < 4; k++) {
+            /* tcp:// to the TLS WebSocket port is two mistakes at once: the broker
+             * closes without an answer, a plain UV_EOF. */
+            if (!tcp_tls && k == 2)
+                continue;
+            snprintf(u, sizeof(u), "%s://127.0.0.1:%d", cases[k].scheme, cases[k].port);
+            tls_opts(&o, u);
+            o.retry_on_failed_connect = 1; /* not retried all the same */
+            uint64_t t0 = uv_hrtime();
+            int r = attempt(&o, &e);
+            ck_assert_msg(r == cases[k].status, "%s (TLS on %s): %s", u, tcp_tls ? "tcp" : "ws",
+                          hr_err_name(r));
+            ck_assert_uint_lt(uv_hrtime() - t0, 2000000000ull);
+        }
+        ep_stop();
     }
-    ep_stop();
 }
 END_TEST
 
