@@ -74,6 +74,9 @@ int hr__tls_new(hr_client_t *c, hr__conn_t *conn)
     if (r != HR_OK)
         return r;
     conn->tls_first = -1;
+    /* A wildcard stands for a whole label only ("*.example.com", never "w*.example.com"). */
+    X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(hr_tlsio_ssl(conn->tls)),
+                                    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     SSL_set_msg_callback(hr_tlsio_ssl(conn->tls), watch_msgs);
     SSL_set_msg_callback_arg(hr_tlsio_ssl(conn->tls), conn);
     if (!full && !is_ip(name) && SSL_set_tlsext_host_name(hr_tlsio_ssl(conn->tls), name) != 1)
