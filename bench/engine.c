@@ -21,6 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef HB_HAVE_HERALD
+#include "tlsio.h"
+#endif
+
 /*
  * Phases: set-up, an optional warm-up (published and delivered like the run,
  * then thrown away), a quiet pause in which the warm-up drains and the
@@ -90,6 +94,7 @@ struct hb_run_s {
         uint64_t sent, sent_bytes, expected, delivered, del_bytes, dups, reord, gaps;
     } base; /* counters when the measured run started (after any warm-up) */
     pthread_mutex_t lock;
+    void *tls_ctx; /* SSL_CTX for every connection of a TLS target, else NULL */
     char error[256];
 };
 
@@ -197,9 +202,98 @@ hb_buf_t *hb_out(hb_conn_t *c)
     return c->state == HB_C_UPGRADING ? &c->held : &c->out;
 }
 
+/*
+ * TLS (targets with ?tls=CA; Herald's protocol library has the pump): what
+ * the adapter queued in `out` is plaintext, encrypted into `tout` once the
+ * handshake is over, and `tout` is what goes to the socket.
+ */
+static hb_buf_t *wire(hb_conn_t *c)
+{
+    return c->tls ? &c->tout : &c->out;
+}
+
+/* Bytes waiting to be written, plaintext not yet encrypted included. */
+static size_t out_pending(const hb_conn_t *c)
+{
+    size_t n = hb_buf_pending(&c->out);
+#ifdef HB_HAVE_HERALD
+    if (c->tls)
+        n += hb_buf_pending(&c->tout) + hr_tlsio_pending(c->tls);
+#endif
+    return n;
+}
+
+static void mark_dirty(hb_conn_t *c);
+
+/* TLS: plaintext the session can still give without the socket saying so. */
+static size_t tls_unread(const hb_conn_t *c)
+{
+#ifdef HB_HAVE_HERALD
+    return c->tls ? hr_tlsio_unread(c->tls) : 0;
+#else
+    (void)c;
+    return 0;
+#endif
+}
+
+#ifdef HB_HAVE_HERALD
+/* Encrypts what can be and moves the session's ciphertext to `tout`. 0, or -1 on failure. */
+static int tls_out(hb_conn_t *c)
+{
+    if (hb_buf_pending(&c->out) && hr_tlsio_established(c->tls)) {
+        uv_buf_t b = uv_buf_init((char *)c->out.p + c->out.off, (unsigned)hb_buf_pending(&c->out));
+        if (hr_tlsio_write(c->tls, &b, 1) != HR_OK)
+            return -1;
+        c->out.off = c->out.len = 0;
+    }
+    size_t n;
+    uint8_t *p = hr_tlsio_take(c->tls, &n);
+    if (p && !hb_buf_pending(&c->tout)) { /* adopt the buffer rather than copy it */
+        free(c->tout.p);
+        c->tout = (hb_buf_t){.p = p, .len = n, .cap = n};
+    } else if (p) {
+        hb_buf_add(&c->tout, p, n);
+        free(p);
+    }
+    return 0;
+}
+
+/*
+ * Reads plaintext into buf: first what the session still holds, then what
+ * the socket has. Returns bytes like read(2): > 0, 0 at the end (EOF or
+ * close_notify), -1 with errno (EAGAIN: nothing now; EPROTO: TLS failed).
+ */
+static ssize_t tls_read(hb_conn_t *c, uint8_t *buf, size_t cap)
+{
+    uint8_t ct[16384];
+    for (;;) {
+        size_t got;
+        int r = hr_tlsio_read(c->tls, buf, cap, &got);
+        if (r == HR_OK)
+            return (ssize_t)got;
+        if (r == HR_ECLOSED)
+            return 0;
+        if (r != HR_EAGAIN) {
+            fprintf(stderr, "herald-bench: connection %d: TLS: %s\n", c->idx,
+                    hr_tlsio_error(c->tls));
+            errno = EPROTO;
+            return -1;
+        }
+        mark_dirty(c); /* handshake flights, answers the session owes */
+        ssize_t n = read(c->fd, ct, sizeof ct);
+        if (n <= 0)
+            return n;
+        if (hr_tlsio_feed(c->tls, ct, (size_t)n) != HR_OK) {
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+}
+#endif
+
 static void mark_dirty(hb_conn_t *c)
 {
-    if (!c->dirty && hb_buf_pending(&c->out)) {
+    if (!c->dirty && out_pending(c)) {
         c->dirty = 1;
         c->th->dirty[c->th->ndirty++] = c;
     }
@@ -217,7 +311,7 @@ static void set_events(hb_conn_t *c, uint32_t ev)
 static uint32_t want_events(hb_conn_t *c)
 {
     uint32_t ev = EPOLLIN;
-    if (hb_buf_pending(&c->out))
+    if (hb_buf_pending(wire(c)))
         ev |= EPOLLOUT;
     return ev;
 }
@@ -249,10 +343,17 @@ static void conn_close(hb_conn_t *c, const char *why)
 /* Writes what is pending; returns 0, or -1 if the connection was closed. */
 static int conn_flush(hb_conn_t *c)
 {
-    while (hb_buf_pending(&c->out)) {
-        ssize_t n = write(c->fd, c->out.p + c->out.off, hb_buf_pending(&c->out));
+    hb_buf_t *w = wire(c);
+#ifdef HB_HAVE_HERALD
+    if (c->tls && tls_out(c) != 0) {
+        conn_close(c, "TLS failure");
+        return -1;
+    }
+#endif
+    while (hb_buf_pending(w)) {
+        ssize_t n = write(c->fd, w->p + w->off, hb_buf_pending(w));
         if (n > 0) {
-            c->out.off += (size_t)n;
+            w->off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -262,8 +363,8 @@ static int conn_flush(hb_conn_t *c)
         conn_close(c, n < 0 ? strerror(errno) : "write returned 0");
         return -1;
     }
-    if (!hb_buf_pending(&c->out))
-        c->out.off = c->out.len = 0;
+    if (!hb_buf_pending(w))
+        w->off = w->len = 0;
     set_events(c, want_events(c));
     return 0;
 }
@@ -283,7 +384,15 @@ static void conn_read(hb_thread_t *th, hb_conn_t *c)
         if (have)
             memcpy(th->rbuf, c->left.p + c->left.off, have);
         c->left.off = c->left.len = 0;
-        ssize_t n = read(c->fd, th->rbuf + have, th->rcap - have);
+        ssize_t n;
+#ifdef HB_HAVE_HERALD
+        if (c->tls) {
+            n = tls_read(c, th->rbuf + have, th->rcap - have);
+            if (n > 0 && iter == 7 && tls_unread(c))
+                iter--; /* the socket will not say there is more: read it out now */
+        } else
+#endif
+            n = read(c->fd, th->rbuf + have, th->rcap - have);
         if (n <= 0) {
             if (have)
                 hb_buf_add(&c->left, th->rbuf, have);
@@ -303,7 +412,7 @@ static void conn_read(hb_thread_t *th, hb_conn_t *c)
         }
         if ((size_t)used < total)
             hb_buf_add(&c->left, th->rbuf + used, total - (size_t)used);
-        if ((size_t)n < th->rcap - have)
+        if ((size_t)n < th->rcap - have && !tls_unread(c))
             break;
     }
     if (c->state == HB_C_READY && (c->role & HB_STALL)) {
@@ -656,13 +765,13 @@ static void *thread_main(void *arg)
         for (int i = 0; i < th->npubs && publishing; i++) {
             hb_conn_t *c = th->pubs[i];
             if (!c->pub->done && !c->pub->interval_ns && !(c->role & HB_REQ) &&
-                c->state != HB_C_CLOSED && hb_buf_pending(&c->out) < (64u << 10))
+                c->state != HB_C_CLOSED && out_pending(c) < (64u << 10))
                 busy |= budget > 0 ? 1 : 2;
         }
         uint64_t pending = 0;
         for (int i = 0; i < th->npubs; i++)
             if (th->pubs[i]->state != HB_C_CLOSED)
-                pending += hb_buf_pending(&th->pubs[i]->out);
+                pending += out_pending(th->pubs[i]);
         atomic_store_explicit(&th->c.pubs_pending, pending, memory_order_relaxed);
     }
     if (run->ad->thread_exit)
@@ -817,6 +926,13 @@ static int conn_start(hb_run_t *run, hb_conn_t *c)
     }
     c->state = HB_C_OPEN;
     c->mask = 0x2545F491u * (uint32_t)(c->idx + 1) | 1;
+#ifdef HB_HAVE_HERALD
+    if (run->tls_ctx && (hr_tlsio_new(run->tls_ctx, 0, run->t->host, &c->tls) != HR_OK ||
+                         hr_tlsio_handshake(c->tls) == HR_ETLS || tls_out(c) != 0)) {
+        set_error(run, "TLS: cannot start a session");
+        return -1;
+    }
+#endif
     c->ad->open(c);
     if (c->role & (HB_SUB | HB_STALL))
         c->ad->sub(c, 1, run->topic[c->sub_topic[0]], run->tlen[c->sub_topic[0]]);
@@ -826,11 +942,13 @@ static int conn_start(hb_run_t *run, hb_conn_t *c)
         c->ad->sub(c, 1, run->topic[0], run->tlen[0]);
     c->ad->ping(c);
     c->pings = 1;
-    /* A fresh socket takes the few opening bytes at once; the rest waits for EPOLLOUT. */
-    ssize_t n = write(c->fd, c->out.p + c->out.off, hb_buf_pending(&c->out));
+    /* A fresh socket takes the few opening bytes at once (with TLS: the ClientHello); the
+     * rest waits for EPOLLOUT. */
+    hb_buf_t *w = wire(c);
+    ssize_t n = write(c->fd, w->p + w->off, hb_buf_pending(w));
     if (n > 0)
-        c->out.off += (size_t)n;
-    c->events = EPOLLIN | (hb_buf_pending(&c->out) ? EPOLLOUT : 0);
+        w->off += (size_t)n;
+    c->events = EPOLLIN | (hb_buf_pending(w) ? EPOLLOUT : 0);
     struct epoll_event e = {.events = c->events, .data.ptr = c};
     if (epoll_ctl(c->th->ep, EPOLL_CTL_ADD, c->fd, &e) < 0) {
         set_error(run, "epoll_ctl failed");
@@ -1119,6 +1237,10 @@ static void run_free(hb_run_t *run)
         hb_buf_free(&c->held);
         hb_buf_free(&c->left);
         hb_buf_free(&c->wsin);
+        hb_buf_free(&c->tout);
+#ifdef HB_HAVE_HERALD
+        hr_tlsio_free(&c->tls);
+#endif
         free(c->sub_topic);
         free(c->last_seq);
         if (c->pub)
@@ -1165,6 +1287,18 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         snprintf(r->error, sizeof r->error, "cannot resolve %s", t->host);
         return -1;
     }
+#ifdef HB_HAVE_HERALD
+    if (t->tls_ca[0]) {
+        hr_tlsio_opts_t o = {.ca_file = t->tls_ca, .verify = HR_TLSIO_VERIFY_REQUIRED};
+        SSL_CTX *ctx;
+        char err[200];
+        if (hr_tlsio_ctx_new(0, &o, &ctx, err, sizeof err) != HR_OK) {
+            snprintf(r->error, sizeof r->error, "TLS: %s", err);
+            return -1;
+        }
+        run->tls_ctx = ctx;
+    }
+#endif
     pthread_mutex_init(&run->lock, NULL);
     run_open(run);
     r->params.threads = run->nthreads;
@@ -1189,5 +1323,8 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
         snprintf(r->error, sizeof r->error, "%s", run->error);
     r->ok = rc == 0 && !r->disconnects;
     run_free(run);
+#ifdef HB_HAVE_HERALD
+    SSL_CTX_free(run->tls_ctx);
+#endif
     return r->ok ? 0 : -1;
 }

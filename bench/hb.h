@@ -83,11 +83,13 @@ struct hb_conn_s {
     uint32_t events; /* current epoll mask */
     hb_thread_t *th;
     const struct hb_adapter_s *ad;
-    hb_buf_t out;  /* bytes to write */
-    hb_buf_t held; /* WebSocket: frames queued until the upgrade completes */
-    hb_buf_t left; /* an incomplete frame kept between reads */
-    hb_buf_t wsin; /* WebSocket carrying a byte stream (NATS): payloads not yet parsed */
-    uint32_t mask; /* WebSocket masking key state */
+    hb_buf_t out;           /* bytes to write */
+    hb_buf_t held;          /* WebSocket: frames queued until the upgrade completes */
+    hb_buf_t left;          /* an incomplete frame kept between reads */
+    hb_buf_t wsin;          /* WebSocket carrying a byte stream (NATS): payloads not yet parsed */
+    struct hr_tlsio_s *tls; /* TLS session (targets with ?tls=CA), else NULL */
+    hb_buf_t tout;          /* TLS: ciphertext to write (out holds plaintext not yet encrypted) */
+    uint32_t mask;          /* WebSocket masking key state */
     int nsubs;
     uint32_t *sub_topic; /* topic index of each subscription */
     uint32_t *last_seq;  /* [nsubs][npubs]: last sequence seen */
@@ -157,7 +159,8 @@ typedef struct hb_target_s {
     int ws_port; /* 0: none */
     int pid;     /* broker pid for CPU/RSS, 0: unknown */
     char version[64];
-    char name[32]; /* the column's name in reports ("" : the adapter's, e.g. herald) */
+    char name[32];    /* the column's name in reports ("" : the adapter's, e.g. herald) */
+    char tls_ca[256]; /* TLS to both ports, verifying the broker against this CA ("": plain) */
 } hb_target_t;
 
 /* How subscribers and publishers map to topics. */

@@ -26,7 +26,8 @@ static void usage(FILE *f)
         "broker's presence-interval (default 1000) for the per-interval columns.\n"
         "\n"
         "  -t, --target URL      broker to drive; repeat to compare several in one run:\n"
-        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN]\n"
+        "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN\n"
+        "                                           &tls=CAFILE]  (tls: both ports speak TLS)\n"
         "                        nats://HOST:PORT[?pid=PID]   redis://HOST:PORT[?pid=PID]\n"
         "                        (default herald://127.0.0.1:7400?ws=7401)\n"
         "      --broker-pid PID  pid of the last target: its CPU and RSS are reported\n"
@@ -92,11 +93,13 @@ static int parse_target(const char *url, hb_target_t *t)
             t->pid = atoi(q + 4);
         else if (!strncmp(q, "name=", 5) && n - 5 < sizeof t->name)
             snprintf(t->name, sizeof t->name, "%.*s", (int)(n - 5), q + 5);
+        else if (!strncmp(q, "tls=", 4) && n - 4 < sizeof t->tls_ca)
+            snprintf(t->tls_ca, sizeof t->tls_ca, "%.*s", (int)(n - 4), q + 4);
         else if (!strncmp(q, "version=", 8) && n - 8 < sizeof t->version)
             snprintf(t->version, sizeof t->version, "%.*s", (int)(n - 8), q + 8);
         q = amp;
     }
-    return 0;
+    return t->tls_ca[0] && strcmp(t->ad->name, "herald") ? -1 : 0; /* TLS: Herald's adapter only */
 }
 
 enum {

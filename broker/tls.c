@@ -8,6 +8,7 @@
  * written with one write in flight. Nothing blocks, and a connection's
  * handshake failure is that connection's alone.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,10 @@
 #include "server.h"
 #include "tls.h"
 #include "tlsio.h"
+
+/* Handshakes completed since the last malloc_trim, and the loop time of the last one. */
+static unsigned handshakes;
+static uint64_t handshake_turn;
 
 struct hr_tls_srv_s {
     SSL_CTX *ctx;   /* what new connections get; each pump holds its own reference */
@@ -288,6 +293,8 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
             return;
         }
         s->stats.tls_handshakes++;
+        handshakes++;
+        handshake_turn = hr__now_ms(s);
         HR_LOG(HR_LOG_DEBUG, c->id, "TLS: %s %s%s", hr_tlsio_version(t->io), hr_tlsio_cipher(t->io),
                hr_tlsio_peer_verified(t->io) ? ", client certificate verified" : "");
     }
@@ -390,10 +397,36 @@ int hr__tls_send(hr_conn_t *c, void (*done)(hr_conn_t *c, int status))
     }
 }
 
+/*
+ * A handshake allocates some 30 KiB of temporaries (record buffers, the
+ * handshake transcript, key exchange) that it frees once done, while the
+ * session it leaves (about 14 KiB with OpenSSL 3) lives on between them.
+ * After a burst of handshakes the freed pages stay in the heap, scattered
+ * between live sessions, and would count against every idle connection
+ * for good. Once handshakes have paused for a sweep, or after many, they
+ * go back to the system (the WebSocket transport does the same after
+ * releasing its buffers).
+ */
+#define TRIM_MIN 64     /* handshakes worth a trim */
+#define TRIM_FORCE 4096 /* trim even while handshakes go on */
+
+static void trim_after_handshakes(uint64_t now)
+{
+    if (handshakes < TRIM_MIN || (now == handshake_turn && handshakes < TRIM_FORCE))
+        return;
+    handshakes = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 int hr__tls_sweep(hr_conn_t *c, uint64_t now)
 {
     hr_server_t *s = c->srv;
-    if (!c->tls || hr_tlsio_established(c->tls->io))
+    if (!c->tls)
+        return 0;
+    trim_after_handshakes(now);
+    if (hr_tlsio_established(c->tls->io))
         return 0;
     int ws = c->tp->kind == HR_T_WS;
     uint64_t limit = (uint64_t)(ws ? s->cfg.ws_handshake_ms : s->cfg.hello_timeout_ms);

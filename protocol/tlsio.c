@@ -473,6 +473,11 @@ int hr_tlsio_shutdown(hr_tlsio_t *t)
     return fail(t, SSL_get_error(t->ssl, r));
 }
 
+size_t hr_tlsio_unread(const hr_tlsio_t *t)
+{
+    return t->in_len - t->in_off + (size_t)SSL_pending(t->ssl);
+}
+
 size_t hr_tlsio_pending(const hr_tlsio_t *t)
 {
     return t->out_len;

@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "herald/status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -108,6 +110,15 @@ int hr_tlsio_write(hr_tlsio_t *t, const uv_buf_t *iov, size_t niov);
 
 /** Queues close_notify (take it to send). Returns HR_OK or HR_ETLS. */
 int hr_tlsio_shutdown(hr_tlsio_t *t);
+
+/**
+ * Input fed but not read out yet (ciphertext not yet decrypted, or a record's
+ * plaintext not yet read): nonzero means hr_tlsio_read() may still give
+ * bytes without more being fed. A caller that stops reading early (for
+ * fairness) must come back while this is nonzero, since the socket will not
+ * tell it to.
+ */
+size_t hr_tlsio_unread(const hr_tlsio_t *t);
 
 /** Ciphertext bytes waiting to be taken. */
 size_t hr_tlsio_pending(const hr_tlsio_t *t);

@@ -171,6 +171,17 @@ START_TEST(handshake_and_data)
     ck_assert_int_eq(drain(p.c, got, sizeof(got)), 5);
     ck_assert(memcmp(got, "world", 5) == 0);
 
+    /* unread: what was fed and not yet read out */
+    ck_assert_int_eq(hr_tlsio_write(p.c, iov, 2), HR_OK);
+    shuttle(p.c, p.s);
+    ck_assert_int_gt(hr_tlsio_unread(p.s), 11);
+    size_t got1;
+    ck_assert_int_eq(hr_tlsio_read(p.s, got, 4, &got1), HR_OK);
+    ck_assert_int_eq(got1, 4);
+    ck_assert_int_eq(hr_tlsio_unread(p.s), 7); /* the rest of the record */
+    ck_assert_int_eq(drain(p.s, got, sizeof(got)), 7);
+    ck_assert_int_eq(hr_tlsio_unread(p.s), 0);
+
     /* input arriving a byte at a time */
     ck_assert_int_eq(hr_tlsio_write(p.c, iov, 1), HR_OK);
     size_t n;

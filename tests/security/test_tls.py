@@ -369,6 +369,39 @@ class Tls(unittest.TestCase):
             Client(b.tcp).expect(WELCOME)
             self.assertEqual(https_get(b.ws, "/healthz")[0], 200)
 
+    def test_workers(self):
+        # every worker loads the certificate itself, and reloads it on the primary's SIGHUP
+        d = tempfile.mkdtemp(prefix="herald-tls-workers-")
+        try:
+            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+            shutil.copy(CERTS["server"], cert)
+            shutil.copy(CERTS["server_key"], key)
+            with CleanBroker("--tls-cert", cert, "--tls-key", key, "--log-level", "info",
+                             "--workers", "2") as b:
+                clients = [tls_client(b.tcp) for _ in range(16)]  # both workers get some
+                for c in clients:
+                    c.expect(WELCOME)
+                self.assertEqual({c.welcome["worker"] for c in clients}, {0, 1})
+                shutil.copy(CERTS["server2"], cert)
+                shutil.copy(CERTS["server2_key"], key)
+                os.kill(b.pid, signal.SIGHUP)
+                deadline = time.time() + 5 * SLOW
+                while b.logtext().count("TLS certificate loaded") < 2 and time.time() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(b.logtext().count("TLS certificate loaded"), 2, b.logtext())
+                for _ in range(4):
+                    c = tls_client(b.tcp)
+                    c.expect(WELCOME)
+                    self.assertEqual(peer_cn(c.s), "herald-test-server-2")
+                sub = TlsWsClient(b.ws)
+                sub.expect(WELCOME)
+                sub.sub(1, "w")
+                sub.sync()
+                clients[0].pub("w", b"across workers")
+                self.assertEqual(sub.expect(MSG)[4], b"across workers")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
     def test_startup_errors(self):
         def fails(*args):
             with self.assertRaises(RuntimeError) as e:
