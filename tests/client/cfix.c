@@ -241,6 +241,8 @@ struct cfix_proxy_s {
     int port, target;
     int frozen;
     pair_t *pairs;
+    cfix_tap_cb tap;
+    void *tap_arg;
 };
 
 static void pair_handle_closed(uv_handle_t *h)
@@ -293,6 +295,8 @@ static void p_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         free(b->base);
         return;
     }
+    if (s == (uv_stream_t *)&pr->down && pr->p->tap)
+        pr->p->tap(b->base, (size_t)n, pr->p->tap_arg);
     pwrite_t *w = malloc(sizeof(*w) + (size_t)n);
     memcpy(w->data, b->base, (size_t)n);
     free(b->base);
@@ -386,6 +390,12 @@ cfix_proxy_t *cfix_proxy_new(uv_loop_t *loop, int target_port)
 int cfix_proxy_port(const cfix_proxy_t *p)
 {
     return p->port;
+}
+
+void cfix_proxy_tap(cfix_proxy_t *p, cfix_tap_cb cb, void *arg)
+{
+    p->tap = cb;
+    p->tap_arg = arg;
 }
 
 void cfix_proxy_freeze(cfix_proxy_t *p)

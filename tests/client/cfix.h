@@ -55,5 +55,8 @@ int cfix_proxy_resume(cfix_proxy_t *p);
 /** Stops forwarding without closing anything (a dead link); new connections hang too. */
 void cfix_proxy_freeze(cfix_proxy_t *p);
 void cfix_proxy_free(cfix_proxy_t *p);
+/** Shows `cb` every chunk the clients send through the proxy, before it is forwarded. */
+typedef void (*cfix_tap_cb)(const char *p, size_t n, void *arg);
+void cfix_proxy_tap(cfix_proxy_t *p, cfix_tap_cb cb, void *arg);
 
 #endif

@@ -349,6 +349,113 @@ START_TEST(test_wss_reconnect)
 }
 END_TEST
 
+/* ---- records and stalls ------------------------------------------------------- */
+
+/* Counts the TLS records a client sends (their 5-byte headers, across chunk boundaries). */
+typedef struct records_s {
+    uint8_t hdr[5];
+    size_t have;    /* header bytes seen of the current record */
+    size_t skip;    /* body bytes still to pass */
+    int app;        /* application data records */
+    size_t app_len; /* their total length */
+} records_t;
+
+static void count_records(const char *p, size_t n, void *arg)
+{
+    records_t *r = arg;
+    while (n) {
+        if (r->skip) {
+            size_t k = n < r->skip ? n : r->skip;
+            r->skip -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        r->hdr[r->have++] = (uint8_t)*p++;
+        n--;
+        if (r->have == 5) {
+            r->have = 0;
+            r->skip = (size_t)r->hdr[3] << 8 | r->hdr[4];
+            if (r->hdr[0] == 23) {
+                r->app++;
+                r->app_len += r->skip;
+            }
+        }
+    }
+}
+
+/*
+ * 3000 small publishes made in one loop turn leave as one batch: a few
+ * full records (16 KiB of plaintext each), not one record per frame.
+ */
+START_TEST(test_few_records)
+{
+    uv_loop_t loop;
+    ev_t e;
+    records_t rec;
+    hr_client_opts_t o;
+    hr_client_t *c;
+    char u[64];
+    memset(&e, 0, sizeof(e));
+    memset(&rec, 0, sizeof(rec));
+    uv_loop_init(&loop);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    cfix_proxy_tap(px, count_records, &rec);
+    snprintf(u, sizeof(u), "tls://127.0.0.1:%d", cfix_proxy_port(px));
+    tls_opts(&o, u);
+    o.on_state = ev_cb;
+    o.arg = &e;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    ck_assert(cfix_run_until(&loop, &e.connected, 3000));
+    int flushed = 0;
+    ck_assert_int_eq(hr_client_flush(c, flush_cb, &flushed), HR_OK);
+    ck_assert(cfix_run_until(&loop, &flushed, 3000));
+    int before = rec.app;
+    size_t before_len = rec.app_len;
+    for (int i = 0; i < 3000; i++)
+        ck_assert_int_eq(hr_client_publish(c, "rec.x", "0123456789abcdef", 16, NULL), HR_OK);
+    flushed = 0;
+    ck_assert_int_eq(hr_client_flush(c, flush_cb, &flushed), HR_OK);
+    ck_assert(cfix_run_until(&loop, &flushed, 3000));
+    int n = rec.app - before;
+    size_t len = rec.app_len - before_len;
+    ck_assert_uint_gt(len, 3000 * 16);
+    /* Each record carries up to 16 KiB plus ~22 bytes of AEAD overhead. */
+    ck_assert_msg(n <= (int)(len / 16384) + 2, "%d records for %zu bytes", n, len);
+    hr_client_close(c);
+    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
+    cfix_proxy_free(px);
+    cfix_loop_close(&loop);
+}
+END_TEST
+
+/* A TLS server that accepts and then never answers: the connect timeout ends the handshake. */
+START_TEST(test_stalled_handshake)
+{
+    uv_loop_t loop;
+    ev_t e;
+    hr_client_opts_t o;
+    hr_client_t *c;
+    char u[64];
+    memset(&e, 0, sizeof(e));
+    uv_loop_init(&loop);
+    cfix_proxy_t *px = cfix_proxy_new(&loop, F.port);
+    cfix_proxy_freeze(px);
+    snprintf(u, sizeof(u), "tls://127.0.0.1:%d", cfix_proxy_port(px));
+    tls_opts(&o, u);
+    o.connect_timeout_ms = 300;
+    o.on_state = ev_cb;
+    o.arg = &e;
+    uint64_t t0 = uv_hrtime();
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
+    ck_assert_int_eq(e.close_status, HR_ETIMEDOUT);
+    ck_assert_uint_lt(uv_hrtime() - t0, 1500000000ull);
+    cfix_proxy_free(px);
+    cfix_loop_close(&loop);
+}
+END_TEST
+
 /* ---- certificates the client must refuse ---------------------------------------- */
 
 /* Each bad server certificate fails the first attempt with its own status, and says why. */
@@ -549,6 +656,8 @@ Suite *tls_suite(void)
     tcase_add_test(tc, test_tls_pubsub);
     tcase_add_test(tc, test_tls_reconnect);
     tcase_add_test(tc, test_wss_reconnect);
+    tcase_add_test(tc, test_few_records);
+    tcase_add_test(tc, test_stalled_handshake);
     suite_add_tcase(s, tc);
     tc = tcase_create("certificates");
     tcase_set_timeout(tc, 90);
