@@ -483,6 +483,11 @@ START_TEST(test_bad_server_certs)
             ck_assert_int_eq(e.err_status, cases[k].status);
             ck_assert_msg(strstr(e.detail, cases[k].why), "%s: %s", cases[k].name, e.detail);
         }
+        /* The blocking API returns the same status. */
+        hr_sync_t *s = NULL;
+        tls_opts(&o, url("tls", u, sizeof(u)));
+        ck_assert_int_eq(hr_sync_connect(&o, &s), cases[k].status);
+        ck_assert_ptr_null(s);
         /* Verifying the chain only accepts a certificate for another name. */
         tls_opts(&o, url("tls", u, sizeof(u)));
         o.tls_verify = HR_TLS_VERIFY_CHAIN;
