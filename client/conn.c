@@ -374,26 +374,27 @@ size_t hr__max_frame(const hr_client_t *c)
  * kept for the next read. A frame's slices stay valid while it is handled,
  * even if a callback closes the connection: `in` is only reset when the
  * next connection starts.
+ *
+ * Over TLS the bytes that came with the end of the session (close_notify,
+ * an alert) may also carry the broker's last frames, such as the ERR that
+ * says why it closes: those frames are handled first, and the end of the
+ * session is acted on after them.
  */
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     hr__conn_t *conn = st->data;
     hr_client_t *c = conn->c;
+    int end = HR_OK;
     if (!c)
         return;
     if (nread < 0) {
         hr__conn_lost(c, conn->tls ? hr__tls_lost(c, conn, (int)nread) : (int)nread);
         return;
     }
-    if (conn->tls) {
-        int r = tls_read(c, conn, c->in.base + c->in.len, (size_t)nread);
-        if (r != HR_OK) {
-            hr__conn_lost(c, r);
-            return;
-        }
-    } else {
+    if (conn->tls)
+        end = tls_read(c, conn, c->in.base + c->in.len, (size_t)nread);
+    else
         c->in.len += (size_t)nread; /* read straight into the spare capacity (alloc_cb) */
-    }
     size_t off = 0;
     while (c->conn == conn) {
         hr_slice_t body = {NULL, 0};
@@ -409,8 +410,11 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (body.p)
             hr__on_body(c, body.p, body.n);
     }
-    if (c->conn == conn)
-        hr_buf_consume(&c->in, off);
+    if (c->conn != conn)
+        return;
+    hr_buf_consume(&c->in, off);
+    if (end != HR_OK)
+        hr__conn_lost(c, end);
 }
 
 /* ---- connection lifecycle ----------------------------------------------- */

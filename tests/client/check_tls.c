@@ -2,9 +2,11 @@
 /* libherald over TLS: tls:// and wss:// against the broker's own TLS, certificate failures, client
  * certificates, reconnect and resume through TLS, and TLS/plaintext port mismatches. */
 #include <check.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cfix.h"
@@ -52,7 +54,8 @@ static cfix_t F;
  * Starts the broker with certificate `name` on its TLS ports (`need_client_cert`:
  * clients must present one signed by the test CA).
  */
-static void ep_start_on(const char *name, int need_client_cert, const char *ports)
+static void ep_start_on(const char *name, int need_client_cert, const char *ports,
+                        const char *const *more)
 {
     static char crt[160], key[160];
     snprintf(crt, sizeof(crt), "%s/%s.pem", certdir, name);
@@ -67,13 +70,15 @@ static void ep_start_on(const char *name, int need_client_cert, const char *port
         args[n++] = "--tls-verify";
         args[n++] = "required";
     }
+    for (int i = 0; more && more[i] && n < 15; i++)
+        args[n++] = more[i];
     args[n] = NULL;
     ck_assert_int_eq(cfix_start(&F, args), 0);
 }
 
 static void ep_start(const char *name, int need_client_cert)
 {
-    ep_start_on(name, need_client_cert, "tcp,ws");
+    ep_start_on(name, need_client_cert, "tcp,ws", NULL);
 }
 
 static void ep_stop(void)
@@ -100,7 +105,7 @@ static void tls_opts(hr_client_opts_t *o, const char *u)
 
 typedef struct ev_s {
     int connected, reconnected, disconnected, closed;
-    int close_status;
+    int disc_status, close_status;
     int errors, err_status;
     char detail[300];
 } ev_t;
@@ -110,7 +115,10 @@ static void ev_cb(hr_client_t *c, int ev, int status, void *arg)
     ev_t *e = arg;
     e->connected += ev == HR_EVENT_CONNECTED;
     e->reconnected += ev == HR_EVENT_RECONNECTED;
-    e->disconnected += ev == HR_EVENT_DISCONNECTED;
+    if (ev == HR_EVENT_DISCONNECTED) {
+        e->disconnected++;
+        e->disc_status = status;
+    }
     if (ev == HR_EVENT_CLOSED) {
         e->closed++;
         e->close_status = status;
@@ -607,6 +615,51 @@ START_TEST(test_client_cert)
 }
 END_TEST
 
+/* ---- the broker's last words before it closes ---------------------------------- */
+
+/*
+ * The ERR frame that precedes the broker's close arrives with its
+ * close_notify, often in one read: the frame is still handled, so the
+ * reason is the ERR's (HR_EAUTH, HR_ESHUTDOWN), not a bare end of stream.
+ */
+START_TEST(test_err_then_close)
+{
+    static const char *const jwt[] = {"--jwt-hs256-secret", "0123456789abcdef0123456789abcdef",
+                                      "--auth-anonymous", "pub=open.> sub=open.>", NULL};
+    hr_client_opts_t o;
+    ev_t e;
+    char u[64];
+    ep_start_on("server", 0, "tcp,ws", jwt);
+    for (int wss = 0; wss < 2; wss++) {
+        tls_opts(&o, url(wss ? "wss" : "tls", u, sizeof(u)));
+        o.token = "not-a-jwt";
+        ck_assert_int_eq(attempt(&o, &e), HR_EAUTH);
+    }
+    /* SIGTERM: ERR 9, then the close; the client reconnects once the broker is back. */
+    uv_loop_t loop;
+    hr_client_t *c;
+    uv_loop_init(&loop);
+    memset(&e, 0, sizeof(e));
+    tls_opts(&o, url("tls", u, sizeof(u)));
+    o.on_state = ev_cb;
+    o.arg = &e;
+    o.reconnect_wait_ms = 10;
+    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
+    ck_assert(cfix_run_until(&loop, &e.connected, 3000));
+    kill(F.pid, SIGTERM);
+    ck_assert(cfix_run_until(&loop, &e.disconnected, 5000));
+    ck_assert_int_eq(e.disc_status, HR_ESHUTDOWN);
+    waitpid(F.pid, NULL, 0);
+    F.pid = 0;
+    ck_assert_int_eq(cfix_restart(&F), 0);
+    ck_assert(cfix_run_until(&loop, &e.reconnected, 5000));
+    hr_client_close(c);
+    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
+    cfix_loop_close(&loop);
+    ep_stop();
+}
+END_TEST
+
 /* ---- the wrong scheme for a port ------------------------------------------------- */
 
 /*
@@ -620,7 +673,7 @@ START_TEST(test_port_mismatch)
     ev_t e;
     char u[64];
     for (int tcp_tls = 0; tcp_tls < 2; tcp_tls++) {
-        ep_start_on("server", 0, tcp_tls ? "tcp" : "ws");
+        ep_start_on("server", 0, tcp_tls ? "tcp" : "ws", NULL);
         int tls_port = tcp_tls ? F.port : F.ws_port, plain = tcp_tls ? F.ws_port : F.port;
         struct {
             const char *scheme;
@@ -671,6 +724,7 @@ Suite *tls_suite(void)
     tcase_add_test(tc, test_bad_options);
     tcase_add_test(tc, test_client_cert);
     tcase_add_test(tc, test_port_mismatch);
+    tcase_add_test(tc, test_err_then_close);
     suite_add_tcase(s, tc);
     return s;
 }
