@@ -225,6 +225,56 @@ int cfix_listen(uv_loop_t *loop, uv_tcp_t *lis, uv_connection_cb cb)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* ---- a broker's shutdown seen by a client ------------------------------ */
+
+typedef struct cycle_s {
+    int connected, disconnected, reconnected, closed;
+    int disc_status;
+} cycle_t;
+
+static void cycle_state(hr_client_t *c, int ev, int status, void *arg)
+{
+    cycle_t *e = arg;
+    e->connected |= ev == HR_EVENT_CONNECTED;
+    e->reconnected |= ev == HR_EVENT_RECONNECTED;
+    e->closed |= ev == HR_EVENT_CLOSED;
+    if (ev == HR_EVENT_DISCONNECTED && !e->disconnected++)
+        e->disc_status = status;
+}
+
+static int cycle_steps(cfix_t *f, uv_loop_t *loop, cycle_t *e)
+{
+    if (!cfix_run_until(loop, &e->connected, 3000))
+        return 1;
+    kill(f->pid, SIGTERM);
+    if (!cfix_run_until(loop, &e->disconnected, 5000))
+        return 2;
+    waitpid(f->pid, NULL, 0);
+    f->pid = 0;
+    if (cfix_restart(f) != 0)
+        return 3;
+    return cfix_run_until(loop, &e->reconnected, 5000) ? 0 : 4;
+}
+
+int cfix_shutdown_cycle(cfix_t *f, hr_client_opts_t *o)
+{
+    uv_loop_t loop;
+    cycle_t e;
+    hr_client_t *c;
+    memset(&e, 0, sizeof(e));
+    o->on_state = cycle_state;
+    o->arg = &e;
+    uv_loop_init(&loop);
+    int r = hr_client_new(&loop, o, &c) == HR_OK ? cycle_steps(f, &loop, &e) : 1;
+    if (r != 1) {
+        hr_client_close(c);
+        if (!cfix_run_until(&loop, &e.closed, 3000) && r == 0)
+            r = 5;
+    }
+    cfix_loop_close(&loop);
+    return r ? r : e.disc_status;
+}
+
 /* ---- proxy -------------------------------------------------------------- */
 
 typedef struct pair_s {
