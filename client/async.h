@@ -302,6 +302,8 @@ HR__HIDDEN void hr__tls_ctx_free(void *ctx);
 /** Starts the client side of TLS on `conn` (SNI, the name check). HR_ENOMEM, HR_EINVAL. */
 HR__HIDDEN int hr__tls_new(hr_client_t *c, hr__conn_t *conn);
 HR__HIDDEN void hr__tls_free(hr__conn_t *conn);
+/** Nonzero once the TLS handshake of `conn` is complete. */
+HR__HIDDEN int hr__tls_ready(const hr__conn_t *conn);
 /**
  * Feeds `n` bytes of ciphertext from the socket: advances the handshake
  * (calling `on_up` once it completes), appends the plaintext to `plain` and

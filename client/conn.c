@@ -19,8 +19,8 @@ static void ping_cb(uv_timer_t *t);
 static void flush_out(hr_client_t *c)
 {
     hr__conn_t *conn = c->conn;
-    if (!conn || conn->writing || c->out.len == 0)
-        return;
+    if (!conn || conn->writing || c->out.len == 0 || (conn->tls && !hr__tls_ready(conn)))
+        return; /* over TLS, frames wait for the handshake (then HELLO flushes them) */
     int r = c->tp->frame_out(c, conn);
     if (r != HR_OK) {
         hr__conn_lost(c, r);

@@ -84,6 +84,11 @@ int hr__tls_new(hr_client_t *c, hr__conn_t *conn)
     return HR_OK;
 }
 
+int hr__tls_ready(const hr__conn_t *conn)
+{
+    return hr_tlsio_established(conn->tls);
+}
+
 void hr__tls_free(hr__conn_t *conn)
 {
     hr_tlsio_free(&conn->tls);
