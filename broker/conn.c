@@ -374,7 +374,7 @@ void hr__conn_fail(hr_conn_t *c, int status, const char *msg)
     } else if (status != HR_OK) {
         count_err(s, status);
     }
-    if (c->tp->on_closing)
+    if (c->tp->on_closing && (!c->tls || hr__tls_ready(c))) /* no goodbye before TLS is up */
         c->tp->on_closing(c, status);
     c->flags |= HR_C_CLOSING;
     c->deadline = hr__now_ms(s) +

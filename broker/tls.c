@@ -95,7 +95,7 @@ int hr__tls_init(hr_server_t *s)
 {
     char err[512];
     int ports = parse_ports(s->cfg.tls_ports);
-    if (ports < 0) {
+    if (ports <= 0) {
         fprintf(stderr, "herald: setting 'tls-ports': '%s' is not a list of tcp and ws\n",
                 s->cfg.tls_ports);
         return HR_EINVAL;
@@ -260,13 +260,13 @@ static void answer_plaintext(hr_conn_t *c, int kind)
     hr_buf_reset(b);
 }
 
-static void tls_failed(hr_conn_t *c, const char *when)
+static void tls_failed(hr_conn_t *c, const char *what)
 {
     hr_server_t *s = c->srv;
     int plain = hr_tlsio_plaintext(c->tls->io);
     s->stats.tls_failed++;
     if (hr__limits_log_budget(s))
-        HR_LOG(HR_LOG_INFO, c->id, "closing: TLS %s failed on the %s port: %s", when, c->tp->name,
+        HR_LOG(HR_LOG_INFO, c->id, "closing: TLS %s on the %s port: %s", what, c->tp->name,
                hr_tlsio_error(c->tls->io));
     if (plain)
         answer_plaintext(c, plain);
@@ -289,14 +289,18 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
             return;
         }
         if (r != HR_OK) {
-            tls_failed(c, "handshake");
+            tls_failed(c, "handshake failed");
             return;
         }
         s->stats.tls_handshakes++;
         handshakes++;
         handshake_turn = hr__now_ms(s);
-        HR_LOG(HR_LOG_DEBUG, c->id, "TLS: %s %s%s", hr_tlsio_version(t->io), hr_tlsio_cipher(t->io),
-               hr_tlsio_peer_verified(t->io) ? ", client certificate verified" : "");
+        char who[256] = "";
+        X509 *peer = SSL_get0_peer_certificate(hr_tlsio_ssl(t->io));
+        if (peer && hr_tlsio_peer_verified(t->io))
+            X509_NAME_oneline(X509_get_subject_name(peer), who, sizeof(who));
+        HR_LOG(HR_LOG_DEBUG, c->id, "TLS: %s %s%s%s", hr_tlsio_version(t->io),
+               hr_tlsio_cipher(t->io), who[0] ? ", client certificate " : "", who);
     }
     /* The plaintext goes where the transport wants it: its own buffer (a
      * large frame's) or the loop-wide one (the ciphertext was copied out). */
@@ -320,7 +324,7 @@ void hr__tls_read(hr_conn_t *c, const char *p, size_t n)
         return;
     }
     if (r == HR_ETLS) {
-        tls_failed(c, "record");
+        tls_failed(c, "error");
         return;
     }
     if (hr_tlsio_pending(t->io))

@@ -199,8 +199,11 @@ int hr_tlsio_ctx_new(int server, const hr_tlsio_opts_t *o, SSL_CTX **out, char *
     *out = NULL;
     if (err && errlen)
         err[0] = '\0';
+    int verify = o->verify != HR_TLSIO_VERIFY_DEFAULT ? o->verify
+                 : server                             ? HR_TLSIO_VERIFY_NONE
+                                                      : HR_TLSIO_VERIFY_REQUIRED;
     if ((server && (!o->cert_file || !o->key_file)) || (!o->cert_file != !o->key_file) ||
-        o->verify < HR_TLSIO_VERIFY_NONE || o->verify > HR_TLSIO_VERIFY_REQUIRED ||
+        verify < HR_TLSIO_VERIFY_NONE || verify > HR_TLSIO_VERIFY_REQUIRED ||
         (o->alpn && (!o->alpn[0] || strlen(o->alpn) > 255))) {
         if (err && errlen)
             snprintf(err, errlen, "%s",
@@ -231,17 +234,17 @@ int hr_tlsio_ctx_new(int server, const hr_tlsio_opts_t *o, SSL_CTX **out, char *
         if (SSL_CTX_load_verify_locations(ctx, o->ca_file, o->ca_dir) != 1)
             return ctx_fail(ctx, HR_ETLS, "cannot load CA", o->ca_file ? o->ca_file : o->ca_dir,
                             err, errlen);
-    } else if (!server && o->verify != HR_TLSIO_VERIFY_NONE) {
+    } else if (!server && verify != HR_TLSIO_VERIFY_NONE) {
         SSL_CTX_set_default_verify_paths(ctx);
     }
     if (server) {
-        if (o->verify != HR_TLSIO_VERIFY_NONE && !o->ca_file && !o->ca_dir) {
+        if (verify != HR_TLSIO_VERIFY_NONE && !o->ca_file && !o->ca_dir) {
             if (err && errlen)
                 snprintf(err, errlen, "verifying client certificates needs a CA");
             SSL_CTX_free(ctx);
             return HR_EINVAL;
         }
-        if (o->verify != HR_TLSIO_VERIFY_NONE && o->ca_file) {
+        if (verify != HR_TLSIO_VERIFY_NONE && o->ca_file) {
             STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
             if (names)
                 SSL_CTX_set_client_CA_list(ctx, names);
@@ -262,9 +265,9 @@ int hr_tlsio_ctx_new(int server, const hr_tlsio_opts_t *o, SSL_CTX **out, char *
             return ctx_fail(ctx, HR_ENOMEM, "ALPN refused", NULL, err, errlen);
     }
     int mode = SSL_VERIFY_NONE;
-    if (o->verify == HR_TLSIO_VERIFY_OPTIONAL)
+    if (verify == HR_TLSIO_VERIFY_OPTIONAL)
         mode = SSL_VERIFY_PEER;
-    else if (o->verify == HR_TLSIO_VERIFY_REQUIRED)
+    else if (verify == HR_TLSIO_VERIFY_REQUIRED)
         mode = SSL_VERIFY_PEER | (server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
     SSL_CTX_set_verify(ctx, mode, NULL);
     *out = ctx;

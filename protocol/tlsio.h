@@ -30,11 +30,12 @@ extern "C" {
 
 typedef struct hr_tlsio_s hr_tlsio_t;
 
-/** Peer certificate checking. */
+/** Peer certificate checking. The zero value is the safe default for each side. */
 enum hr_tlsio_verify {
-    HR_TLSIO_VERIFY_NONE = 0,     /* no certificate asked for or checked */
-    HR_TLSIO_VERIFY_OPTIONAL = 1, /* server: ask; a certificate sent must verify, none is fine */
-    HR_TLSIO_VERIFY_REQUIRED = 2, /* a verified certificate is required (a client's default) */
+    HR_TLSIO_VERIFY_DEFAULT = 0,  /* client: REQUIRED; server: NONE */
+    HR_TLSIO_VERIFY_NONE = 1,     /* no certificate asked for or checked */
+    HR_TLSIO_VERIFY_OPTIONAL = 2, /* server: ask; a certificate sent must verify, none is fine */
+    HR_TLSIO_VERIFY_REQUIRED = 3, /* a verified certificate is required */
 };
 
 /** What a context is built from. Every field may be NULL/0 unless stated. */

@@ -290,6 +290,16 @@ START_TEST(bad_server_certificates)
     expect_client_fails("wronghost", "localhost", "hostname mismatch");
     expect_client_fails("server", "127.0.0.2", "IP address mismatch");
     expect_client_fails("rogue", "localhost", "unable to get local issuer certificate");
+    /* a client context left at the default verifies too */
+    hr_tlsio_opts_t o = {.ca_file = path("ca.pem")};
+    SSL_CTX *cctx;
+    ck_assert_int_eq(hr_tlsio_ctx_new(0, &o, &cctx, NULL, 0), HR_OK);
+    struct pair p;
+    int rc, rs;
+    pair_open(&p, cctx, server_ctx("rogue", 0), "localhost");
+    handshake(p.c, p.s, &rc, &rs);
+    ck_assert_int_eq(rc, HR_ETLS);
+    pair_close(&p);
 }
 END_TEST
 

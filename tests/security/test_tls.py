@@ -217,6 +217,10 @@ class Tls(unittest.TestCase):
             self.assertEqual(e.exception.code, 400)
             self.assertIn("https://", e.exception.read().decode())
             wait_log(b, "plaintext HTTP request on a TLS port")
+            metrics = https_get(b.ws, "/metrics")[1]
+            self.assertRegex(metrics, r"\nherald_tls_failures_total [1-9]")
+            self.assertRegex(metrics, r"\nherald_tls_handshakes_total [1-9]")
+            self.assertIn('herald_http_responses_total{status="503"} 0', metrics)  # no goodbye
 
     def test_openssl_s_client(self):
         with tls_broker() as b:
@@ -303,7 +307,8 @@ class Tls(unittest.TestCase):
             self.assertEqual(https_get(b.ws, "/healthz")[0], 200)
 
     def test_client_certificates(self):
-        with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "required") as b:
+        with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "required", "--log-level",
+                        "debug") as b:
             err = connect_fails(b.tcp, client_ctx())
             self.assertIn("CERTIFICATE_REQUIRED", err.upper().replace(" ", "_"))
             wait_log(b, "peer did not return a certificate")
@@ -311,6 +316,7 @@ class Tls(unittest.TestCase):
             wait_log(b, "certificate verify failed")
             c = tls_client(b.tcp, ctx=client_ctx(cert="client"))
             c.expect(WELCOME)
+            wait_log(b, "client certificate /CN=herald-test-client")
             ws = TlsWsClient(b.ws, ctx=client_ctx(cert="client"))
             ws.expect(WELCOME)
         with tls_broker("--tls-ca", CERTS["ca"], "--tls-verify", "optional") as b:
@@ -418,6 +424,7 @@ class Tls(unittest.TestCase):
         self.assertIn("'tls-verify': 'maybe'", fails("--tls-cert", CERTS["server"], "--tls-key",
                                                      CERTS["server_key"], "--tls-verify", "maybe"))
         self.assertIn("'tls-ports'", fails("--tls-ports", "udp"))
+        self.assertIn("'tls-ports'", fails("--tls-ports", ""))
 
 
 if __name__ == "__main__":
