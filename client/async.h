@@ -155,6 +155,7 @@ struct hr_client_s {
     int port;
     const hr__transport_t *tp; /* from the URL's scheme */
     void *tls_ctx;             /* SSL_CTX of tls:// and wss:// clients, else NULL */
+    void *tls_session;         /* SSL_SESSION to resume on the next connection, or NULL */
     char *tls_name;            /* opts.tls_server_name, or NULL: the URL's host */
     int in_frag;               /* a fragmented WebSocket message is being reassembled in `frag` */
     int frag_done; /* `frag` holds a whole message handed out: reset before reading on */
@@ -298,7 +299,10 @@ HR__HIDDEN int hr__conn_write(hr_client_t *c, hr__conn_t *conn, hr_buf_t *b);
 
 /** The SSL_CTX for `o` (CA, client certificate, ALPN http/1.1 if `wss`). HR_ETLSCONF, HR_EINVAL. */
 HR__HIDDEN int hr__tls_ctx_new(const hr_client_opts_t *o, int wss, void **ctx);
-HR__HIDDEN void hr__tls_ctx_free(void *ctx);
+/** Frees the client's TLS context and kept session. */
+HR__HIDDEN void hr__tls_client_free(hr_client_t *c);
+/** Nonzero when the current connection resumed an earlier TLS session. */
+HR__HIDDEN int hr__tls_resumed(const hr_client_t *c);
 /** Starts the client side of TLS on `conn` (SNI, the name check). HR_ENOMEM, HR_EINVAL. */
 HR__HIDDEN int hr__tls_new(hr_client_t *c, hr__conn_t *conn);
 HR__HIDDEN void hr__tls_free(hr__conn_t *conn);

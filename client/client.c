@@ -159,7 +159,7 @@ static void finalize(hr_client_t *c)
     free(c->host);
     free(c->path);
     free(c->tls_name);
-    hr__tls_ctx_free(c->tls_ctx);
+    hr__tls_client_free(c);
     free(c);
 }
 

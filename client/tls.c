@@ -20,6 +20,27 @@
 
 /* ---- context: one per client, from the options ------------------------- */
 
+/*
+ * A new session from the server (with TLS 1.3, a ticket that arrives after
+ * the handshake) is kept to resume the next connection: a reconnect then
+ * skips the certificate exchange and its signatures, which matters when a
+ * restarted broker takes back all its clients at once. The client keeps a
+ * copy: OpenSSL marks the session its connection used as not resumable when
+ * that connection ends without close_notify, which is how connections are
+ * lost, and since TLS 1.1 that is no reason not to resume.
+ */
+static int keep_session(SSL *ssl, SSL_SESSION *sess)
+{
+    hr__conn_t *conn = SSL_get_app_data(ssl);
+    hr_client_t *c = conn ? conn->c : NULL;
+    SSL_SESSION *copy = c ? SSL_SESSION_dup(sess) : NULL;
+    if (copy) {
+        SSL_SESSION_free(c->tls_session);
+        c->tls_session = copy;
+    }
+    return 0; /* OpenSSL keeps its own reference */
+}
+
 int hr__tls_ctx_new(const hr_client_opts_t *o, int wss, void **out)
 {
     hr_tlsio_opts_t to = {0};
@@ -38,13 +59,16 @@ int hr__tls_ctx_new(const hr_client_opts_t *o, int wss, void **out)
         return HR_ETLSCONF; /* a file that does not load, or a key for another certificate */
     if (r != HR_OK)
         return r;
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, keep_session);
     *out = ctx;
     return HR_OK;
 }
 
-void hr__tls_ctx_free(void *ctx)
+void hr__tls_client_free(hr_client_t *c)
 {
-    SSL_CTX_free(ctx);
+    SSL_SESSION_free(c->tls_session);
+    SSL_CTX_free(c->tls_ctx);
 }
 
 /* ---- one connection ---------------------------------------------------- */
@@ -74,14 +98,22 @@ int hr__tls_new(hr_client_t *c, hr__conn_t *conn)
     if (r != HR_OK)
         return r;
     conn->tls_first = -1;
+    SSL *ssl = hr_tlsio_ssl(conn->tls);
+    SSL_set_app_data(ssl, conn);
+    if (c->tls_session && SSL_set_session(ssl, c->tls_session) != 1)
+        return HR_ENOMEM;
     /* A wildcard stands for a whole label only ("*.example.com", never "w*.example.com"). */
-    X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(hr_tlsio_ssl(conn->tls)),
-                                    X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    SSL_set_msg_callback(hr_tlsio_ssl(conn->tls), watch_msgs);
-    SSL_set_msg_callback_arg(hr_tlsio_ssl(conn->tls), conn);
-    if (!full && !is_ip(name) && SSL_set_tlsext_host_name(hr_tlsio_ssl(conn->tls), name) != 1)
+    X509_VERIFY_PARAM_set_hostflags(SSL_get0_param(ssl), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set_msg_callback(ssl, watch_msgs);
+    SSL_set_msg_callback_arg(ssl, conn);
+    if (!full && !is_ip(name) && SSL_set_tlsext_host_name(ssl, name) != 1)
         return HR_ENOMEM;
     return HR_OK;
+}
+
+int hr__tls_resumed(const hr_client_t *c)
+{
+    return c->conn && c->conn->tls && SSL_session_reused(hr_tlsio_ssl(c->conn->tls));
 }
 
 int hr__tls_ready(const hr__conn_t *conn)

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../client/async.h"
 #include "cfix.h"
-#include "herald/client.h"
 
 /* ---- certificates and the TLS endpoint ------------------------------------ */
 
@@ -333,6 +333,8 @@ static void reconnect_through(const char *scheme)
     ck_assert_msg(st.bad == 0, "%d out of order, first seq %llu for %llu", st.bad,
                   (unsigned long long)st.bad_got, (unsigned long long)st.bad_want);
     ck_assert_int_ge(st.e.disconnected, 2);
+    /* The reconnections resumed the TLS session of the first connection. */
+    ck_assert(hr__tls_resumed(c));
     hr_client_close(c);
     hr_client_close(pub);
     ck_assert(cfix_run_until(&loop, &st.e.closed, 3000));
