@@ -35,20 +35,28 @@ struct hr_tlsio_s {
 
 /* ---- the BIO ---------------------------------------------------------------- */
 
+/* Room for `n` more bytes of output. 0, or -1 when out of memory. */
+static int out_reserve(hr_tlsio_t *t, size_t n)
+{
+    if (t->out_len + n <= t->out_cap)
+        return 0;
+    size_t cap = t->out_cap ? t->out_cap : OUT_MIN;
+    while (cap < t->out_len + n)
+        cap *= 2;
+    uint8_t *q = realloc(t->out, cap);
+    if (!q)
+        return -1;
+    t->out = q;
+    t->out_cap = cap;
+    return 0;
+}
+
 static int bio_write(BIO *b, const char *p, size_t n, size_t *written)
 {
     hr_tlsio_t *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    if (t->out_len + n > t->out_cap) {
-        size_t cap = t->out_cap ? t->out_cap : OUT_MIN;
-        while (cap < t->out_len + n)
-            cap *= 2;
-        uint8_t *q = realloc(t->out, cap);
-        if (!q)
-            return 0;
-        t->out = q;
-        t->out_cap = cap;
-    }
+    if (out_reserve(t, n) != 0)
+        return 0;
     memcpy(t->out + t->out_len, p, n);
     t->out_len += n;
     *written = n;
@@ -438,6 +446,12 @@ int hr_tlsio_write(hr_tlsio_t *t, const uv_buf_t *iov, size_t niov)
     if (!SSL_is_init_finished(t->ssl))
         return HR_EAGAIN;
     ERR_clear_error();
+    size_t total = 0;
+    for (size_t i = 0; i < niov; i++)
+        total += iov[i].len;
+    /* The ciphertext in one allocation: each record adds at most 29 bytes (TLS 1.2 AEAD). */
+    if (out_reserve(t, total + (total / RECORD + 1) * 29) != 0)
+        return HR_ENOMEM;
     for (size_t i = 0; i < niov; i++) {
         const uint8_t *p = (const uint8_t *)iov[i].base;
         size_t n = iov[i].len;

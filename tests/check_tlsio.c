@@ -7,37 +7,13 @@
 #include <unistd.h>
 
 #include "herald/status.h"
+#include "hr_certs.h"
 #include "hr_check.h"
 #include "tlsio.h"
 
-static char dir[] = "/tmp/herald-tlsio-XXXXXX";
-
-static const char *path(const char *name)
-{
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
-
-static pid_t owner; /* the process that made the directory removes it (not the test children) */
-
-/* Certificates from tests/support/certs.py, made once before the tests fork. */
-static int make_certs_once(void)
-{
-    char cmd[512];
-    if (!mkdtemp(dir))
-        return -1;
-    owner = getpid();
-    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/support/certs.py %s >/dev/null", HR_TESTS_DIR,
-             dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 static void make_certs(void)
 {
-    ck_assert_msg(owner != 0, "certificates could not be made in %s", dir);
+    ck_assert_msg(hr_test_certs() != NULL, "no test certificates");
 }
 
 static SSL_CTX *server_ctx(const char *cert, int verify)
@@ -45,10 +21,12 @@ static SSL_CTX *server_ctx(const char *cert, int verify)
     char c[64], k[64];
     snprintf(c, sizeof(c), "%s.pem", cert);
     snprintf(k, sizeof(k), "%s.key", cert);
-    hr_tlsio_opts_t o = {
-        .cert_file = path(c), .key_file = path(k), .verify = verify, .alpn = "http/1.1"};
+    hr_tlsio_opts_t o = {.cert_file = hr_test_cert(c),
+                         .key_file = hr_test_cert(k),
+                         .verify = verify,
+                         .alpn = "http/1.1"};
     if (verify)
-        o.ca_file = path("ca.pem");
+        o.ca_file = hr_test_cert("ca.pem");
     SSL_CTX *ctx;
     char err[256];
     ck_assert_msg(hr_tlsio_ctx_new(1, &o, &ctx, err, sizeof(err)) == HR_OK, "%s", err);
@@ -58,14 +36,14 @@ static SSL_CTX *server_ctx(const char *cert, int verify)
 static SSL_CTX *client_ctx(const char *ca, const char *cert, int max12)
 {
     char c[64], k[64];
-    hr_tlsio_opts_t o = {.ca_file = ca ? path(ca) : NULL,
+    hr_tlsio_opts_t o = {.ca_file = ca ? hr_test_cert(ca) : NULL,
                          .verify = ca ? HR_TLSIO_VERIFY_REQUIRED : HR_TLSIO_VERIFY_NONE,
                          .alpn = "http/1.1"};
     if (cert) {
         snprintf(c, sizeof(c), "%s.pem", cert);
         snprintf(k, sizeof(k), "%s.key", cert);
-        o.cert_file = path(c);
-        o.key_file = path(k);
+        o.cert_file = hr_test_cert(c);
+        o.key_file = hr_test_cert(k);
     }
     SSL_CTX *ctx;
     char err[256];
@@ -133,6 +111,16 @@ static void pair_open(struct pair *p, SSL_CTX *cctx, SSL_CTX *sctx, const char *
     ck_assert_int_eq(hr_tlsio_new(cctx, 0, host, &p->c), HR_OK);
 }
 
+/* A pair whose handshake completed on both sides. */
+static void pair_established(struct pair *p, SSL_CTX *cctx, SSL_CTX *sctx, const char *host)
+{
+    int rc, rs;
+    pair_open(p, cctx, sctx, host);
+    handshake(p->c, p->s, &rc, &rs);
+    ck_assert_msg(rc == HR_OK && rs == HR_OK, "%s / %s", hr_tlsio_error(p->c),
+                  hr_tlsio_error(p->s));
+}
+
 static void pair_close(struct pair *p)
 {
     hr_tlsio_free(&p->c);
@@ -146,11 +134,7 @@ START_TEST(handshake_and_data)
 {
     make_certs();
     struct pair p;
-    int rc, rs;
-    pair_open(&p, client_ctx("ca.pem", NULL, 0), server_ctx("server", 0), "localhost");
-    ck_assert(!hr_tlsio_established(p.c));
-    handshake(p.c, p.s, &rc, &rs);
-    ck_assert_msg(rc == HR_OK && rs == HR_OK, "%s / %s", hr_tlsio_error(p.c), hr_tlsio_error(p.s));
+    pair_established(&p, client_ctx("ca.pem", NULL, 0), server_ctx("server", 0), "localhost");
     ck_assert(hr_tlsio_established(p.c) && hr_tlsio_established(p.s));
     ck_assert_str_eq(hr_tlsio_version(p.s), "TLSv1.3");
     ck_assert(hr_tlsio_alpn_is(p.s, "http/1.1") && hr_tlsio_alpn_is(p.c, "http/1.1"));
@@ -209,10 +193,7 @@ START_TEST(coalesced_records)
 {
     make_certs();
     struct pair p;
-    int rc, rs;
-    pair_open(&p, client_ctx("ca.pem", NULL, 0), server_ctx("server", 0), "127.0.0.1");
-    handshake(p.c, p.s, &rc, &rs);
-    ck_assert_msg(rc == HR_OK && rs == HR_OK, "%s / %s", hr_tlsio_error(p.c), hr_tlsio_error(p.s));
+    pair_established(&p, client_ctx("ca.pem", NULL, 0), server_ctx("server", 0), "127.0.0.1");
     shuttle(p.s, p.c); /* the session ticket */
     uint8_t got[64];
     drain(p.c, got, sizeof(got));
@@ -260,6 +241,7 @@ START_TEST(write_before_handshake)
     make_certs();
     struct pair p;
     pair_open(&p, client_ctx("ca.pem", NULL, 0), server_ctx("server", 0), "localhost");
+    ck_assert(!hr_tlsio_established(p.c));
     uv_buf_t b = uv_buf_init("x", 1);
     ck_assert_int_eq(hr_tlsio_write(p.c, &b, 1), HR_EAGAIN);
     ck_assert_int_eq(hr_tlsio_pending(p.c), 0);
@@ -291,7 +273,7 @@ START_TEST(bad_server_certificates)
     expect_client_fails("server", "127.0.0.2", "IP address mismatch");
     expect_client_fails("rogue", "localhost", "unable to get local issuer certificate");
     /* a client context left at the default verifies too */
-    hr_tlsio_opts_t o = {.ca_file = path("ca.pem")};
+    hr_tlsio_opts_t o = {.ca_file = hr_test_cert("ca.pem")};
     SSL_CTX *cctx;
     ck_assert_int_eq(hr_tlsio_ctx_new(0, &o, &cctx, NULL, 0), HR_OK);
     struct pair p;
@@ -368,10 +350,7 @@ START_TEST(renegotiation_refused)
 {
     make_certs();
     struct pair p;
-    int rc, rs;
-    pair_open(&p, client_ctx("ca.pem", NULL, 1), server_ctx("server", 0), "localhost");
-    handshake(p.c, p.s, &rc, &rs);
-    ck_assert(rc == HR_OK && rs == HR_OK);
+    pair_established(&p, client_ctx("ca.pem", NULL, 1), server_ctx("server", 0), "localhost");
     ck_assert_str_eq(hr_tlsio_version(p.c), "TLSv1.2");
     SSL_clear_options(hr_tlsio_ssl(p.c), SSL_OP_NO_RENEGOTIATION); /* the client would ask */
     ck_assert_int_eq(SSL_renegotiate(hr_tlsio_ssl(p.c)), 1);
@@ -394,32 +373,23 @@ START_TEST(context_errors)
     make_certs();
     SSL_CTX *ctx;
     char err[256];
-    hr_tlsio_opts_t o = {.cert_file = path("server.pem"), .key_file = path("client.key")};
+    hr_tlsio_opts_t o = {.cert_file = hr_test_cert("server.pem"),
+                         .key_file = hr_test_cert("client.key")};
     ck_assert_int_eq(hr_tlsio_ctx_new(1, &o, &ctx, err, sizeof(err)), HR_ETLS);
     ck_assert_msg(strstr(err, "mismatch") && strstr(err, "client.key"), "%s", err);
     ck_assert_ptr_null(ctx);
-    o.cert_file = path("missing.pem");
+    o.cert_file = hr_test_cert("missing.pem");
     ck_assert_int_eq(hr_tlsio_ctx_new(1, &o, &ctx, err, sizeof(err)), HR_ETLS);
     ck_assert_msg(strstr(err, "missing.pem"), "%s", err);
     o.cert_file = NULL;
     ck_assert_int_eq(hr_tlsio_ctx_new(1, &o, &ctx, err, sizeof(err)), HR_EINVAL);
-    hr_tlsio_opts_t v = {.cert_file = path("server.pem"),
-                         .key_file = path("server.key"),
+    hr_tlsio_opts_t v = {.cert_file = hr_test_cert("server.pem"),
+                         .key_file = hr_test_cert("server.key"),
                          .verify = HR_TLSIO_VERIFY_REQUIRED};
     ck_assert_int_eq(hr_tlsio_ctx_new(1, &v, &ctx, err, sizeof(err)), HR_EINVAL);
     ck_assert_msg(strstr(err, "CA"), "%s", err);
 }
 END_TEST
-
-static void cleanup(void)
-{
-    char cmd[300];
-    if (owner == getpid()) {
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", dir);
-    }
-}
 
 static Suite *suite(void)
 {
@@ -435,9 +405,7 @@ static Suite *suite(void)
     tcase_add_test(t, renegotiation_refused);
     tcase_add_test(t, context_errors);
     suite_add_tcase(s, t);
-    if (make_certs_once() != 0)
-        owner = 0;
-    atexit(cleanup);
+    hr_test_certs(); /* before the runner forks: every test shares them */
     return s;
 }
 

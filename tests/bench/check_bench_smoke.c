@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "hb.h"
+#include "hr_certs.h"
 #include "hr_fixture.h"
 #include "json_check.h"
 
@@ -21,6 +22,8 @@ typedef struct tweak_s {
     double duration;
     uint64_t window;
 } tweak_t;
+
+static const char *target_ca; /* set: the target speaks TLS, verified against this CA */
 
 /* Runs scenario `name` (smoke sizes, `tw` applied) against a fresh broker started with `extra`. */
 static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, hb_result_t *r,
@@ -45,6 +48,8 @@ static void run_tweaked(const char *name, const char *const *extra, tweak_t tw, 
     t.port = fx->tcp_port;
     t.ws_port = fx->ws_port;
     t.pid = (int)fx->pid;
+    if (target_ca)
+        snprintf(t.tls_ca, sizeof t.tls_ca, "%s", target_ca);
     hb_run(&pl, &t, r);
 }
 
@@ -90,6 +95,29 @@ static void assert_clean(const hb_result_t *r)
     ck_assert_uint_gt(r->broker_rss_peak, 0);
     ck_assert_int_gt(r->nseries, 0);
 }
+
+/* herald-bench over TLS (both ports) against a broker with a certificate: as clean as plain. */
+START_TEST(test_tls)
+{
+    static const char *const names[] = {"fanout", "idle-ws"};
+    ck_assert_ptr_nonnull(hr_test_certs());
+    const char *const extra[] = {"--tls-cert", hr_test_cert("server.pem"), "--tls-key",
+                                 hr_test_cert("server.key"), NULL};
+    hr_fixture_t fx;
+    hb_result_t r;
+    target_ca = hr_test_cert("ca.pem");
+    run_scenario(names[_i], extra, &r, &fx);
+    target_ca = NULL;
+    if (_i == 0) {
+        assert_clean(&r);
+        ck_assert_uint_eq(r.delivered, r.published * (uint64_t)r.params.subs);
+    } else {
+        ck_assert_msg(r.ok, "idle-ws over TLS did not complete: %s", r.error);
+        ck_assert(r.mem_per_conn > 0);
+    }
+    finish(&r, &fx);
+}
+END_TEST
 
 START_TEST(test_throughput)
 {
@@ -260,6 +288,7 @@ static Suite *smoke_suite(void)
     tcase_add_test(tc, test_mixed);
     tcase_add_test(tc, test_slow);
     tcase_add_test(tc, test_reqrep);
+    tcase_add_loop_test(tc, test_tls, 0, 2);
     suite_add_tcase(s, tc);
     tc = tcase_create("binary");
     tcase_set_timeout(tc, 60);
@@ -270,6 +299,7 @@ static Suite *smoke_suite(void)
 
 int main(void)
 {
+    hr_test_certs(); /* before the runner forks: the TLS tests share them */
     SRunner *sr = srunner_create(smoke_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

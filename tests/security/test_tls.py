@@ -70,6 +70,15 @@ class CleanBroker(Broker):
             raise AssertionError("herald exited %r:\n%s" % (rc, log[-4000:]))
 
 
+def cert_in(d, name="server"):
+    """Copies certificate `name` and its key to d/cert.pem and d/key.pem (what a broker
+    started on those paths reloads on SIGHUP); returns both paths."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    shutil.copy(CERTS[name], cert)
+    shutil.copy(CERTS[name + "_key"], key)
+    return cert, key
+
+
 def tls_broker(*args, cert="server"):
     return CleanBroker("--tls-cert", CERTS[cert], "--tls-key", CERTS[cert + "_key"], "--log-level",
                   "info", *args)
@@ -328,17 +337,14 @@ class Tls(unittest.TestCase):
     def test_sighup_reload(self):
         d = tempfile.mkdtemp(prefix="herald-tls-reload-")
         try:
-            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-            shutil.copy(CERTS["server"], cert)
-            shutil.copy(CERTS["server_key"], key)
+            cert, key = cert_in(d)
             with CleanBroker("--tls-cert", cert, "--tls-key", key, "--log-level", "info") as b:
                 old = tls_client(b.tcp)
                 old.expect(WELCOME)
                 self.assertEqual(peer_cn(old.s), "herald-test-server")
                 old.sub(1, "r")
                 old.sync()
-                shutil.copy(CERTS["server2"], cert)
-                shutil.copy(CERTS["server2_key"], key)
+                cert_in(d, "server2")
                 os.kill(b.pid, signal.SIGHUP)
                 wait_log(b, "TLS certificate loaded for new connections: /CN=herald-test-server-2")
                 new = tls_client(b.tcp)
@@ -379,17 +385,14 @@ class Tls(unittest.TestCase):
         # every worker loads the certificate itself, and reloads it on the primary's SIGHUP
         d = tempfile.mkdtemp(prefix="herald-tls-workers-")
         try:
-            cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-            shutil.copy(CERTS["server"], cert)
-            shutil.copy(CERTS["server_key"], key)
+            cert, key = cert_in(d)
             with CleanBroker("--tls-cert", cert, "--tls-key", key, "--log-level", "info",
                              "--workers", "2") as b:
                 clients = [tls_client(b.tcp) for _ in range(16)]  # both workers get some
                 for c in clients:
                     c.expect(WELCOME)
                 self.assertEqual({c.welcome["worker"] for c in clients}, {0, 1})
-                shutil.copy(CERTS["server2"], cert)
-                shutil.copy(CERTS["server2_key"], key)
+                cert_in(d, "server2")
                 os.kill(b.pid, signal.SIGHUP)
                 deadline = time.time() + 5 * SLOW
                 while b.logtext().count("TLS certificate loaded") < 2 and time.time() < deadline:
