@@ -5,44 +5,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "../../client/async.h"
 #include "cfix.h"
+#include "hr_certs.h"
 
 /* ---- certificates and the TLS endpoint ------------------------------------ */
 
-static char certdir[] = "/tmp/herald-ctls-XXXXXX";
-static pid_t owner; /* the process that made certdir removes it, not the forked tests */
-
+/* The test CA and certificates (tests/support/certs.py, made once before the tests fork). */
 static const char *cert(const char *name)
 {
-    static char buf[8][128];
-    static int k;
-    char *p = buf[k++ % 8];
-    snprintf(p, 128, "%s/%s", certdir, name);
-    return p;
-}
-
-/* tests/support/certs.py: a test CA, server certificates good and bad, client certificates. */
-static int make_certs(void)
-{
-    char cmd[512];
-    if (!mkdtemp(certdir))
-        return -1;
-    owner = getpid();
-    snprintf(cmd, sizeof(cmd), "python3 %s/support/certs.py %s >/dev/null", HR_TESTS_DIR, certdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static void remove_certs(void)
-{
-    char cmd[256];
-    if (owner == getpid()) {
-        snprintf(cmd, sizeof(cmd), "rm -rf %s", certdir);
-        if (system(cmd) != 0)
-            fprintf(stderr, "could not remove %s\n", certdir);
-    }
+    return hr_test_cert(name);
 }
 
 /* The real broker with TLS on the ports `ports` ("tcp,ws", "tcp" or "ws"). */
@@ -56,8 +29,8 @@ static void ep_start_on(const char *name, int need_client_cert, const char *port
                         const char *const *more)
 {
     static char crt[160], key[160];
-    snprintf(crt, sizeof(crt), "%s/%s.pem", certdir, name);
-    snprintf(key, sizeof(key), "%s/%s.key", certdir, name);
+    snprintf(crt, sizeof(crt), "%s/%s.pem", hr_test_certs(), name);
+    snprintf(key, sizeof(key), "%s/%s.key", hr_test_certs(), name);
     /* History long enough that a resume after a cut never meets a gap. */
     const char *args[16] = {"--history-msgs", "20000", "--tls-cert",  crt,
                             "--tls-key",      key,     "--tls-ports", ports};
@@ -531,7 +504,7 @@ START_TEST(test_server_names)
     ck_assert_int_eq(attempt(&o, &e), HR_ECERT);
     /* The CA as a hashed directory. */
     char cmd[600], dir[160];
-    snprintf(dir, sizeof(dir), "%s/cadir", certdir);
+    snprintf(dir, sizeof(dir), "%s/cadir", hr_test_certs());
     snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp %s %s/ && openssl rehash %s", dir, cert("ca.pem"),
              dir, dir);
     ck_assert_int_eq(system(cmd), 0);
@@ -711,14 +684,13 @@ Suite *tls_suite(void)
 
 int main(void)
 {
-    if (make_certs() != 0) {
-        fprintf(stderr, "cannot make test certificates in %s\n", certdir);
+    if (!hr_test_certs()) {
+        fprintf(stderr, "cannot make the test certificates\n");
         return EXIT_FAILURE;
     }
     SRunner *sr = srunner_create(tls_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    remove_certs();
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
