@@ -407,16 +407,17 @@ int hr__tls_send(hr_conn_t *c, void (*done)(hr_conn_t *c, int status))
  * session it leaves (about 14 KiB with OpenSSL 3) lives on between them.
  * After a burst of handshakes the freed pages stay in the heap, scattered
  * between live sessions, and would count against every idle connection
- * for good. Once handshakes have paused for a sweep, or after many, they
- * go back to the system (the WebSocket transport does the same after
- * releasing its buffers).
+ * for good. Once handshakes have paused, or after many, they go back to
+ * the system (the WebSocket transport does the same after releasing its
+ * buffers); the sweep checks, so that is one call per sweep at most.
  */
-#define TRIM_MIN 64     /* handshakes worth a trim */
-#define TRIM_FORCE 4096 /* trim even while handshakes go on */
+#define TRIM_MIN 64       /* handshakes worth a trim, */
+#define TRIM_QUIET_MS 100 /* once none has completed for this long */
+#define TRIM_FORCE 4096   /* trim even while handshakes go on */
 
 static void trim_after_handshakes(uint64_t now)
 {
-    if (handshakes < TRIM_MIN || (now == handshake_turn && handshakes < TRIM_FORCE))
+    if (handshakes < TRIM_MIN || (now - handshake_turn < TRIM_QUIET_MS && handshakes < TRIM_FORCE))
         return;
     handshakes = 0;
 #ifdef __GLIBC__
