@@ -12,7 +12,8 @@
  * The asynchronous client is four files of one role each:
  *   client.c     options, URL, lifecycle (new, close, drain), accessors
  *   conn.c       the connection: connect, reconnect, read path, frame dispatch, output
- *   transport.c  the two transports (TCP length prefix, WebSocket) behind hr__transport_t
+ *   transport.c  the transports (TCP length prefix, WebSocket) behind hr__transport_t
+ *   tls.c        TLS under either transport (tls://, wss://), on protocol/tlsio.c
  *   sub.c        subscriptions, resume state, the delivery queue
  *   ops.c        pending operations (acks, requests, flushes, confirmations), publish
  * All of it runs on the client's loop thread.
@@ -20,6 +21,8 @@
 
 #define HR__DEFAULT_MAX_FRAME (16u << 20) /* before WELCOME tells the real one */
 #define HR__DETAIL_MAX 300                /* error details passed to on_error */
+/* What the broker's plaintext answer on a TLS port (an ERR 1, or an HTTP 400) says. */
+#define HR__TLS_PORT_HINT "speaks TLS"
 
 typedef struct hr__conn_s hr__conn_t;
 
@@ -30,9 +33,10 @@ typedef struct hr__conn_s hr__conn_t;
  * whatever the transport); `frame_out` turns them into what goes on the wire.
  */
 typedef struct hr__transport_s {
-    const char *scheme; /* "tcp", "ws" */
+    const char *scheme; /* "tcp", "ws", "tls", "wss" */
     int default_port;
     int has_path; /* the URL may carry a path */
+    int secure;   /* TLS under the transport */
     /** Starts the session on a fresh connection (HELLO, or the upgrade request). */
     int (*start)(hr_client_t *c, hr__conn_t *conn);
     /**
@@ -48,6 +52,8 @@ typedef struct hr__transport_s {
 
 extern const hr__transport_t hr__tcp_transport;
 extern const hr__transport_t hr__ws_transport;
+extern const hr__transport_t hr__tls_transport;
+extern const hr__transport_t hr__wss_transport;
 
 enum hr__op_kind { HR__OP_ACK = 1, HR__OP_REQ = 2, HR__OP_FLUSH = 3, HR__OP_CONFIRM = 4 };
 
@@ -135,8 +141,11 @@ typedef struct hr__conn_s {
     hr_buf_t wbuf;  /* bytes of the write in flight */
     hr_client_t *c; /* NULL once detached */
     int writing;
-    int ws_open;        /* WebSocket handshake done */
-    char ws_accept[29]; /* the Sec-WebSocket-Accept the server must send */
+    int ws_open;            /* WebSocket handshake done */
+    char ws_accept[29];     /* the Sec-WebSocket-Accept the server must send */
+    struct hr_tlsio_s *tls; /* tls:// and wss:// only: the TLS pump */
+    int tls_first;          /* the first byte the server sent, -1 before */
+    int tls_asked;          /* the server asked for a client certificate */
 } hr__conn_t;
 
 struct hr_client_s {
@@ -145,6 +154,9 @@ struct hr_client_s {
     char *name, *token, *host, *path;
     int port;
     const hr__transport_t *tp; /* from the URL's scheme */
+    void *tls_ctx;             /* SSL_CTX of tls:// and wss:// clients, else NULL */
+    void *tls_session;         /* SSL_SESSION to resume on the next connection, or NULL */
+    char *tls_name;            /* opts.tls_server_name, or NULL: the URL's host */
     int in_frag;               /* a fragmented WebSocket message is being reassembled in `frag` */
     int frag_done; /* `frag` holds a whole message handed out: reset before reading on */
     hr_buf_t frag;
@@ -279,6 +291,45 @@ HR__HIDDEN size_t hr__max_frame(const hr_client_t *c);
 HR__HIDDEN int hr__send_hello(hr_client_t *c);
 HR__HIDDEN int hr__send_unsub(hr_client_t *c, uint64_t sid);
 HR__HIDDEN int hr__send_ping(hr_client_t *c, uint64_t id);
+
+/** Writes `b`'s bytes (taken: `b` is left empty) on a request of their own, through TLS if any. */
+HR__HIDDEN int hr__conn_write(hr_client_t *c, hr__conn_t *conn, hr_buf_t *b);
+
+/* ---- tls.c --------------------------------------------------------------- */
+
+/** The SSL_CTX for `o` (CA, client certificate, ALPN http/1.1 if `wss`). HR_ETLSCONF, HR_EINVAL. */
+HR__HIDDEN int hr__tls_ctx_new(const hr_client_opts_t *o, int wss, void **ctx);
+/** Frees the client's TLS context and kept session. */
+HR__HIDDEN void hr__tls_client_free(hr_client_t *c);
+/** Nonzero when the current connection resumed an earlier TLS session. */
+HR__HIDDEN int hr__tls_resumed(const hr_client_t *c);
+/** Starts the client side of TLS on `conn` (SNI, the name check). HR_ENOMEM, HR_EINVAL. */
+HR__HIDDEN int hr__tls_new(hr_client_t *c, hr__conn_t *conn);
+HR__HIDDEN void hr__tls_free(hr__conn_t *conn);
+/** Nonzero once the TLS handshake of `conn` is complete. */
+HR__HIDDEN int hr__tls_ready(const hr__conn_t *conn);
+/**
+ * Feeds `n` bytes of ciphertext from the socket: advances the handshake
+ * (calling `on_up` once it completes), appends the plaintext to `plain` and
+ * what TLS must send back to `wire`. HR_OK, UV_EOF (close_notify) or the
+ * failure (HR_ECERT, HR_ECERTNAME, HR_ECERTEXPIRED, HR_ECLIENTCERT,
+ * HR_EPLAINPORT, HR_ETLS: reported to on_error with the reason first).
+ */
+HR__HIDDEN int hr__tls_input(hr_client_t *c, hr__conn_t *conn, const uint8_t *p, size_t n,
+                             hr_buf_t *plain, hr_buf_t *wire,
+                             int (*on_up)(hr_client_t *c, void *arg), void *arg);
+/**
+ * The status for a connection of `c` that ended with `status` (a reset or
+ * EOF): HR_ECLIENTCERT, reported with the reason, when it ended before
+ * WELCOME right after the server asked for a client certificate.
+ */
+HR__HIDDEN int hr__tls_lost(hr_client_t *c, hr__conn_t *conn, int status);
+/**
+ * Replaces the plaintext in `b` with its ciphertext (anything TLS had
+ * pending first), in as few records as it takes: a batch of frames is a
+ * few full records, not one per frame. HR_OK, HR_ENOMEM, HR_ETLS.
+ */
+HR__HIDDEN int hr__tls_seal(hr_client_t *c, hr__conn_t *conn, hr_buf_t *b);
 
 /* ---- filter.c ------------------------------------------------------------ */
 

@@ -50,12 +50,13 @@ void hr_client_opts_init(hr_client_opts_t *o)
     o->deliver_batch = 1024;
 }
 
-static const hr__transport_t *const transports[] = {&hr__tcp_transport, &hr__ws_transport};
+static const hr__transport_t *const transports[] = {&hr__tcp_transport, &hr__ws_transport,
+                                                    &hr__tls_transport, &hr__wss_transport};
 
 /*
- * Accepts tcp://host[:port], host[:port] and ws://host[:port][/path], with
- * IPv6 literals in brackets. The port defaults to the transport's (7400
- * for tcp, 7401 for ws).
+ * Accepts tcp://host[:port], host[:port], ws://host[:port][/path] and their
+ * TLS forms tls:// and wss://, with IPv6 literals in brackets. The port
+ * defaults to the transport's (7400 for tcp and tls, 7401 for ws and wss).
  */
 static int parse_url(hr_client_t *c, const char *url)
 {
@@ -70,7 +71,7 @@ static int parse_url(hr_client_t *c, const char *url)
             if (strlen(transports[i]->scheme) == sn && strncmp(p, transports[i]->scheme, sn) == 0)
                 c->tp = transports[i];
         if (!c->tp)
-            return HR_EURL; /* wss:// would need TLS */
+            return HR_EURL;
         p = sep + 3;
     }
     long port = c->tp->default_port;
@@ -157,6 +158,8 @@ static void finalize(hr_client_t *c)
     free(c->token);
     free(c->host);
     free(c->path);
+    free(c->tls_name);
+    hr__tls_client_free(c);
     free(c);
 }
 
@@ -285,15 +288,27 @@ int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **o
     }
     c->name = hr__strdup(opts->name);
     c->token = hr__strdup(opts->token);
-    if ((opts->name && !c->name) || (opts->token && !c->token)) {
+    c->tls_name = hr__strdup(opts->tls_server_name);
+    if ((opts->name && !c->name) || (opts->token && !c->token) ||
+        (opts->tls_server_name && !c->tls_name))
+        r = HR_ENOMEM;
+    else if (opts->tls_verify < HR_TLS_VERIFY_FULL || opts->tls_verify > HR_TLS_VERIFY_NONE)
+        r = HR_EINVAL;
+    else if (c->tp->secure)
+        r = hr__tls_ctx_new(opts, c->tp->has_path, &c->tls_ctx);
+    if (r != HR_OK) {
         free(c->name);
         free(c->token);
+        free(c->tls_name);
         free(c->host);
         free(c->path);
         free(c);
-        return HR_ENOMEM;
+        return r;
     }
+    /* The files were read; the server name is kept in tls_name. */
     c->o.url = c->o.name = c->o.token = NULL;
+    c->o.tls_ca_file = c->o.tls_ca_dir = c->o.tls_server_name = NULL;
+    c->o.tls_cert_file = c->o.tls_key_file = NULL;
     c->state = HR_STATE_CONNECTING;
     hr_buf_init(&c->in);
     hr_buf_init(&c->out);

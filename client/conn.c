@@ -19,14 +19,18 @@ static void ping_cb(uv_timer_t *t);
 static void flush_out(hr_client_t *c)
 {
     hr__conn_t *conn = c->conn;
-    if (!conn || conn->writing || c->out.len == 0)
-        return;
+    if (!conn || conn->writing || c->out.len == 0 || (conn->tls && !hr__tls_ready(conn)))
+        return; /* over TLS, frames wait for the handshake (then HELLO flushes them) */
     int r = c->tp->frame_out(c, conn);
     if (r != HR_OK) {
         hr__conn_lost(c, r);
         return;
     }
     hr_buf_reset(&c->out);
+    if (conn->tls && (r = hr__tls_seal(c, conn, &conn->wbuf)) != HR_OK) {
+        hr__conn_lost(c, r);
+        return;
+    }
     uv_buf_t b = uv_buf_init((char *)conn->wbuf.base, (unsigned)conn->wbuf.len);
     r = uv_write(&conn->wreq, (uv_stream_t *)&conn->tcp, &b, 1, write_cb);
     if (r < 0) {
@@ -57,6 +61,50 @@ static void prep_cb(uv_prepare_t *h)
     hr_client_t *c = h->data;
     uv_prepare_stop(h);
     flush_out(c);
+}
+
+/* Bytes written on a request of their own, beside the data writes: the WebSocket
+ * handshake and control frames, TLS handshake messages. */
+typedef struct raw_write_s {
+    uv_write_t req;
+    hr_buf_t buf;
+} raw_write_t;
+
+static void raw_written(uv_write_t *req, int status)
+{
+    raw_write_t *w = req->data;
+    hr_buf_destroy(&w->buf);
+    free(w);
+}
+
+/* Writes the bytes of `b` as they are, taking them. */
+static int write_bytes(hr__conn_t *conn, hr_buf_t *b)
+{
+    if (!b->len)
+        return HR_OK;
+    raw_write_t *w = malloc(sizeof(*w));
+    if (!w)
+        return HR_ENOMEM;
+    w->buf = *b;
+    hr_buf_init(b);
+    uv_buf_t ub = uv_buf_init((char *)w->buf.base, (unsigned)w->buf.len);
+    w->req.data = w;
+    int r = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &ub, 1, raw_written);
+    if (r < 0) {
+        hr_buf_destroy(&w->buf);
+        free(w);
+    }
+    return r;
+}
+
+int hr__conn_write(hr_client_t *c, hr__conn_t *conn, hr_buf_t *b)
+{
+    if (conn->tls) {
+        int r = hr__tls_seal(c, conn, b);
+        if (r != HR_OK)
+            return r;
+    }
+    return write_bytes(conn, b);
 }
 
 /* Frames are batched: the write happens once per loop turn, before polling. */
@@ -112,6 +160,9 @@ static void on_err(hr_client_t *c, const hr_frame_t *f)
     case 11:
         c->last_err = status; /* the broker closes the connection after this */
         fatal = 1;
+        /* A TLS port of the broker answers a plaintext HELLO with this ERR 1. */
+        if (f->code == 1 && !c->welcomed && strstr(d, HR__TLS_PORT_HINT))
+            c->last_err = HR_ETLSPORT;
         break;
     default:
         break;
@@ -249,6 +300,10 @@ static void handle_frame(hr_client_t *c, const hr_frame_t *f)
 
 /* ---- read path ---------------------------------------------------------- */
 
+/*
+ * Reads go straight into the spare capacity of `in`. Over TLS that is
+ * ciphertext, which the pump copies before the plaintext takes its place.
+ */
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     hr__conn_t *conn = h->data;
@@ -258,6 +313,35 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
         return;
     }
     *buf = uv_buf_init((char *)c->in.base + c->in.len, (unsigned)(c->in.cap - c->in.len));
+}
+
+/* TLS input in progress: the connection and what TLS has to send back. */
+typedef struct tls_io_s {
+    hr__conn_t *conn;
+    hr_buf_t wire;
+} tls_io_t;
+
+/*
+ * The TLS handshake is done: its last flight goes out, then the transport
+ * starts its session (HELLO, or the upgrade request) behind it.
+ */
+static int tls_up(hr_client_t *c, void *arg)
+{
+    tls_io_t *io = arg;
+    int r = write_bytes(io->conn, &io->wire);
+    return r == HR_OK ? c->tp->start(c, io->conn) : r;
+}
+
+/* Decrypts what arrived into `in` and sends what TLS has to say back. */
+static int tls_read(hr_client_t *c, hr__conn_t *conn, const uint8_t *p, size_t n)
+{
+    tls_io_t io = {conn, {0}};
+    hr_buf_init(&io.wire);
+    int r = hr__tls_input(c, conn, p, n, &c->in, &io.wire, tls_up, &io);
+    if (r == HR_OK && c->conn == conn)
+        r = write_bytes(conn, &io.wire);
+    hr_buf_destroy(&io.wire);
+    return r;
 }
 
 /* Decodes and handles one frame body; a malformed one ends the connection. */
@@ -290,18 +374,27 @@ size_t hr__max_frame(const hr_client_t *c)
  * kept for the next read. A frame's slices stay valid while it is handled,
  * even if a callback closes the connection: `in` is only reset when the
  * next connection starts.
+ *
+ * Over TLS the bytes that came with the end of the session (close_notify,
+ * an alert) may also carry the broker's last frames, such as the ERR that
+ * says why it closes: those frames are handled first, and the end of the
+ * session is acted on after them.
  */
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     hr__conn_t *conn = st->data;
     hr_client_t *c = conn->c;
+    int end = HR_OK;
     if (!c)
         return;
     if (nread < 0) {
-        hr__conn_lost(c, (int)nread);
+        hr__conn_lost(c, conn->tls ? hr__tls_lost(c, conn, (int)nread) : (int)nread);
         return;
     }
-    c->in.len += (size_t)nread; /* read straight into the spare capacity (alloc_cb) */
+    if (conn->tls)
+        end = tls_read(c, conn, c->in.base + c->in.len, (size_t)nread);
+    else
+        c->in.len += (size_t)nread; /* read straight into the spare capacity (alloc_cb) */
     size_t off = 0;
     while (c->conn == conn) {
         hr_slice_t body = {NULL, 0};
@@ -317,8 +410,11 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         if (body.p)
             hr__on_body(c, body.p, body.n);
     }
-    if (c->conn == conn)
-        hr_buf_consume(&c->in, off);
+    if (c->conn != conn)
+        return;
+    hr_buf_consume(&c->in, off);
+    if (end != HR_OK)
+        hr__conn_lost(c, end);
 }
 
 /* ---- connection lifecycle ----------------------------------------------- */
@@ -327,6 +423,7 @@ static void conn_close_cb(uv_handle_t *h)
 {
     hr__conn_t *conn = h->data;
     hr_buf_destroy(&conn->wbuf);
+    hr__tls_free(conn);
     free(conn);
 }
 
@@ -436,6 +533,7 @@ static void retry_or_close(hr_client_t *c, int status)
         return;
     }
     if (!c->o.reconnect || status == HR_EAUTH || status == HR_EHTTPPORT || status == HR_ETCPPORT ||
+        status == HR_ETLSPORT || status == HR_EPLAINPORT ||
         (c->o.max_reconnect >= 0 && c->attempts >= c->o.max_reconnect)) {
         hr__client_begin_close(c, status);
         return;
@@ -520,8 +618,13 @@ static void on_connect(uv_connect_t *req, int status)
     c->in_frag = c->frag_done = 0;
     uv_tcp_nodelay(&conn->tcp, 1);
     int r = uv_read_start((uv_stream_t *)&conn->tcp, alloc_cb, read_cb);
-    if (r == 0)
+    if (r == 0 && c->tp->secure) {
+        r = hr__tls_new(c, conn);
+        if (r == HR_OK)
+            r = tls_read(c, conn, NULL, 0); /* the ClientHello */
+    } else if (r == 0) {
         r = c->tp->start(c, conn);
+    }
     if (r < 0)
         attempt_failed(c, r);
 }

@@ -28,11 +28,35 @@ static int http_answer(const uint8_t *p, size_t n)
     return k == 5 ? HR_EHTTPPORT : HR_EAGAIN;
 }
 
+/*
+ * A plaintext client dialled to a TLS port gets a TLS record back (an alert
+ * about the bytes it took for a ClientHello), which starts with content
+ * type 21 or 22 and version major 3. Same results as http_answer().
+ */
+static int tls_answer(const hr_client_t *c, const uint8_t *p, size_t n)
+{
+    if (c->tp->secure || !n || (p[0] != 0x15 && p[0] != 0x16))
+        return HR_OK;
+    return n < 2 ? HR_EAGAIN : p[1] == 0x03 ? HR_ETLSPORT : HR_OK;
+}
+
+/* Whether the `n` bytes at `p` contain the NUL-terminated `s`. */
+static int contains(const uint8_t *p, size_t n, const char *s)
+{
+    size_t k = strlen(s);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(p + i, s, k) == 0)
+            return 1;
+    return 0;
+}
+
 static int tcp_next(hr_client_t *c, hr__conn_t *conn, uint8_t *p, size_t n, hr_slice_t *body,
                     size_t *used)
 {
     if (!c->welcomed) {
-        int r = http_answer(p, n);
+        int r = tls_answer(c, p, n);
+        if (r == HR_OK)
+            r = http_answer(p, n);
         if (r != HR_OK)
             return r;
     }
@@ -49,49 +73,15 @@ static int tcp_frame_out(hr_client_t *c, hr__conn_t *conn)
 }
 
 const hr__transport_t hr__tcp_transport = {
-    "tcp", HR_DEFAULT_PORT, 0, tcp_start, tcp_next, tcp_frame_out,
+    "tcp", HR_DEFAULT_PORT, 0, 0, tcp_start, tcp_next, tcp_frame_out,
+};
+
+/* The same framing inside TLS; the broker serves TLS on the same ports. */
+const hr__transport_t hr__tls_transport = {
+    "tls", HR_DEFAULT_PORT, 0, 1, tcp_start, tcp_next, tcp_frame_out,
 };
 
 /* ---- WebSocket ---------------------------------------------------------- */
-
-/* Writes a control frame or the handshake on its own request, beside the data writes. */
-typedef struct raw_write_s {
-    uv_write_t req;
-    hr_buf_t buf;
-} raw_write_t;
-
-static void raw_written(uv_write_t *req, int status)
-{
-    raw_write_t *w = req->data;
-    hr_buf_destroy(&w->buf);
-    free(w);
-}
-
-/* Writes and frees `w`, which holds what `fill` appended (HR_OK) or nothing (its error). */
-static int write_raw(hr__conn_t *conn, raw_write_t *w, int fill)
-{
-    if (fill != HR_OK) {
-        hr_buf_destroy(&w->buf);
-        free(w);
-        return fill;
-    }
-    uv_buf_t b = uv_buf_init((char *)w->buf.base, (unsigned)w->buf.len);
-    w->req.data = w;
-    int r = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &b, 1, raw_written);
-    if (r < 0) {
-        hr_buf_destroy(&w->buf);
-        free(w);
-    }
-    return r;
-}
-
-static raw_write_t *raw_new(void)
-{
-    raw_write_t *w = calloc(1, sizeof(*w));
-    if (w)
-        hr_buf_init(&w->buf);
-    return w;
-}
 
 /* Sends the upgrade request; HELLO follows once the server accepted it (ws_next). */
 static int ws_start(hr_client_t *c, hr__conn_t *conn)
@@ -101,18 +91,22 @@ static int ws_start(hr_client_t *c, hr__conn_t *conn)
         uint64_t x = hr__rand(c);
         memcpy(nonce + i, &x, 8);
     }
-    raw_write_t *w = raw_new();
-    if (!w)
-        return HR_ENOMEM;
-    return write_raw(conn, w,
-                     hr__ws_request(&w->buf, c->host, c->port, c->path, nonce, conn->ws_accept));
+    hr_buf_t b;
+    hr_buf_init(&b);
+    int r = hr__ws_request(&b, c->host, c->port, c->path, nonce, conn->ws_accept);
+    if (r == HR_OK)
+        r = hr__conn_write(c, conn, &b);
+    hr_buf_destroy(&b);
+    return r;
 }
 
 static void ws_pong(hr_client_t *c, hr__conn_t *conn, const void *p, size_t n)
 {
-    raw_write_t *w = raw_new();
-    if (w)
-        write_raw(conn, w, hr__ws_encode(&w->buf, 0xA, p, n, (uint32_t)hr__rand(c)));
+    hr_buf_t b;
+    hr_buf_init(&b);
+    if (hr__ws_encode(&b, 0xA, p, n, (uint32_t)hr__rand(c)) == HR_OK)
+        hr__conn_write(c, conn, &b);
+    hr_buf_destroy(&b);
 }
 
 /*
@@ -155,7 +149,13 @@ static int ws_next(hr_client_t *c, hr__conn_t *conn, uint8_t *p, size_t n, hr_sl
          * ERR for the request it took as a length prefix) with a zero byte. */
         if (n && p[0] == 0)
             return HR_ETCPPORT;
-        int r = hr__ws_response(p, n, conn->ws_accept, used);
+        int r = tls_answer(c, p, n);
+        if (r != HR_OK)
+            return r;
+        r = hr__ws_response(p, n, conn->ws_accept, used);
+        if ((r == HR_EPROTO || r == HR_ETCPPORT) && !c->tp->secure &&
+            contains(p, n, HR__TLS_PORT_HINT))
+            return HR_ETLSPORT; /* the broker's 400 from a TLS port */
         if (r == HR_OK)
             r = hr__send_hello(c);
         if (r == HR_OK)
@@ -199,5 +199,9 @@ static int ws_frame_out(hr_client_t *c, hr__conn_t *conn)
 }
 
 const hr__transport_t hr__ws_transport = {
-    "ws", HR_DEFAULT_WS_PORT, 1, ws_start, ws_next, ws_frame_out,
+    "ws", HR_DEFAULT_WS_PORT, 1, 0, ws_start, ws_next, ws_frame_out,
+};
+
+const hr__transport_t hr__wss_transport = {
+    "wss", HR_DEFAULT_WS_PORT, 1, 1, ws_start, ws_next, ws_frame_out,
 };

@@ -86,11 +86,14 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: herald-chat [--url tcp://host:port] [--name NAME] ROOM\n"
+    fprintf(stderr, "usage: herald-chat [--url tcp://host:port] [--name NAME] [--ca FILE]\n"
+                    "                   [--cert FILE --key FILE] ROOM\n"
                     "Joins chat room ROOM (topic chat.ROOM; ROOM may have dots: lobby, eu.games),\n"
                     "prints its retained history and then every new line, and sends each line\n"
                     "read from stdin. Exits 0 at the end of input, 1 if the broker cannot be\n"
-                    "reached or the connection is lost for good.\n");
+                    "reached or the connection is lost for good. Over TLS (tls:// or wss://),\n"
+                    "--ca names the CA to trust (default: the system's), --cert and --key a\n"
+                    "client certificate.\n");
 }
 
 int main(int argc, char **argv)
@@ -106,6 +109,12 @@ int main(int argc, char **argv)
             o.url = argv[++i];
         else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
             ch.name = argv[++i];
+        else if (strcmp(argv[i], "--ca") == 0 && i + 1 < argc)
+            o.tls_ca_file = argv[++i];
+        else if (strcmp(argv[i], "--cert") == 0 && i + 1 < argc)
+            o.tls_cert_file = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            o.tls_key_file = argv[++i];
         else if (argv[i][0] == '-') {
             usage();
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;

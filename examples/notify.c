@@ -170,9 +170,18 @@ int main(int argc, char **argv)
     hr_client_opts_t o;
     int i = 1;
     hr_client_opts_init(&o);
-    if (argc > 2 && strcmp(argv[1], "--url") == 0) {
-        o.url = argv[2];
-        i = 3;
+    /* Options first: the broker's URL and, over TLS, the CA and a client certificate. */
+    for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
+        if (strcmp(argv[i], "--url") == 0)
+            o.url = argv[i + 1];
+        else if (strcmp(argv[i], "--ca") == 0)
+            o.tls_ca_file = argv[i + 1];
+        else if (strcmp(argv[i], "--cert") == 0)
+            o.tls_cert_file = argv[i + 1];
+        else if (strcmp(argv[i], "--key") == 0)
+            o.tls_key_file = argv[i + 1];
+        else
+            break;
     }
     if (i + 1 == argc && strcmp(argv[i], "serve") == 0)
         return serve(&o);
@@ -186,8 +195,11 @@ int main(int argc, char **argv)
         return send_one(&o, argv[i + 1], argv[i + 2]);
     if (recv)
         return watch(&o, argv[i + 1]);
-    fprintf(stderr, "usage: herald-notify [--url tcp://host:port] serve\n"
-                    "       herald-notify [--url tcp://host:port] send USER TEXT\n"
-                    "       herald-notify [--url tcp://host:port] watch USER\n");
+    fprintf(stderr, "usage: herald-notify [OPTIONS] serve\n"
+                    "       herald-notify [OPTIONS] send USER TEXT\n"
+                    "       herald-notify [OPTIONS] watch USER\n"
+                    "options: --url tcp://host:port (or ws://, tls://, wss://), and over TLS\n"
+                    "         --ca FILE (the CA to trust), --cert FILE --key FILE (a client\n"
+                    "         certificate)\n");
     return argc > 1 && strcmp(argv[argc - 1], "--help") == 0 ? 0 : 2;
 }

@@ -8,7 +8,7 @@ core=(build-essential cmake pkg-config libuv1-dev libwslay-dev libmsgpack-dev ch
       libhttp-parser-dev libssl-dev libjwt-dev clang-format)
 test=(python3 python3-websockets python3-msgpack clang libclang-rt-14-dev procps openssl)
 bench=(redis-server nats-server gnuplot-nox linux-perf)
-browser=(chromium nodejs npm)
+browser=(chromium nodejs npm libnss3-tools)
 
 want=("${core[@]}")
 case "${1:-core}" in

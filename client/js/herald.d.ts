@@ -25,7 +25,7 @@ export const ERR: Readonly<{
 }>;
 
 export type LocalCode = 'ETIMEDOUT' | 'EDISCONNECTED' | 'ECLOSED' | 'ENOTCONN' | 'EBUFFULL' |
-  'ETOOBIG' | 'ETOPIC' | 'EPROTO' | 'ECONNECT' | 'EAUTH';
+  'ETOOBIG' | 'ETOPIC' | 'EPROTO' | 'ECONNECT' | 'EAUTH' | 'ETLS';
 
 /** An ERR frame (numeric code, ref: the sid or ack id it names) or a local failure (string code). */
 export class HeraldError extends Error {
@@ -56,6 +56,11 @@ export interface ClientOptions {
   echo?: boolean;
   /** A WebSocket constructor where there is no global one (Node < 22: the ws package). */
   WebSocket?: unknown;
+  /**
+   * Passed as the third argument of the WebSocket constructor, where it takes one: with Node's
+   * ws package, TLS options for wss:// such as `{ ca, cert, key, servername }`.
+   */
+  wsOptions?: Record<string, unknown>;
   connectTimeoutMs?: number;
   requestTimeoutMs?: number;
   pingIntervalMs?: number;

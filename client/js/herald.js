@@ -501,6 +501,7 @@ const DEFAULTS = {
   tokenRefresh: undefined,
   echo: true,
   WebSocket: undefined,
+  wsOptions: undefined,
   connectTimeoutMs: 5000,
   requestTimeoutMs: 5000,
   pingIntervalMs: 30000,
@@ -651,7 +652,10 @@ export class Client {
     }
     let ws;
     try {
-      ws = new this.WS(this.url, 'herald.v1');
+      // wsOptions reach constructors that take a third argument, such as Node's ws
+      // ({ca, cert, key, servername, ...} for wss://); a browser's has none.
+      ws = o.wsOptions === undefined ? new this.WS(this.url, 'herald.v1')
+        : new this.WS(this.url, 'herald.v1', o.wsOptions);
     } catch (e) {
       this._failed(local('ECONNECT', `cannot connect to ${this.url}: ${e?.message ?? e}`));
       return;
@@ -686,7 +690,15 @@ export class Client {
       if (f[0] === 16) this._clearTimer(timeout);
       this._frame(f);
     };
-    ws.onerror = () => {};
+    ws.onerror = (ev) => {
+      // Node's ws says why a connection failed (a certificate it does not trust, a
+      // plaintext port); a browser never does.
+      const e = ev?.error;
+      if (ws !== this._ws || this._connected || this._closeErr || !(e instanceof Error)) return;
+      const tls = /CERT|SSL|TLS|SIGNATURE|ALTNAME/.test(String(e.code)) || e.code === 'EPROTO';
+      this._closeErr = local(tls ? 'ETLS' : 'ECONNECT',
+        `cannot connect to ${this.url}: ${e.message}${e.code ? ` (${e.code})` : ''}`);
+    };
     ws.onclose = (ev) => {
       this._clearTimer(timeout);
       if (ws !== this._ws) return;

@@ -96,13 +96,21 @@ typedef void (*hr_done_cb)(hr_client_t *c, int status, void *arg);
  */
 typedef void (*hr_sub_confirm_cb)(hr_client_t *c, hr_sub_t *sub, int status, void *arg);
 
+/* How a tls:// or wss:// client checks the server (hr_client_opts_t.tls_verify). */
+enum hr_tls_verify {
+    HR_TLS_VERIFY_FULL = 0,  /* a trusted chain, valid now, for the server's name (default) */
+    HR_TLS_VERIFY_CHAIN = 1, /* a trusted chain, valid now, whatever name it is for */
+    HR_TLS_VERIFY_NONE = 2   /* nothing: encryption without authentication; tests only */
+};
+
 /*
  * Connection options. Initialise with hr_client_opts_init() (zero is not the
  * default for every field), then set what you need. Strings are copied by
  * hr_client_new().
  */
 typedef struct hr_client_opts_s {
-    const char *url;   /* tcp://host[:port], host[:port] or ws://host[:port][/path];
+    const char *url;   /* tcp://host[:port], host[:port], ws://host[:port][/path], or
+                          over TLS tls://host[:port], wss://host[:port][/path];
                           NULL: tcp://127.0.0.1:7400 */
     const char *name;  /* client name sent in HELLO, or NULL */
     const char *token; /* auth token sent in HELLO, or NULL */
@@ -131,6 +139,18 @@ typedef struct hr_client_opts_s {
     size_t pending_bytes_limit; /* per-subscription default (default 64 MiB) */
     uint32_t deliver_batch;     /* messages delivered per loop turn (default 1024) */
 
+    /* TLS, for tls:// and wss:// URLs (ignored by the others). hr_client_new()
+     * reads the files, and fails with HR_ETLSCONF if one does not load. */
+    const char *tls_ca_file;     /* PEM file of CA certificates to trust, or NULL */
+    const char *tls_ca_dir;      /* directory of hashed CA certificates (openssl rehash), or NULL;
+                                    with neither, the system's default trust store */
+    const char *tls_cert_file;   /* client certificate chain (PEM) for brokers that ask, or NULL */
+    const char *tls_key_file;    /* its private key (PEM); NULL: in tls_cert_file */
+    const char *tls_server_name; /* name sent as SNI and checked against the certificate;
+                                    NULL: the URL's host (an address literal is checked as an
+                                    address, and sends no SNI) */
+    int tls_verify;              /* enum hr_tls_verify (default HR_TLS_VERIFY_FULL) */
+
     hr_state_cb on_state; /* may be NULL */
     hr_error_cb on_error; /* may be NULL */
     void *arg;            /* passed to on_state and on_error */
@@ -147,7 +167,15 @@ void hr_client_opts_init(hr_client_opts_t *o);
  * when it is). The result of the first attempt arrives as HR_EVENT_CONNECTED,
  * or as HR_EVENT_CLOSED with the failure (unless retry_on_failed_connect).
  * Returns HR_OK, HR_EINVAL (bad option), HR_EURL (unparsable or unsupported
- * URL), HR_ENOMEM, or a libuv error. On error nothing is allocated.
+ * URL), HR_ETLSCONF (a TLS file does not load, or the key does not match the
+ * certificate), HR_ENOMEM, or a libuv error. On error nothing is allocated.
+ *
+ * Over TLS, a failed handshake closes the attempt with HR_ECERT (untrusted
+ * chain), HR_ECERTNAME (certificate for another name), HR_ECERTEXPIRED,
+ * HR_ECLIENTCERT (the broker refused the client certificate, or its
+ * absence), HR_EPLAINPORT (the port does not speak TLS) or HR_ETLS, after
+ * on_error got the reason in words; a plaintext URL aimed at a TLS port
+ * fails with HR_ETLSPORT. Neither port mismatch is retried.
  */
 int hr_client_new(uv_loop_t *loop, const hr_client_opts_t *opts, hr_client_t **out);
 

@@ -40,6 +40,13 @@ extern "C" {
     XX(EURL, 110, "invalid URL")                                                                   \
     XX(EHTTPPORT, 111, "tcp:// URL names a WebSocket/HTTP port: use ws:// or the TCP port")        \
     XX(ETCPPORT, 112, "ws:// URL names a Herald TCP port: use tcp:// or the WebSocket port")       \
+    XX(ECERT, 113, "server certificate not trusted")                                               \
+    XX(ECERTNAME, 114, "server certificate does not match the host name")                          \
+    XX(ECERTEXPIRED, 115, "server certificate expired or not yet valid")                           \
+    XX(ECLIENTCERT, 116, "server refused the client certificate (or its absence)")                 \
+    XX(ETLSCONF, 117, "cannot load the TLS CA, certificate or key")                                \
+    XX(ETLSPORT, 118, "plaintext URL names a TLS port: use tls:// or wss://")                      \
+    XX(EPLAINPORT, 119, "tls:// or wss:// URL names a plaintext port: use tcp:// or ws://")        \
     XX(ETLS, 120, "TLS handshake or record failure")
 
 #define HR__STATUS_BASE 30000

@@ -225,6 +225,56 @@ int cfix_listen(uv_loop_t *loop, uv_tcp_t *lis, uv_connection_cb cb)
     return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+/* ---- a broker's shutdown seen by a client ------------------------------ */
+
+typedef struct cycle_s {
+    int connected, disconnected, reconnected, closed;
+    int disc_status;
+} cycle_t;
+
+static void cycle_state(hr_client_t *c, int ev, int status, void *arg)
+{
+    cycle_t *e = arg;
+    e->connected |= ev == HR_EVENT_CONNECTED;
+    e->reconnected |= ev == HR_EVENT_RECONNECTED;
+    e->closed |= ev == HR_EVENT_CLOSED;
+    if (ev == HR_EVENT_DISCONNECTED && !e->disconnected++)
+        e->disc_status = status;
+}
+
+static int cycle_steps(cfix_t *f, uv_loop_t *loop, cycle_t *e)
+{
+    if (!cfix_run_until(loop, &e->connected, 3000))
+        return 1;
+    kill(f->pid, SIGTERM);
+    if (!cfix_run_until(loop, &e->disconnected, 5000))
+        return 2;
+    waitpid(f->pid, NULL, 0);
+    f->pid = 0;
+    if (cfix_restart(f) != 0)
+        return 3;
+    return cfix_run_until(loop, &e->reconnected, 5000) ? 0 : 4;
+}
+
+int cfix_shutdown_cycle(cfix_t *f, hr_client_opts_t *o)
+{
+    uv_loop_t loop;
+    cycle_t e;
+    hr_client_t *c;
+    memset(&e, 0, sizeof(e));
+    o->on_state = cycle_state;
+    o->arg = &e;
+    uv_loop_init(&loop);
+    int r = hr_client_new(&loop, o, &c) == HR_OK ? cycle_steps(f, &loop, &e) : 1;
+    if (r != 1) {
+        hr_client_close(c);
+        if (!cfix_run_until(&loop, &e.closed, 3000) && r == 0)
+            r = 5;
+    }
+    cfix_loop_close(&loop);
+    return r ? r : e.disc_status;
+}
+
 /* ---- proxy -------------------------------------------------------------- */
 
 typedef struct pair_s {
@@ -241,6 +291,8 @@ struct cfix_proxy_s {
     int port, target;
     int frozen;
     pair_t *pairs;
+    cfix_tap_cb tap;
+    void *tap_arg;
 };
 
 static void pair_handle_closed(uv_handle_t *h)
@@ -293,6 +345,8 @@ static void p_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         free(b->base);
         return;
     }
+    if (s == (uv_stream_t *)&pr->down && pr->p->tap)
+        pr->p->tap(b->base, (size_t)n, pr->p->tap_arg);
     pwrite_t *w = malloc(sizeof(*w) + (size_t)n);
     memcpy(w->data, b->base, (size_t)n);
     free(b->base);
@@ -386,6 +440,12 @@ cfix_proxy_t *cfix_proxy_new(uv_loop_t *loop, int target_port)
 int cfix_proxy_port(const cfix_proxy_t *p)
 {
     return p->port;
+}
+
+void cfix_proxy_tap(cfix_proxy_t *p, cfix_tap_cb cb, void *arg)
+{
+    p->tap = cb;
+    p->tap_arg = arg;
 }
 
 void cfix_proxy_freeze(cfix_proxy_t *p)

@@ -7,6 +7,8 @@
 
 #include <uv.h>
 
+#include "herald/client.h"
+
 /* One broker process started from $HERALD_BIN on 127.0.0.1. */
 typedef struct cfix_s {
     pid_t pid;
@@ -28,6 +30,16 @@ void cfix_kill(cfix_t *f);
 const char *cfix_url(const cfix_t *f, char *buf, size_t n);
 /** Writes "ws://127.0.0.1:<ws_port>/" into `buf`. */
 const char *cfix_ws_url(const cfix_t *f, char *buf, size_t n);
+
+/**
+ * A client made with `o` (whose on_state and arg are replaced) connects on a
+ * loop of its own; the broker gets SIGTERM and is started again on the same
+ * ports; the client must reconnect, then it is closed. Returns the status of
+ * the DISCONNECTED event (HR_ESHUTDOWN when the broker said goodbye), or a
+ * positive step number where it went wrong: 1 no connection, 2 no
+ * disconnection, 3 no restart, 4 no reconnection, 5 no close.
+ */
+int cfix_shutdown_cycle(cfix_t *f, hr_client_opts_t *o);
 
 /**
  * Runs `loop` until `*flag` is non-zero or `timeout_ms` passes; returns 1 if
@@ -55,5 +67,8 @@ int cfix_proxy_resume(cfix_proxy_t *p);
 /** Stops forwarding without closing anything (a dead link); new connections hang too. */
 void cfix_proxy_freeze(cfix_proxy_t *p);
 void cfix_proxy_free(cfix_proxy_t *p);
+/** Shows `cb` every chunk the clients send through the proxy, before it is forwarded. */
+typedef void (*cfix_tap_cb)(const char *p, size_t n, void *arg);
+void cfix_proxy_tap(cfix_proxy_t *p, cfix_tap_cb cb, void *arg);
 
 #endif

@@ -208,9 +208,9 @@ START_TEST(test_bad_options)
     hr_client_opts_t o;
     uv_loop_init(&loop);
     hr_client_opts_init(&o);
-    const char *bad[] = {"wss://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
-                         "tcp://host:99999",     "tcp://host:12ab", "tcp://[::1",  "",
-                         "tcp://h:1/path",       "tcp://::1:7400",  "ws://[::1]x", "ws://:1/"};
+    const char *bad[] = {"wsss://127.0.0.1:7401", "http://x:1",      "tcp://:7400", "tcp://host:0",
+                         "tcp://host:99999",      "tcp://host:12ab", "tcp://[::1",  "",
+                         "tcp://h:1/path",        "tcp://::1:7400",  "ws://[::1]x", "ws://:1/"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         o.url = bad[i];
         ck_assert_msg(hr_client_new(&loop, &o, &c) == HR_EURL, "url %s", bad[i]);

@@ -83,7 +83,7 @@ START_TEST(test_connect_refused)
     o.url = "tcp://127.0.0.1:1";
     ck_assert_int_eq(hr_sync_connect(&o, &s), UV_ECONNREFUSED);
     ck_assert_ptr_null(s);
-    o.url = "wss://127.0.0.1:1";
+    o.url = "https://127.0.0.1:1";
     ck_assert_int_eq(hr_sync_connect(&o, &s), HR_EURL);
 }
 END_TEST

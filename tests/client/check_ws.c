@@ -408,29 +408,17 @@ START_TEST(test_ws_shutdown_reconnect)
     hr_client_opts_t o;
     char url[64];
     hr_client_t *c;
-    uv_loop_init(&loop);
     hr_client_opts_init(&o);
     o.url = cfix_ws_url(&F, url, sizeof(url));
-    o.on_state = ev_cb;
-    o.arg = &e;
     o.reconnect_wait_ms = 10;
-    ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
-    ck_assert(cfix_run_until(&loop, &e.connected, 3000));
-    kill(F.pid, SIGTERM);
-    ck_assert(cfix_run_until(&loop, &e.disconnected, 5000));
-    ck_assert_int_eq(e.disc_status, HR_ESHUTDOWN);
-    waitpid(F.pid, NULL, 0);
-    F.pid = 0;
-    ck_assert_int_eq(cfix_restart(&F), 0);
-    ck_assert(cfix_run_until(&loop, &e.reconnected, 5000));
-    hr_client_close(c);
-    ck_assert(cfix_run_until(&loop, &e.closed, 3000));
-    cfix_loop_close(&loop);
+    ck_assert_int_eq(cfix_shutdown_cycle(&F, &o), HR_ESHUTDOWN);
 
     /* ws:// to the TCP port: the broker's ERR frame instead of an HTTP answer. */
     uv_loop_init(&loop);
     memset(&e, 0, sizeof(e));
     snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", F.port);
+    o.on_state = ev_cb;
+    o.arg = &e;
     ck_assert_int_eq(hr_client_new(&loop, &o, &c), HR_OK);
     ck_assert(cfix_run_until(&loop, &e.closed, 5000));
     ck_assert_int_eq(e.close_status, HR_ETCPPORT);

@@ -30,5 +30,8 @@ expect 2 "$bin/herald-chat" --url "$down" 'bad*room'
 expect 2 "$bin/herald-notify" --url "$down" send bob.smith hello
 expect 2 "$bin/herald-notify" --url "$down" watch 'a>'
 expect 2 "$bin/herald-notify" --url "$down" bogus
+# A CA file that does not load: the client cannot be made, exit 1.
+expect 1 "$bin/herald-chat" --url tls://127.0.0.1:1 --ca /nonexistent/ca.pem lobby
+expect 1 "$bin/herald-notify" --url tls://127.0.0.1:1 --ca /nonexistent/ca.pem watch bob
 expect 0 "$bin/herald-chat" --help
 exit $fail

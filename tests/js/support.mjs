@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Helpers of the JavaScript client's tests: the npm packages tests/ws installs, brokers that can be
 // killed and restarted on the same ports, a TCP proxy that can be cut, waiting for conditions.
+import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after } from 'node:test';
 import { startBroker as start } from '../ws/harness.mjs';
 
@@ -131,4 +136,29 @@ export function jwt(secret, claims, expIn = 60) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ exp: Math.floor(Date.now() / 1000) + expIn, ...claims })}`;
   return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/**
+ * A test CA and certificates made by tests/support/certs.py in a temporary directory (removed at
+ * the end of the file): file(name) is its path ("ca.pem", "server.key", ...), read(name) its
+ * contents.
+ */
+export function testCerts() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'herald-js-certs-'));
+  onEnd(() => rmSync(dir, { recursive: true, force: true }));
+  execFileSync('python3', [new URL('../support/certs.py', import.meta.url).pathname, dir],
+    { stdio: ['ignore', 'ignore', 'inherit'], timeout: 60000 });
+  const file = (name) => path.join(dir, name);
+  return { dir, file, read: (name) => readFileSync(file(name)) };
+}
+
+/** Serves tests/js/page.html at / of an ephemeral loopback port (its own origin); closed at the end. */
+export function servePage() {
+  const page = readFileSync(new URL('./page.html', import.meta.url));
+  const server = http.createServer((req, res) => {
+    if (new URL(req.url, 'http://x').pathname !== '/') res.writeHead(404).end();
+    else res.writeHead(200, { 'Content-Type': 'text/html' }).end(page);
+  });
+  onEnd(() => server.close());
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }

@@ -2,36 +2,24 @@
 // herald.js in headless Chromium: a page imports /herald.js straight from the broker, publishes
 // and subscribes, and keeps its stream without duplicates through a broker killed and restarted.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import http from 'node:http';
+import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { connect } from '../../client/js/herald.js';
-import { CHROMIUM, CHROMIUM_FLAGS, onEnd, playwright, restartableBroker, sleep, until, WebSocket }
-  from './support.mjs';
-
-// The page comes from its own origin: the broker's CORS header lets it import /herald.js.
-function serve() {
-  const page = readFileSync(new URL('./page.html', import.meta.url));
-  const server = http.createServer((req, res) => {
-    if (new URL(req.url, 'http://x').pathname !== '/') res.writeHead(404).end();
-    else res.writeHead(200, { 'Content-Type': 'text/html' }).end(page);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
+import { CHROMIUM, CHROMIUM_FLAGS, onEnd, playwright, restartableBroker, servePage, sleep, until,
+  WebSocket } from './support.mjs';
 
 describe('herald.js in headless Chromium', { timeout: 180000 }, () => {
   let web, browser, broker;
 
   before(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`FAIL: ${CHROMIUM} not found; install it with scripts/deps.sh browser`);
-    web = await serve();
+    web = await servePage(); // its own origin: the broker's CORS header lets it import /herald.js
     broker = await restartableBroker('--history-msgs', '1000');
     browser = await playwright().chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, timeout: 60000 });
   });
 
   after(async () => {
     if (browser) await browser.close();
-    if (web) web.close();
     if (broker) await broker.stop();
   });
 
