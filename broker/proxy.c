@@ -162,8 +162,9 @@ static int parse_v2(const uint8_t *p, size_t n, size_t v2_max, hr_proxy_hdr_t *h
     if (n < HR_PROXY_V2_HDR + len)
         return HR_EAGAIN;
     const uint8_t *a = p + HR_PROXY_V2_HDR;
-    /* The TLVs after the addresses are skipped, but they must tile the rest exactly. */
-    size_t off = local ? len : alen;
+    /* The TLVs after the addresses are skipped, but they must tile the rest exactly. LOCAL
+     * and UNSPEC carry nothing the receiver may use: their bytes are ignored as they are. */
+    size_t off = local || p[13] >> 4 == 0 ? len : alen;
     while (off < len) {
         if (len - off < 3 || len - off - 3 < ((size_t)a[off + 1] << 8 | a[off + 2]))
             return fail(h, "v2: a TLV runs past the end of the header");
