@@ -231,20 +231,18 @@ void hr__proxy_data(hr_conn_t *c, const char *p, size_t n)
         len = pc->held.len;
     }
     int r = hr__proxy_parse(buf, len, V2_MAX, &h);
+    /* From an unlisted address, a header is refused as soon as its signature is complete;
+     * "PRO" alone could still be something else, and is held like a listed one's. */
+    if (r == HR_EAGAIN && !(pc->state == P_REFUSED && h.version)) {
+        if (!had && hr_buf_append(&pc->held, p, n) != HR_OK)
+            hr__conn_close_now(c);
+        return;
+    }
     if (pc->state == P_REFUSED && r != HR_EINVAL) {
-        if (r == HR_EAGAIN && !h.version) {
-            if (!had && hr_buf_append(&pc->held, p, n) != HR_OK)
-                hr__conn_close_now(c);
-            return; /* "PRO": not yet known to be a header */
-        }
         refuse(c, "a header from an address not in proxy-from");
         return;
     }
     switch (r) {
-    case HR_EAGAIN:
-        if (!had && hr_buf_append(&pc->held, p, n) != HR_OK)
-            hr__conn_close_now(c);
-        return;
     case HR_EPROTO:
         refuse(c, h.why);
         return;

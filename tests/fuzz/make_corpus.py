@@ -146,6 +146,9 @@ max-pub-rate = 1000
                             + lp(pk(3, 2, "chat.>")) + lp(pk(2, "chat.x", b"p", {"ack": 1}))))
     write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
+    # The harness's peers are not in proxy-from: a PROXY header is refused, the others go on.
+    write(cn, "proxy_refused", chunks(0, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n" + hello)
+          + chunks(1, b"PRO") + chunks(1, b"XY ") + chunks(2, hello + lp(FRAMES["ping"])))
 
     # WebSocket (fuzz_wsconn: fuzz_conn.c over the WebSocket transport). Byte 0 odd: the harness
     # sends a valid upgrade on every connection first; even: the input carries the HTTP itself.

@@ -312,6 +312,16 @@ class ProxyProtocol(unittest.TestCase):
         self.welcomed(PWsClient, b.ws, v2("203.0.113.7"))
         self.welcomed(Client, b.tcp, None, source=LB)
 
+    def test_reload_keeps_the_settings(self):
+        b = Broker(config="proxy-protocol = tcp\nproxy-from = %s\n" % LB)
+        self.addCleanup(self.finish, b)
+        with open(os.path.join(b.dir, "herald.conf"), "w") as f:
+            f.write("proxy-protocol = off\nproxy-from = 10.0.0.0/8\n")
+        os.kill(b.pid, signal.SIGHUP)
+        self.log_has(b, "reload: 'proxy-protocol' changed but needs a restart")
+        self.log_has(b, "reload: 'proxy-from' changed but needs a restart")
+        self.welcomed(PClient, b.tcp, v1("203.0.113.7"))  # still on, still trusting 127.0.0.2
+
     # ---- start-up -----------------------------------------------------------------------
 
     def test_startup_validation(self):
