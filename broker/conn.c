@@ -606,6 +606,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread != UV_EOF)
             HR_LOG(HR_LOG_DEBUG, c->id, "read error: %s", uv_strerror((int)nread));
+        if (c->proxy)
+            hr__proxy_cut(c); /* logs a header the peer did not finish */
         hr__conn_close_now(c);
         return;
     }

@@ -113,6 +113,12 @@ int hr__proxy_in_header(const struct hr_conn_s *c);
  */
 void hr__proxy_data(struct hr_conn_s *c, const char *p, size_t n);
 
+/**
+ * The peer closed `c` (or the read failed): if it was in the middle of a
+ * header, that is logged and counted as a refusal. The caller closes `c`.
+ */
+void hr__proxy_cut(struct hr_conn_s *c);
+
 /** Sweep: closes a connection whose header is not complete in time. 1 if it did. */
 int hr__proxy_sweep(struct hr_conn_s *c, uint64_t now);
 

@@ -163,8 +163,8 @@ void hr__proxy_conn_free(hr_conn_t *c)
     c->proxy = NULL;
 }
 
-/* One line with the reason (rate-limited like the other refusals), then the connection goes. */
-static void refuse(hr_conn_t *c, const char *why)
+/* One line with the reason, rate-limited like the other refusals. */
+static void log_refusal(hr_conn_t *c, const char *why)
 {
     hr_server_t *s = c->srv;
     char via[80];
@@ -172,7 +172,18 @@ static void refuse(hr_conn_t *c, const char *why)
     if (hr__limits_log_budget(s))
         HR_LOG(HR_LOG_WARN, c->id, "refused on the %s port: PROXY protocol from %s: %s",
                c->tp->name, via_str(c, via, sizeof(via)), why);
+}
+
+static void refuse(hr_conn_t *c, const char *why)
+{
+    log_refusal(c, why);
     hr__conn_close_now(c);
+}
+
+void hr__proxy_cut(hr_conn_t *c)
+{
+    if (hr__proxy_in_header(c) && c->proxy->held.len)
+        log_refusal(c, "the connection closed in the middle of a header");
 }
 
 /* The header named the client (or said there is none: LOCAL, UNKNOWN). */

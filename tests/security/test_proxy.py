@@ -300,6 +300,20 @@ class ProxyProtocol(unittest.TestCase):
         s = self.raw(b.tcp, b"P", source="127.0.0.1")
         self.closed_silently(s, timeout=5)
 
+    def test_truncated_header_logged(self):
+        b = self.start()
+        for port, partial in ((b.tcp, v1("203.0.113.7")[:25]), (b.ws, v2("2001:db8::1")[:40])):
+            s = self.raw(port, partial)
+            time.sleep(0.1 * SLOW)
+            s.close()  # the balancer gives up half-way
+        s = self.raw(b.tcp)  # connected and closed without a byte: a health check, not logged
+        s.close()
+        self.log_has(b, "refused on the tcp port: PROXY protocol from 127.0.0.2:")
+        self.log_has(b, "refused on the ws port: PROXY protocol from 127.0.0.2:")
+        time.sleep(0.2 * SLOW)
+        self.assertEqual(b.logtext().count("the connection closed in the middle of a header"), 2)
+        self.assertEqual(metrics(b)["herald_proxy_refused_total"], 2)
+
     def test_only_the_configured_port(self):
         b = self.start(ports="tcp")
         self.welcomed(PClient, b.tcp, v1("203.0.113.7"))
