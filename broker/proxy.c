@@ -8,7 +8,6 @@
 
 #include "herald/status.h"
 #include "proxy.h"
-#include "server.h"
 
 /*
  * Hand-written: Debian packages no PROXY protocol library (HAProxy's parser
@@ -305,11 +304,11 @@ int hr__proxy_ports(const char *v)
     if (!strcmp(v, "off"))
         return 0;
     if (!strcmp(v, "tcp"))
-        return 1 << HR_T_TCP;
+        return HR_PROXY_TCP;
     if (!strcmp(v, "ws"))
-        return 1 << HR_T_WS;
+        return HR_PROXY_WS;
     if (!strcmp(v, "both"))
-        return 1 << HR_T_TCP | 1 << HR_T_WS;
+        return HR_PROXY_TCP | HR_PROXY_WS;
     return -1;
 }
 

@@ -69,7 +69,11 @@ int hr__proxy_nets_parse(const char *list, hr_proxy_net_t *nets, char *err, size
  */
 int hr__proxy_nets_match(const hr_proxy_net_t *nets, int n, int family, const uint8_t *addr);
 
-/** Which ports take the header, from the `proxy-protocol` value: bit 1 << enum hr_tkind. */
+/* Ports, as bits 1 << enum hr_tkind (server.h; proxy_conn.c checks they agree). */
+#define HR_PROXY_TCP 1
+#define HR_PROXY_WS 2
+
+/** Which ports take the header, from the `proxy-protocol` value: HR_PROXY_* bits, -1 if bad. */
 int hr__proxy_ports(const char *value);
 
 /**

@@ -16,6 +16,9 @@
  */
 #define V2_MAX 4096
 
+_Static_assert(HR_PROXY_TCP == 1 << HR_T_TCP && HR_PROXY_WS == 1 << HR_T_WS,
+               "proxy-protocol bits are indexed by transport kind");
+
 /* The worker's settings, parsed once at start-up. */
 struct hr_proxy_s {
     int ports; /* 1 << enum hr_tkind: the ports that take the header */
