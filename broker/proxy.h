@@ -93,10 +93,10 @@ int hr__proxy_init(struct hr_server_s *s);
 void hr__proxy_destroy(struct hr_server_s *s);
 
 /**
- * A connection was just accepted (its socket is open): on a port that takes
- * the header, decides from the peer address whether the header is required
- * (a listed balancer) or refused (anyone else), and marks `c` so that its
- * first bytes go to hr__proxy_data(). May close `c` (out of memory).
+ * A connection was just accepted (its socket is open): logs its address at
+ * debug level and, on a port that takes the header, decides from the peer address whether the
+ * header is required (a listed balancer) or refused (anyone else), and marks `c` so that its first
+ * bytes go to hr__proxy_data(). May close `c` (out of memory).
  */
 void hr__proxy_accept(struct hr_conn_s *c);
 

@@ -130,6 +130,11 @@ void hr__proxy_accept(hr_conn_t *c)
     const struct hr_proxy_s *px = c->srv->proxy;
     struct sockaddr_storage ss;
     int len = sizeof(ss), listed = 0;
+    if (hr__log_level >= HR_LOG_DEBUG) { /* the connection id's address, for the lines after */
+        char via[80];
+        HR_LOG(HR_LOG_DEBUG, c->id, "accepted on the %s port from %s", c->tp->name,
+               via_str(c, via, sizeof(via)));
+    }
     if (!px || !(px->ports & (1 << c->tp->kind)))
         return;
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {

@@ -131,11 +131,13 @@ class ProxyProtocol(unittest.TestCase):
             self.roundtrip(a, c, "t." + kind)
             self.roundtrip(d, a, "u." + kind)
             seen += [a, c, d]
+        self.log_has(b, "accepted on the tcp port from 127.0.0.2:")
         self.log_has(b, "PROXY v1 from 127.0.0.2:")
         self.log_has(b, "client 203.0.113.7:51000")
         self.log_has(b, "client [2001:db8::7]:4444")
         self.log_has(b, "client 198.51.100.9:51000")
         m = metrics(b)  # a direct client: 127.0.0.1 is not in proxy-from
+        self.log_has(b, "accepted on the ws port from 127.0.0.1:")
         self.assertEqual(m["herald_proxy_headers_total"], 6)
         self.assertEqual(m["herald_proxy_refused_total"], 0)
 
