@@ -208,6 +208,8 @@ int hr__proxy_parse(const uint8_t *p, size_t n, size_t v2_max, hr_proxy_hdr_t *h
 
 /* ---- proxy-from ------------------------------------------------------------------------ */
 
+static const uint8_t v4_mapped[12] = {[10] = 0xff, [11] = 0xff};
+
 static int net_parse(const char *s, size_t n, hr_proxy_net_t *net, char *err, size_t errlen)
 {
     char tmp[64];
@@ -248,6 +250,13 @@ static int net_parse(const char *s, size_t n, hr_proxy_net_t *net, char *err, si
                      bits);
             return -1;
         }
+    /* Peers with IPv4-mapped addresses are matched as IPv4, so such an entry is IPv4 too. */
+    if (net->family == AF_INET6 && bits >= 96 && !memcmp(net->addr, v4_mapped, 12)) {
+        memmove(net->addr, net->addr + 12, 4);
+        memset(net->addr + 4, 0, 12);
+        net->family = AF_INET;
+        net->bits = (uint8_t)(bits - 96);
+    }
     return 0;
 }
 
@@ -286,8 +295,7 @@ static int prefix_eq(const uint8_t *a, const uint8_t *b, unsigned bits)
 
 int hr__proxy_nets_match(const hr_proxy_net_t *nets, int n, int family, const uint8_t *addr)
 {
-    static const uint8_t mapped[12] = {[10] = 0xff, [11] = 0xff};
-    if (family == AF_INET6 && !memcmp(addr, mapped, 12)) {
+    if (family == AF_INET6 && !memcmp(addr, v4_mapped, 12)) {
         family = AF_INET;
         addr += 12;
     }

@@ -374,6 +374,22 @@ START_TEST(nets_lists)
     ck_assert(!match(nets, 2, "2001:db8:7fff::1"));
     ck_assert(match(nets, n, "1.2.3.4"));
     ck_assert(!match(nets, n, "2001:db9::1"));
+    /* An IPv4-mapped entry is an IPv4 one: it matches IPv4 peers and mapped peers alike. */
+    ck_assert_int_eq(n = nets_parse("::ffff:192.168.1.7, ::ffff:10.1.2.0/120", nets, err), 2);
+    ck_assert_int_eq(nets[0].family, AF_INET);
+    ck_assert_int_eq(nets[0].bits, 32);
+    ck_assert_int_eq(nets[1].family, AF_INET);
+    ck_assert_int_eq(nets[1].bits, 24);
+    ck_assert(match(nets, n, "192.168.1.7"));
+    ck_assert(match(nets, n, "::ffff:192.168.1.7"));
+    ck_assert(match(nets, n, "10.1.2.200"));
+    ck_assert(match(nets, n, "::ffff:10.1.2.200"));
+    ck_assert(!match(nets, n, "10.1.3.1"));
+    ck_assert_int_eq(n = nets_parse("::ffff:0:0/96", nets, err), 1); /* every mapped address */
+    ck_assert_int_eq(nets[0].family, AF_INET);
+    ck_assert_int_eq(nets[0].bits, 0);
+    ck_assert(match(nets, n, "1.2.3.4"));
+    ck_assert(!match(nets, n, "2001:db9::1"));
     ck_assert_int_eq(n = nets_parse("::/0", nets, err), 1);
     ck_assert(match(nets, n, "2001:db9::1"));
     ck_assert(!match(nets, n, "1.2.3.4"));

@@ -229,6 +229,8 @@ max-pub-rate = 1000
     write(px, "v2_truncated", v2(1, 0x21, a6)[:30])
     write(px, "direct", hello)
     write(px, "nets", b"10.0.0.0/8, 192.168.1.7,fd00::/8,::1,172.16.0.0/12")
+    # Regression: an IPv4-mapped entry never matched, not even its own address.
+    write(px, "nets_mapped", b"::ffff:192.168.1.7, ::ffff:10.1.2.0/120,10.0.0.0/8")
 
 
 if __name__ == "__main__":
