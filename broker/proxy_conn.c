@@ -274,9 +274,18 @@ void hr__proxy_data(hr_conn_t *c, const char *p, size_t n)
             hr_buf_t held = pc->held;
             hr_buf_init(&pc->held);
             hr__proxy_conn_free(c);
+            if (!had) {
+                pass(c, p, n);
+                return;
+            }
+            /* One piece: TLS decrypts into the loop-wide buffer, where the rest of `p` is. */
+            if (took < n && hr_buf_append(&held, p + took, n - took) != HR_OK) {
+                hr_buf_destroy(&held);
+                hr__conn_close_now(c);
+                return;
+            }
             pass(c, (const char *)held.base, held.len);
             hr_buf_destroy(&held);
-            pass(c, had ? p + took : p, had ? n - took : n);
         }
         return;
     default: /* HR_OK */

@@ -3,17 +3,25 @@
 # PROXY protocol v1/v2 against the real broker on both ports: the balancer at 127.0.0.2 sends
 # the header, clients at 127.0.0.1 connect directly; limits count the addresses headers name.
 import os
+import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import msgpack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "support"))
+import certs  # noqa: E402
 from herald_test import (ERR, MSG, SLOW, WELCOME, Broker, Client, HttpRefused,  # noqa: E402
-                         WsClient, herald_bin, http_raw, metrics)
+                         WsClient, herald_bin, http_raw, metrics, pack)
 
 LB = "127.0.0.2"  # the load balancer: the only address in proxy-from
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -61,7 +69,9 @@ def kinds():
     return (("tcp", PClient), ("ws", PWsClient))
 
 
-class ProxyProtocol(unittest.TestCase):
+class ProxyCase(unittest.TestCase):
+    """Helpers: brokers that must exit clean, raw sockets from the balancer, the log."""
+
     def start(self, *args, ports="both"):
         b = Broker("--proxy-protocol", ports, "--proxy-from", "10.9.9.0/24, %s, fd00::/8" % LB,
                    *args)
@@ -118,6 +128,8 @@ class ProxyProtocol(unittest.TestCase):
         pub.pub(topic, b"hi")
         self.assertEqual(sub.expect(MSG)[2], topic)
 
+
+class ProxyProtocol(ProxyCase):
     # ---- headers on both ports --------------------------------------------------------
 
     def test_v1_and_v2_on_both_ports(self):
@@ -356,6 +368,118 @@ class ProxyProtocol(unittest.TestCase):
             self.assertEqual(r.returncode, 1, (args, r.stderr))
             self.assertIn(text, r.stderr)
             self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+
+class ProxyThenTls(ProxyCase):
+    """The header comes first, in the clear, also on ports that speak TLS."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="herald-proxy-certs-")
+        cls.certs = certs.make(cls.dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def start(self, *args):
+        b = Broker("--proxy-protocol", "both", "--proxy-from", LB, "--tls-cert",
+                   self.certs["server"], "--tls-key", self.certs["server_key"], *args)
+        self.addCleanup(self.finish, b)
+        return b
+
+    def ctx(self):
+        return ssl.create_default_context(cafile=self.certs["ca"])
+
+    def tls_client(self, cls, port, header):
+        outer = self
+
+        class C(cls):
+            def handshake(self):
+                self.s.sendall(header)
+                self.s = outer.ctx().wrap_socket(self.s, server_hostname="localhost")
+                cls.handshake(self)  # WsClient's upgrade; nothing for Client
+
+        c = C(port, source=LB)
+        self.addCleanup(c.close)
+        return c
+
+    def test_header_then_tls_on_both_ports(self):
+        b = self.start("--max-conns-per-ip", "1")
+        a = self.tls_client(Client, b.tcp, v2("203.0.113.7"))
+        self.assertEqual(a.next()[0], WELCOME)
+        w = self.tls_client(WsClient, b.ws, v1("203.0.113.8"))
+        self.assertEqual(w.next()[0], WELCOME)
+        w.sub(1, "t")
+        w.sync()
+        a.pub("t", b"over tls")
+        self.assertEqual(w.expect(MSG)[2], "t")
+        # The limit counts the client the header names, before TLS begins: refused.
+        with self.assertRaises((ssl.SSLError, OSError, EOFError)):
+            self.tls_client(Client, b.tcp, v1("203.0.113.7")).next()
+        m = self.https_metrics(b)  # a direct client (127.0.0.1 is not listed)
+        self.assertEqual(m["herald_proxy_headers_total"], 3)
+        self.assertEqual(m["herald_connections_refused_per_ip_total"], 1)
+
+    def https_metrics(self, b):
+        s = self.ctx().wrap_socket(socket.create_connection(("127.0.0.1", b.ws), timeout=5 * SLOW),
+                                   server_hostname="localhost")
+        self.addCleanup(s.close)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except ssl.SSLError:
+                break
+            if not d:
+                break
+            data += d
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head)
+        return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in body.decode().splitlines()
+                                         if line and not line.startswith("#"))}
+
+    def test_header_and_client_hello_in_one_segment(self):
+        b = self.start()
+        s = socket.create_connection(("127.0.0.1", b.tcp), timeout=5 * SLOW,
+                                     source_address=(LB, 0))
+        self.addCleanup(s.close)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        t = self.ctx().wrap_bio(inc, out, server_hostname="localhost")
+        with self.assertRaises(ssl.SSLWantReadError):
+            t.do_handshake()
+        s.sendall(v1("203.0.113.7") + out.read())  # the header and the ClientHello together
+
+        def pump():
+            d = out.read()
+            if d:
+                s.sendall(d)
+            r = s.recv(65536)
+            self.assertTrue(r, "closed")
+            inc.write(r)
+
+        while True:
+            try:
+                t.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        body = pack(1, {"v": 1})
+        t.write(struct.pack(">I", len(body)) + body)
+        got = b""
+        while len(got) < 4 or len(got) < 4 + struct.unpack(">I", got[:4])[0]:
+            try:
+                got += t.read(65536)
+            except ssl.SSLWantReadError:
+                pump()
+        self.assertEqual(msgpack.unpackb(got[4:], raw=False)[0], WELCOME)
+
+    def test_bad_header_on_a_tls_port(self):
+        b = self.start()
+        s = self.raw(b.tcp, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+        self.closed_silently(s)
+        self.log_has(b, "v1: line ends with LF, not CRLF")
 
 
 if __name__ == "__main__":
