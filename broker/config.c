@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "proxy.h"
 
 enum kind { K_INT, K_SIZE, K_STR, K_BOOL };
 
@@ -124,6 +125,12 @@ static const opt_t opts[] = {
       "client certificates: none, optional (checked when sent) or required (needs tls-ca)"),
     S("tls-ports", tls_ports, "tcp,ws",
       "which ports speak TLS when tls-cert is set: tcp, ws or tcp,ws"),
+    S("proxy-protocol", proxy_protocol, "off",
+      "ports whose connections from proxy-from start with a PROXY protocol v1/v2 header: off, "
+      "tcp, ws or both"),
+    S("proxy-from", proxy_from, "",
+      "comma-separated addresses and CIDR blocks (IPv4, IPv6) of the load balancers that send "
+      "the PROXY header"),
     B("demo", demo, "false", "serve the demo chat page under /demo/ on the WebSocket port"),
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -280,6 +287,8 @@ int hr__config_set(hr_config_t *c, const char *name, const char *value, char *er
                      value);
             return -1;
         }
+        if (hr__proxy_setting_check(name, value, err, errlen) != 0)
+            return -1;
         strcpy(base + o->off, value);
         return 0;
     }

@@ -50,6 +50,9 @@ typedef struct hr_config_s {
     int64_t max_pub_burst;
     int64_t max_replay_rate;
     int64_t max_replay_burst;
+    /* proxy_conn.c */
+    char proxy_protocol[8];
+    char proxy_from[1024];
     /* engine */
     int64_t topic_tombstones;
     int64_t engine_delay_ms;

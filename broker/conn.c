@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "log.h"
 #include "policy.h"
+#include "proxy.h"
 #include "server.h"
 #include "tls.h"
 
@@ -73,6 +74,7 @@ static void on_close(uv_handle_t *h)
     hr_buf_destroy(&c->in);
     hr__auth_conn_free(c);
     hr__limits_conn_free(c);
+    hr__proxy_conn_free(c);
     if (c->tp->on_free)
         c->tp->on_free(c);
     hr__tls_free(c);
@@ -604,6 +606,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread != UV_EOF)
             HR_LOG(HR_LOG_DEBUG, c->id, "read error: %s", uv_strerror((int)nread));
+        if (c->proxy)
+            hr__proxy_cut(c); /* logs a header the peer did not finish */
         hr__conn_close_now(c);
         return;
     }
@@ -613,15 +617,23 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         c->srv->stats.bytes_in += (uint64_t)nread;
     else
         c->srv->stats.http_bytes_in += (uint64_t)nread;
-    if (c->tls) {
-        hr__tls_read(c, buf->base, (size_t)nread);
+    if (c->proxy && hr__proxy_in_header(c)) {
+        hr__proxy_data(c, buf->base, (size_t)nread); /* raw bytes: the header comes before TLS */
         return;
     }
-    if (buf->base != c->srv->rbuf) {
+    if (buf->base != c->srv->rbuf) { /* the transport's own buffer (never with TLS: on_alloc) */
         c->tp->read_done(c, (size_t)nread);
         return;
     }
-    c->tp->on_data(c, buf->base, (size_t)nread);
+    hr__conn_input(c, buf->base, (size_t)nread);
+}
+
+void hr__conn_input(hr_conn_t *c, const char *p, size_t n)
+{
+    if (c->tls)
+        hr__tls_read(c, p, n); /* ciphertext: its plaintext goes on to the transport */
+    else
+        c->tp->on_data(c, p, n);
 }
 
 /*
@@ -704,7 +716,8 @@ void hr__conn_protocol(hr_conn_t *c)
 void hr__conn_start(hr_conn_t *c)
 {
     uv_tcp_nodelay(&c->tcp, 1);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+    hr__proxy_accept(c);
+    if (!(c->flags & HR_C_CLOSED) && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         hr__conn_close_now(c);
 }
 
@@ -753,6 +766,8 @@ void hr__conn_sweep(hr_conn_t *c, uint64_t now)
         }
         return;
     }
+    if (c->proxy && hr__proxy_sweep(c, now)) /* the PROXY header comes before TLS */
+        return;
     if (c->tls && hr__tls_sweep(c, now))
         return;
     if (c->tp->on_sweep && c->tp->on_sweep(c, now))

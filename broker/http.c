@@ -347,6 +347,12 @@ static const fam_t families[] = {
      W(st.refused_conns), 1, L_NONE, 0, 0},
     {"herald_connections_refused_per_ip_total", "counter",
      "Connections refused by max-conns-per-ip.", W(st.refused_per_ip), 1, L_NONE, 0, 0},
+    {"herald_proxy_headers_total", "counter", "PROXY protocol headers accepted.",
+     W(st.proxy_headers), 1, L_NONE, 0, 0},
+    {"herald_proxy_refused_total", "counter",
+     "Connections refused for their PROXY header: malformed, missing, late, cut short, or from "
+     "an address not in proxy-from.",
+     W(st.proxy_refused), 1, L_NONE, 0, 0},
     {"herald_handshakes_refused_total", "counter",
      "Connections refused by max-pending (handshakes in progress).", W(st.refused_pending), 1,
      L_NONE, 0, 0},

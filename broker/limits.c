@@ -5,6 +5,7 @@
 
 #include "limits.h"
 #include "log.h"
+#include "proxy.h"
 #include "server.h"
 
 void hr__limits_init(hr_server_t *s)
@@ -32,13 +33,13 @@ void hr__limits_destroy(hr_server_t *s)
 /*
  * The per-IP key: the IPv4 address, or the first 64 bits of an IPv6 address
  * (one host usually holds a whole /64, so counting /128s would be no limit).
- * IPv4-mapped IPv6 addresses count as their IPv4 address.
+ * IPv4-mapped IPv6 addresses count as their IPv4 address. Behind a load
+ * balancer that sends the PROXY header, the address is the client's it names.
  */
 static int ip_key(hr_conn_t *c, uint8_t key[16])
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    if (hr__proxy_peer(c, &ss) != 0)
         return 0;
     if (ss.ss_family == AF_INET) {
         memcpy(key, &((struct sockaddr_in *)&ss)->sin_addr, 4);
@@ -65,9 +66,25 @@ const char *hr__limits_accept(hr_conn_t *c)
         s->stats.refused_pending++;
         return "too many pending handshakes: try again later";
     }
+    /* A balancer's connection counts against the client its PROXY header names, later. */
+    const char *why = hr__proxy_waiting(c) ? NULL : hr__limits_peer(c);
+    if (why)
+        return why;
+    l->pending = 1;
+    s->limits.pending++;
+    l->rate_ms = hr__now_ms(s);
+    l->tokens =
+        (uint64_t)(s->cfg.max_pub_burst ? s->cfg.max_pub_burst : s->cfg.max_pub_rate) * 1000;
+    return NULL;
+}
+
+const char *hr__limits_peer(hr_conn_t *c)
+{
+    hr_server_t *s = c->srv;
+    hr_limits_conn_t *l = &c->lim;
     int klen = ip_key(c, l->ip); /* also the key of the address's replay scan budget */
     l->iplen = (uint8_t)(klen > 0 ? klen : 0);
-    if (s->cfg.max_conns_per_ip && l->iplen) {
+    if (s->cfg.max_conns_per_ip && l->iplen && !l->counted) {
         uintptr_t n = (uintptr_t)hr__map_get(&s->limits.per_ip, l->ip, l->iplen);
         if (n >= (uintptr_t)s->cfg.max_conns_per_ip) {
             s->stats.refused_per_ip++;
@@ -77,11 +94,6 @@ const char *hr__limits_accept(hr_conn_t *c)
             return "out of memory";
         l->counted = 1;
     }
-    l->pending = 1;
-    s->limits.pending++;
-    l->rate_ms = hr__now_ms(s);
-    l->tokens =
-        (uint64_t)(s->cfg.max_pub_burst ? s->cfg.max_pub_burst : s->cfg.max_pub_rate) * 1000;
     return NULL;
 }
 

@@ -45,6 +45,13 @@ void hr__limits_destroy(struct hr_server_s *s);
  */
 const char *hr__limits_accept(struct hr_conn_s *c);
 
+/**
+ * Counts `c` against its client address (max-conns-per-ip) and keys its
+ * replay scan budget by it: at accept, or once a PROXY header named the
+ * client. NULL, or a static reason (counted) to refuse it with ERR 7.
+ */
+const char *hr__limits_peer(struct hr_conn_s *c);
+
 /** The handshake of `c` is over (HELLO arrived): it no longer counts as pending. */
 void hr__limits_hello(struct hr_conn_s *c);
 

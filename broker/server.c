@@ -15,6 +15,7 @@
 #include "pipeline.h"
 #include "server.h"
 #include "policy.h"
+#include "proxy.h"
 #include "stats.h"
 #include "tls.h"
 #include "xsub.h"
@@ -203,6 +204,8 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     if ((r = hr__policy_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
     if ((r = hr__presence_init(s)) != HR_OK)
+        goto fail;
+    if ((r = hr__proxy_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
     if ((r = hr__pipeline_init(s)) != HR_OK) /* prints why, except when out of memory */
         goto fail;
@@ -421,6 +424,7 @@ void hr__server_destroy(hr_server_t *s)
     hr__presence_destroy(s);
     hr__auth_destroy(s);
     hr__limits_destroy(s);
+    hr__proxy_destroy(s);
     hr__index_destroy(&s->index);
     hr__map_destroy(&s->conns_by_id);
     hr__engine_destroy(s->engine);

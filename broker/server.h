@@ -90,6 +90,8 @@ struct hr_conn_s {
     struct hr_tls_s *tls;    /* tls.c: the TLS session, NULL on a plain connection */
     hr_conn_t *prev, *next;  /* all connections */
     hr_conn_t *pending_next; /* flush list */
+    /* proxy_conn.c: the PROXY header being read, then the client's address; NULL: none */
+    struct hr_proxy_conn_s *proxy;
 };
 
 /* Counters exported by /metrics; uint64_t fields only (stats.c adds them as an array). */
@@ -116,6 +118,8 @@ typedef struct hr_stats_s {
     uint64_t http_bytes_out;  /* bytes written to connections that never finished it */
     uint64_t tls_handshakes;  /* TLS handshakes completed */
     uint64_t tls_failed;      /* TLS connections closed by a failed or stalled handshake */
+    uint64_t proxy_headers;   /* PROXY protocol headers accepted */
+    uint64_t proxy_refused;   /* connections refused for their PROXY header (or its absence) */
 } hr_stats_t;
 
 typedef struct hr_listener_s {
@@ -172,6 +176,7 @@ struct hr_server_s {
     struct hr_cstats_s *cstats; /* stats.c: the cluster's shared stats area; NULL when alone */
     hr_limits_t limits;         /* limits.c */
     struct hr_tls_srv_s *tls;   /* tls.c: the TLS context; NULL when TLS is off */
+    struct hr_proxy_s *proxy;   /* proxy_conn.c: PROXY protocol settings; NULL when off */
     void *auth;                 /* auth.c: tokens and keys; NULL when unrestricted */
     /* presence.c: rooms and their watchers */
     struct hr_presence_s *presence;
@@ -226,6 +231,12 @@ void hr__conn_congest(hr_conn_t *c);
 /* conn.c: connection lifecycle, output queue, closing */
 hr_conn_t *hr__conn_new(hr_server_t *s, const hr_transport_t *tp);
 void hr__conn_start(hr_conn_t *c);
+/**
+ * What the socket read, after any PROXY header (proxy_conn.c) was taken
+ * off (borrowed for the call): TLS decrypts it first on a TLS connection,
+ * then the transport gets it.
+ */
+void hr__conn_input(hr_conn_t *c, const char *p, size_t n);
 /** Queues ERR for `status` (an HR_E* with a wire code) that leaves the connection open. */
 void hr__conn_err(hr_conn_t *c, int status, const char *msg, int has_ref, uint64_t ref);
 /** Queues the ERR for `status` (HR_OK: none), lets the transport say goodbye, drains, closes. */

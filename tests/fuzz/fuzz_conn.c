@@ -55,14 +55,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     char err[256];
     hr__config_defaults(&cfg);
-    /* Small limits so the fuzzer reaches them. */
+    /* Small limits so the fuzzer reaches them. The PROXY protocol hook runs first on every
+     * connection: the socketpairs are not in proxy-from, so a header is refused and anything
+     * else passes through to the transport. */
     static const char *set[][2] = {
         {"max-payload", "2048"},      {"max-subs", "6"},
         {"max-topics", "24"},         {"history-msgs", "4"},
         {"history-bytes", "4K"},      {"history-total", "16K"},
         {"out-hard", "16K"},          {"out-soft", "4K"},
         {"out-soft-ms", "0"},         {"heartbeat-ms", "1000"},
-        {"hello-timeout-ms", "1000"},
+        {"hello-timeout-ms", "1000"}, {"proxy-protocol", "both"},
+        {"proxy-from", "10.0.0.0/8"},
     };
     for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++)
         if (hr__config_set(&cfg, set[i][0], set[i][1], err, sizeof(err)) != 0)

@@ -146,6 +146,9 @@ max-pub-rate = 1000
                             + lp(pk(3, 2, "chat.>")) + lp(pk(2, "chat.x", b"p", {"ack": 1}))))
     write(cn, "bad_token", chunks(0, lp(pk(1, {"v": 1, "token": "eyJhbGciOiJIUzI1NiJ9.e30.x"}))))
     write(cn, "split", b"".join(bytes([0, 1, b]) for b in hello + lp(FRAMES["sub"])))
+    # The harness's peers are not in proxy-from: a PROXY header is refused, the others go on.
+    write(cn, "proxy_refused", chunks(0, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n" + hello)
+          + chunks(1, b"PRO") + chunks(1, b"XY ") + chunks(2, hello + lp(FRAMES["ping"])))
 
     # WebSocket (fuzz_wsconn: fuzz_conn.c over the WebSocket transport). Byte 0 odd: the harness
     # sends a valid upgrade on every connection first; even: the input carries the HTTP itself.
@@ -194,6 +197,40 @@ max-pub-rate = 1000
     write(ht, "healthz", b"GET /healthz?x=1 HTTP/1.1\r\nHost: h\r\n\r\n")
     write(ht, "folded", b"GET / HTTP/1.1\r\nConnection: keep-alive,\r\n Upgrade\r\n\r\n")
     write(ht, "list", b"a, b ,UPGRADE,websocket")
+
+    # PROXY protocol headers (fuzz_proxy), most followed by the client's first bytes.
+    px = os.path.join(base, "proxy")
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+
+    def v2(cmd, fam, body):
+        return sig + bytes([0x20 | cmd, fam]) + struct.pack(">H", len(body)) + body
+
+    def tlv(t, v):
+        return bytes([t]) + struct.pack(">H", len(v)) + v
+
+    a4 = bytes([203, 0, 113, 7, 10, 0, 0, 1]) + struct.pack(">HH", 51000, 7400)
+    a6 = (bytes.fromhex("20010db8000000000000000000000007") + bytes(15) + b"\x01"
+          + struct.pack(">HH", 443, 7401))
+    write(px, "v1_tcp4", b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 7400\r\n" + hello)
+    write(px, "v1_tcp6", b"PROXY TCP6 2001:db8::7 ::1 443 7401\r\nGET / HTTP/1.1\r\n\r\n")
+    write(px, "v1_unknown", b"PROXY UNKNOWN\r\n")
+    write(px, "v1_long", b"PROXY UNKNOWN " + b"f" * 91 + b"\r\n")
+    write(px, "v1_bad_port", b"PROXY TCP4 1.2.3.4 5.6.7.8 080 1\r\n")
+    write(px, "v1_lf", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+    write(px, "v2_tcp4", v2(1, 0x11, a4) + hello)
+    write(px, "v2_tcp4_tlvs", v2(1, 0x11, a4 + tlv(1, b"h2") + tlv(2, b"example.com") + tlv(4, b""))
+          + hello)
+    write(px, "v2_tcp6", v2(1, 0x21, a6) + upgrade)
+    write(px, "v2_local", v2(0, 0x00, b"") + hello)
+    write(px, "v2_unspec", v2(1, 0x00, b""))
+    write(px, "v2_unix", v2(1, 0x31, bytes(216)))
+    write(px, "v2_udp", v2(1, 0x12, a4))
+    write(px, "v2_tlv_overrun", v2(1, 0x11, a4 + b"\x01\x00\x09ab"))
+    write(px, "v2_truncated", v2(1, 0x21, a6)[:30])
+    write(px, "direct", hello)
+    write(px, "nets", b"10.0.0.0/8, 192.168.1.7,fd00::/8,::1,172.16.0.0/12")
+    # Regression: an IPv4-mapped entry never matched, not even its own address.
+    write(px, "nets_mapped", b"::ffff:192.168.1.7, ::ffff:10.1.2.0/120,10.0.0.0/8")
 
 
 if __name__ == "__main__":

@@ -108,10 +108,12 @@ def pack(*a):
 
 
 class Client:
-    """A blocking wire-protocol client over TCP (length-prefixed frames)."""
+    """A blocking wire-protocol client over TCP (length-prefixed frames); `source` is the local
+    address to connect from (another 127.x.y.z stands for another host)."""
 
-    def __init__(self, port, token=None, name=None, echo=True, hello=True, timeout=5):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+    def __init__(self, port, token=None, name=None, echo=True, hello=True, timeout=5, source=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW,
+                                          source_address=(source, 0) if source else None)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.frames = []
@@ -279,9 +281,10 @@ class HttpRefused(Exception):
         self.status = status
 
 
-def http_raw(port, request):
+def http_raw(port, request, source=None):
     """(status, body) of the HTTP response to the bytes `request`, read until the broker closes."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW)
+    s = socket.create_connection(("127.0.0.1", port), timeout=5 * SLOW,
+                                 source_address=(source, 0) if source else None)
     s.sendall(request)
     data = b""
     while True:
