@@ -232,7 +232,7 @@ static void send_plain(hr_conn_t *c, const void *p, size_t n)
 static void answer_plaintext(hr_conn_t *c, int kind)
 {
     hr_server_t *s = c->srv;
-    if (kind == 'H') {
+    if (kind == 'H' || c->tp->kind == HR_T_WS) { /* any plaintext on the HTTP port: a 400 */
         char resp[384];
         const char *body = c->tp->kind == HR_T_WS
                                ? "this port speaks TLS: use https:// or wss://\n"
@@ -245,8 +245,6 @@ static void answer_plaintext(hr_conn_t *c, int kind)
             send_plain(c, resp, (size_t)n);
         return;
     }
-    if (c->tp->kind != HR_T_TCP)
-        return;
     hr_buf_t *b = &s->scratch;
     if (hr_enc_err(b, hr_status_to_wire(HR_EPROTO), "this port speaks TLS: connect with tls://", 0,
                    0) == HR_OK) {

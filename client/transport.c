@@ -57,6 +57,8 @@ static int tcp_next(hr_client_t *c, hr__conn_t *conn, uint8_t *p, size_t n, hr_s
         int r = tls_answer(c, p, n);
         if (r == HR_OK)
             r = http_answer(p, n);
+        if (r == HR_EHTTPPORT && !c->tp->secure && contains(p, n, HR__TLS_PORT_HINT))
+            r = HR_ETLSPORT; /* the 400 of a WebSocket port that speaks TLS */
         if (r != HR_OK)
             return r;
     }
