@@ -1,0 +1,1434 @@
+/* SPDX-License-Identifier: MIT */
+/* The Redis engine: seq numbers, history and the epoch in Redis, fan-out between nodes via pub/sub.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <uv.h>
+
+#include "engine.h"
+#include "index.h"
+#include "log.h"
+#include "map.h"
+
+/*
+ * Several Herald nodes share one topic space through Redis:
+ *
+ * - A topic's state is two keys, `<prefix>{<topic>}:s` (the seq counter) and
+ *   `<prefix>{<topic>}:h` (a stream of the last `history-msgs` delivery bodies,
+ *   entry id `<seq>-0`, expiring `redis-history-ttl` after the last publish),
+ *   and every topic shares `<prefix>epoch`. The braces keep a topic's keys
+ *   and channel in one Redis Cluster slot.
+ * - A publish is one Lua script (PUB_LUA): it creates the epoch if Redis lost
+ *   it, INCRs the seq, builds the delivery body around it, appends it to the
+ *   stream and PUBLISHes it on `<prefix>{<topic>}`. Being one script, seq
+ *   numbers are contiguous whichever node published, and the order of the
+ *   PUBLISHes is the order of the seqs.
+ * - A node SUBSCRIBEs to the channels of topics and PSUBSCRIBEs to the glob
+ *   form of patterns with local interest only. Every local delivery, of the
+ *   node's own publishes too, comes through that subscription: a reply on the
+ *   command connection could overtake another node's message on the
+ *   subscriber connection, and seq order would break. The node's index
+ *   filters what a glob admitted too widely, and a per-topic "last seq" drops
+ *   the second copy of a message that matched a channel and a glob, and
+ *   reveals holes (a lost connection) as GAPs.
+ * - Commands on the command connection wait while a SUBSCRIBE is not yet
+ *   confirmed: a publish or a replay read sent after it could otherwise run
+ *   before it and miss the new subscriber (or leave a hole between a replay
+ *   and the live messages).
+ *
+ * Two connections: commands through hiredis's async API on the worker's
+ * loop (its libuv adapter); pub/sub through a non-blocking redisContext
+ * driven by our own uv_poll_t, because hiredis 0.14's async subscribe
+ * handling asserts on a push it did not expect and knows no sharded
+ * ("smessage") pushes: here every reply is read with redisGetReplyFromReader
+ * and dispatched by its kind. Commands are appended to hiredis's output
+ * buffer and written once the socket is writable, so everything issued in
+ * one loop turn leaves in one write.
+ */
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define LAST_MAX 65536 /* topics whose last seq is remembered (GAP and duplicate detection) */
+#define ENV_HEAD 17    /* envelope: node id (8), origin client id (8, big-endian), flags (1) */
+
+/* KEYS: seq, history, epoch. ARGV: fresh epoch, maxlen, ttl, channel, body head, body tail,
+ * envelope head. Returns {seq, epoch}. */
+static const char PUB_LUA[] =
+    "local ep = redis.call('GET', KEYS[3])\n"
+    "if not ep then ep = ARGV[1]; redis.call('SET', KEYS[3], ep) end\n"
+    "local seq = redis.call('INCR', KEYS[1])\n"
+    "local body = ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6]\n"
+    "if seq == 1 then redis.call('DEL', KEYS[2]) end\n"
+    "if tonumber(ARGV[2]) > 0 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-0', seq), 'b', body)\n"
+    "  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end\n"
+    "end\n"
+    "redis.call('PUBLISH', ARGV[4], ARGV[7] .. body)\n"
+    "return {seq, ep}\n";
+
+/* KEYS: seq, history, epoch. ARGV: has_since, since, has_last, last, has_epoch, epoch.
+ * Returns {seq, epoch, gap, body...}: the retained bodies from where the replay starts. */
+static const char REPLAY_LUA[] =
+    "local seq = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "local ep = redis.call('GET', KEYS[3]) or ''\n"
+    "local hs, since = ARGV[1] == '1', tonumber(ARGV[2])\n"
+    "local gap = 0\n"
+    "if ARGV[5] == '1' and ARGV[6] ~= ep then gap = 1; hs = true; since = 0 end\n"
+    "if hs and since > seq then gap = 1; since = 0 end\n"
+    "local start, bysince = seq + 1, hs\n"
+    "if hs then start = since + 1 end\n"
+    "if ARGV[3] == '1' then\n"
+    "  local n, ls = tonumber(ARGV[4]), 1\n"
+    "  if n < seq then ls = seq - n + 1 end\n"
+    "  if not hs or ls > start then start = ls; bysince = false end\n"
+    "end\n"
+    "local out = {seq, ep, gap}\n"
+    "if start <= seq then\n"
+    "  local r = redis.call('XRANGE', KEYS[2], string.format('%d-0', start), '+')\n"
+    "  local first = seq + 1\n"
+    "  if #r > 0 then first = tonumber(string.match(r[1][1], '^(%d+)')) end\n"
+    "  if bysince and first > start then out[3] = 1 end\n"
+    "  for i = 1, #r do out[#out + 1] = r[i][2][2] end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: epoch. ARGV: fresh epoch. The epoch, made once by whichever node asks first. */
+static const char EPOCH_LUA[] = "local ep = redis.call('GET', KEYS[1])\n"
+                                "if not ep then ep = ARGV[1]; redis.call('SET', KEYS[1], ep) end\n"
+                                "return ep\n";
+
+enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL };
+
+typedef struct wreplay_s wreplay_t;
+
+typedef struct op_s {
+    struct op_s *next;
+    struct redis_s *e;
+    int kind;
+    char *cmd; /* the formatted command (hiredis), owned until sent */
+    size_t len;
+    uint64_t t0; /* loop time it was issued */
+    hr_engine_pub_cb pub_cb;
+    hr_engine_msg_cb msg_cb;
+    hr_engine_done_cb done_cb;
+    void *arg;
+    wreplay_t *w; /* wildcard replay this op belongs to */
+    uint64_t hash;
+    size_t tlen;
+    char topic[]; /* the topic (or pattern) it concerns */
+} op_t;
+
+/* A wildcard replay: SCAN for the topics, then one replay script per topic. */
+struct wreplay_s {
+    hr_erange_t r; /* pattern and epoch point into `bytes` */
+    char *bytes;
+    char *glob;      /* the SCAN MATCH argument */
+    char cursor[24]; /* SCAN cursor, "0" when done */
+    char **topics;   /* topics found */
+    size_t ntopics, cap;
+    size_t left; /* per-topic replays not answered yet */
+    int gap, failed;
+    hr_engine_msg_cb msg;
+    hr_engine_done_cb done;
+    void *arg;
+};
+
+typedef struct oplist_s {
+    op_t *head, *tail;
+} oplist_t;
+
+typedef struct waiter_s {
+    struct waiter_s *next;
+    void (*cb)(void *arg);
+    void *arg;
+} waiter_t;
+
+typedef struct redis_s {
+    hr_engine_t base;
+    uv_loop_t *loop;
+    char host[256];
+    char ip[256]; /* resolved */
+    int port, db;
+    char password[256];
+    char prefix[128];
+    size_t plen;
+    uint32_t history_msgs;
+    uint64_t ttl;
+    size_t queue_max;
+    hr_redis_hooks_t hooks;
+    /* connections */
+    redisAsyncContext *cmd;
+    int cmd_ready; /* scripts loaded, epoch known */
+    redisContext *sub;
+    uv_poll_t *subpoll; /* owned; freed by its close callback */
+    int sub_connected, sub_events;
+    int pending_confirms; /* (un)subscribes Redis has not confirmed yet */
+    uv_timer_t retry;
+    uv_getaddrinfo_t gai;
+    int resolving;
+    uint64_t backoff;
+    int tearing, destroying;
+    int logged_down; /* the "unreachable" line was logged for this outage */
+    char pub_sha[41], replay_sha[41];
+    /* work */
+    oplist_t queue;    /* not sent yet */
+    oplist_t inflight; /* sent, in reply order */
+    size_t queued_bytes;
+    waiter_t *waiters;
+    hr_map_t channels;   /* exact topic -> local interest count (as an integer) */
+    hr_map_t patterns;   /* pattern -> local interest count */
+    hr_map_t last;       /* topic -> last seq seen on the subscription */
+    int down_since_seen; /* a connection was lost: holes are expected */
+    uint8_t node[8];
+    char fresh[17]; /* this node's candidate epoch */
+    char epoch[65];
+    int have_epoch;
+    uint64_t reconnects, gaps, resets, connects;
+} redis_t;
+
+static void link_down(redis_t *e, const char *why);
+static void flush(redis_t *e);
+static void connect_start(redis_t *e);
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static uint64_t now_ms(redis_t *e)
+{
+    return uv_now(e->loop);
+}
+
+/* A Redis glob matching at least the channels of the topics `pattern` matches: literal tokens
+ * with the glob's special characters escaped, `*` and `>` as `*` (which also crosses dots:
+ * the node's own index filters what it lets through). */
+static size_t glob_of(char *out, const char *p, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int tok_start = i == 0 || p[i - 1] == '.';
+        int tok_end = i + 1 == n || p[i + 1] == '.';
+        if ((p[i] == '*' || p[i] == '>') && tok_start && tok_end) {
+            out[o++] = '*';
+            continue;
+        }
+        if (strchr("*?[]\\", p[i]))
+            out[o++] = '\\';
+        out[o++] = p[i];
+    }
+    return o;
+}
+
+/* `<prefix>{<name>}<suffix>` into a new string (n: its length). */
+static char *key_of(redis_t *e, const char *name, size_t nlen, const char *suffix, int glob,
+                    size_t *n)
+{
+    size_t sl = strlen(suffix);
+    char *k = malloc(2 * e->plen + 2 * nlen + sl + 3);
+    if (!k)
+        return NULL;
+    size_t o;
+    if (glob) {
+        o = glob_of(k, e->prefix, e->plen);
+        k[o++] = '{';
+        o += glob_of(k + o, name, nlen);
+    } else {
+        memcpy(k, e->prefix, e->plen);
+        o = e->plen;
+        k[o++] = '{';
+        memcpy(k + o, name, nlen);
+        o += nlen;
+    }
+    k[o++] = '}';
+    memcpy(k + o, suffix, sl);
+    o += sl;
+    k[o] = 0;
+    *n = o;
+    return k;
+}
+
+static op_t *op_new(redis_t *e, int kind, const char *topic, size_t tlen)
+{
+    op_t *op = calloc(1, sizeof(*op) + tlen + 1);
+    if (!op)
+        return NULL;
+    op->e = e;
+    op->kind = kind;
+    op->tlen = tlen;
+    if (tlen)
+        memcpy(op->topic, topic, tlen);
+    op->t0 = now_ms(e);
+    return op;
+}
+
+static void op_free(op_t *op)
+{
+    if (op->cmd)
+        redisFreeCommand(op->cmd);
+    free(op);
+}
+
+static void list_push(oplist_t *l, op_t *op)
+{
+    op->next = NULL;
+    if (l->tail)
+        l->tail->next = op;
+    else
+        l->head = op;
+    l->tail = op;
+}
+
+static op_t *list_pop(oplist_t *l)
+{
+    op_t *op = l->head;
+    if (op) {
+        l->head = op->next;
+        if (!l->head)
+            l->tail = NULL;
+        op->next = NULL;
+    }
+    return op;
+}
+
+static int format(op_t *op, int argc, const char **argv, const size_t *lens)
+{
+    int n = redisFormatCommandArgv(&op->cmd, argc, argv, lens);
+    if (n < 0)
+        return HR_ENOMEM;
+    op->len = (size_t)n;
+    return HR_OK;
+}
+
+/* ---- the command connection ------------------------------------------------------------ */
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv);
+
+static void send_op(redis_t *e, op_t *op)
+{
+    if (redisAsyncFormattedCommand(e->cmd, on_reply, op, op->cmd, op->len) != REDIS_OK) {
+        list_push(&e->queue, op); /* the connection is going: it waits for the next one */
+        return;
+    }
+    if (op->kind != OP_REPLAY || op->w) { /* an exact replay is asked again after a reconnect */
+        redisFreeCommand(op->cmd);
+        op->cmd = NULL;
+    }
+    list_push(&e->inflight, op);
+}
+
+/* Sends what waits, unless a subscription is not confirmed yet (see the top of the file). */
+static void flush(redis_t *e)
+{
+    if (!e->cmd_ready || !e->sub_connected || e->pending_confirms || e->tearing)
+        return;
+    op_t *op;
+    while ((op = list_pop(&e->queue)) != NULL)
+        send_op(e, op);
+}
+
+/* Takes an op made by a caller: sent now, or queued within queue-max. */
+static int submit(redis_t *e, op_t *op)
+{
+    if (e->queued_bytes + op->len > e->queue_max) {
+        op_free(op);
+        return HR_ENOTCONN;
+    }
+    e->queued_bytes += op->len;
+    op->t0 = now_ms(e);
+    list_push(&e->queue, op);
+    flush(e);
+    return HR_OK;
+}
+
+/* The op at the head of `inflight` is `op` (hiredis answers in order). */
+static void inflight_done(redis_t *e, op_t *op)
+{
+    op_t **pp = &e->inflight.head, *prev = NULL;
+    while (*pp && *pp != op) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp) {
+        *pp = op->next;
+        if (e->inflight.tail == op)
+            e->inflight.tail = prev;
+    }
+    e->queued_bytes -= op->len < e->queued_bytes ? op->len : e->queued_bytes;
+}
+
+static void set_epoch(redis_t *e, const char *ep, size_t n)
+{
+    if (n >= sizeof(e->epoch))
+        n = sizeof(e->epoch) - 1;
+    if (e->have_epoch && strlen(e->epoch) == n && memcmp(e->epoch, ep, n) == 0)
+        return;
+    int changed = e->have_epoch;
+    memcpy(e->epoch, ep, n);
+    e->epoch[n] = 0;
+    e->have_epoch = 1;
+    if (changed) {
+        /* Redis lost its data (a restart without persistence, a flush): seq numbers start
+         * again, so what this node remembers of them means nothing now. */
+        e->resets++;
+        HR_LOG(HR_LOG_WARN, 0, "redis engine: the epoch changed to %s: Redis lost its data",
+               e->epoch);
+        hr__map_destroy(&e->last);
+        hr__map_init(&e->last);
+        if (e->hooks.reset)
+            e->hooks.reset(e->hooks.arg);
+    }
+}
+
+static hr_msg_t *wrap_body(const char *p, size_t n, hr_slice_t *topic, uint64_t *seq)
+{
+    hr_msg_t *m = hr_msg_new(0, p, n);
+    hr_slice_t payload, opts;
+    if (!m)
+        return NULL;
+    if (hr_msg_delivery_parts(m, topic, seq, &payload, &opts) != HR_OK) {
+        hr_msg_unref(&m);
+        return NULL;
+    }
+    m->arr = opts.n ? 0x96 : 0x95;
+    return m;
+}
+
+static void replay_bodies(redis_t *e, op_t *op, redisReply *r, int *gap)
+{
+    (void)e;
+    if (r->element[2]->type == REDIS_REPLY_INTEGER && r->element[2]->integer)
+        *gap = 1;
+    for (size_t i = 3; i < r->elements; i++) {
+        redisReply *b = r->element[i];
+        hr_slice_t topic;
+        uint64_t seq;
+        if (b->type != REDIS_REPLY_STRING)
+            continue;
+        hr_msg_t *m = wrap_body(b->str, b->len, &topic, &seq);
+        hr_msg_t *rm = m ? hr_msg_new_replay(m) : NULL;
+        if (rm)
+            op->msg_cb(op->arg, topic, seq, rm);
+        hr_msg_unref(&rm);
+        hr_msg_unref(&m);
+    }
+}
+
+static int replay_reply_ok(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+           r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_STRING;
+}
+
+static void wreplay_free(wreplay_t *w);
+
+/* Frees an op whose answer will never be used (the engine is going), and its wildcard
+ * replay with its last op. */
+static void op_drop(op_t *op)
+{
+    wreplay_t *w = op->w;
+    if (w && (op->kind == OP_SCAN || --w->left == 0))
+        wreplay_free(w);
+    op_free(op);
+}
+
+static void wreplay_step(redis_t *e, wreplay_t *w);
+static void wreplay_finish(redis_t *e, wreplay_t *w, int status, uint64_t topics);
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    op_t *op = priv;
+    redis_t *e = op->e;
+    redisReply *r = reply;
+    (void)ac;
+    inflight_done(e, op);
+    if (e->destroying) { /* pending callbacks are not called */
+        op_drop(op);
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
+        link_down(e, "Redis forgot the scripts"); /* they are loaded again on reconnect */
+    switch (op->kind) {
+    case OP_PUB:
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER &&
+            r->element[1]->type == REDIS_REPLY_STRING) {
+            set_epoch(e, r->element[1]->str, r->element[1]->len);
+            op->pub_cb(op->arg, HR_OK, (hr_slice_t){op->topic, op->tlen}, op->hash,
+                       (uint64_t)r->element[0]->integer, NULL);
+        } else {
+            if (r && r->type == REDIS_REPLY_ERROR)
+                HR_LOG(HR_LOG_WARN, 0, "redis engine: publish failed: %s", r->str);
+            /* A publish whose answer was lost may or may not have been sequenced: the
+             * publisher is told it failed, never that it succeeded. */
+            op->pub_cb(op->arg, HR_ENOTCONN, (hr_slice_t){op->topic, op->tlen}, op->hash, 0, NULL);
+        }
+        op_free(op);
+        return;
+    case OP_REPLAY: {
+        if (!r && !op->w) { /* the connection went: a replay may simply be asked again */
+            e->queued_bytes += op->len;
+            list_push(&e->queue, op);
+            return;
+        }
+        wreplay_t *w = op->w;
+        int gap = 0, ok = replay_reply_ok(r);
+        if (ok) {
+            set_epoch(e, r->element[1]->str, r->element[1]->len);
+            replay_bodies(e, op, r, &gap);
+        }
+        if (w) {
+            w->gap |= gap;
+            w->failed |= !ok;
+            if (--w->left == 0)
+                wreplay_finish(e, w,
+                               w->failed ? HR_ENOTCONN
+                               : w->gap  ? HR_EGAP
+                                         : HR_OK,
+                               w->ntopics + 1);
+        } else {
+            op->done_cb(op->arg, !ok ? HR_ENOTCONN : gap ? HR_EGAP : HR_OK, 1);
+        }
+        op_free(op);
+        return;
+    }
+    case OP_SCAN: {
+        wreplay_t *w = op->w;
+        op_free(op);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            wreplay_finish(e, w, HR_ENOTCONN, 0);
+            return;
+        }
+        snprintf(w->cursor, sizeof(w->cursor), "%s", r->element[0]->str);
+        redisReply *keys = r->element[1];
+        for (size_t i = 0; i < keys->elements; i++) {
+            redisReply *k = keys->element[i];
+            /* <prefix>{topic}:s */
+            if (k->type != REDIS_REPLY_STRING || k->len < e->plen + 4)
+                continue;
+            const char *t = k->str + e->plen + 1;
+            size_t tn = k->len - e->plen - 4;
+            if (hr_topic_validate(t, tn) != HR_OK ||
+                !hr_topic_match(w->r.pattern.p, w->r.pattern.n, t, tn))
+                continue;
+            if (w->ntopics == w->cap) {
+                size_t cap = w->cap ? 2 * w->cap : 16;
+                char **v = realloc(w->topics, cap * sizeof(*v));
+                if (!v) {
+                    w->failed = 1;
+                    break;
+                }
+                w->topics = v;
+                w->cap = cap;
+            }
+            char *copy = malloc(tn + 1);
+            if (!copy) {
+                w->failed = 1;
+                break;
+            }
+            memcpy(copy, t, tn);
+            copy[tn] = 0;
+            w->topics[w->ntopics++] = copy;
+        }
+        wreplay_step(e, w);
+        return;
+    }
+    default: /* OP_CTL: AUTH, SELECT, SCRIPT LOAD, the epoch */
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            if (r)
+                HR_LOG(HR_LOG_ERROR, 0, "redis engine: %s: %s", op->topic, r->str);
+            op_free(op);
+            if (r)
+                link_down(e, "a set-up command failed");
+            return;
+        }
+        if (strcmp(op->topic, "epoch") == 0 && r->type == REDIS_REPLY_STRING) {
+            set_epoch(e, r->str, r->len);
+            e->cmd_ready = 1;
+            flush(e);
+        }
+        op_free(op);
+        return;
+    }
+}
+
+/* A set-up command, sent at once (ahead of everything queued). */
+static void ctl(redis_t *e, const char *what, int argc, const char **argv)
+{
+    op_t *op = op_new(e, OP_CTL, what, strlen(what));
+    if (!op || format(op, argc, argv, NULL) != HR_OK) {
+        if (op)
+            op_free(op);
+        link_down(e, "out of memory");
+        return;
+    }
+    e->queued_bytes += op->len;
+    send_op(e, op);
+}
+
+static void on_cmd_connect(const redisAsyncContext *ac, int status)
+{
+    redis_t *e = ac->data;
+    if (status != REDIS_OK) {
+        e->cmd = NULL; /* hiredis frees it */
+        link_down(e, ac->errstr);
+        return;
+    }
+    char db[16];
+    snprintf(db, sizeof(db), "%d", e->db);
+    if (e->password[0])
+        ctl(e, "AUTH", 2, (const char *[]){"AUTH", e->password});
+    if (e->db)
+        ctl(e, "SELECT", 2, (const char *[]){"SELECT", db});
+    ctl(e, "pub", 3, (const char *[]){"SCRIPT", "LOAD", PUB_LUA});
+    ctl(e, "replay", 3, (const char *[]){"SCRIPT", "LOAD", REPLAY_LUA});
+    char ek[160];
+    snprintf(ek, sizeof(ek), "%sepoch", e->prefix);
+    ctl(e, "epoch", 5, (const char *[]){"EVAL", EPOCH_LUA, "1", ek, e->fresh});
+}
+
+static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
+{
+    redis_t *e = ac->data;
+    e->cmd = NULL; /* hiredis frees it after this returns */
+    e->cmd_ready = 0;
+    if (!e->destroying)
+        link_down(e, status == REDIS_OK ? "connection closed" : ac->errstr);
+}
+
+/* ---- the subscriber connection ----------------------------------------------------------- */
+
+static void on_sub_poll(uv_poll_t *h, int status, int events);
+
+/* Appends a command to the subscriber connection's output; written when the socket is. */
+static int sub_send(redis_t *e, int argc, const char **argv, const size_t *lens)
+{
+    if (!e->sub || redisAppendCommandArgv(e->sub, argc, argv, lens) != REDIS_OK)
+        return -1;
+    if (e->subpoll && !(e->sub_events & UV_WRITABLE)) {
+        e->sub_events |= UV_WRITABLE;
+        uv_poll_start(e->subpoll, e->sub_events, on_sub_poll);
+    }
+    return 0;
+}
+
+/* (un)subscribes one channel or glob; confirmed by one reply each. */
+static void sub_cmd(redis_t *e, const char *verb, const char *name, size_t n, int pattern)
+{
+    size_t kn;
+    char *ch = key_of(e, name, n, "", pattern, &kn);
+    if (!ch)
+        return; /* out of memory: a hole GAPs will reveal */
+    if (e->sub && e->sub_connected) {
+        const char *argv[2] = {verb, ch};
+        size_t lens[2] = {strlen(verb), kn};
+        if (sub_send(e, 2, argv, lens) == 0)
+            e->pending_confirms++;
+    }
+    free(ch);
+}
+
+typedef struct resub_s {
+    redis_t *e;
+    int pattern;
+} resub_t;
+
+static void resub_cb(void *arg, const void *k, size_t kl, void *val)
+{
+    resub_t *x = arg;
+    (void)val;
+    sub_cmd(x->e, x->pattern ? "PSUBSCRIBE" : "SUBSCRIBE", k, kl, x->pattern);
+}
+
+/* The subscriber connection is up: it subscribes again to everything with local interest. */
+static void on_sub_up(redis_t *e)
+{
+    e->sub_connected = 1;
+    if (e->password[0]) {
+        const char *argv[2] = {"AUTH", e->password};
+        if (sub_send(e, 2, argv, NULL) == 0)
+            e->pending_confirms++; /* its +OK is counted like a confirmation */
+    }
+    resub_t x = {e, 0};
+    hr__map_each(&e->channels, resub_cb, &x);
+    x.pattern = 1;
+    hr__map_each(&e->patterns, resub_cb, &x);
+    if (!e->pending_confirms)
+        flush(e);
+}
+
+static void wake_waiters(redis_t *e)
+{
+    waiter_t *w = e->waiters;
+    e->waiters = NULL;
+    while (w) {
+        waiter_t *next = w->next;
+        w->cb(w->arg);
+        free(w);
+        w = next;
+    }
+}
+
+static void confirmed(redis_t *e)
+{
+    if (e->pending_confirms > 0 && --e->pending_confirms == 0) {
+        if (e->logged_down) {
+            HR_LOG(HR_LOG_WARN, 0, "redis engine: connected to %s:%d again", e->host, e->port);
+            e->logged_down = 0;
+        }
+        wake_waiters(e);
+        flush(e);
+    }
+}
+
+/* A message on the subscription: an envelope (who published it) around a delivery body. */
+static void on_message(redis_t *e, const redisReply *data)
+{
+    if (data->type != REDIS_REPLY_STRING || data->len <= ENV_HEAD)
+        return;
+    const uint8_t *p = (const uint8_t *)data->str;
+    hr_slice_t topic;
+    uint64_t seq, origin = 0;
+    hr_msg_t *m = wrap_body(data->str + ENV_HEAD, data->len - ENV_HEAD, &topic, &seq);
+    if (!m)
+        return;
+    int own = memcmp(p, e->node, 8) == 0; /* client ids mean something on their node only */
+    if (own)
+        for (int i = 0; i < 8; i++)
+            origin = origin << 8 | p[8 + i];
+    uint64_t h = hr__hash(topic.p, topic.n);
+    uint64_t last = (uint64_t)(uintptr_t)hr__map_get_hashed(&e->last, topic.p, topic.n, h);
+    if (last && seq <= last) { /* a second copy (a channel and a glob both matched) */
+        hr_msg_unref(&m);
+        return;
+    }
+    if (last && seq > last + 1) {
+        e->gaps++;
+        if (e->hooks.gap)
+            e->hooks.gap(e->hooks.arg, topic, h, last + 1, seq - 1);
+    }
+    if (e->last.count >= LAST_MAX && !last) {
+        hr__map_destroy(&e->last); /* bounded: forgetting costs only hole detection */
+        hr__map_init(&e->last);
+    }
+    hr__map_put(&e->last, topic.p, topic.n, (void *)(uintptr_t)seq);
+    e->hooks.deliver(e->hooks.arg, topic, h, seq, m, origin, own && (p[16] & 1));
+    hr_msg_unref(&m);
+}
+
+static int is(const redisReply *r, const char *s)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == strlen(s) && memcmp(r->str, s, r->len) == 0;
+}
+
+static void on_push(redis_t *e, redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STATUS) { /* AUTH */
+        confirmed(e);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        HR_LOG(HR_LOG_ERROR, 0, "redis engine: subscriber connection: %s", r->str);
+        link_down(e, "the subscriber connection was refused");
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+        return;
+    redisReply *kind = r->element[0];
+    if (is(kind, "message") || is(kind, "smessage"))
+        on_message(e, r->element[2]);
+    else if (is(kind, "pmessage") && r->elements == 4)
+        on_message(e, r->element[3]);
+    else if (is(kind, "subscribe") || is(kind, "psubscribe") || is(kind, "unsubscribe") ||
+             is(kind, "punsubscribe") || is(kind, "ssubscribe") || is(kind, "sunsubscribe"))
+        confirmed(e);
+}
+
+static void on_sub_poll(uv_poll_t *h, int status, int events)
+{
+    redis_t *e = h->data;
+    if (!e || !e->sub)
+        return;
+    if (status < 0) {
+        link_down(e, uv_strerror(status));
+        return;
+    }
+    if (!e->sub_connected && (events & (UV_WRITABLE | UV_READABLE))) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        if (getsockopt(e->sub->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err) {
+            link_down(e, strerror(err ? err : errno));
+            return;
+        }
+        e->sub_events = UV_READABLE;
+        uv_poll_start(h, e->sub_events, on_sub_poll);
+        on_sub_up(e);
+    }
+    if (events & UV_READABLE) {
+        if (redisBufferRead(e->sub) != REDIS_OK) {
+            link_down(e, e->sub->errstr[0] ? e->sub->errstr : "connection closed");
+            return;
+        }
+        void *reply;
+        while (e->sub) {
+            if (redisGetReplyFromReader(e->sub, &reply) != REDIS_OK) {
+                link_down(e, "protocol error on the subscriber connection");
+                return;
+            }
+            if (!reply)
+                break;
+            on_push(e, reply);
+            freeReplyObject(reply);
+        }
+    }
+    if (e->sub && (events & UV_WRITABLE) && e->sub_connected) {
+        int done = 0;
+        if (redisBufferWrite(e->sub, &done) != REDIS_OK) {
+            link_down(e, e->sub->errstr);
+            return;
+        }
+        if (done) {
+            e->sub_events = UV_READABLE;
+            uv_poll_start(h, e->sub_events, on_sub_poll);
+        }
+    }
+}
+
+/* ---- connecting, losing the link ------------------------------------------------------------ */
+
+static void free_poll(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void close_sub(redis_t *e)
+{
+    if (e->subpoll) {
+        e->subpoll->data = NULL;
+        uv_close((uv_handle_t *)e->subpoll, free_poll);
+        e->subpoll = NULL;
+    }
+    if (e->sub) {
+        redisFree(e->sub);
+        e->sub = NULL;
+    }
+    e->sub_connected = 0;
+    e->sub_events = 0;
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    connect_start(t->data);
+}
+
+/*
+ * Either connection failed: both go (a publish must never run while this node
+ * cannot hear its result), whatever waited stays queued, and the next attempt
+ * comes after a backoff that doubles up to 5 s. The callbacks of commands in
+ * flight run with no reply: publishes fail, replays are asked again.
+ */
+static void link_down(redis_t *e, const char *why)
+{
+    if (e->tearing || e->destroying)
+        return;
+    e->tearing = 1;
+    if (!e->logged_down) {
+        HR_LOG(HR_LOG_WARN, 0, "redis engine: %s:%d unreachable (%s): retrying", e->host, e->port,
+               why ? why : "error");
+        e->logged_down = 1;
+    }
+    e->cmd_ready = 0;
+    e->pending_confirms = 0;
+    e->down_since_seen = 1;
+    close_sub(e);
+    if (e->cmd) {
+        redisAsyncContext *ac = e->cmd;
+        e->cmd = NULL;
+        ac->onDisconnect = NULL;
+        redisAsyncFree(ac);
+    }
+    wake_waiters(e); /* a PONG does not wait for a Redis that is away */
+    e->tearing = 0;
+    uv_timer_start(&e->retry, on_retry, e->backoff, 0);
+    e->backoff = e->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : e->backoff * 2;
+}
+
+static void connect_ip(redis_t *e)
+{
+    e->connects++;
+    if (e->connects > 1)
+        e->reconnects++;
+    redisAsyncContext *ac = redisAsyncConnect(e->ip, e->port);
+    if (!ac || ac->err) {
+        const char *why = ac ? ac->errstr : "out of memory";
+        char buf[128];
+        snprintf(buf, sizeof(buf), "%s", why);
+        if (ac)
+            redisAsyncFree(ac);
+        link_down(e, buf);
+        return;
+    }
+    ac->data = e;
+    if (redisLibuvAttach(ac, e->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        link_down(e, "cannot attach to the loop");
+        return;
+    }
+    /* The engine's handles do not keep the loop alive: the server's do. */
+    uv_unref((uv_handle_t *)&((redisLibuvEvents *)ac->ev.data)->handle);
+    redisAsyncSetConnectCallback(ac, on_cmd_connect);
+    redisAsyncSetDisconnectCallback(ac, on_cmd_disconnect);
+    e->cmd = ac;
+
+    e->sub = redisConnectNonBlock(e->ip, e->port);
+    if (!e->sub || e->sub->err || !(e->subpoll = malloc(sizeof(*e->subpoll))) ||
+        uv_poll_init(e->loop, e->subpoll, e->sub->fd) != 0) {
+        free(e->subpoll);
+        e->subpoll = NULL;
+        link_down(e, e->sub && e->sub->err ? e->sub->errstr : "cannot connect");
+        return;
+    }
+    e->subpoll->data = e;
+    uv_unref((uv_handle_t *)e->subpoll);
+    e->sub_events = UV_WRITABLE;
+    uv_poll_start(e->subpoll, e->sub_events, on_sub_poll);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    redis_t *e = req->data;
+    e->resolving = 0;
+    if (e->destroying) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status != 0 || !res) {
+        uv_freeaddrinfo(res);
+        link_down(e, status ? uv_strerror(status) : "no address");
+        return;
+    }
+    uv_ip_name(res->ai_addr, e->ip, sizeof(e->ip));
+    uv_freeaddrinfo(res);
+    connect_ip(e);
+}
+
+static void connect_start(redis_t *e)
+{
+    struct sockaddr_in6 a6;
+    struct sockaddr_in a4;
+    if (e->destroying)
+        return;
+    if (uv_ip4_addr(e->host, e->port, &a4) == 0 || uv_ip6_addr(e->host, e->port, &a6) == 0) {
+        snprintf(e->ip, sizeof(e->ip), "%s", e->host);
+        connect_ip(e);
+        return;
+    }
+    /* A name is resolved off the loop (getaddrinfo blocks). */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    e->gai.data = e;
+    if (uv_getaddrinfo(e->loop, &e->gai, on_resolved, e->host, NULL, &hints) == 0)
+        e->resolving = 1;
+    else
+        link_down(e, "cannot resolve the host name");
+}
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+static int r_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb, void *arg)
+{
+    redis_t *e = (redis_t *)base;
+    /* The body with seq 0 (one byte) gives the parts before and after the seq the script
+     * puts there: the one encoder of delivery bodies stays msg.c's. */
+    hr_msg_t *m = hr_msg_new_delivery(p->topic, 0, p->payload, p->reply, p->headers, 0);
+    op_t *op = m ? op_new(e, OP_PUB, p->topic.p, p->topic.n) : NULL;
+    size_t sk = 0, hk = 0, ek, ck = 0;
+    char *skey = op ? key_of(e, p->topic.p, p->topic.n, ":s", 0, &sk) : NULL;
+    char *hkey = op ? key_of(e, p->topic.p, p->topic.n, ":h", 0, &hk) : NULL;
+    char *chan = op ? key_of(e, p->topic.p, p->topic.n, "", 0, &ck) : NULL;
+    char ekey[160], maxlen[16], ttl[24];
+    int st = HR_ENOMEM;
+    if (!skey || !hkey || !chan)
+        goto out;
+    const uint8_t *b = hr_msg_bytes(m);
+    hr_slice_t topic, payload, opts;
+    uint64_t zero;
+    hr_msg_delivery_parts(m, &topic, &zero, &payload, &opts);
+    size_t head = (size_t)((const uint8_t *)topic.p + topic.n - b);
+    uint8_t env[ENV_HEAD];
+    memcpy(env, e->node, 8);
+    for (int i = 0; i < 8; i++)
+        env[8 + i] = (uint8_t)(p->origin >> (56 - 8 * i));
+    env[16] = p->no_echo ? 1 : 0;
+    ek = (size_t)snprintf(ekey, sizeof(ekey), "%sepoch", e->prefix);
+    snprintf(maxlen, sizeof(maxlen), "%u", e->history_msgs);
+    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)e->ttl);
+    const char *argv[] = {"EVALSHA",
+                          e->pub_sha,
+                          "3",
+                          skey,
+                          hkey,
+                          ekey,
+                          e->fresh,
+                          maxlen,
+                          ttl,
+                          chan,
+                          (const char *)b,
+                          (const char *)b + head + 1,
+                          (const char *)env};
+    size_t lens[] = {7,
+                     40,
+                     1,
+                     sk,
+                     hk,
+                     ek,
+                     strlen(e->fresh),
+                     strlen(maxlen),
+                     strlen(ttl),
+                     ck,
+                     head,
+                     m->len - head - 1,
+                     ENV_HEAD};
+    if (format(op, 13, argv, lens) != HR_OK)
+        goto out;
+    op->hash = p->hash;
+    op->pub_cb = cb;
+    op->arg = arg;
+    st = submit(e, op);
+    op = NULL;
+out:
+    if (op)
+        op_free(op);
+    free(skey);
+    free(hkey);
+    free(chan);
+    hr_msg_unref(&m);
+    return st;
+}
+
+static op_t *replay_op(redis_t *e, const hr_erange_t *r, const char *topic, size_t tn)
+{
+    op_t *op = op_new(e, OP_REPLAY, topic, tn);
+    size_t sk = 0, hk = 0, ek;
+    char *skey = op ? key_of(e, topic, tn, ":s", 0, &sk) : NULL;
+    char *hkey = op ? key_of(e, topic, tn, ":h", 0, &hk) : NULL;
+    char ekey[160], since[24], last[24];
+    int ok = 0;
+    if (skey && hkey) {
+        ek = (size_t)snprintf(ekey, sizeof(ekey), "%sepoch", e->prefix);
+        snprintf(since, sizeof(since), "%llu", (unsigned long long)r->since);
+        snprintf(last, sizeof(last), "%llu", (unsigned long long)r->last);
+        const char *argv[] = {"EVALSHA",
+                              e->replay_sha,
+                              "3",
+                              skey,
+                              hkey,
+                              ekey,
+                              r->has_since ? "1" : "0",
+                              since,
+                              r->has_last ? "1" : "0",
+                              last,
+                              r->has_epoch ? "1" : "0",
+                              r->epoch.n ? r->epoch.p : ""};
+        size_t lens[] = {7, 40, 1, sk, hk, ek, 1, strlen(since), 1, strlen(last), 1, r->epoch.n};
+        ok = format(op, 12, argv, lens) == HR_OK;
+    }
+    free(skey);
+    free(hkey);
+    if (!ok && op) {
+        op_free(op);
+        op = NULL;
+    }
+    return op;
+}
+
+static void wreplay_free(wreplay_t *w)
+{
+    for (size_t i = 0; i < w->ntopics; i++)
+        free(w->topics[i]);
+    free(w->topics);
+    free(w->glob);
+    free(w->bytes);
+    free(w);
+}
+
+static void wreplay_finish(redis_t *e, wreplay_t *w, int status, uint64_t topics)
+{
+    (void)e;
+    w->done(w->arg, status, topics);
+    wreplay_free(w);
+}
+
+static int scan_next(redis_t *e, wreplay_t *w)
+{
+    op_t *op = op_new(e, OP_SCAN, "", 0);
+    if (!op)
+        return HR_ENOMEM;
+    const char *argv[] = {"SCAN", w->cursor, "MATCH", w->glob, "COUNT", "1000"};
+    if (format(op, 6, argv, NULL) != HR_OK) {
+        op_free(op);
+        return HR_ENOMEM;
+    }
+    op->w = w;
+    return submit(e, op);
+}
+
+/* After each SCAN page: the next page, or (cursor back at 0) one replay per topic found. */
+static void wreplay_step(redis_t *e, wreplay_t *w)
+{
+    int st;
+    if (w->failed) {
+        wreplay_finish(e, w, HR_ENOMEM, w->ntopics + 1);
+        return;
+    }
+    if (w->r.scan_budget && w->ntopics + 1 > w->r.scan_budget) {
+        wreplay_finish(e, w, HR_ELIMIT, w->r.scan_budget);
+        return;
+    }
+    if (strcmp(w->cursor, "0") != 0) {
+        if ((st = scan_next(e, w)) != HR_OK)
+            wreplay_finish(e, w, st, w->ntopics + 1);
+        return;
+    }
+    w->cursor[0] = 0;
+    if (!w->ntopics) {
+        wreplay_finish(e, w, HR_OK, 1);
+        return;
+    }
+    w->left = w->ntopics;
+    for (size_t i = 0; i < w->ntopics; i++) {
+        op_t *op = replay_op(e, &w->r, w->topics[i], strlen(w->topics[i]));
+        if (op) {
+            op->w = w;
+            op->msg_cb = w->msg;
+            op->arg = w->arg;
+        }
+        if (!op || submit(e, op) != HR_OK) {
+            w->failed = 1;
+            if (--w->left == 0) {
+                wreplay_finish(e, w, HR_ENOTCONN, w->ntopics + 1);
+                return;
+            }
+        }
+    }
+}
+
+static int r_replay(hr_engine_t *base, const hr_erange_t *r, hr_engine_msg_cb msg,
+                    hr_engine_done_cb done, void *arg)
+{
+    redis_t *e = (redis_t *)base;
+    if (!r->wildcard) {
+        op_t *op = replay_op(e, r, r->pattern.p, r->pattern.n);
+        if (!op)
+            return HR_ENOMEM;
+        op->msg_cb = msg;
+        op->done_cb = done;
+        op->arg = arg;
+        return submit(e, op);
+    }
+    wreplay_t *w = calloc(1, sizeof(*w));
+    size_t gn;
+    if (!w || !(w->bytes = malloc(r->pattern.n + r->epoch.n + 1)) ||
+        !(w->glob = key_of(e, r->pattern.p, r->pattern.n, ":s", 1, &gn))) {
+        if (w)
+            free(w->bytes);
+        free(w);
+        return HR_ENOMEM;
+    }
+    w->r = *r;
+    memcpy(w->bytes, r->pattern.p, r->pattern.n);
+    if (r->epoch.n)
+        memcpy(w->bytes + r->pattern.n, r->epoch.p, r->epoch.n);
+    w->r.pattern.p = w->bytes;
+    w->r.epoch.p = w->bytes + r->pattern.n;
+    snprintf(w->cursor, sizeof(w->cursor), "0");
+    w->msg = msg;
+    w->done = done;
+    w->arg = arg;
+    int st = scan_next(e, w);
+    if (st != HR_OK)
+        wreplay_free(w);
+    return st;
+}
+
+static int is_pattern(const char *p, size_t n)
+{
+    return hr_topic_validate(p, n) != HR_OK;
+}
+
+static int r_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
+{
+    redis_t *e = (redis_t *)base;
+    const hr_sub_t *s = (const hr_sub_t *)sub;
+    if (!s->conn)
+        return HR_OK;
+    int pat = is_pattern(s->pattern, s->plen);
+    hr_map_t *m = pat ? &e->patterns : &e->channels;
+    uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
+    if (hr__map_put(m, s->pattern, s->plen, (void *)(n + 1)) != 0)
+        return HR_ENOMEM;
+    if (n == 0)
+        sub_cmd(e, pat ? "PSUBSCRIBE" : "SUBSCRIBE", s->pattern, s->plen, pat);
+    return HR_OK;
+}
+
+static void r_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
+{
+    redis_t *e = (redis_t *)base;
+    const hr_sub_t *s = (const hr_sub_t *)sub;
+    if (!s->conn)
+        return;
+    int pat = is_pattern(s->pattern, s->plen);
+    hr_map_t *m = pat ? &e->patterns : &e->channels;
+    uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
+    if (n > 1) {
+        hr__map_put(m, s->pattern, s->plen, (void *)(n - 1));
+        return;
+    }
+    if (n == 0)
+        return;
+    hr__map_del(m, s->pattern, s->plen);
+    sub_cmd(e, pat ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", s->pattern, s->plen, pat);
+    /* What is remembered of topics this node may stop hearing would make the next message
+     * after a resubscription look like a hole. */
+    if (pat || hr__map_get(&e->last, s->pattern, s->plen)) {
+        if (pat) {
+            hr__map_destroy(&e->last);
+            hr__map_init(&e->last);
+        } else {
+            hr__map_del(&e->last, s->pattern, s->plen);
+        }
+    }
+}
+
+static const char *r_epoch(hr_engine_t *base)
+{
+    redis_t *e = (redis_t *)base;
+    return e->epoch;
+}
+
+static void r_stats(hr_engine_t *base, hr_engine_stats_t *st)
+{
+    redis_t *e = (redis_t *)base;
+    st->remote = 1;
+    st->remote_up = e->cmd_ready && e->sub_connected;
+    st->queued_bytes = e->queued_bytes;
+    uint64_t t0 = 0;
+    if (e->inflight.head)
+        t0 = e->inflight.head->t0;
+    if (e->queue.head && (!t0 || e->queue.head->t0 < t0))
+        t0 = e->queue.head->t0;
+    st->lag_ms = t0 ? now_ms(e) - t0 : 0;
+    st->reconnects = e->reconnects;
+    st->gaps = e->gaps;
+    st->resets = e->resets;
+}
+
+static int r_barrier(hr_engine_t *base, void (*cb)(void *arg), void *arg)
+{
+    redis_t *e = (redis_t *)base;
+    if (!e->pending_confirms || !e->sub_connected)
+        return 0;
+    waiter_t *w = malloc(sizeof(*w));
+    if (!w)
+        return 0;
+    *w = (waiter_t){e->waiters, cb, arg};
+    e->waiters = w;
+    return 1;
+}
+
+static void free_list(oplist_t *l)
+{
+    op_t *op;
+    while ((op = list_pop(l)) != NULL)
+        op_drop(op);
+}
+
+static void retry_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void r_destroy(hr_engine_t *base)
+{
+    redis_t *e = (redis_t *)base;
+    e->destroying = 1;
+    close_sub(e);
+    if (e->cmd) {
+        redisAsyncContext *ac = e->cmd;
+        e->cmd = NULL;
+        ac->onDisconnect = NULL;
+        redisAsyncFree(ac); /* its callbacks run with no reply and are dropped */
+    }
+    /* Wildcard replays still waiting for their per-topic answers were freed with nothing. */
+    free_list(&e->queue);
+    free_list(&e->inflight);
+    while (e->waiters) {
+        waiter_t *w = e->waiters;
+        e->waiters = w->next;
+        free(w);
+    }
+    hr__map_destroy(&e->channels);
+    hr__map_destroy(&e->patterns);
+    hr__map_destroy(&e->last);
+    if (e->resolving)
+        uv_cancel((uv_req_t *)&e->gai);
+    uv_loop_t *loop = e->loop;
+    uv_close((uv_handle_t *)&e->retry, retry_closed);
+    uv_run(loop, UV_RUN_NOWAIT); /* the close callbacks of the engine's handles */
+}
+
+static const hr_engine_ops_t redis_ops = {
+    .name = "redis",
+    .sync = 0,
+    .fans_out = 1,
+    .publish = r_publish,
+    .replay = r_replay,
+    .interest_add = r_interest_add,
+    .interest_remove = r_interest_remove,
+    .epoch = r_epoch,
+    .stats = r_stats,
+    .destroy = r_destroy,
+    .barrier = r_barrier,
+};
+
+/* ---- set-up ------------------------------------------------------------------------------- */
+
+int hr__engine_redis_is_url(const char *url)
+{
+    return strncmp(url, "redis://", 8) == 0 || strncmp(url, "redis+cluster://", 16) == 0;
+}
+
+static void sha_hex(const char *script, char out[41])
+{
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)script, strlen(script), md);
+    for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* redis://[[user]:password@]host[:port][/db]; IPv6 hosts in brackets. */
+static int parse_url(redis_t *e, const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "redis+cluster://", 16) == 0) {
+        snprintf(err, errlen, "Redis Cluster (redis+cluster://) is not supported yet");
+        return HR_EINVAL;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "'%s' is not a redis:// URL", url);
+        return HR_EINVAL;
+    }
+    const char *p = url + 8, *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        if ((size_t)(at - pw) >= sizeof(e->password)) {
+            snprintf(err, errlen, "the password is too long");
+            return HR_EINVAL;
+        }
+        memcpy(e->password, pw, (size_t)(at - pw));
+        e->password[at - pw] = 0;
+        p = at + 1;
+    }
+    const char *hend;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend) {
+            snprintf(err, errlen, "unclosed '[' in the host");
+            return HR_EINVAL;
+        }
+        p++;
+    } else {
+        hend = p + strcspn(p, ":/");
+    }
+    if (hend == p || (size_t)(hend - p) >= sizeof(e->host)) {
+        snprintf(err, errlen, "no host in '%s'", url);
+        return HR_EINVAL;
+    }
+    memcpy(e->host, p, (size_t)(hend - p));
+    e->host[hend - p] = 0;
+    p = *hend == ']' ? hend + 1 : hend;
+    e->port = 6379;
+    if (*p == ':') {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || v < 1 || v > 65535) {
+            snprintf(err, errlen, "bad port in '%s'", url);
+            return HR_EINVAL;
+        }
+        e->port = (int)v;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        char *end;
+        long v = strtol(p + 1, &end, 10);
+        if (end == p + 1 || *end || v < 0 || v > 1000000) {
+            snprintf(err, errlen, "bad database number in '%s'", url);
+            return HR_EINVAL;
+        }
+        e->db = (int)v;
+    } else if (*p && strcmp(p, "/") != 0) {
+        snprintf(err, errlen, "unexpected '%s' in '%s'", p, url);
+        return HR_EINVAL;
+    }
+    return HR_OK;
+}
+
+int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t **out, char *err,
+                         size_t errlen)
+{
+    redis_t *e = calloc(1, sizeof(*e));
+    if (!e)
+        return HR_ENOMEM;
+    int st = parse_url(e, o->url, err, errlen);
+    if (st != HR_OK) {
+        free(e);
+        return st;
+    }
+    e->base.ops = &redis_ops;
+    e->loop = loop;
+    snprintf(e->prefix, sizeof(e->prefix), "%s", o->prefix);
+    e->plen = strlen(e->prefix);
+    e->history_msgs = o->history_msgs;
+    e->ttl = o->history_ttl_s;
+    e->queue_max = o->queue_max;
+    e->hooks = o->hooks;
+    e->backoff = BACKOFF_MIN_MS;
+    /* EVALSHA names a script by its SHA-1: known before Redis is, so commands can be made
+     * (and queued) while it is out of reach. SCRIPT LOAD at each connection puts them there. */
+    sha_hex(PUB_LUA, e->pub_sha);
+    sha_hex(REPLAY_LUA, e->replay_sha);
+    hr__map_init(&e->channels);
+    hr__map_init(&e->patterns);
+    hr__map_init(&e->last);
+    uint8_t rnd[16] = {0};
+    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
+        uv_timeval64_t tv;
+        uv_gettimeofday(&tv);
+        memcpy(rnd, &tv, sizeof(tv) < sizeof(rnd) ? sizeof(tv) : sizeof(rnd));
+        rnd[15] ^= (uint8_t)uv_os_getpid();
+    }
+    memcpy(e->node, rnd, 8);
+    for (int i = 0; i < 8; i++)
+        snprintf(e->fresh + 2 * i, 3, "%02x", rnd[8 + i]);
+    /* Until Redis names the epoch, one of this node's own: a client resuming meanwhile is told
+     * its seqs may not mean what they did (ERR 10), never the opposite. */
+    snprintf(e->epoch, sizeof(e->epoch), "%s", e->fresh);
+    uv_timer_init(loop, &e->retry);
+    e->retry.data = e;
+    uv_unref((uv_handle_t *)&e->retry);
+    connect_start(e);
+    *out = &e->base;
+    return HR_OK;
+}
+
+int hr__engine_redis_ready(hr_engine_t *base)
+{
+    redis_t *e = (redis_t *)base;
+    return e->have_epoch && e->cmd_ready && e->sub_connected && !e->pending_confirms;
+}
