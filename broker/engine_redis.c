@@ -63,7 +63,10 @@
  * envelope head. Returns {seq, epoch}. */
 static const char PUB_LUA[] =
     "local ep = redis.call('GET', KEYS[3])\n"
-    "if not ep then ep = ARGV[1]; redis.call('SET', KEYS[3], ep) end\n"
+    "if not ep then\n"
+    "  local t = redis.call('TIME'); ep = ARGV[1] .. '.' .. t[1] .. '.' .. t[2]\n"
+    "  redis.call('SET', KEYS[3], ep)\n"
+    "end\n"
     "local seq = redis.call('INCR', KEYS[1])\n"
     "local body = ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6]\n"
     "if seq == 1 then redis.call('DEL', KEYS[2]) end\n"
@@ -100,10 +103,16 @@ static const char REPLAY_LUA[] =
     "end\n"
     "return out\n";
 
-/* KEYS: epoch. ARGV: fresh epoch. The epoch, made once by whichever node asks first. */
-static const char EPOCH_LUA[] = "local ep = redis.call('GET', KEYS[1])\n"
-                                "if not ep then ep = ARGV[1]; redis.call('SET', KEYS[1], ep) end\n"
-                                "return ep\n";
+/* KEYS: epoch. ARGV: this node's id. The epoch, made once by whichever node asks first: the
+ * node's id and Redis's clock, so an epoch made again after Redis lost its data always differs
+ * from the one before, whichever node makes it. */
+static const char EPOCH_LUA[] =
+    "local ep = redis.call('GET', KEYS[1])\n"
+    "if not ep then\n"
+    "  local t = redis.call('TIME'); ep = ARGV[1] .. '.' .. t[1] .. '.' .. t[2]\n"
+    "  redis.call('SET', KEYS[1], ep)\n"
+    "end\n"
+    "return ep\n";
 
 enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL };
 
@@ -157,7 +166,8 @@ typedef struct redis_s {
     char host[256];
     char ip[256]; /* resolved */
     int port, db;
-    char password[256];
+    char user[128], password[256];
+    char name_cmd[48], name_sub[48]; /* CLIENT SETNAME: which node a connection belongs to */
     char prefix[128];
     size_t plen;
     uint32_t history_msgs;
@@ -183,10 +193,9 @@ typedef struct redis_s {
     oplist_t inflight; /* sent, in reply order */
     size_t queued_bytes;
     waiter_t *waiters;
-    hr_map_t channels;   /* exact topic -> local interest count (as an integer) */
-    hr_map_t patterns;   /* pattern -> local interest count */
-    hr_map_t last;       /* topic -> last seq seen on the subscription */
-    int down_since_seen; /* a connection was lost: holes are expected */
+    hr_map_t channels; /* exact topic -> local interest count (as an integer) */
+    hr_map_t patterns; /* pattern -> local interest count */
+    hr_map_t last;     /* topic -> last seq seen on the subscription */
     uint8_t node[8];
     char fresh[17]; /* this node's candidate epoch */
     char epoch[65];
@@ -582,8 +591,11 @@ static void on_cmd_connect(const redisAsyncContext *ac, int status)
     }
     char db[16];
     snprintf(db, sizeof(db), "%d", e->db);
-    if (e->password[0])
+    if (e->user[0])
+        ctl(e, "AUTH", 3, (const char *[]){"AUTH", e->user, e->password});
+    else if (e->password[0])
         ctl(e, "AUTH", 2, (const char *[]){"AUTH", e->password});
+    ctl(e, "CLIENT SETNAME", 3, (const char *[]){"CLIENT", "SETNAME", e->name_cmd});
     if (e->db)
         ctl(e, "SELECT", 2, (const char *[]){"SELECT", db});
     ctl(e, "pub", 3, (const char *[]){"SCRIPT", "LOAD", PUB_LUA});
@@ -650,11 +662,15 @@ static void resub_cb(void *arg, const void *k, size_t kl, void *val)
 static void on_sub_up(redis_t *e)
 {
     e->sub_connected = 1;
-    if (e->password[0]) {
-        const char *argv[2] = {"AUTH", e->password};
-        if (sub_send(e, 2, argv, NULL) == 0)
-            e->pending_confirms++; /* its +OK is counted like a confirmation */
+    /* Their +OK replies are counted like confirmations. */
+    if (e->user[0] || e->password[0]) {
+        const char *argv[3] = {"AUTH", e->user[0] ? e->user : e->password, e->password};
+        if (sub_send(e, e->user[0] ? 3 : 2, argv, NULL) == 0)
+            e->pending_confirms++;
     }
+    const char *argv[3] = {"CLIENT", "SETNAME", e->name_sub};
+    if (sub_send(e, 3, argv, NULL) == 0)
+        e->pending_confirms++;
     resub_t x = {e, 0};
     hr__map_each(&e->channels, resub_cb, &x);
     x.pattern = 1;
@@ -822,6 +838,18 @@ static void close_sub(redis_t *e)
     e->sub_events = 0;
 }
 
+/* Closes both connections; hiredis runs the callbacks of commands in flight with no reply. */
+static void close_both(redis_t *e)
+{
+    close_sub(e);
+    if (e->cmd) {
+        redisAsyncContext *ac = e->cmd;
+        e->cmd = NULL;
+        ac->onDisconnect = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
 static void on_retry(uv_timer_t *t)
 {
     connect_start(t->data);
@@ -845,14 +873,7 @@ static void link_down(redis_t *e, const char *why)
     }
     e->cmd_ready = 0;
     e->pending_confirms = 0;
-    e->down_since_seen = 1;
-    close_sub(e);
-    if (e->cmd) {
-        redisAsyncContext *ac = e->cmd;
-        e->cmd = NULL;
-        ac->onDisconnect = NULL;
-        redisAsyncFree(ac);
-    }
+    close_both(e);
     wake_waiters(e); /* a PONG does not wait for a Redis that is away */
     e->tearing = 0;
     uv_timer_start(&e->retry, on_retry, e->backoff, 0);
@@ -1258,13 +1279,7 @@ static void r_destroy(hr_engine_t *base)
 {
     redis_t *e = (redis_t *)base;
     e->destroying = 1;
-    close_sub(e);
-    if (e->cmd) {
-        redisAsyncContext *ac = e->cmd;
-        e->cmd = NULL;
-        ac->onDisconnect = NULL;
-        redisAsyncFree(ac); /* its callbacks run with no reply and are dropped */
-    }
+    close_both(e); /* the callbacks of commands in flight run with no reply and are dropped */
     /* Wildcard replays still waiting for their per-topic answers were freed with nothing. */
     free_list(&e->queue);
     free_list(&e->inflight);
@@ -1327,9 +1342,14 @@ static int parse_url(redis_t *e, const char *url, char *err, size_t errlen)
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
-        if ((size_t)(at - pw) >= sizeof(e->password)) {
-            snprintf(err, errlen, "the password is too long");
+        if ((size_t)(at - pw) >= sizeof(e->password) ||
+            (colon && (size_t)(colon - p) >= sizeof(e->user))) {
+            snprintf(err, errlen, "the user name or password is too long");
             return HR_EINVAL;
+        }
+        if (colon) { /* redis://user:password@ (ACL) or redis://:password@ */
+            memcpy(e->user, p, (size_t)(colon - p));
+            e->user[colon - p] = 0;
         }
         memcpy(e->password, pw, (size_t)(at - pw));
         e->password[at - pw] = 0;
@@ -1392,6 +1412,8 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
     }
     e->base.ops = &redis_ops;
     e->loop = loop;
+    snprintf(e->name_cmd, sizeof(e->name_cmd), "herald-%d-cmd", (int)uv_os_getpid());
+    snprintf(e->name_sub, sizeof(e->name_sub), "herald-%d-sub", (int)uv_os_getpid());
     snprintf(e->prefix, sizeof(e->prefix), "%s", o->prefix);
     e->plen = strlen(e->prefix);
     e->history_msgs = o->history_msgs;

@@ -156,6 +156,12 @@ void hr__stats_collect(const hr_server_t *s, hr_wstats_t *w, int fds)
     w->tombstones = es.tombstones;
     w->hist_bytes = es.hist_bytes;
     w->hist_msgs = es.hist_msgs;
+    w->engine_up = es.remote ? es.remote_up : 1;
+    w->engine_queued = es.queued_bytes;
+    w->engine_lag_ms = es.lag_ms;
+    w->engine_reconnects = es.reconnects;
+    w->engine_gaps = es.gaps;
+    w->engine_resets = es.resets;
     if (s->cstats && s->cstats->lc) {
         hr_link_counters_t lc = {0};
         s->cstats->lc(s, &lc);
