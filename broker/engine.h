@@ -189,12 +189,24 @@ hr_engine_t *hr__engine_delay_new(struct uv_loop_s *loop, hr_engine_t *inner, ui
 
 /* ---- the Redis engine (engine_redis.c) ------------------------------------- */
 
+/* The queue groups one message was given to, as the Redis engine received it (opaque). */
+typedef struct hr_qchoice_s {
+    const uint8_t *p;
+    uint16_t count;
+    const char *node; /* this node's id */
+} hr_qchoice_t;
+
+/** Whether queue group (pattern, queue) takes the message here: Redis chose this node for it. */
+int hr__engine_redis_group_here(const hr_qchoice_t *qc, const char *pattern, size_t pn,
+                                const char *queue, size_t qn);
+
 /* What a Redis engine tells the node it serves (server side: broker/node.c). */
 typedef struct hr_redis_hooks_s {
     /** A message reached this node (its own or another node's): deliver it locally. `body` is
-     *  borrowed; `origin` is the publisher's client id when this node published it, else 0. */
+     *  borrowed; `origin` is the publisher's client id when this node published it, else 0;
+     *  `qc` says which queue groups take it here (hr__engine_redis_group_here()). */
     void (*deliver)(void *arg, hr_slice_t topic, uint64_t hash, uint64_t seq, hr_msg_t *body,
-                    uint64_t origin, int no_echo);
+                    uint64_t origin, int no_echo, const hr_qchoice_t *qc);
     /** Live subscriptions to `topic` missed seqs first..last (Redis was out of reach). */
     void (*gap)(void *arg, hr_slice_t topic, uint64_t hash, uint64_t first, uint64_t last);
     /** The epoch changed: seq numbers started again; live subscribers must resubscribe. */

@@ -57,10 +57,22 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define LAST_MAX 65536 /* topics whose last seq is remembered (GAP and duplicate detection) */
-#define ENV_HEAD 17    /* envelope: node id (8), origin client id (8, big-endian), flags (1) */
+/* The envelope of a published message: node id (8), origin client id (8, big-endian), flags
+ * (1), then the queue-group choices (a 2-byte count; each a 2-byte length, "pattern\0queue",
+ * the chosen node's id in 16 hex digits), then the delivery body. */
+#define ENV_HEAD 17
 
-/* KEYS: seq, history, epoch. ARGV: fresh epoch, maxlen, ttl, channel, body head, body tail,
- * envelope head. Returns {seq, epoch}. */
+/*
+ * KEYS: seq, history, epoch, the topic's queue groups, the wildcard queue groups. ARGV: this
+ * node's id, maxlen, ttl, channel, body head, body tail, envelope head, topic. Returns
+ * {seq, epoch}.
+ *
+ * Queue groups: a node with members of group (pattern P, queue Q) registers itself in a hash,
+ * `<prefix>{P}:q` for an exact P (field "Q\0node") or `<prefix>qw` for a wildcard P (field
+ * "P\0Q\0node"), the value being when the registration lapses unless renewed (Redis's clock).
+ * The script picks one live node per group matching the topic, rotating with the seq, and
+ * names it in the envelope; only that node delivers the message to one of its members.
+ */
 static const char PUB_LUA[] =
     "local ep = redis.call('GET', KEYS[3])\n"
     "if not ep then\n"
@@ -74,8 +86,49 @@ static const char PUB_LUA[] =
     "  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], string.format('%d-0', seq), 'b', body)\n"
     "  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[4], ARGV[7] .. body)\n"
+    "local topic, groups, order, now = ARGV[8], {}, {}, nil\n"
+    "local function add(gk, node, lapse)\n"
+    "  now = now or tonumber(redis.call('TIME')[1])\n"
+    "  if tonumber(lapse) < now then return end\n"
+    "  if not groups[gk] then groups[gk] = {}; order[#order + 1] = gk end\n"
+    "  table.insert(groups[gk], node)\n"
+    "end\n"
+    "local function matches(p, t)\n"
+    "  local pt, tt = {}, {}\n"
+    "  for x in string.gmatch(p, '[^.]+') do pt[#pt + 1] = x end\n"
+    "  for x in string.gmatch(t, '[^.]+') do tt[#tt + 1] = x end\n"
+    "  if string.sub(t, 1, 1) == '$' and (pt[1] == '*' or pt[1] == '>') then return false end\n"
+    "  for i = 1, #pt do\n"
+    "    if pt[i] == '>' then return #tt >= i end\n"
+    "    if i > #tt or (pt[i] ~= '*' and pt[i] ~= tt[i]) then return false end\n"
+    "  end\n"
+    "  return #pt == #tt\n"
+    "end\n"
+    "local r = redis.call('HGETALL', KEYS[4])\n"
+    "for i = 1, #r, 2 do\n"
+    "  local q, node = string.match(r[i], '^(.*)%z(.-)$')\n"
+    "  if q then add(topic .. '\\0' .. q, node, r[i + 1]) end\n"
+    "end\n"
+    "r = redis.call('HGETALL', KEYS[5])\n"
+    "for i = 1, #r, 2 do\n"
+    "  local p, q, node = string.match(r[i], '^(.-)%z(.*)%z(.-)$')\n"
+    "  if p and matches(p, topic) then add(p .. '\\0' .. q, node, r[i + 1]) end\n"
+    "end\n"
+    "local env = {ARGV[7], struct.pack('>H', #order)}\n"
+    "for _, gk in ipairs(order) do\n"
+    "  local g = groups[gk]\n"
+    "  table.sort(g)\n"
+    "  env[#env + 1] = struct.pack('>H', #gk) .. gk .. g[(seq % #g) + 1]\n"
+    "end\n"
+    "env[#env + 1] = body\n"
+    "redis.call('PUBLISH', ARGV[4], table.concat(env))\n"
     "return {seq, ep}\n";
+
+/* KEYS: a group registry. ARGV: field, seconds (0: unregister). */
+static const char REG_LUA[] =
+    "if ARGV[2] == '0' then return redis.call('HDEL', KEYS[1], ARGV[1]) end\n"
+    "local t = redis.call('TIME')\n"
+    "return redis.call('HSET', KEYS[1], ARGV[1], tonumber(t[1]) + tonumber(ARGV[2]))\n";
 
 /* KEYS: seq, history, epoch. ARGV: has_since, since, has_last, last, has_epoch, epoch.
  * Returns {seq, epoch, gap, body...}: the retained bodies from where the replay starts. */
@@ -114,7 +167,10 @@ static const char EPOCH_LUA[] =
     "end\n"
     "return ep\n";
 
-enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL };
+enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL, OP_REG };
+
+#define REG_LAPSE_S "20"  /* a registration not renewed for this long lapses (a dead node) */
+#define REG_RENEW_MS 5000 /* how often a node renews its registrations */
 
 typedef struct wreplay_s wreplay_t;
 
@@ -187,7 +243,11 @@ typedef struct redis_s {
     uint64_t backoff;
     int tearing, destroying;
     int logged_down; /* the "unreachable" line was logged for this outage */
-    char pub_sha[41], replay_sha[41];
+    char pub_sha[41], replay_sha[41], reg_sha[41];
+    char node_hex[17]; /* the node's id in group registrations and choices */
+    char qwkey[160];   /* the registry of wildcard queue groups */
+    hr_map_t groups;   /* "pattern\0queue" -> local members (as an integer) */
+    uv_timer_t renew;  /* renews this node's group registrations */
     /* work */
     oplist_t queue;    /* not sent yet */
     oplist_t inflight; /* sent, in reply order */
@@ -317,6 +377,8 @@ static int format(op_t *op, int argc, const char **argv, const size_t *lens)
 /* ---- the command connection ------------------------------------------------------------ */
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv);
+static void register_groups(redis_t *e, int counted);
+static void confirmed(redis_t *e);
 
 static void send_op(redis_t *e, op_t *op)
 {
@@ -548,6 +610,13 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         wreplay_step(e, w);
         return;
     }
+    case OP_REG:
+        if (r && r->type == REDIS_REPLY_ERROR)
+            HR_LOG(HR_LOG_WARN, 0, "redis engine: queue group registration: %s", r->str);
+        if (op->arg) /* a registration a SUB's answer waits for */
+            confirmed(e);
+        op_free(op);
+        return;
     default: /* OP_CTL: AUTH, SELECT, SCRIPT LOAD, the epoch */
         if (!r || r->type == REDIS_REPLY_ERROR) {
             if (r)
@@ -560,6 +629,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         if (strcmp(op->topic, "epoch") == 0 && r->type == REDIS_REPLY_STRING) {
             set_epoch(e, r->str, r->len);
             e->cmd_ready = 1;
+            register_groups(e, 1);
             flush(e);
         }
         op_free(op);
@@ -600,6 +670,7 @@ static void on_cmd_connect(const redisAsyncContext *ac, int status)
         ctl(e, "SELECT", 2, (const char *[]){"SELECT", db});
     ctl(e, "pub", 3, (const char *[]){"SCRIPT", "LOAD", PUB_LUA});
     ctl(e, "replay", 3, (const char *[]){"SCRIPT", "LOAD", REPLAY_LUA});
+    ctl(e, "reg", 3, (const char *[]){"SCRIPT", "LOAD", REG_LUA});
     char ek[160];
     snprintf(ek, sizeof(ek), "%sepoch", e->prefix);
     ctl(e, "epoch", 5, (const char *[]){"EVAL", EPOCH_LUA, "1", ek, e->fresh});
@@ -612,6 +683,126 @@ static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
     e->cmd_ready = 0;
     if (!e->destroying)
         link_down(e, status == REDIS_OK ? "connection closed" : ac->errstr);
+}
+
+/* ---- queue groups across nodes -------------------------------------------------------------- */
+
+/*
+ * Registers (seconds > 0) or unregisters this node for queue group `gk` ("pattern\0queue") in
+ * Redis. A registration that a SUB's answer waits for is `counted` like a subscription not yet
+ * confirmed. Nothing is sent while Redis is out of reach: every group is registered again once
+ * it is back.
+ */
+static void register_one(redis_t *e, const char *gk, size_t gn, const char *seconds, int counted)
+{
+    const char *q = memchr(gk, 0, gn);
+    if (!q || !e->cmd_ready || !e->cmd)
+        return;
+    size_t pn = (size_t)(q - gk), qn = gn - pn - 1, kn, fn;
+    int exact = hr_topic_validate(gk, pn) == HR_OK;
+    char *key = exact ? key_of(e, gk, pn, ":q", 0, &kn) : NULL;
+    char *field = malloc(gn + 18);
+    op_t *op = op_new(e, OP_REG, "reg", 3);
+    if ((exact && !key) || !field || !op)
+        goto out;
+    if (exact) { /* "queue\0node" in the topic's own registry */
+        memcpy(field, q + 1, qn);
+        fn = qn;
+    } else { /* "pattern\0queue\0node" in the wildcard registry */
+        memcpy(field, gk, gn);
+        fn = gn;
+    }
+    field[fn++] = 0;
+    memcpy(field + fn, e->node_hex, 16);
+    fn += 16;
+    const char *argv[] = {"EVALSHA", e->reg_sha, "1", exact ? key : e->qwkey, field, seconds};
+    size_t lens[] = {7, 40, 1, exact ? kn : strlen(e->qwkey), fn, strlen(seconds)};
+    if (format(op, 6, argv, lens) != HR_OK)
+        goto out;
+    if (counted) {
+        op->arg = e;
+        e->pending_confirms++;
+    }
+    e->queued_bytes += op->len;
+    send_op(e, op);
+    op = NULL;
+out:
+    if (op)
+        op_free(op);
+    free(key);
+    free(field);
+}
+
+typedef struct reg_arg_s {
+    redis_t *e;
+    int counted;
+} reg_arg_t;
+
+static void register_cb(void *arg, const void *k, size_t kl, void *val)
+{
+    reg_arg_t *x = arg;
+    (void)val;
+    register_one(x->e, k, kl, REG_LAPSE_S, x->counted);
+}
+
+/* Every group with local members, again: on each connection, and every REG_RENEW_MS. */
+static void register_groups(redis_t *e, int counted)
+{
+    reg_arg_t x = {e, counted};
+    hr__map_each(&e->groups, register_cb, &x);
+}
+
+static void on_renew(uv_timer_t *t)
+{
+    register_groups(t->data, 0);
+}
+
+int hr__engine_redis_group_here(const hr_qchoice_t *qc, const char *pattern, size_t pn,
+                                const char *queue, size_t qn)
+{
+    const uint8_t *p = qc->p;
+    for (uint16_t i = 0; i < qc->count; i++) {
+        size_t gn = (size_t)p[0] << 8 | p[1];
+        const uint8_t *gk = p + 2, *node = gk + gn;
+        if (gn == pn + 1 + qn && memcmp(gk, pattern, pn) == 0 && gk[pn] == 0 &&
+            memcmp(gk + pn + 1, queue, qn) == 0)
+            return memcmp(node, qc->node, 16) == 0;
+        p = node + 16;
+    }
+    return 0; /* not registered when it was published: no node takes it */
+}
+
+/* "pattern\0queue", the identity of `s`'s queue group (NULL on OOM). */
+static char *group_key(const hr_sub_t *s, size_t *gn)
+{
+    char *gk = malloc(s->plen + 1u + s->qlen);
+    if (gk) {
+        memcpy(gk, s->pattern, s->plen);
+        gk[s->plen] = 0;
+        memcpy(gk + s->plen + 1, s->queue, s->qlen);
+        *gn = s->plen + 1u + s->qlen;
+    }
+    return gk;
+}
+
+/* A member of a queue group came (+1) or went (-1): the node registers while it has one. */
+static void group_count(redis_t *e, const hr_sub_t *s, int delta)
+{
+    size_t gn;
+    char *gk = group_key(s, &gn);
+    if (!gk)
+        return;
+    uintptr_t n = (uintptr_t)hr__map_get(&e->groups, gk, gn);
+    if (delta > 0) {
+        if (hr__map_put(&e->groups, gk, gn, (void *)(n + 1)) == 0 && n == 0)
+            register_one(e, gk, gn, REG_LAPSE_S, 1);
+    } else if (n > 1) {
+        hr__map_put(&e->groups, gk, gn, (void *)(n - 1));
+    } else if (n == 1) {
+        hr__map_del(&e->groups, gk, gn);
+        register_one(e, gk, gn, "0", 0);
+    }
+    free(gk);
 }
 
 /* ---- the subscriber connection ----------------------------------------------------------- */
@@ -706,12 +897,19 @@ static void confirmed(redis_t *e)
 /* A message on the subscription: an envelope (who published it) around a delivery body. */
 static void on_message(redis_t *e, const redisReply *data)
 {
-    if (data->type != REDIS_REPLY_STRING || data->len <= ENV_HEAD)
+    if (data->type != REDIS_REPLY_STRING || data->len < ENV_HEAD + 2)
         return;
     const uint8_t *p = (const uint8_t *)data->str;
+    size_t off = ENV_HEAD + 2, len = data->len;
+    hr_qchoice_t qc = {p + off, (uint16_t)(p[ENV_HEAD] << 8 | p[ENV_HEAD + 1]), e->node_hex};
+    for (uint16_t i = 0; i < qc.count; i++) { /* the queue groups' chosen nodes */
+        if (len - off < 2 || len - off - 2 < ((size_t)p[off] << 8 | p[off + 1]) + 16)
+            return;
+        off += 2 + ((size_t)p[off] << 8 | p[off + 1]) + 16;
+    }
     hr_slice_t topic;
     uint64_t seq, origin = 0;
-    hr_msg_t *m = wrap_body(data->str + ENV_HEAD, data->len - ENV_HEAD, &topic, &seq);
+    hr_msg_t *m = off < len ? wrap_body(data->str + off, len - off, &topic, &seq) : NULL;
     if (!m)
         return;
     int own = memcmp(p, e->node, 8) == 0; /* client ids mean something on their node only */
@@ -734,7 +932,7 @@ static void on_message(redis_t *e, const redisReply *data)
         hr__map_init(&e->last);
     }
     hr__map_put(&e->last, topic.p, topic.n, (void *)(uintptr_t)seq);
-    e->hooks.deliver(e->hooks.arg, topic, h, seq, m, origin, own && (p[16] & 1));
+    e->hooks.deliver(e->hooks.arg, topic, h, seq, m, origin, own && (p[16] & 1), &qc);
     hr_msg_unref(&m);
 }
 
@@ -972,7 +1170,8 @@ static int r_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb,
     char *skey = op ? key_of(e, p->topic.p, p->topic.n, ":s", 0, &sk) : NULL;
     char *hkey = op ? key_of(e, p->topic.p, p->topic.n, ":h", 0, &hk) : NULL;
     char *chan = op ? key_of(e, p->topic.p, p->topic.n, "", 0, &ck) : NULL;
-    char ekey[160], maxlen[16], ttl[24];
+    char *qkey = NULL, ekey[160], maxlen[16], ttl[24];
+    size_t qk = 0;
     int st = HR_ENOMEM;
     if (!skey || !hkey || !chan)
         goto out;
@@ -989,33 +1188,41 @@ static int r_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb,
     ek = (size_t)snprintf(ekey, sizeof(ekey), "%sepoch", e->prefix);
     snprintf(maxlen, sizeof(maxlen), "%u", e->history_msgs);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)e->ttl);
+    if (!(qkey = key_of(e, p->topic.p, p->topic.n, ":q", 0, &qk)))
+        goto out;
     const char *argv[] = {"EVALSHA",
                           e->pub_sha,
-                          "3",
+                          "5",
                           skey,
                           hkey,
                           ekey,
+                          qkey,
+                          e->qwkey,
                           e->fresh,
                           maxlen,
                           ttl,
                           chan,
                           (const char *)b,
                           (const char *)b + head + 1,
-                          (const char *)env};
+                          (const char *)env,
+                          p->topic.p};
     size_t lens[] = {7,
                      40,
                      1,
                      sk,
                      hk,
                      ek,
+                     qk,
+                     strlen(e->qwkey),
                      strlen(e->fresh),
                      strlen(maxlen),
                      strlen(ttl),
                      ck,
                      head,
                      m->len - head - 1,
-                     ENV_HEAD};
-    if (format(op, 13, argv, lens) != HR_OK)
+                     ENV_HEAD,
+                     p->topic.n};
+    if (format(op, 16, argv, lens) != HR_OK)
         goto out;
     op->hash = p->hash;
     op->pub_cb = cb;
@@ -1028,6 +1235,7 @@ out:
     free(skey);
     free(hkey);
     free(chan);
+    free(qkey);
     hr_msg_unref(&m);
     return st;
 }
@@ -1188,6 +1396,8 @@ static int r_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
     const hr_sub_t *s = (const hr_sub_t *)sub;
     if (!s->conn)
         return HR_OK;
+    if (s->queue)
+        group_count(e, s, 1);
     int pat = is_pattern(s->pattern, s->plen);
     hr_map_t *m = pat ? &e->patterns : &e->channels;
     uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
@@ -1204,6 +1414,8 @@ static void r_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
     const hr_sub_t *s = (const hr_sub_t *)sub;
     if (!s->conn)
         return;
+    if (s->queue)
+        group_count(e, s, -1);
     int pat = is_pattern(s->pattern, s->plen);
     hr_map_t *m = pat ? &e->patterns : &e->channels;
     uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
@@ -1291,9 +1503,11 @@ static void r_destroy(hr_engine_t *base)
     hr__map_destroy(&e->channels);
     hr__map_destroy(&e->patterns);
     hr__map_destroy(&e->last);
+    hr__map_destroy(&e->groups);
     if (e->resolving)
         uv_cancel((uv_req_t *)&e->gai);
     uv_loop_t *loop = e->loop;
+    uv_close((uv_handle_t *)&e->renew, NULL);
     uv_close((uv_handle_t *)&e->retry, retry_closed);
     uv_run(loop, UV_RUN_NOWAIT); /* the close callbacks of the engine's handles */
 }
@@ -1425,9 +1639,11 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
      * (and queued) while it is out of reach. SCRIPT LOAD at each connection puts them there. */
     sha_hex(PUB_LUA, e->pub_sha);
     sha_hex(REPLAY_LUA, e->replay_sha);
+    sha_hex(REG_LUA, e->reg_sha);
     hr__map_init(&e->channels);
     hr__map_init(&e->patterns);
     hr__map_init(&e->last);
+    hr__map_init(&e->groups);
     uint8_t rnd[16] = {0};
     if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
         uv_timeval64_t tv;
@@ -1437,6 +1653,9 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
     }
     memcpy(e->node, rnd, 8);
     for (int i = 0; i < 8; i++)
+        snprintf(e->node_hex + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(e->qwkey, sizeof(e->qwkey), "%sqw", e->prefix);
+    for (int i = 0; i < 8; i++)
         snprintf(e->fresh + 2 * i, 3, "%02x", rnd[8 + i]);
     /* Until Redis names the epoch, one of this node's own: a client resuming meanwhile is told
      * its seqs may not mean what they did (ERR 10), never the opposite. */
@@ -1444,6 +1663,10 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
     uv_timer_init(loop, &e->retry);
     e->retry.data = e;
     uv_unref((uv_handle_t *)&e->retry);
+    uv_timer_init(loop, &e->renew);
+    e->renew.data = e;
+    uv_timer_start(&e->renew, on_renew, REG_RENEW_MS, REG_RENEW_MS);
+    uv_unref((uv_handle_t *)&e->renew);
     connect_start(e);
     *out = &e->base;
     return HR_OK;

@@ -6,13 +6,28 @@
 #include "log.h"
 #include "node.h"
 
-/* A message reached this node through Redis (from any node, this one included). */
+/* Whether Redis chose this node for queue group `g` (members share pattern and queue). */
+static int group_here(void *arg, const hr_qgroup_t *g)
+{
+    const hr_qchoice_t *qc = arg;
+    if (!g->n)
+        return 0;
+    const hr_sub_t *m = g->members[0];
+    return hr__engine_redis_group_here(qc, m->pattern, m->plen, g->queue, g->qlen);
+}
+
+/* A message reached this node through Redis (from any node, this one included). Its queue
+ * groups take it only where the publish script chose (exactly one node per group). */
 static void on_deliver(void *arg, hr_slice_t topic, uint64_t hash, uint64_t seq, hr_msg_t *body,
-                       uint64_t origin, int no_echo)
+                       uint64_t origin, int no_echo, const hr_qchoice_t *qc)
 {
     hr_server_t *s = arg;
     hr_delivery_t d = {body, topic, hash, seq, origin, no_echo};
+    s->group_here = group_here;
+    s->group_arg = (void *)(uintptr_t)qc;
     hr__router_fanout(s, &d);
+    s->group_here = NULL;
+    s->group_arg = NULL;
 }
 
 typedef struct gap_s {

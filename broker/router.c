@@ -91,8 +91,8 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     uint64_t skip = f->no_echo ? f->origin : 0;
-    if (f->local_only)
-        return;
+    if (f->local_only || (f->s->group_here && !f->s->group_here(f->s->group_arg, g)))
+        return; /* (another node takes it: the scale-out engine chose) */
     hr_sub_t *fallback = NULL;
     size_t fb_backlog = 0;
     for (uint32_t tries = 0; tries < g->n; tries++) {

@@ -300,6 +300,43 @@ class CrossNode(Nodes):
                          sorted(("%s.%s.x" % (base, k), s) for k in "abc" for s in (2, 3)))
         self.assertEqual(msgs(c, 1, 0.3), [])
 
+    def test_queue_groups_exactly_one_across_nodes(self):
+        base = self.topic("jobs")
+        members = [self.conn(k % self.N) for k in range(self.N * 2)]
+        for c in members:
+            c.sub(9, base + ".*", queue="q")  # a wildcard group
+            c.sub(8, base + ".3", queue="q")  # an exact one
+            c.sync()
+        plain = self.conn(1)
+        plain.sub(1, base + ".*")
+        plain.sync()
+        n = 120
+        pubs = [self.conn(k) for k in range(self.N)]
+        for i in range(n):
+            pubs[i % self.N].pub("%s.%d" % (base, i % 12), b"%d" % i)
+        for p in pubs:
+            p.sync()
+        self.assertEqual(len(msgs(plain, n)), n)
+        got = [[(f[1], f[4]) for f in c.poll(0.5) if f[0] == MSG] for c in members]
+        for sid, want in ((9, [b"%d" % i for i in range(n)]),
+                          (8, [b"%d" % i for i in range(n) if i % 12 == 3])):
+            payloads = sorted(p for g in got for s_, p in g if s_ == sid)
+            self.assertEqual(payloads, sorted(want))  # each exactly once, across the nodes
+        per_node = [sum(len([x for x in got[i] if x[0] == 9]) for i in range(len(members))
+                        if i % self.N == k) for k in range(self.N)]
+        self.assertTrue(all(per_node), per_node)  # every node's members took some
+        # A node whose members all leave stops being chosen.
+        for i, c in enumerate(members):
+            if i % self.N == 0:
+                c.unsub(9)
+                c.sync()
+        for i in range(30):
+            pubs[1].pub("%s.%d" % (base, i % 12), b"late%d" % i)
+        pubs[1].sync()
+        late = [[f[4] for f in c.poll(0.5) if f[0] == MSG and f[1] == 9] for c in members]
+        self.assertEqual(sorted(p for g in late for p in g), sorted(b"late%d" % i for i in range(30)))
+        self.assertEqual([p for i, g in enumerate(late) if i % self.N == 0 for p in g], [])
+
     def test_echo_false_is_per_node(self):
         t = self.topic()
         me = self.conn(0, echo=False)
