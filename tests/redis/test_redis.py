@@ -407,6 +407,44 @@ class CrossNode(Nodes):
         self.assertIn("herald_engine_lag_seconds", m)
 
 
+class Workers(Nodes):
+    """--workers 2 with the Redis engine: every worker is a node of its own."""
+
+    N = 2
+
+    @classmethod
+    def node(cls, url=None):
+        return Broker("--engine", url or cls.redis.url, "--redis-prefix", cls.prefix,
+                      "--workers", "2")
+
+    def on_worker(self, k, w):
+        for _ in range(200):
+            c = Conn(self.nodes[k].port)
+            if c.hello()["worker"] == w:
+                self.conns.append(c)
+                return c
+            c.close()
+        self.fail("no connection landed on worker %d" % w)
+
+    def test_workers_and_nodes_share_one_topic_space(self):
+        t = self.topic()
+        subs = [self.on_worker(k, w) for k in range(2) for w in range(2)]
+        for c in subs:
+            c.sub(1, t)
+            c.sync()
+        self.assertEqual(len({c.welcome["epoch"] for c in subs}), 1)
+        pubs = [self.on_worker(k, w) for k in range(2) for w in range(2)]
+        for i in range(25):
+            for p in pubs:
+                p.pub(t, b"%d" % i, ack=i)
+        seqs = sorted(f[2] for p in pubs for f in p.sync() if f[0] == ACK)
+        self.assertEqual(seqs, list(range(1, 101)))
+        for c in subs:
+            self.assertEqual([f[3] for f in msgs(c, 100)], list(range(1, 101)))
+        # Both workers are connected (another worker's numbers are up to 250 ms old).
+        wait_for(lambda: metrics(self.nodes[0])["herald_engine_up"] == 2, what="engine_up 2")
+
+
 class Faults(Nodes):
     """A node locked out of Redis misses messages: its subscribers get GAP frames."""
 
