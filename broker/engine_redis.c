@@ -918,10 +918,13 @@ static void on_message(redis_t *e, const redisReply *data)
             origin = origin << 8 | p[8 + i];
     uint64_t h = hr__hash(topic.p, topic.n);
     uint64_t last = (uint64_t)(uintptr_t)hr__map_get_hashed(&e->last, topic.p, topic.n, h);
-    if (last && seq <= last) { /* a second copy (a channel and a glob both matched) */
+    if (last && seq == last) { /* the second copy when a channel and a glob both match */
         hr_msg_unref(&m);
         return;
     }
+    if (last && seq < last) /* Redis gave a seq again (a failover lost writes): not hidden */
+        HR_LOG(HR_LOG_WARN, 0, "redis engine: %.*s went back from seq %llu to %llu", (int)topic.n,
+               topic.p, (unsigned long long)last, (unsigned long long)seq);
     if (last && seq > last + 1) {
         e->gaps++;
         if (e->hooks.gap)
