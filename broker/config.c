@@ -63,8 +63,8 @@ static const opt_t opts[] = {
     I("engine-delay-ms", engine_delay_ms, 0, 60000, "0",
       "testing only: delay every engine answer this long (0: off)"),
     S("engine", engine, "memory",
-      "where topic state lives: 'memory', or redis://[:PASSWORD@]HOST[:PORT][/DB] shared by "
-      "several nodes"),
+      "where topic state lives: 'memory', redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or "
+      "redis+cluster://IP:PORT,IP:PORT,... (shared by several nodes)"),
     S("redis-prefix", redis_prefix, "herald:", "prefix of every Redis key and channel"),
     I("redis-history-ttl", redis_history_ttl, 0, INT64_C(1) << 31, "86400",
       "seconds a topic's history stays in Redis after its last publish (0: no expiry)"),

@@ -63,9 +63,15 @@
 #define ENV_HEAD 17
 
 /*
- * KEYS: seq, history, epoch, the topic's queue groups, the wildcard queue groups. ARGV: this
- * node's id, maxlen, ttl, channel, body head, body tail, envelope head, topic. Returns
- * {seq, epoch}.
+ * KEYS: seq, history, the topic's queue groups, then the epoch, the wildcard queue groups and
+ * the wildcard interest. ARGV: this node's id, maxlen, ttl, channel, body head, body tail,
+ * envelope head, topic, mode ("s": Redis Cluster), and on Redis Cluster the last three keys,
+ * which live in other slots of the same shard and so cannot be declared. Returns {seq, epoch}.
+ *
+ * On Redis Cluster the message goes out with SPUBLISH to the shard's own subscribers, and with
+ * a plain PUBLISH (which Redis Cluster sends to every shard) only when some node registered a
+ * wildcard pattern matching the topic in this shard's `<prefix>{TAG}wi` (field "P\0node"): a
+ * pattern cannot be subscribed shard by shard.
  *
  * Queue groups: a node with members of group (pattern P, queue Q) registers itself in a hash,
  * `<prefix>{P}:q` for an exact P (field "Q\0node") or `<prefix>qw` for a wildcard P (field
@@ -74,10 +80,12 @@
  * names it in the envelope; only that node delivers the message to one of its members.
  */
 static const char PUB_LUA[] =
-    "local ep = redis.call('GET', KEYS[3])\n"
+    "local ek, qwk, wik = KEYS[4], KEYS[5], KEYS[6]\n"
+    "if not ek then ek, qwk, wik = ARGV[10], ARGV[11], ARGV[12] end\n"
+    "local ep = redis.call('GET', ek)\n"
     "if not ep then\n"
     "  local t = redis.call('TIME'); ep = ARGV[1] .. '.' .. t[1] .. '.' .. t[2]\n"
-    "  redis.call('SET', KEYS[3], ep)\n"
+    "  redis.call('SET', ek, ep)\n"
     "end\n"
     "local seq = redis.call('INCR', KEYS[1])\n"
     "local body = ARGV[5] .. cmsgpack.pack(seq) .. ARGV[6]\n"
@@ -104,12 +112,12 @@ static const char PUB_LUA[] =
     "  end\n"
     "  return #pt == #tt\n"
     "end\n"
-    "local r = redis.call('HGETALL', KEYS[4])\n"
+    "local r = redis.call('HGETALL', KEYS[3])\n"
     "for i = 1, #r, 2 do\n"
     "  local q, node = string.match(r[i], '^(.*)%z(.-)$')\n"
     "  if q then add(topic .. '\\0' .. q, node, r[i + 1]) end\n"
     "end\n"
-    "r = redis.call('HGETALL', KEYS[5])\n"
+    "r = redis.call('HGETALL', qwk)\n"
     "for i = 1, #r, 2 do\n"
     "  local p, q, node = string.match(r[i], '^(.-)%z(.*)%z(.-)$')\n"
     "  if p and matches(p, topic) then add(p .. '\\0' .. q, node, r[i + 1]) end\n"
@@ -121,7 +129,17 @@ static const char PUB_LUA[] =
     "  env[#env + 1] = struct.pack('>H', #gk) .. gk .. g[(seq % #g) + 1]\n"
     "end\n"
     "env[#env + 1] = body\n"
-    "redis.call('PUBLISH', ARGV[4], table.concat(env))\n"
+    "local msg = table.concat(env)\n"
+    "if ARGV[9] ~= 's' then redis.call('PUBLISH', ARGV[4], msg); return {seq, ep} end\n"
+    "redis.call('SPUBLISH', ARGV[4], msg)\n"
+    "r = redis.call('HGETALL', wik)\n"
+    "for i = 1, #r, 2 do\n"
+    "  local p = string.match(r[i], '^(.*)%z')\n"
+    "  now = now or tonumber(redis.call('TIME')[1])\n"
+    "  if p and tonumber(r[i + 1]) >= now and matches(p, topic) then\n"
+    "    redis.call('PUBLISH', ARGV[4], msg); break\n"
+    "  end\n"
+    "end\n"
     "return {seq, ep}\n";
 
 /* KEYS: a group registry. ARGV: field, seconds (0: unregister). */
@@ -130,11 +148,12 @@ static const char REG_LUA[] =
     "local t = redis.call('TIME')\n"
     "return redis.call('HSET', KEYS[1], ARGV[1], tonumber(t[1]) + tonumber(ARGV[2]))\n";
 
-/* KEYS: seq, history, epoch. ARGV: has_since, since, has_last, last, has_epoch, epoch.
- * Returns {seq, epoch, gap, body...}: the retained bodies from where the replay starts. */
+/* KEYS: seq, history, epoch (on Redis Cluster: ARGV[7]). ARGV: has_since, since, has_last,
+ * last, has_epoch, epoch. Returns {seq, epoch, gap, body...}: the retained bodies from where the
+ * replay starts. */
 static const char REPLAY_LUA[] =
     "local seq = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
-    "local ep = redis.call('GET', KEYS[3]) or ''\n"
+    "local ep = redis.call('GET', KEYS[3] or ARGV[7]) or ''\n"
     "local hs, since = ARGV[1] == '1', tonumber(ARGV[2])\n"
     "local gap = 0\n"
     "if ARGV[5] == '1' and ARGV[6] ~= ep then gap = 1; hs = true; since = 0 end\n"
@@ -168,6 +187,10 @@ static const char EPOCH_LUA[] =
     "return ep\n";
 
 enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL, OP_REG };
+
+/* Redis Cluster refuses keys of several slots in one script unless told they are on one shard
+ * (they are: the shard's own epoch and registries, whose hash tag was chosen for it). */
+#define XSLOT "#!lua flags=allow-cross-slot-keys\n"
 
 #define REG_LAPSE_S "20"  /* a registration not renewed for this long lapses (a dead node) */
 #define REG_RENEW_MS 5000 /* how often a node renews its registrations */
@@ -245,9 +268,19 @@ typedef struct redis_s {
     int logged_down; /* the "unreachable" line was logged for this outage */
     char pub_sha[41], replay_sha[41], reg_sha[41];
     char node_hex[17]; /* the node's id in group registrations and choices */
+    char ekey[160];    /* the epoch */
     char qwkey[160];   /* the registry of wildcard queue groups */
-    hr_map_t groups;   /* "pattern\0queue" -> local members (as an integer) */
-    uv_timer_t renew;  /* renews this node's group registrations */
+    char wikey[160];   /* Redis Cluster: the registry of wildcard interest */
+    /* Redis Cluster: this is one shard of a cluster engine (engine_rcluster below) */
+    int sharded;
+    char *pub_src, *replay_src; /* the scripts (with XSLOT when sharded) */
+    hr_map_t wpats;             /* patterns registered in wikey -> local interest count */
+    hr_map_t *lastp;            /* the last seqs (the cluster's, shared by its shards, or `last`) */
+    hr_map_t *exactp; /* topics with exact interest on this node (the cluster's, or channels) */
+    void (*on_epoch)(void *arg); /* a shard's epoch changed (the cluster recomputes its own) */
+    void *epoch_arg;
+    hr_map_t groups;  /* "pattern\0queue" -> local members (as an integer) */
+    uv_timer_t renew; /* renews this node's group registrations */
     /* work */
     oplist_t queue;    /* not sent yet */
     oplist_t inflight; /* sent, in reply order */
@@ -443,6 +476,10 @@ static void set_epoch(redis_t *e, const char *ep, size_t n)
     memcpy(e->epoch, ep, n);
     e->epoch[n] = 0;
     e->have_epoch = 1;
+    if (e->on_epoch) { /* a shard: the cluster's epoch is made of its shards' */
+        e->on_epoch(e->epoch_arg);
+        return;
+    }
     if (changed) {
         /* Redis lost its data (a restart without persistence, a flush): seq numbers start
          * again, so what this node remembers of them means nothing now. */
@@ -668,12 +705,10 @@ static void on_cmd_connect(const redisAsyncContext *ac, int status)
     ctl(e, "CLIENT SETNAME", 3, (const char *[]){"CLIENT", "SETNAME", e->name_cmd});
     if (e->db)
         ctl(e, "SELECT", 2, (const char *[]){"SELECT", db});
-    ctl(e, "pub", 3, (const char *[]){"SCRIPT", "LOAD", PUB_LUA});
-    ctl(e, "replay", 3, (const char *[]){"SCRIPT", "LOAD", REPLAY_LUA});
+    ctl(e, "pub", 3, (const char *[]){"SCRIPT", "LOAD", e->pub_src});
+    ctl(e, "replay", 3, (const char *[]){"SCRIPT", "LOAD", e->replay_src});
     ctl(e, "reg", 3, (const char *[]){"SCRIPT", "LOAD", REG_LUA});
-    char ek[160];
-    snprintf(ek, sizeof(ek), "%sepoch", e->prefix);
-    ctl(e, "epoch", 5, (const char *[]){"EVAL", EPOCH_LUA, "1", ek, e->fresh});
+    ctl(e, "epoch", 5, (const char *[]){"EVAL", EPOCH_LUA, "1", e->ekey, e->fresh});
 }
 
 static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
@@ -693,13 +728,14 @@ static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
  * confirmed. Nothing is sent while Redis is out of reach: every group is registered again once
  * it is back.
  */
-static void register_one(redis_t *e, const char *gk, size_t gn, const char *seconds, int counted)
+static void register_one(redis_t *e, const char *gk, size_t gn, const char *seconds, int counted,
+                         int wi)
 {
-    const char *q = memchr(gk, 0, gn);
+    const char *q = wi ? gk + gn : memchr(gk, 0, gn);
     if (!q || !e->cmd_ready || !e->cmd)
         return;
-    size_t pn = (size_t)(q - gk), qn = gn - pn - 1, kn, fn;
-    int exact = hr_topic_validate(gk, pn) == HR_OK;
+    size_t pn = (size_t)(q - gk), qn = wi ? 0 : gn - pn - 1, kn, fn;
+    int exact = !wi && hr_topic_validate(gk, pn) == HR_OK;
     char *key = exact ? key_of(e, gk, pn, ":q", 0, &kn) : NULL;
     char *field = malloc(gn + 18);
     op_t *op = op_new(e, OP_REG, "reg", 3);
@@ -708,15 +744,16 @@ static void register_one(redis_t *e, const char *gk, size_t gn, const char *seco
     if (exact) { /* "queue\0node" in the topic's own registry */
         memcpy(field, q + 1, qn);
         fn = qn;
-    } else { /* "pattern\0queue\0node" in the wildcard registry */
+    } else { /* "pattern\0queue\0node" in the wildcard registry, "pattern\0node" in wi */
         memcpy(field, gk, gn);
         fn = gn;
     }
+    const char *reg = wi ? e->wikey : e->qwkey;
     field[fn++] = 0;
     memcpy(field + fn, e->node_hex, 16);
     fn += 16;
-    const char *argv[] = {"EVALSHA", e->reg_sha, "1", exact ? key : e->qwkey, field, seconds};
-    size_t lens[] = {7, 40, 1, exact ? kn : strlen(e->qwkey), fn, strlen(seconds)};
+    const char *argv[] = {"EVALSHA", e->reg_sha, "1", exact ? key : reg, field, seconds};
+    size_t lens[] = {7, 40, 1, exact ? kn : strlen(reg), fn, strlen(seconds)};
     if (format(op, 6, argv, lens) != HR_OK)
         goto out;
     if (counted) {
@@ -735,21 +772,23 @@ out:
 
 typedef struct reg_arg_s {
     redis_t *e;
-    int counted;
+    int counted, wi;
 } reg_arg_t;
 
 static void register_cb(void *arg, const void *k, size_t kl, void *val)
 {
     reg_arg_t *x = arg;
     (void)val;
-    register_one(x->e, k, kl, REG_LAPSE_S, x->counted);
+    register_one(x->e, k, kl, REG_LAPSE_S, x->counted, x->wi);
 }
 
 /* Every group with local members, again: on each connection, and every REG_RENEW_MS. */
 static void register_groups(redis_t *e, int counted)
 {
-    reg_arg_t x = {e, counted};
+    reg_arg_t x = {e, counted, 0};
     hr__map_each(&e->groups, register_cb, &x);
+    x.wi = 1;
+    hr__map_each(&e->wpats, register_cb, &x);
 }
 
 static void on_renew(uv_timer_t *t)
@@ -785,23 +824,29 @@ static char *group_key(const hr_sub_t *s, size_t *gn)
     return gk;
 }
 
+/* Counts `delta` for `k` in `m`; registers the node when the count leaves 0, unregisters it
+ * when the count returns to 0. */
+static void reg_count(redis_t *e, hr_map_t *m, const char *k, size_t kn, int delta, int wi)
+{
+    uintptr_t n = (uintptr_t)hr__map_get(m, k, kn);
+    if (delta > 0) {
+        if (hr__map_put(m, k, kn, (void *)(n + 1)) == 0 && n == 0)
+            register_one(e, k, kn, REG_LAPSE_S, 1, wi);
+    } else if (n > 1) {
+        hr__map_put(m, k, kn, (void *)(n - 1));
+    } else if (n == 1) {
+        hr__map_del(m, k, kn);
+        register_one(e, k, kn, "0", 0, wi);
+    }
+}
+
 /* A member of a queue group came (+1) or went (-1): the node registers while it has one. */
 static void group_count(redis_t *e, const hr_sub_t *s, int delta)
 {
     size_t gn;
     char *gk = group_key(s, &gn);
-    if (!gk)
-        return;
-    uintptr_t n = (uintptr_t)hr__map_get(&e->groups, gk, gn);
-    if (delta > 0) {
-        if (hr__map_put(&e->groups, gk, gn, (void *)(n + 1)) == 0 && n == 0)
-            register_one(e, gk, gn, REG_LAPSE_S, 1);
-    } else if (n > 1) {
-        hr__map_put(&e->groups, gk, gn, (void *)(n - 1));
-    } else if (n == 1) {
-        hr__map_del(&e->groups, gk, gn);
-        register_one(e, gk, gn, "0", 0);
-    }
+    if (gk)
+        reg_count(e, &e->groups, gk, gn, delta, 0);
     free(gk);
 }
 
@@ -846,7 +891,11 @@ static void resub_cb(void *arg, const void *k, size_t kl, void *val)
 {
     resub_t *x = arg;
     (void)val;
-    sub_cmd(x->e, x->pattern ? "PSUBSCRIBE" : "SUBSCRIBE", k, kl, x->pattern);
+    sub_cmd(x->e,
+            x->pattern      ? "PSUBSCRIBE"
+            : x->e->sharded ? "SSUBSCRIBE"
+                            : "SUBSCRIBE",
+            k, kl, x->pattern);
 }
 
 /* The subscriber connection is up: it subscribes again to everything with local interest. */
@@ -895,7 +944,7 @@ static void confirmed(redis_t *e)
 }
 
 /* A message on the subscription: an envelope (who published it) around a delivery body. */
-static void on_message(redis_t *e, const redisReply *data)
+static void on_message(redis_t *e, const redisReply *data, int by_pattern)
 {
     if (data->type != REDIS_REPLY_STRING || data->len < ENV_HEAD + 2)
         return;
@@ -917,24 +966,32 @@ static void on_message(redis_t *e, const redisReply *data)
         for (int i = 0; i < 8; i++)
             origin = origin << 8 | p[8 + i];
     uint64_t h = hr__hash(topic.p, topic.n);
-    uint64_t last = (uint64_t)(uintptr_t)hr__map_get_hashed(&e->last, topic.p, topic.n, h);
-    if (last && seq == last) { /* the second copy when a channel and a glob both match */
+    hr_map_t *lm = e->lastp;
+    uint64_t last = (uint64_t)(uintptr_t)hr__map_get_hashed(lm, topic.p, topic.n, h);
+    /* One connection (one Redis) carries both copies of a message that matched a channel and
+     * a glob, one after the other: a second copy has the last seq, and a smaller seq means
+     * Redis gave a seq again (a failover lost writes), which is not hidden. On a cluster the
+     * copies come over different shards' connections, so anything not newer is a copy; and
+     * the pattern path, which carries a topic only while some pattern matched it, reveals
+     * holes only for topics without exact interest. */
+    if (last && (e->sharded ? seq <= last : seq == last)) {
         hr_msg_unref(&m);
         return;
     }
-    if (last && seq < last) /* Redis gave a seq again (a failover lost writes): not hidden */
+    if (last && seq < last)
         HR_LOG(HR_LOG_WARN, 0, "redis engine: %.*s went back from seq %llu to %llu", (int)topic.n,
                topic.p, (unsigned long long)last, (unsigned long long)seq);
-    if (last && seq > last + 1) {
+    if (last && seq > last + 1 &&
+        (!e->sharded || !by_pattern || !hr__map_get_hashed(e->exactp, topic.p, topic.n, h))) {
         e->gaps++;
         if (e->hooks.gap)
             e->hooks.gap(e->hooks.arg, topic, h, last + 1, seq - 1);
     }
-    if (e->last.count >= LAST_MAX && !last) {
-        hr__map_destroy(&e->last); /* bounded: forgetting costs only hole detection */
-        hr__map_init(&e->last);
+    if (lm->count >= LAST_MAX && !last) {
+        hr__map_destroy(lm); /* bounded: forgetting costs only hole detection */
+        hr__map_init(lm);
     }
-    hr__map_put(&e->last, topic.p, topic.n, (void *)(uintptr_t)seq);
+    hr__map_put(lm, topic.p, topic.n, (void *)(uintptr_t)seq);
     e->hooks.deliver(e->hooks.arg, topic, h, seq, m, origin, own && (p[16] & 1), &qc);
     hr_msg_unref(&m);
 }
@@ -959,9 +1016,9 @@ static void on_push(redis_t *e, redisReply *r)
         return;
     redisReply *kind = r->element[0];
     if (is(kind, "message") || is(kind, "smessage"))
-        on_message(e, r->element[2]);
+        on_message(e, r->element[2], 0);
     else if (is(kind, "pmessage") && r->elements == 4)
-        on_message(e, r->element[3]);
+        on_message(e, r->element[3], 1);
     else if (is(kind, "subscribe") || is(kind, "psubscribe") || is(kind, "unsubscribe") ||
              is(kind, "punsubscribe") || is(kind, "ssubscribe") || is(kind, "sunsubscribe"))
         confirmed(e);
@@ -1173,7 +1230,7 @@ static int r_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb,
     char *skey = op ? key_of(e, p->topic.p, p->topic.n, ":s", 0, &sk) : NULL;
     char *hkey = op ? key_of(e, p->topic.p, p->topic.n, ":h", 0, &hk) : NULL;
     char *chan = op ? key_of(e, p->topic.p, p->topic.n, "", 0, &ck) : NULL;
-    char *qkey = NULL, ekey[160], maxlen[16], ttl[24];
+    char *qkey = NULL, maxlen[16], ttl[24];
     size_t qk = 0;
     int st = HR_ENOMEM;
     if (!skey || !hkey || !chan)
@@ -1188,44 +1245,40 @@ static int r_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb,
     for (int i = 0; i < 8; i++)
         env[8 + i] = (uint8_t)(p->origin >> (56 - 8 * i));
     env[16] = p->no_echo ? 1 : 0;
-    ek = (size_t)snprintf(ekey, sizeof(ekey), "%sepoch", e->prefix);
+    ek = strlen(e->ekey);
     snprintf(maxlen, sizeof(maxlen), "%u", e->history_msgs);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)e->ttl);
     if (!(qkey = key_of(e, p->topic.p, p->topic.n, ":q", 0, &qk)))
         goto out;
-    const char *argv[] = {"EVALSHA",
-                          e->pub_sha,
-                          "5",
-                          skey,
-                          hkey,
-                          ekey,
-                          qkey,
-                          e->qwkey,
-                          e->fresh,
+    /* Declared keys first (one slot), then the arguments; a cluster shard's own keys go last,
+     * undeclared (see PUB_LUA). */
+    const char *argv[18] = {"EVALSHA", e->pub_sha, e->sharded ? "3" : "6", skey, hkey, qkey};
+    size_t lens[18] = {7, 40, 1, sk, hk, qk};
+    int n = 6;
+    if (!e->sharded) {
+        argv[n] = e->ekey, lens[n++] = ek;
+        argv[n] = e->qwkey, lens[n++] = strlen(e->qwkey);
+        argv[n] = e->wikey, lens[n++] = strlen(e->wikey);
+    }
+    const char *args[] = {e->fresh,
                           maxlen,
                           ttl,
                           chan,
                           (const char *)b,
                           (const char *)b + head + 1,
                           (const char *)env,
-                          p->topic.p};
-    size_t lens[] = {7,
-                     40,
-                     1,
-                     sk,
-                     hk,
-                     ek,
-                     qk,
-                     strlen(e->qwkey),
-                     strlen(e->fresh),
-                     strlen(maxlen),
-                     strlen(ttl),
-                     ck,
-                     head,
-                     m->len - head - 1,
-                     ENV_HEAD,
-                     p->topic.n};
-    if (format(op, 16, argv, lens) != HR_OK)
+                          p->topic.p,
+                          e->sharded ? "s" : "-"};
+    size_t alens[] = {strlen(e->fresh),  strlen(maxlen), strlen(ttl), ck, head,
+                      m->len - head - 1, ENV_HEAD,       p->topic.n,  1};
+    for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+        argv[n] = args[i], lens[n++] = alens[i];
+    if (e->sharded) {
+        argv[n] = e->ekey, lens[n++] = ek;
+        argv[n] = e->qwkey, lens[n++] = strlen(e->qwkey);
+        argv[n] = e->wikey, lens[n++] = strlen(e->wikey);
+    }
+    if (format(op, n, argv, lens) != HR_OK)
         goto out;
     op->hash = p->hash;
     op->pub_cb = cb;
@@ -1249,26 +1302,26 @@ static op_t *replay_op(redis_t *e, const hr_erange_t *r, const char *topic, size
     size_t sk = 0, hk = 0, ek;
     char *skey = op ? key_of(e, topic, tn, ":s", 0, &sk) : NULL;
     char *hkey = op ? key_of(e, topic, tn, ":h", 0, &hk) : NULL;
-    char ekey[160], since[24], last[24];
+    char since[24], last[24];
     int ok = 0;
     if (skey && hkey) {
-        ek = (size_t)snprintf(ekey, sizeof(ekey), "%sepoch", e->prefix);
+        ek = strlen(e->ekey);
         snprintf(since, sizeof(since), "%llu", (unsigned long long)r->since);
         snprintf(last, sizeof(last), "%llu", (unsigned long long)r->last);
-        const char *argv[] = {"EVALSHA",
-                              e->replay_sha,
-                              "3",
-                              skey,
-                              hkey,
-                              ekey,
-                              r->has_since ? "1" : "0",
-                              since,
-                              r->has_last ? "1" : "0",
-                              last,
-                              r->has_epoch ? "1" : "0",
-                              r->epoch.n ? r->epoch.p : ""};
-        size_t lens[] = {7, 40, 1, sk, hk, ek, 1, strlen(since), 1, strlen(last), 1, r->epoch.n};
-        ok = format(op, 12, argv, lens) == HR_OK;
+        const char *argv[13] = {"EVALSHA", e->replay_sha, e->sharded ? "2" : "3", skey, hkey};
+        size_t lens[13] = {7, 40, 1, sk, hk};
+        int n = 5;
+        if (!e->sharded) /* a cluster shard's epoch is in another slot: last, undeclared */
+            argv[n] = e->ekey, lens[n++] = ek;
+        const char *args[] = {r->has_since ? "1" : "0", since,
+                              r->has_last ? "1" : "0",  last,
+                              r->has_epoch ? "1" : "0", r->epoch.n ? r->epoch.p : ""};
+        size_t alens[] = {1, strlen(since), 1, strlen(last), 1, r->epoch.n};
+        for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
+            argv[n] = args[i], lens[n++] = alens[i];
+        if (e->sharded)
+            argv[n] = e->ekey, lens[n++] = ek;
+        ok = format(op, n, argv, lens) == HR_OK;
     }
     free(skey);
     free(hkey);
@@ -1393,53 +1446,63 @@ static int is_pattern(const char *p, size_t n)
     return hr_topic_validate(p, n) != HR_OK;
 }
 
-static int r_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
+enum { I_SUB = 1, I_GROUPS = 2, I_WI = 4 };
+
+/*
+ * Local interest in `s` came (+1) or went (-1). I_SUB: (un)subscribe its channel or glob when
+ * the first one comes or the last goes; I_GROUPS: its queue group's registration; I_WI: a
+ * pattern's registration in the shard's wildcard interest (Redis Cluster).
+ */
+static int interest(redis_t *e, const hr_sub_t *s, int delta, int what)
 {
-    redis_t *e = (redis_t *)base;
-    const hr_sub_t *s = (const hr_sub_t *)sub;
-    if (!s->conn)
-        return HR_OK;
-    if (s->queue)
-        group_count(e, s, 1);
     int pat = is_pattern(s->pattern, s->plen);
+    if ((what & I_GROUPS) && s->queue)
+        group_count(e, s, delta);
+    if ((what & I_WI) && pat)
+        reg_count(e, &e->wpats, s->pattern, s->plen, delta, 1);
+    if (!(what & I_SUB))
+        return HR_OK;
     hr_map_t *m = pat ? &e->patterns : &e->channels;
     uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
-    if (hr__map_put(m, s->pattern, s->plen, (void *)(n + 1)) != 0)
-        return HR_ENOMEM;
+    const char *verb = pat ? "PSUBSCRIBE" : e->sharded ? "SSUBSCRIBE" : "SUBSCRIBE";
+    if (delta > 0) {
+        if (hr__map_put(m, s->pattern, s->plen, (void *)(n + 1)) != 0)
+            return HR_ENOMEM;
+        if (n == 0)
+            sub_cmd(e, verb, s->pattern, s->plen, pat);
+        return HR_OK;
+    }
+    if (n > 1) {
+        hr__map_put(m, s->pattern, s->plen, (void *)(n - 1));
+        return HR_OK;
+    }
     if (n == 0)
-        sub_cmd(e, pat ? "PSUBSCRIBE" : "SUBSCRIBE", s->pattern, s->plen, pat);
+        return HR_OK;
+    hr__map_del(m, s->pattern, s->plen);
+    verb = pat ? "PUNSUBSCRIBE" : e->sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE";
+    sub_cmd(e, verb, s->pattern, s->plen, pat);
+    /* What is remembered of topics this node may stop hearing would make the next message
+     * after a resubscription look like a hole. */
+    if (pat) {
+        hr__map_destroy(e->lastp);
+        hr__map_init(e->lastp);
+    } else {
+        hr__map_del(e->lastp, s->pattern, s->plen);
+    }
     return HR_OK;
+}
+
+static int r_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
+{
+    const hr_sub_t *s = (const hr_sub_t *)sub;
+    return s->conn ? interest((redis_t *)base, s, 1, I_SUB | I_GROUPS) : HR_OK;
 }
 
 static void r_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
 {
-    redis_t *e = (redis_t *)base;
     const hr_sub_t *s = (const hr_sub_t *)sub;
-    if (!s->conn)
-        return;
-    if (s->queue)
-        group_count(e, s, -1);
-    int pat = is_pattern(s->pattern, s->plen);
-    hr_map_t *m = pat ? &e->patterns : &e->channels;
-    uintptr_t n = (uintptr_t)hr__map_get(m, s->pattern, s->plen);
-    if (n > 1) {
-        hr__map_put(m, s->pattern, s->plen, (void *)(n - 1));
-        return;
-    }
-    if (n == 0)
-        return;
-    hr__map_del(m, s->pattern, s->plen);
-    sub_cmd(e, pat ? "PUNSUBSCRIBE" : "UNSUBSCRIBE", s->pattern, s->plen, pat);
-    /* What is remembered of topics this node may stop hearing would make the next message
-     * after a resubscription look like a hole. */
-    if (pat || hr__map_get(&e->last, s->pattern, s->plen)) {
-        if (pat) {
-            hr__map_destroy(&e->last);
-            hr__map_init(&e->last);
-        } else {
-            hr__map_del(&e->last, s->pattern, s->plen);
-        }
-    }
+    if (s->conn)
+        interest((redis_t *)base, s, -1, I_SUB | I_GROUPS);
 }
 
 static const char *r_epoch(hr_engine_t *base)
@@ -1507,6 +1570,9 @@ static void r_destroy(hr_engine_t *base)
     hr__map_destroy(&e->patterns);
     hr__map_destroy(&e->last);
     hr__map_destroy(&e->groups);
+    hr__map_destroy(&e->wpats);
+    free(e->pub_src);
+    free(e->replay_src);
     if (e->resolving)
         uv_cancel((uv_req_t *)&e->gai);
     uv_loop_t *loop = e->loop;
@@ -1547,10 +1613,6 @@ static void sha_hex(const char *script, char out[41])
 /* redis://[[user]:password@]host[:port][/db]; IPv6 hosts in brackets. */
 static int parse_url(redis_t *e, const char *url, char *err, size_t errlen)
 {
-    if (strncmp(url, "redis+cluster://", 16) == 0) {
-        snprintf(err, errlen, "Redis Cluster (redis+cluster://) is not supported yet");
-        return HR_EINVAL;
-    }
     if (strncmp(url, "redis://", 8) != 0) {
         snprintf(err, errlen, "'%s' is not a redis:// URL", url);
         return HR_EINVAL;
@@ -1616,19 +1678,28 @@ static int parse_url(redis_t *e, const char *url, char *err, size_t errlen)
     return HR_OK;
 }
 
-int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t **out, char *err,
-                         size_t errlen)
+static char *cat(const char *a, const char *b)
 {
-    redis_t *e = calloc(1, sizeof(*e));
-    if (!e)
-        return HR_ENOMEM;
-    int st = parse_url(e, o->url, err, errlen);
-    if (st != HR_OK) {
-        free(e);
-        return st;
+    size_t an = strlen(a), bn = strlen(b);
+    char *r = malloc(an + bn + 1);
+    if (r) {
+        memcpy(r, a, an);
+        memcpy(r + an, b, bn + 1);
     }
+    return r;
+}
+
+/*
+ * Sets up `e` (host, port and credentials already there) and starts connecting. `node` is the
+ * node's random id (16 bytes: the id, then the epoch candidate); `tag` is NULL for a single
+ * Redis, else the hash tag that puts this shard's own keys on it.
+ */
+static int redis_init(redis_t *e, uv_loop_t *loop, const hr_redis_opts_t *o, const uint8_t *rnd,
+                      const char *tag)
+{
     e->base.ops = &redis_ops;
     e->loop = loop;
+    e->sharded = tag != NULL;
     snprintf(e->name_cmd, sizeof(e->name_cmd), "herald-%d-cmd", (int)uv_os_getpid());
     snprintf(e->name_sub, sizeof(e->name_sub), "herald-%d-sub", (int)uv_os_getpid());
     snprintf(e->prefix, sizeof(e->prefix), "%s", o->prefix);
@@ -1638,28 +1709,34 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
     e->queue_max = o->queue_max;
     e->hooks = o->hooks;
     e->backoff = BACKOFF_MIN_MS;
-    /* EVALSHA names a script by its SHA-1: known before Redis is, so commands can be made
-     * (and queued) while it is out of reach. SCRIPT LOAD at each connection puts them there. */
-    sha_hex(PUB_LUA, e->pub_sha);
-    sha_hex(REPLAY_LUA, e->replay_sha);
-    sha_hex(REG_LUA, e->reg_sha);
     hr__map_init(&e->channels);
     hr__map_init(&e->patterns);
     hr__map_init(&e->last);
     hr__map_init(&e->groups);
-    uint8_t rnd[16] = {0};
-    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) != 0) {
-        uv_timeval64_t tv;
-        uv_gettimeofday(&tv);
-        memcpy(rnd, &tv, sizeof(tv) < sizeof(rnd) ? sizeof(tv) : sizeof(rnd));
-        rnd[15] ^= (uint8_t)uv_os_getpid();
-    }
+    hr__map_init(&e->wpats);
+    e->lastp = &e->last;
+    e->exactp = &e->channels;
+    e->pub_src = cat(tag ? XSLOT : "", PUB_LUA);
+    e->replay_src = cat(tag ? XSLOT : "", REPLAY_LUA);
+    if (!e->pub_src || !e->replay_src)
+        return HR_ENOMEM;
+    /* EVALSHA names a script by its SHA-1: known before Redis is, so commands can be made
+     * (and queued) while it is out of reach. SCRIPT LOAD at each connection puts them there. */
+    sha_hex(e->pub_src, e->pub_sha);
+    sha_hex(e->replay_src, e->replay_sha);
+    sha_hex(REG_LUA, e->reg_sha);
     memcpy(e->node, rnd, 8);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         snprintf(e->node_hex + 2 * i, 3, "%02x", rnd[i]);
-    snprintf(e->qwkey, sizeof(e->qwkey), "%sqw", e->prefix);
-    for (int i = 0; i < 8; i++)
         snprintf(e->fresh + 2 * i, 3, "%02x", rnd[8 + i]);
+    }
+    const char *t = tag ? tag : "";
+    snprintf(e->ekey, sizeof(e->ekey), "%s%s%s%sepoch", e->prefix, tag ? "{" : "", t,
+             tag ? "}" : "");
+    snprintf(e->qwkey, sizeof(e->qwkey), "%s%s%s%sqw", e->prefix, tag ? "{" : "", t,
+             tag ? "}" : "");
+    snprintf(e->wikey, sizeof(e->wikey), "%s%s%s%swi", e->prefix, tag ? "{" : "", t,
+             tag ? "}" : "");
     /* Until Redis names the epoch, one of this node's own: a client resuming meanwhile is told
      * its seqs may not mean what they did (ERR 10), never the opposite. */
     snprintf(e->epoch, sizeof(e->epoch), "%s", e->fresh);
@@ -1671,12 +1748,591 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
     uv_timer_start(&e->renew, on_renew, REG_RENEW_MS, REG_RENEW_MS);
     uv_unref((uv_handle_t *)&e->renew);
     connect_start(e);
+    return HR_OK;
+}
+
+static void node_random(uint8_t rnd[16])
+{
+    if (uv_random(NULL, NULL, rnd, 16, 0, NULL) != 0) {
+        uv_timeval64_t tv;
+        uv_gettimeofday(&tv);
+        memset(rnd, 0, 16);
+        memcpy(rnd, &tv, sizeof(tv) < 16 ? sizeof(tv) : 16);
+        rnd[15] ^= (uint8_t)uv_os_getpid();
+    }
+}
+
+static int cluster_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t **out, char *err,
+                       size_t errlen);
+
+int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t **out, char *err,
+                         size_t errlen)
+{
+    if (strncmp(o->url, "redis+cluster://", 16) == 0)
+        return cluster_new(loop, o, out, err, errlen);
+    redis_t *e = calloc(1, sizeof(*e));
+    if (!e)
+        return HR_ENOMEM;
+    int st = parse_url(e, o->url, err, errlen);
+    if (st != HR_OK) {
+        free(e);
+        return st;
+    }
+    uint8_t rnd[16];
+    node_random(rnd);
+    if (redis_init(e, loop, o, rnd, NULL) != HR_OK) {
+        free(e->pub_src);
+        free(e->replay_src);
+        free(e);
+        return HR_ENOMEM;
+    }
     *out = &e->base;
     return HR_OK;
 }
 
+/* ---- Redis Cluster ---------------------------------------------------------------------- */
+
+/*
+ * `redis+cluster://h1:p1,h2:p2,...` runs one redis_t per master ("shard"), each with its own
+ * two connections, subscriptions and queue of commands, and routes every topic to the shard
+ * that owns its hash slot. hiredis 0.14 knows nothing of Redis Cluster, so the slot map
+ * (CLUSTER SLOTS, asked of the first seed that answers) and the key-to-slot hash (CRC16 of the
+ * hash tag, as the Redis Cluster specification defines it) are written here.
+ *
+ * Exact topics use sharded pub/sub (SSUBSCRIBE on the owning shard, SPUBLISH in the script),
+ * so a message travels to one shard only. A pattern cannot be subscribed shard by shard: the
+ * node PSUBSCRIBEs on one shard and registers the pattern in every shard's wildcard interest,
+ * and a shard's publish script then also PUBLISHes (cluster-wide) the messages of topics that
+ * some registered pattern matches. Each shard keeps its own epoch; the node's epoch is made
+ * from all of them, so any shard that lost its data changes it. Slots that move while nodes
+ * run are not followed (a command answered MOVED fails): restart the nodes after resharding.
+ */
+
+#define CL_MAX_SHARDS 64
+#define CL_MAX_SEEDS 16
+
+static uint16_t crc16(const char *buf, size_t len)
+{
+    uint16_t crc = 0; /* CRC16-CCITT (XMODEM), as Redis Cluster uses it */
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((uint8_t)buf[i] << 8);
+        for (int j = 0; j < 8; j++)
+            crc = crc & 0x8000 ? (uint16_t)(crc << 1 ^ 0x1021) : (uint16_t)(crc << 1);
+    }
+    return crc;
+}
+
+/* The hash slot of a key: of its hash tag (between the first '{' and the next '}') when it has
+ * a non-empty one. */
+static unsigned key_slot(const char *k, size_t n)
+{
+    const char *o = memchr(k, '{', n);
+    if (o) {
+        const char *c = memchr(o + 1, '}', n - (size_t)(o + 1 - k));
+        if (c && c > o + 1) {
+            k = o + 1;
+            n = (size_t)(c - k);
+        }
+    }
+    return crc16(k, n) & 16383u;
+}
+
+typedef struct cluster_s {
+    hr_engine_t base;
+    uv_loop_t *loop;
+    hr_redis_opts_t o;
+    redis_t cred; /* the URL's user and password (nothing else of it is used) */
+    struct {
+        char host[256];
+        int port;
+    } seeds[CL_MAX_SEEDS];
+    int nseeds, seed_i;
+    redisAsyncContext *topo; /* asking a seed for the slot map */
+    uv_timer_t retry;
+    uint64_t backoff;
+    redis_t *shard[CL_MAX_SHARDS];
+    int n;
+    uint8_t slot_shard[16384]; /* shard index + 1; 0: no master known */
+    uint8_t rnd[16];           /* the node's id and epoch candidate, shared by its shards */
+    hr_map_t last, exact;      /* shared by the shards (see on_message) */
+    hr_map_t subs;             /* every local subscription with interest (pointer -> 1) */
+    char epoch[65];
+    int have_epoch, destroying;
+    uint64_t resets;
+} cluster_t;
+
+static const hr_engine_ops_t cluster_ops;
+
+static redis_t *shard_of(cluster_t *c, const char *topic, size_t n)
+{
+    char key[HR_TOPIC_MAX + 200];
+    size_t pl = strlen(c->o.prefix);
+    if (pl + n + 4 > sizeof(key))
+        return NULL;
+    memcpy(key, c->o.prefix, pl);
+    key[pl] = '{';
+    memcpy(key + pl + 1, topic, n);
+    memcpy(key + pl + 1 + n, "}:s", 3);
+    unsigned i = c->slot_shard[key_slot(key, pl + n + 4)];
+    return i ? c->shard[i - 1] : NULL;
+}
+
+/* The node's epoch: a digest of every shard's, once all are known. */
+static void cl_on_epoch(void *arg)
+{
+    cluster_t *c = arg;
+    unsigned char md[SHA_DIGEST_LENGTH];
+    char all[CL_MAX_SHARDS * 65];
+    size_t n = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (!c->shard[i]->have_epoch)
+            return;
+        size_t l = strlen(c->shard[i]->epoch) + 1; /* with its NUL: a separator */
+        memcpy(all + n, c->shard[i]->epoch, l);
+        n += l;
+    }
+    SHA1((const unsigned char *)all, n, md);
+    char ep[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(ep + 2 * i, 3, "%02x", md[i]);
+    if (c->have_epoch && strcmp(ep, c->epoch) == 0)
+        return;
+    int changed = c->have_epoch;
+    snprintf(c->epoch, sizeof(c->epoch), "%s", ep);
+    c->have_epoch = 1;
+    if (changed) {
+        c->resets++;
+        HR_LOG(HR_LOG_WARN, 0, "redis engine: a cluster shard lost its data: new epoch %s", ep);
+        hr__map_destroy(&c->last);
+        hr__map_init(&c->last);
+        if (c->o.hooks.reset)
+            c->o.hooks.reset(c->o.hooks.arg);
+    }
+}
+
+/* Local interest in `s` came or went: its channel on the shard that owns the topic; a
+ * pattern's glob on the first shard and its registration on every shard. */
+static void cl_route(cluster_t *c, const hr_sub_t *s, int delta)
+{
+    if (!is_pattern(s->pattern, s->plen)) {
+        redis_t *e = shard_of(c, s->pattern, s->plen);
+        uintptr_t n = (uintptr_t)hr__map_get(&c->exact, s->pattern, s->plen);
+        if (delta > 0)
+            hr__map_put(&c->exact, s->pattern, s->plen, (void *)(n + 1));
+        else if (n > 1)
+            hr__map_put(&c->exact, s->pattern, s->plen, (void *)(n - 1));
+        else
+            hr__map_del(&c->exact, s->pattern, s->plen);
+        if (e)
+            interest(e, s, delta, I_SUB | I_GROUPS);
+        return;
+    }
+    for (int i = 0; i < c->n; i++)
+        interest(c->shard[i], s, delta, (i == 0 ? I_SUB : 0) | I_WI | I_GROUPS);
+}
+
+static void route_cb(void *arg, const void *k, size_t kl, void *val)
+{
+    const hr_sub_t *s;
+    (void)kl;
+    (void)val;
+    memcpy(&s, k, sizeof(s));
+    cl_route(arg, s, 1);
+}
+
+static void topo_connect(cluster_t *c);
+
+static void on_topo_retry(uv_timer_t *t)
+{
+    topo_connect(t->data);
+}
+
+static void topo_retry(cluster_t *c, const char *why)
+{
+    if (c->destroying)
+        return;
+    HR_LOG(HR_LOG_WARN, 0, "redis engine: no cluster slot map yet (%s): retrying", why);
+    uv_timer_start(&c->retry, on_topo_retry, c->backoff, 0);
+    c->backoff = c->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff * 2;
+}
+
+/* Makes the shards from a CLUSTER SLOTS answer; 0, or -1 when it made none. */
+static int build_shards(cluster_t *c, const redisReply *r, const char *seed_host)
+{
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *en = r->element[i];
+        if (en->type != REDIS_REPLY_ARRAY || en->elements < 3 ||
+            en->element[0]->type != REDIS_REPLY_INTEGER ||
+            en->element[1]->type != REDIS_REPLY_INTEGER ||
+            en->element[2]->type != REDIS_REPLY_ARRAY || en->element[2]->elements < 2)
+            continue;
+        const redisReply *m = en->element[2];
+        const char *ip = m->element[0]->type == REDIS_REPLY_STRING && m->element[0]->len
+                             ? m->element[0]->str
+                             : seed_host;
+        int port = (int)m->element[1]->integer, k;
+        long long lo = en->element[0]->integer, hi = en->element[1]->integer;
+        if (lo < 0 || hi > 16383 || lo > hi)
+            continue;
+        for (k = 0; k < c->n; k++)
+            if (strcmp(c->shard[k]->host, ip) == 0 && c->shard[k]->port == port)
+                break;
+        if (k == c->n) {
+            redis_t *e = k < CL_MAX_SHARDS ? calloc(1, sizeof(*e)) : NULL;
+            if (!e)
+                continue;
+            snprintf(e->host, sizeof(e->host), "%s", ip);
+            e->port = port;
+            memcpy(e->user, c->cred.user, sizeof(e->user));
+            memcpy(e->password, c->cred.password, sizeof(e->password));
+            c->shard[c->n++] = e;
+        }
+        for (long long sl = lo; sl <= hi; sl++)
+            c->slot_shard[sl] = (uint8_t)(k + 1);
+    }
+    if (!c->n)
+        return -1;
+    for (int k = 0; k < c->n; k++) {
+        redis_t *e = c->shard[k];
+        char tag[16] = "";
+        for (int i = 0; i < 1000000; i++) { /* a hash tag on this shard for its own keys */
+            snprintf(tag, sizeof(tag), "%d", i);
+            if (c->slot_shard[key_slot(tag, strlen(tag))] == k + 1)
+                break;
+        }
+        e->lastp = &c->last;
+        e->exactp = &c->exact;
+        e->on_epoch = cl_on_epoch;
+        e->epoch_arg = c;
+        if (redis_init(e, c->loop, &c->o, c->rnd, tag) != HR_OK)
+            HR_LOG(HR_LOG_ERROR, 0, "redis engine: out of memory for shard %s:%d", e->host,
+                   e->port);
+        e->lastp = &c->last; /* redis_init points them at its own */
+        e->exactp = &c->exact;
+    }
+    hr__map_each(&c->subs, route_cb, c);
+    HR_LOG(HR_LOG_INFO, 0, "redis engine: cluster of %d shard%s", c->n, c->n == 1 ? "" : "s");
+    return 0;
+}
+
+static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
+{
+    cluster_t *c = priv;
+    redisReply *r = reply;
+    c->topo = NULL;
+    if (c->destroying || c->n)
+        return;
+    const char *seed = c->seeds[(c->seed_i - 1) % c->nseeds].host;
+    if (!r || r->type != REDIS_REPLY_ARRAY || build_shards(c, r, seed) != 0) {
+        topo_retry(c, r && r->type == REDIS_REPLY_ERROR ? r->str : "no slots");
+        if (r)
+            redisAsyncDisconnect(ac);
+        return;
+    }
+    redisAsyncDisconnect(ac);
+}
+
+static void on_topo_connect(const redisAsyncContext *ac, int status)
+{
+    cluster_t *c = ac->data;
+    if (status != REDIS_OK) {
+        c->topo = NULL; /* hiredis frees it */
+        topo_retry(c, ac->errstr);
+    }
+}
+
+static void topo_connect(cluster_t *c)
+{
+    if (c->destroying || c->n)
+        return;
+    int i = c->seed_i++ % c->nseeds;
+    redisAsyncContext *ac = redisAsyncConnect(c->seeds[i].host, c->seeds[i].port);
+    if (!ac || ac->err || redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+        if (ac)
+            redisAsyncFree(ac);
+        topo_retry(c, "cannot connect");
+        return;
+    }
+    uv_unref((uv_handle_t *)&((redisLibuvEvents *)ac->ev.data)->handle);
+    ac->data = c;
+    redisAsyncSetConnectCallback(ac, on_topo_connect);
+    if (c->cred.user[0])
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", c->cred.user, c->cred.password);
+    else if (c->cred.password[0])
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", c->cred.password);
+    redisAsyncCommand(ac, on_slots, c, "CLUSTER SLOTS");
+    c->topo = ac;
+}
+
+static int cl_publish(hr_engine_t *base, const hr_epub_t *p, hr_engine_pub_cb cb, void *arg)
+{
+    redis_t *e = shard_of((cluster_t *)base, p->topic.p, p->topic.n);
+    return e ? r_publish(&e->base, p, cb, arg) : HR_ENOTCONN;
+}
+
+/* A replay over several shards (a pattern) or one: their answers combined. */
+typedef struct cagg_s {
+    int left, status, gap;
+    uint64_t topics;
+    hr_engine_msg_cb msg;
+    hr_engine_done_cb done;
+    void *arg;
+} cagg_t;
+
+static void agg_msg(void *arg, hr_slice_t topic, uint64_t seq, hr_msg_t *body)
+{
+    cagg_t *a = arg;
+    a->msg(a->arg, topic, seq, body);
+}
+
+static void agg_done(void *arg, int st, uint64_t topics)
+{
+    cagg_t *a = arg;
+    a->topics += topics;
+    if (st == HR_EGAP)
+        a->gap = 1;
+    else if (st != HR_OK && a->status != HR_ELIMIT)
+        a->status = st;
+    if (--a->left)
+        return;
+    a->done(a->arg, a->status != HR_OK ? a->status : a->gap ? HR_EGAP : HR_OK, a->topics);
+    free(a);
+}
+
+static int cl_replay(hr_engine_t *base, const hr_erange_t *r, hr_engine_msg_cb msg,
+                     hr_engine_done_cb done, void *arg)
+{
+    cluster_t *c = (cluster_t *)base;
+    redis_t *one = r->wildcard ? NULL : shard_of(c, r->pattern.p, r->pattern.n);
+    if (!c->n || (!r->wildcard && !one))
+        return HR_ENOTCONN;
+    cagg_t *a = calloc(1, sizeof(*a));
+    if (!a)
+        return HR_ENOMEM;
+    /* The shards know their own epochs; the client's is the node's, checked here. */
+    hr_erange_t r2 = *r;
+    r2.has_epoch = 0;
+    if (r->has_epoch &&
+        (r->epoch.n != strlen(c->epoch) || memcmp(r->epoch.p, c->epoch, r->epoch.n) != 0)) {
+        a->gap = 1;
+        r2.has_since = 1;
+        r2.since = 0;
+    }
+    a->msg = msg;
+    a->done = done;
+    a->arg = arg;
+    a->left = one ? 1 : c->n;
+    if (one) {
+        int st = r_replay(&one->base, &r2, agg_msg, agg_done, a);
+        if (st < 0)
+            free(a);
+        return st;
+    }
+    a->left++; /* held until every shard was asked */
+    for (int i = 0; i < c->n; i++) {
+        int st = r_replay(&c->shard[i]->base, &r2, agg_msg, agg_done, a);
+        if (st < 0)
+            agg_done(a, st, 0);
+    }
+    agg_done(a, HR_OK, 0);
+    return HR_OK;
+}
+
+static int cl_interest_add(hr_engine_t *base, const struct hr_sub_s *sub)
+{
+    cluster_t *c = (cluster_t *)base;
+    const hr_sub_t *s = (const hr_sub_t *)sub;
+    if (!s->conn)
+        return HR_OK;
+    if (hr__map_put(&c->subs, &s, sizeof(s), (void *)1) != 0)
+        return HR_ENOMEM;
+    if (c->n)
+        cl_route(c, s, 1);
+    return HR_OK;
+}
+
+static void cl_interest_remove(hr_engine_t *base, const struct hr_sub_s *sub)
+{
+    cluster_t *c = (cluster_t *)base;
+    const hr_sub_t *s = (const hr_sub_t *)sub;
+    if (!s->conn || !hr__map_del(&c->subs, &s, sizeof(s)))
+        return;
+    if (c->n)
+        cl_route(c, s, -1);
+}
+
+static const char *cl_epoch(hr_engine_t *base)
+{
+    return ((cluster_t *)base)->epoch;
+}
+
+static void cl_stats(hr_engine_t *base, hr_engine_stats_t *st)
+{
+    cluster_t *c = (cluster_t *)base;
+    st->remote = 1;
+    st->remote_up = c->n > 0;
+    for (int i = 0; i < c->n; i++) {
+        hr_engine_stats_t one = {0};
+        r_stats(&c->shard[i]->base, &one);
+        st->remote_up &= one.remote_up;
+        st->queued_bytes += one.queued_bytes;
+        if (one.lag_ms > st->lag_ms)
+            st->lag_ms = one.lag_ms;
+        st->reconnects += one.reconnects;
+        st->gaps += one.gaps;
+    }
+    st->resets = c->resets;
+}
+
+typedef struct cbar_s {
+    int left;
+    void (*cb)(void *arg);
+    void *arg;
+} cbar_t;
+
+static void cbar_one(void *arg)
+{
+    cbar_t *b = arg;
+    if (--b->left == 0) {
+        b->cb(b->arg);
+        free(b);
+    }
+}
+
+static int cl_barrier(hr_engine_t *base, void (*cb)(void *arg), void *arg)
+{
+    cluster_t *c = (cluster_t *)base;
+    cbar_t *b = malloc(sizeof(*b));
+    if (!b)
+        return 0;
+    *b = (cbar_t){1, cb, arg};
+    for (int i = 0; i < c->n; i++)
+        if (r_barrier(&c->shard[i]->base, cbar_one, b))
+            b->left++;
+    if (--b->left == 0) {
+        free(b);
+        return 0;
+    }
+    return 1;
+}
+
+static void cl_retry_closed(uv_handle_t *h)
+{
+    cluster_t *c = h->data;
+    hr__map_destroy(&c->last);
+    hr__map_destroy(&c->exact);
+    hr__map_destroy(&c->subs);
+    free(c);
+}
+
+static void cl_destroy(hr_engine_t *base)
+{
+    cluster_t *c = (cluster_t *)base;
+    c->destroying = 1;
+    if (c->topo) {
+        redisAsyncContext *ac = c->topo;
+        c->topo = NULL;
+        redisAsyncFree(ac);
+    }
+    for (int i = 0; i < c->n; i++)
+        r_destroy(&c->shard[i]->base);
+    uv_close((uv_handle_t *)&c->retry, cl_retry_closed);
+    uv_run(c->loop, UV_RUN_NOWAIT);
+}
+
+static const hr_engine_ops_t cluster_ops = {
+    .name = "redis",
+    .sync = 0,
+    .fans_out = 1,
+    .publish = cl_publish,
+    .replay = cl_replay,
+    .interest_add = cl_interest_add,
+    .interest_remove = cl_interest_remove,
+    .epoch = cl_epoch,
+    .stats = cl_stats,
+    .destroy = cl_destroy,
+    .barrier = cl_barrier,
+};
+
+/* redis+cluster://[[user]:password@]IP:PORT,IP:PORT,... */
+static int cluster_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t **out, char *err,
+                       size_t errlen)
+{
+    cluster_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return HR_ENOMEM;
+    const char *p = o->url + 16, *at = strrchr(p, '@');
+    char first[512];
+    const char *list = at ? at + 1 : p;
+    /* Credentials come from the URL as for a single Redis: parse "redis://<auth>@<first>". */
+    size_t fl = strcspn(list, ",");
+    snprintf(first, sizeof(first), "redis://%.*s%s%.*s", at ? (int)(at - p) : 0, p, at ? "@" : "",
+             (int)fl, list);
+    int st = parse_url(&c->cred, first, err, errlen);
+    while (st == HR_OK && *list) {
+        fl = strcspn(list, ",");
+        char one[300];
+        redis_t tmp;
+        memset(&tmp, 0, sizeof(tmp));
+        snprintf(one, sizeof(one), "redis://%.*s", (int)fl, list);
+        struct sockaddr_in6 a6;
+        struct sockaddr_in a4;
+        if (c->nseeds == CL_MAX_SEEDS) {
+            snprintf(err, errlen, "more than %d seed nodes", CL_MAX_SEEDS);
+            st = HR_EINVAL;
+        } else if ((st = parse_url(&tmp, one, err, errlen)) == HR_OK) {
+            if (tmp.db || (uv_ip4_addr(tmp.host, tmp.port, &a4) != 0 &&
+                           uv_ip6_addr(tmp.host, tmp.port, &a6) != 0)) {
+                snprintf(err, errlen, "a redis+cluster:// seed must be IP:PORT, got '%.*s'",
+                         (int)fl, list);
+                st = HR_EINVAL;
+            } else {
+                snprintf(c->seeds[c->nseeds].host, sizeof(c->seeds[0].host), "%s", tmp.host);
+                c->seeds[c->nseeds++].port = tmp.port;
+            }
+        }
+        list += fl;
+        if (*list == ',')
+            list++;
+    }
+    if (st == HR_OK && !c->nseeds) {
+        snprintf(err, errlen, "no seed node in '%s'", o->url);
+        st = HR_EINVAL;
+    }
+    if (st != HR_OK) {
+        free(c);
+        return st;
+    }
+    c->base.ops = &cluster_ops;
+    c->loop = loop;
+    c->o = *o;
+    c->backoff = BACKOFF_MIN_MS;
+    node_random(c->rnd);
+    for (int i = 0; i < 8; i++)
+        snprintf(c->epoch + 2 * i, 3, "%02x", c->rnd[8 + i]); /* provisional, as for one Redis */
+    hr__map_init(&c->last);
+    hr__map_init(&c->exact);
+    hr__map_init(&c->subs);
+    uv_timer_init(loop, &c->retry);
+    c->retry.data = c;
+    uv_unref((uv_handle_t *)&c->retry);
+    topo_connect(c);
+    *out = &c->base;
+    return HR_OK;
+}
+
+static int shard_ready(const redis_t *e)
+{
+    return e->have_epoch && e->cmd_ready && e->sub_connected && !e->pending_confirms;
+}
+
 int hr__engine_redis_ready(hr_engine_t *base)
 {
-    redis_t *e = (redis_t *)base;
-    return e->have_epoch && e->cmd_ready && e->sub_connected && !e->pending_confirms;
+    if (base->ops != &cluster_ops)
+        return shard_ready((redis_t *)base);
+    cluster_t *c = (cluster_t *)base;
+    for (int i = 0; i < c->n; i++)
+        if (!shard_ready(c->shard[i]))
+            return 0;
+    return c->n > 0 && c->have_epoch;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-# Several herald nodes on one Redis (--engine redis://): delivery, seq, replay, faults.
-"""Starts redis-server on a free loopback port and two or three herald nodes on it.
+# Several herald nodes on one Redis or a Redis Cluster: delivery, seq, replay, faults.
+"""Starts redis-server on a free loopback port (or a 3-master Redis Cluster) and two or
+three herald nodes on it.
 
 Run:  HERALD_BIN=build/broker/herald /usr/bin/python3 tests/redis/test_redis.py -v
 Needs redis-server and redis-cli (scripts/deps.sh test); python3-msgpack and the
@@ -9,6 +10,7 @@ conformance suite's herald_wire.py. Every process is started here and stopped by
 """
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -35,6 +37,20 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_cluster_port():
+    """A free port P below 55536 whose bus port P + 10000 is free too (Redis Cluster)."""
+    for _ in range(200):
+        p = random.randint(20000, 55000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", p))
+                b.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for Redis Cluster")
 
 
 class RedisServer:
@@ -99,6 +115,58 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class RedisCluster:
+    """Three redis-server masters with --cluster-enabled on free loopback ports, joined with
+    redis-cli --cluster create; stopped by pid."""
+
+    def __init__(self, n=3):
+        self.dir = tempfile.mkdtemp(prefix="herald-rcluster-")
+        self.servers = []
+        try:
+            for i in range(n):
+                d = os.path.join(self.dir, str(i))
+                os.mkdir(d)
+                self.servers.append(RedisServer("--cluster-enabled", "yes",
+                                                "--cluster-config-file", "nodes.conf", dir=d,
+                                                port=free_cluster_port()))
+            out = subprocess.run([REDIS_CLI, "--cluster", "create"] +
+                                 ["127.0.0.1:%d" % r.port for r in self.servers] +
+                                 ["--cluster-yes"], capture_output=True, text=True,
+                                 timeout=30 * SLOW)
+            if out.returncode != 0:
+                raise RuntimeError("redis-cli --cluster create: " + out.stdout + out.stderr)
+            wait_for(lambda: all("cluster_state:ok" in r.cli("CLUSTER", "INFO")
+                                 for r in self.servers), timeout=20, what="the cluster")
+        except Exception:
+            self.cleanup()
+            raise
+
+    @property
+    def url(self):
+        return "redis+cluster://" + ",".join("127.0.0.1:%d" % r.port for r in self.servers[:2])
+
+    def owner(self, key):
+        """The server that owns `key`'s slot."""
+        slot = int(self.servers[0].cli("CLUSTER", "KEYSLOT", key))
+        nodes = self.servers[0].cli("CLUSTER", "NODES").splitlines()
+        for line in nodes:
+            f = line.split()
+            port = int(f[1].split("@")[0].split(":")[1])
+            for rng in f[8:]:
+                lo, _, hi = rng.partition("-")
+                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                    return next(r for r in self.servers if r.port == port)
+        raise AssertionError("no owner for slot %d" % slot)
+
+    def cli(self, *args):
+        return self.servers[0].cli(*args)
+
+    def cleanup(self):
+        for r in self.servers:
+            r.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def metrics(node):
     status, _, body = http_get(node.ws_port, "/metrics")
     assert status == 200
@@ -137,14 +205,19 @@ class Nodes(unittest.TestCase):
 
     N = 3
     REDIS_ARGS = ()
+    PREFIX = "ht"
     _n = 0
+
+    @classmethod
+    def make_redis(cls):
+        return RedisServer(*cls.REDIS_ARGS)
 
     @classmethod
     def setUpClass(cls):
         if not REDIS or not REDIS_CLI:
             raise unittest.SkipTest("redis-server is not installed (scripts/deps.sh test)")
-        cls.redis = RedisServer(*cls.REDIS_ARGS)
-        cls.prefix = "ht%d:" % os.getpid()
+        cls.redis = cls.make_redis()
+        cls.prefix = "%s%d:" % (cls.PREFIX, os.getpid())
         cls.nodes = []
         try:
             for _ in range(cls.N):
@@ -407,6 +480,64 @@ class CrossNode(Nodes):
         self.assertIn("herald_engine_lag_seconds", m)
 
 
+class ClusterCrossNode(CrossNode):
+    """The same promises on a 3-master Redis Cluster: sharded pub/sub, per-shard epochs."""
+
+    PREFIX = "hc"
+
+    @classmethod
+    def make_redis(cls):
+        return RedisCluster()
+
+    def test_one_epoch_on_every_node(self):
+        epochs = {self.conn(k).welcome["epoch"] for k in range(self.N)}
+        self.assertEqual(len(epochs), 1)
+        # Every shard keeps an epoch of its own; the nodes' is made of them.
+        shard_epochs = [r.cli("KEYS", self.prefix + "*epoch") for r in self.redis.servers]
+        self.assertTrue(all(shard_epochs), shard_epochs)
+
+    def test_subscriptions_in_redis_follow_local_interest(self):
+        t = self.topic()
+        chan = "%s{%s}" % (self.prefix, t)
+        owner = self.redis.owner(chan)
+        others = [r for r in self.redis.servers if r is not owner]
+        c = self.conn(2)
+        c.sub(1, t)
+        c.sync()
+        # Sharded pub/sub: the subscription is on the shard that owns the topic, nowhere else.
+        self.assertEqual(owner.cli("PUBSUB", "SHARDNUMSUB", chan).split()[-1], "1")
+        for r in others:
+            self.assertEqual(r.cli("PUBSUB", "SHARDNUMSUB", chan).split()[-1], "0")
+            self.assertEqual(r.cli("PUBSUB", "NUMSUB", chan).split()[-1], "0")
+        p = self.conn(0)
+        p.pub(t, b"x", ack=1)
+        self.assertEqual(p.sync()[0][:3], [ACK, 1, 1])
+        self.assertEqual([f[4] for f in msgs(c, 1)], [b"x"])
+        self.assertEqual(owner.cli("GET", "%s{%s}:s" % (self.prefix, t)), "1")
+        c.unsub(1)
+        c.sync()
+        wait_for(lambda: owner.cli("PUBSUB", "SHARDNUMSUB", chan).split()[-1] == "0",
+                 what="the node to unsubscribe")
+
+    def test_topics_spread_over_every_shard(self):
+        base = self.topic("spread")
+        topics = ["%s.%d" % (base, i) for i in range(24)]
+        owners = {self.redis.owner("%s{%s}" % (self.prefix, t)).port for t in topics}
+        self.assertEqual(len(owners), 3)  # the test covers all three shards
+        sub = self.conn(1)
+        for i, t in enumerate(topics):
+            sub.sub(i + 1, t)
+        sub.sync()
+        p = self.conn(0)
+        for t in topics:
+            for _ in range(3):
+                p.pub(t, b"m")
+        p.sync()
+        got = msgs(sub, 72)
+        for t in topics:
+            self.assertEqual([f[3] for f in got if f[2] == t], [1, 2, 3])
+
+
 class Workers(Nodes):
     """--workers 2 with the Redis engine: every worker is a node of its own."""
 
@@ -638,7 +769,9 @@ class Restart(unittest.TestCase):
 class Startup(unittest.TestCase):
     def test_bad_engine_settings_are_refused(self):
         for value, words in (("redis://", "no host"), ("redis://h:0", "bad port"),
-                             ("mem", "neither"), ("redis://h:1/x", "database")):
+                             ("mem", "neither"), ("redis://h:1/x", "database"),
+                             ("redis+cluster://h:1", "IP:PORT"),
+                             ("redis+cluster://127.0.0.1:1/3", "IP:PORT")):
             out = subprocess.run([os.environ["HERALD_BIN"], "--workers", "1", "--port", "0",
                                   "--ws-port", "0", "--engine", value],
                                  capture_output=True, text=True, timeout=10 * SLOW)
