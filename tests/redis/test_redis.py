@@ -538,6 +538,52 @@ class ClusterCrossNode(CrossNode):
             self.assertEqual([f[3] for f in got if f[2] == t], [1, 2, 3])
 
 
+class ClusterShardRestart(unittest.TestCase):
+    """A shard of a Redis Cluster comes back empty: the nodes' epoch changes."""
+
+    def test_shard_that_lost_its_data_changes_the_epoch(self):
+        if not REDIS or not REDIS_CLI:
+            self.skipTest("redis-server is not installed (scripts/deps.sh test)")
+        rc = RedisCluster()
+        nodes = []
+        try:
+            nodes = [Broker("--engine", rc.url, "--redis-prefix", "hx:") for _ in range(2)]
+            t = "shard.restart"
+            c = Conn(nodes[0].port)
+            old = c.hello()["epoch"]
+            c.sub(1, t)
+            c.sync()
+            p = Conn(nodes[1].port)
+            p.hello()
+            for i in range(5):
+                p.pub(t, b"%d" % i, ack=i)
+            self.assertEqual([f[2] for f in p.sync()], [1, 2, 3, 4, 5])
+            owner = rc.owner("hx:{%s}" % t)
+            owner.kill()
+            owner.start()  # same port and directory: it rejoins with its slots, no data
+            # The subscriber is told to reconnect; afterwards every node has a new epoch.
+            frames = c.wait_closed(timeout=20 * SLOW)
+            self.assertEqual(frames[-1][:2], [ERR, E_SHUTDOWN])
+            wait_for(lambda: all(metrics(b)["herald_engine_up"] == 1 for b in nodes),
+                     timeout=20, what="the nodes to reconnect")
+            epochs = set()
+            for b in nodes:
+                d = Conn(b.port)
+                epochs.add(d.hello()["epoch"])
+                d.close()
+            self.assertEqual(len(epochs), 1)
+            self.assertNotIn(old, epochs)
+            c.close()
+            p.close()
+        finally:
+            for b in nodes:
+                rc_ = b.stop()
+                log = b.log_text()
+                b.cleanup()
+                self.assertEqual(rc_, 0, log)
+            rc.cleanup()
+
+
 class Workers(Nodes):
     """--workers 2 with the Redis engine: every worker is a node of its own."""
 
