@@ -66,7 +66,8 @@ typedef struct hr_erange_s {
 
 /**
  * A publish completed. `status` is HR_OK, HR_ELIMIT (topic limit),
- * HR_ENOMEM or HR_ENOTCONN (a scale-out engine could not reach its store).
+ * HR_ENOMEM, HR_ENOTCONN (a scale-out engine lost its store with the
+ * message) or HR_EBUFFULL (too much already waits for that store).
  * On HR_OK `seq` is the message's seq and `body` its sealed delivery body
  * (topic, seq, payload, opts); `topic` and `body` are borrowed for the call:
  * hr_msg_ref() the body to keep it. An engine with `fans_out` passes a NULL

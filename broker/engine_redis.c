@@ -441,7 +441,7 @@ static int submit(redis_t *e, op_t *op)
 {
     if (e->queued_bytes + op->len > e->queue_max) {
         op_free(op);
-        return HR_ENOTCONN;
+        return HR_EBUFFULL;
     }
     e->queued_bytes += op->len;
     op->t0 = now_ms(e);

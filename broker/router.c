@@ -235,8 +235,10 @@ static int pub_answer(hr_conn_t *c, const pubans_t *a, int status, uint64_t seq)
         why = "rejected by the publish pipeline";
     if (status == HR_ENOTCONN) /* a scale-out engine that lost its store, with the message */
         why = "not published: the engine's store (Redis) is unreachable";
-    unsigned code =
-        hr_status_to_wire(status == HR_ENOMEM || status == HR_ENOTCONN ? HR_ELIMIT : status);
+    if (status == HR_EBUFFULL)
+        why = "not published: redis-queue-max reached (the engine's store is slow or away)";
+    int local = status == HR_ENOMEM || status == HR_ENOTCONN || status == HR_EBUFFULL;
+    unsigned code = hr_status_to_wire(local ? HR_ELIMIT : status);
     if (code < sizeof(s->stats.errors) / sizeof(s->stats.errors[0]))
         s->stats.errors[code]++;
     return hr_enc_err(&s->scratch, code, why, a->has_ack, a->ack) == HR_OK;

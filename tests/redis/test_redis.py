@@ -825,6 +825,36 @@ class Startup(unittest.TestCase):
             self.assertIn("setting 'engine'", out.stderr)
             self.assertIn(words, out.stderr)
 
+    def test_what_waits_for_redis_is_bounded(self):
+        if not REDIS or not REDIS_CLI:
+            self.skipTest("redis-server is not installed")
+        port = free_port()
+        b = Broker("--engine", "redis://127.0.0.1:%d" % port, "--redis-queue-max", "4K")
+        r = None
+        try:
+            c = Conn(b.port)
+            c.hello()
+            for i in range(40):
+                c.pub("q.t", b"x" * 200, ack=i)
+            # Answers keep frame order: the refusals wait behind the publishes that wait.
+            self.assertEqual(c.poll(0.5), [])
+            r = RedisServer(port=port)
+            answers = c.sync(timeout=15 * SLOW)
+            self.assertEqual([f[1] if f[0] == ACK else f[3] for f in answers], list(range(40)))
+            kinds = [f[0] for f in answers]
+            acked = kinds.count(ACK)
+            self.assertEqual(kinds, [ACK] * acked + [ERR] * (40 - acked))
+            self.assertGreater(40 - acked, 20)  # 4 KiB holds about a dozen such publishes
+            self.assertTrue(all(f[1] == E_LIMIT and "redis-queue-max" in f[2]
+                                for f in answers[acked:]))
+            self.assertEqual([f[2] for f in answers[:acked]], list(range(1, acked + 1)))
+            c.close()
+        finally:
+            self.assertEqual(b.stop(), 0, b.log_text())
+            b.cleanup()
+            if r:
+                r.cleanup()
+
     def test_node_starts_before_redis_and_catches_up(self):
         if not REDIS or not REDIS_CLI:
             self.skipTest("redis-server is not installed")
