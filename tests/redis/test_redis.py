@@ -825,20 +825,35 @@ class Startup(unittest.TestCase):
             self.assertIn("setting 'engine'", out.stderr)
             self.assertIn(words, out.stderr)
 
-    def test_what_waits_for_redis_is_bounded(self):
+    def with_late_redis(self, body, *args):
+        """Runs body(node, conn, start_redis) on a node whose Redis is not started yet."""
         if not REDIS or not REDIS_CLI:
             self.skipTest("redis-server is not installed")
         port = free_port()
-        b = Broker("--engine", "redis://127.0.0.1:%d" % port, "--redis-queue-max", "4K")
-        r = None
+        b = Broker("--engine", "redis://127.0.0.1:%d" % port, *args)
+        servers = []
+
+        def start_redis():
+            servers.append(RedisServer(port=port))
+            return servers[0]
         try:
             c = Conn(b.port)
             c.hello()
+            body(b, c, start_redis)
+            c.close()
+        finally:
+            self.assertEqual(b.stop(), 0, b.log_text())
+            b.cleanup()
+            for r in servers:
+                r.cleanup()
+
+    def test_what_waits_for_redis_is_bounded(self):
+        def body(b, c, start_redis):
             for i in range(40):
                 c.pub("q.t", b"x" * 200, ack=i)
             # Answers keep frame order: the refusals wait behind the publishes that wait.
             self.assertEqual(c.poll(0.5), [])
-            r = RedisServer(port=port)
+            start_redis()
             answers = c.sync(timeout=15 * SLOW)
             self.assertEqual([f[1] if f[0] == ACK else f[3] for f in answers], list(range(40)))
             kinds = [f[0] for f in answers]
@@ -848,37 +863,19 @@ class Startup(unittest.TestCase):
             self.assertTrue(all(f[1] == E_LIMIT and "redis-queue-max" in f[2]
                                 for f in answers[acked:]))
             self.assertEqual([f[2] for f in answers[:acked]], list(range(1, acked + 1)))
-            c.close()
-        finally:
-            self.assertEqual(b.stop(), 0, b.log_text())
-            b.cleanup()
-            if r:
-                r.cleanup()
+        self.with_late_redis(body, "--redis-queue-max", "4K")
 
     def test_node_starts_before_redis_and_catches_up(self):
-        if not REDIS or not REDIS_CLI:
-            self.skipTest("redis-server is not installed")
-        port = free_port()
-        b = Broker("--engine", "redis://127.0.0.1:%d" % port, "--redis-prefix", "hs:")
-        r = None
-        try:
-            c = Conn(b.port)
-            c.hello()
+        def body(b, c, start_redis):
             c.pub("early", b"x", ack=1)
             self.assertEqual(c.poll(0.3), [])  # waits for Redis
-            r = RedisServer(port=port)
+            r = start_redis()
             f = c.sync(timeout=15 * SLOW)
             self.assertEqual(f[0][:3], [ACK, 1, 1])
             d = Conn(b.port)
             self.assertEqual(d.hello()["epoch"], r.cli("GET", "hs:epoch"))
             d.close()
-            c.close()
-        finally:
-            self.assertEqual(b.stop(), 0, b.log_text())
-            b.cleanup()
-            if r:
-                r.cleanup()
-
+        self.with_late_redis(body, "--redis-prefix", "hs:")
 
 if __name__ == "__main__":
     unittest.main()
