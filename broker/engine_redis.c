@@ -273,9 +273,11 @@ typedef struct redis_s {
     char wikey[160];   /* Redis Cluster: the registry of wildcard interest */
     /* Redis Cluster: this is one shard of a cluster engine (engine_rcluster below) */
     int sharded;
-    char *pub_src, *replay_src; /* the scripts (with XSLOT when sharded) */
-    hr_map_t wpats;             /* patterns registered in wikey -> local interest count */
-    hr_map_t *lastp;            /* the last seqs (the cluster's, shared by its shards, or `last`) */
+    int retired; /* a shard of a slot map that changed: it finishes what it has, then closes */
+    void (*on_moved)(void *arg); /* Redis Cluster answered "not here" (MOVED, ASK, ...) */
+    char *pub_src, *replay_src;  /* the scripts (with XSLOT when sharded) */
+    hr_map_t wpats;              /* patterns registered in wikey -> local interest count */
+    hr_map_t *lastp;  /* the last seqs (the cluster's, shared by its shards, or `last`) */
     hr_map_t *exactp; /* topics with exact interest on this node (the cluster's, or channels) */
     void (*on_epoch)(void *arg); /* a shard's epoch changed (the cluster recomputes its own) */
     void *epoch_arg;
@@ -297,6 +299,7 @@ typedef struct redis_s {
 } redis_t;
 
 static void link_down(redis_t *e, const char *why);
+static void retire_check(redis_t *e);
 static void flush(redis_t *e);
 static void connect_start(redis_t *e);
 
@@ -476,6 +479,8 @@ static void set_epoch(redis_t *e, const char *ep, size_t n)
     memcpy(e->epoch, ep, n);
     e->epoch[n] = 0;
     e->have_epoch = 1;
+    if (e->retired)
+        return;
     if (e->on_epoch) { /* a shard: the cluster's epoch is made of its shards' */
         e->on_epoch(e->epoch_arg);
         return;
@@ -546,6 +551,7 @@ static void op_drop(op_t *op)
 }
 
 static void wreplay_step(redis_t *e, wreplay_t *w);
+static void reply_op(redis_t *e, op_t *op, redisReply *r);
 static void wreplay_finish(redis_t *e, wreplay_t *w, int status, uint64_t topics);
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -561,6 +567,18 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0)
         link_down(e, "Redis forgot the scripts"); /* they are loaded again on reconnect */
+    if (r && r->type == REDIS_REPLY_ERROR && e->on_moved &&
+        (!strncmp(r->str, "MOVED ", 6) || !strncmp(r->str, "ASK ", 4) ||
+         !strncmp(r->str, "CLUSTERDOWN", 11) || !strncmp(r->str, "TRYAGAIN", 8) ||
+         strstr(r->str, "non local key")))
+        e->on_moved(e->epoch_arg); /* the slot map changed: the cluster reads it again */
+    reply_op(e, op, r);
+    retire_check(e);
+}
+
+/* Completes `op` with reply `r` (NULL: the connection went). */
+static void reply_op(redis_t *e, op_t *op, redisReply *r)
+{
     switch (op->kind) {
     case OP_PUB:
         if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
@@ -1019,6 +1037,11 @@ static void on_push(redis_t *e, redisReply *r)
         on_message(e, r->element[2], 0);
     else if (is(kind, "pmessage") && r->elements == 4)
         on_message(e, r->element[3], 1);
+    else if (is(kind, "sunsubscribe") && e->on_moved && r->element[1]->type == REDIS_REPLY_STRING &&
+             r->element[1]->len > e->plen + 2 &&
+             hr__map_get(&e->channels, r->element[1]->str + e->plen + 1,
+                         r->element[1]->len - e->plen - 2))
+        e->on_moved(e->epoch_arg); /* not asked for: Redis moved the channel's slot away */
     else if (is(kind, "subscribe") || is(kind, "psubscribe") || is(kind, "unsubscribe") ||
              is(kind, "punsubscribe") || is(kind, "ssubscribe") || is(kind, "sunsubscribe"))
         confirmed(e);
@@ -1119,12 +1142,38 @@ static void on_retry(uv_timer_t *t)
  * comes after a backoff that doubles up to 5 s. The callbacks of commands in
  * flight run with no reply: publishes fail, replays are asked again.
  */
+/* A retired shard's commands that were never sent fail (a new shard has their topics now). */
+static void fail_queued(redis_t *e)
+{
+    op_t *op;
+    while ((op = list_pop(&e->queue)) != NULL) {
+        e->queued_bytes -= op->len < e->queued_bytes ? op->len : e->queued_bytes;
+        wreplay_t *w = op->w;
+        if (op->kind == OP_PUB)
+            op->pub_cb(op->arg, HR_ENOTCONN, (hr_slice_t){op->topic, op->tlen}, op->hash, 0, NULL);
+        else if (op->kind == OP_REPLAY && !w)
+            op->done_cb(op->arg, HR_ENOTCONN, 1);
+        else if (op->kind == OP_SCAN)
+            wreplay_finish(e, w, HR_ENOTCONN, w->ntopics + 1);
+        else if (op->kind == OP_REPLAY && (w->failed = 1) && --w->left == 0)
+            wreplay_finish(e, w, HR_ENOTCONN, w->ntopics + 1);
+        op_free(op);
+    }
+}
+
+/* A retired shard closes once nothing it was asked waits for an answer. */
+static void retire_check(redis_t *e)
+{
+    if (e->retired && !e->inflight.head && (e->cmd || e->sub))
+        link_down(e, NULL);
+}
+
 static void link_down(redis_t *e, const char *why)
 {
     if (e->tearing || e->destroying)
         return;
     e->tearing = 1;
-    if (!e->logged_down) {
+    if (!e->logged_down && !e->retired) {
         HR_LOG(HR_LOG_WARN, 0, "redis engine: %s:%d unreachable (%s): retrying", e->host, e->port,
                why ? why : "error");
         e->logged_down = 1;
@@ -1134,6 +1183,10 @@ static void link_down(redis_t *e, const char *why)
     close_both(e);
     wake_waiters(e); /* a PONG does not wait for a Redis that is away */
     e->tearing = 0;
+    if (e->retired) {
+        fail_queued(e);
+        return;
+    }
     uv_timer_start(&e->retry, on_retry, e->backoff, 0);
     e->backoff = e->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : e->backoff * 2;
 }
@@ -1201,7 +1254,7 @@ static void connect_start(redis_t *e)
 {
     struct sockaddr_in6 a6;
     struct sockaddr_in a4;
-    if (e->destroying)
+    if (e->destroying || e->retired)
         return;
     if (uv_ip4_addr(e->host, e->port, &a4) == 0 || uv_ip6_addr(e->host, e->port, &a6) == 0) {
         snprintf(e->ip, sizeof(e->ip), "%s", e->host);
@@ -1804,8 +1857,13 @@ int hr__engine_redis_new(uv_loop_t *loop, const hr_redis_opts_t *o, hr_engine_t 
  * node PSUBSCRIBEs on one shard and registers the pattern in every shard's wildcard interest,
  * and a shard's publish script then also PUBLISHes (cluster-wide) the messages of topics that
  * some registered pattern matches. Each shard keeps its own epoch; the node's epoch is made
- * from all of them, so any shard that lost its data changes it. Slots that move while nodes
- * run are not followed (a command answered MOVED fails): restart the nodes after resharding.
+ * from all of them, so any shard that lost its data changes it.
+ *
+ * When Redis answers that a slot is elsewhere (MOVED, ASK, CLUSTERDOWN, or a shard channel
+ * unsubscribed unasked), the node reads the slot map again and starts over with new shards:
+ * every local subscription is routed again, and the old shards finish the commands they
+ * sent (those for moved slots fail: their publishes get ERR 7) and close. What a node misses
+ * meanwhile shows as GAPs.
  */
 
 #define CL_MAX_SHARDS 64
@@ -1852,6 +1910,11 @@ typedef struct cluster_s {
     uint64_t backoff;
     redis_t *shard[CL_MAX_SHARDS];
     int n;
+    redis_t *retired[4 * CL_MAX_SHARDS]; /* shards of earlier slot maps, closed when drained */
+    int nretired;
+    int refreshing;        /* asking for the slot map again */
+    uint64_t last_refresh; /* loop time of the last time it was asked */
+    uint64_t refreshes;
     uint8_t slot_shard[16384]; /* shard index + 1; 0: no master known */
     uint8_t rnd[16];           /* the node's id and epoch candidate, shared by its shards */
     hr_map_t last, exact;      /* shared by the shards (see on_message) */
@@ -1931,16 +1994,44 @@ static void cl_route(cluster_t *c, const hr_sub_t *s, int delta)
         interest(c->shard[i], s, delta, (i == 0 ? I_SUB : 0) | I_WI | I_GROUPS);
 }
 
+static void topo_connect(cluster_t *c);
+static void on_topo_retry(uv_timer_t *t);
+
+typedef struct route_arg_s {
+    cluster_t *c;
+    int delta;
+} route_arg_t;
+
 static void route_cb(void *arg, const void *k, size_t kl, void *val)
 {
+    route_arg_t *x = arg;
     const hr_sub_t *s;
     (void)kl;
     (void)val;
     memcpy(&s, k, sizeof(s));
-    cl_route(arg, s, 1);
+    cl_route(x->c, s, x->delta);
 }
 
-static void topo_connect(cluster_t *c);
+static void route_all(cluster_t *c, int delta)
+{
+    route_arg_t x = {c, delta};
+    hr__map_each(&c->subs, route_cb, &x);
+}
+
+/* A shard was told a slot is elsewhere: the slot map is read again (at most once a second). */
+static void cl_moved(void *arg)
+{
+    cluster_t *c = arg;
+    if (c->refreshing || c->destroying)
+        return;
+    c->refreshing = 1;
+    uint64_t now = uv_now(c->loop), next = c->last_refresh + 1000;
+    HR_LOG(HR_LOG_WARN, 0, "redis engine: the cluster's slots moved: reading the slot map again");
+    if (c->last_refresh && next > now)
+        uv_timer_start(&c->retry, on_topo_retry, next - now, 0);
+    else
+        topo_connect(c);
+}
 
 static void on_topo_retry(uv_timer_t *t)
 {
@@ -2010,8 +2101,41 @@ static int build_shards(cluster_t *c, const redisReply *r, const char *seed_host
         e->lastp = &c->last; /* redis_init points them at its own */
         e->exactp = &c->exact;
     }
-    hr__map_each(&c->subs, route_cb, c);
+    for (int k = 0; k < c->n; k++)
+        c->shard[k]->on_moved = cl_moved;
+    route_all(c, 1);
     HR_LOG(HR_LOG_INFO, 0, "redis engine: cluster of %d shard%s", c->n, c->n == 1 ? "" : "s");
+    return 0;
+}
+
+/* A new slot map: the current shards retire (they finish what they sent, then close) and
+ * every local subscription goes to the shards of the new map. */
+static int rebuild(cluster_t *c, const redisReply *r, const char *seed)
+{
+    if (c->nretired + c->n > (int)(sizeof(c->retired) / sizeof(c->retired[0]))) {
+        HR_LOG(HR_LOG_ERROR, 0, "redis engine: the cluster's slots moved too often: restart");
+        return 0;
+    }
+    route_all(c, -1);
+    int n = c->n;
+    for (int k = 0; k < n; k++) {
+        redis_t *e = c->shard[k];
+        e->retired = 1;
+        uv_timer_stop(&e->renew);
+        uv_timer_stop(&e->retry);
+        wake_waiters(e);
+        if (!e->cmd_ready || !e->sub_connected)
+            fail_queued(e); /* it would never send them */
+        retire_check(e);
+        c->retired[c->nretired++] = e;
+    }
+    c->n = 0;
+    memset(c->slot_shard, 0, sizeof(c->slot_shard));
+    c->refreshes++;
+    if (build_shards(c, r, seed) != 0) {
+        HR_LOG(HR_LOG_ERROR, 0, "redis engine: the new slot map names no master");
+        return -1;
+    }
     return 0;
 }
 
@@ -2020,9 +2144,16 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
     cluster_t *c = priv;
     redisReply *r = reply;
     c->topo = NULL;
-    if (c->destroying || c->n)
+    if (c->destroying || (c->n && !c->refreshing))
         return;
     const char *seed = c->seeds[(c->seed_i - 1) % c->nseeds].host;
+    c->last_refresh = uv_now(c->loop);
+    if (r && r->type == REDIS_REPLY_ARRAY && c->n) {
+        c->refreshing = 0;
+        rebuild(c, r, seed);
+        redisAsyncDisconnect(ac);
+        return;
+    }
     if (!r || r->type != REDIS_REPLY_ARRAY || build_shards(c, r, seed) != 0) {
         topo_retry(c, r && r->type == REDIS_REPLY_ERROR ? r->str : "no slots");
         if (r)
@@ -2043,7 +2174,7 @@ static void on_topo_connect(const redisAsyncContext *ac, int status)
 
 static void topo_connect(cluster_t *c)
 {
-    if (c->destroying || c->n)
+    if (c->destroying || (c->n && !c->refreshing))
         return;
     int i = c->seed_i++ % c->nseeds;
     redisAsyncContext *ac = redisAsyncConnect(c->seeds[i].host, c->seeds[i].port);
@@ -2236,6 +2367,8 @@ static void cl_destroy(hr_engine_t *base)
     }
     for (int i = 0; i < c->n; i++)
         r_destroy(&c->shard[i]->base);
+    for (int i = 0; i < c->nretired; i++)
+        r_destroy(&c->retired[i]->base);
     uv_close((uv_handle_t *)&c->retry, cl_retry_closed);
     uv_run(c->loop, UV_RUN_NOWAIT);
 }

@@ -200,6 +200,25 @@ def msgs(c, n, timeout=TIMEOUT, before=()):
     return out
 
 
+def check_seen_or_gapped(test, sub, acked, timeout=10.0):
+    """Reads `sub` until it saw the last acked seq: every acked seq arrived (in order, once) or
+    a GAP named it. Returns the seqs seen."""
+    seen, covered, deadline = [], set(), time.monotonic() + timeout * SLOW
+    while (not seen or seen[-1] < acked[-1]) and time.monotonic() < deadline:
+        try:
+            f = sub.recv(0.5)
+        except Timeout:
+            continue
+        if f[0] == MSG:
+            seen.append(f[3])
+        elif f[0] == GAP:
+            covered.update(range(f[3], f[4] + 1))
+    test.assertEqual(seen, sorted(set(seen)))  # in order, no duplicate
+    covered.update(seen)
+    test.assertEqual([q for q in acked if q not in covered], [])  # nothing lost silently
+    return seen
+
+
 class Nodes(unittest.TestCase):
     """A Redis and N herald nodes for the whole class; topics unique per test."""
 
@@ -538,50 +557,91 @@ class ClusterCrossNode(CrossNode):
             self.assertEqual([f[3] for f in got if f[2] == t], [1, 2, 3])
 
 
-class ClusterShardRestart(unittest.TestCase):
-    """A shard of a Redis Cluster comes back empty: the nodes' epoch changes."""
+class ClusterFaults(unittest.TestCase):
+    """A fresh 3-master Redis Cluster and two nodes per test; a subscriber on the first node
+    and a publisher on the second that has published seqs 1..5 of `topic`."""
 
-    def test_shard_that_lost_its_data_changes_the_epoch(self):
+    def setUp(self):
         if not REDIS or not REDIS_CLI:
             self.skipTest("redis-server is not installed (scripts/deps.sh test)")
-        rc = RedisCluster()
-        nodes = []
-        try:
-            nodes = [Broker("--engine", rc.url, "--redis-prefix", "hx:") for _ in range(2)]
-            t = "shard.restart"
-            c = Conn(nodes[0].port)
-            old = c.hello()["epoch"]
-            c.sub(1, t)
-            c.sync()
-            p = Conn(nodes[1].port)
-            p.hello()
-            for i in range(5):
-                p.pub(t, b"%d" % i, ack=i)
-            self.assertEqual([f[2] for f in p.sync()], [1, 2, 3, 4, 5])
-            owner = rc.owner("hx:{%s}" % t)
-            owner.kill()
-            owner.start()  # same port and directory: it rejoins with its slots, no data
-            # The subscriber is told to reconnect; afterwards every node has a new epoch.
-            frames = c.wait_closed(timeout=20 * SLOW)
-            self.assertEqual(frames[-1][:2], [ERR, E_SHUTDOWN])
-            wait_for(lambda: all(metrics(b)["herald_engine_up"] == 1 for b in nodes),
-                     timeout=20, what="the nodes to reconnect")
-            epochs = set()
-            for b in nodes:
-                d = Conn(b.port)
-                epochs.add(d.hello()["epoch"])
-                d.close()
-            self.assertEqual(len(epochs), 1)
-            self.assertNotIn(old, epochs)
+        self.rc = RedisCluster()
+        self.nodes = []
+        self.conns = []
+        self.nodes = [Broker("--engine", self.rc.url, "--redis-prefix", "hx:") for _ in range(2)]
+        self.topic = "fault.topic"
+        self.key = "hx:{%s}" % self.topic
+        self.sub = self.conn(0)
+        self.epoch = self.sub.welcome["epoch"]
+        self.sub.sub(1, self.topic)
+        self.sub.sync()
+        self.pub = self.conn(1)
+        for i in range(5):
+            self.pub.pub(self.topic, b"%d" % i, ack=i)
+        self.assertEqual([f[2] for f in self.pub.sync()], [1, 2, 3, 4, 5])
+        self.assertEqual([f[3] for f in msgs(self.sub, 5)], [1, 2, 3, 4, 5])
+
+    def tearDown(self):
+        for c in self.conns:
             c.close()
-            p.close()
-        finally:
-            for b in nodes:
-                rc_ = b.stop()
-                log = b.log_text()
-                b.cleanup()
-                self.assertEqual(rc_, 0, log)
-            rc.cleanup()
+        logs = []
+        for b in self.nodes:
+            code = b.stop()
+            if code != 0:
+                logs.append(b.log_text())
+            b.cleanup()
+        self.rc.cleanup()
+        self.assertEqual(logs, [])
+
+    def conn(self, k):
+        c = Conn(self.nodes[k].port)
+        c.hello()
+        self.conns.append(c)
+        return c
+
+    def test_shard_that_lost_its_data_changes_the_epoch(self):
+        owner = self.rc.owner(self.key)
+        owner.kill()
+        owner.start()  # same port and directory: it rejoins with its slots, no data
+        # The subscriber is told to reconnect; afterwards every node has a new epoch.
+        frames = self.sub.wait_closed(timeout=20 * SLOW)
+        self.assertEqual(frames[-1][:2], [ERR, E_SHUTDOWN])
+        wait_for(lambda: all(metrics(b)["herald_engine_up"] == 1 for b in self.nodes),
+                 timeout=20, what="the nodes to reconnect")
+        epochs = {self.conn(k).welcome["epoch"] for k in range(2)}
+        self.assertEqual(len(epochs), 1)
+        self.assertNotIn(self.epoch, epochs)
+
+    def test_nodes_follow_a_moved_slot(self):
+        t, key, rc, pub, sub = self.topic, self.key, self.rc, self.pub, self.sub
+        src = rc.owner(key)
+        dst = next(r for r in rc.servers if r is not src)
+        slot = rc.cli("CLUSTER", "KEYSLOT", key)
+        src_id, dst_id = src.cli("CLUSTER", "MYID"), dst.cli("CLUSTER", "MYID")
+        dst.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        keys = src.cli("CLUSTER", "GETKEYSINSLOT", slot, "100").split()
+        self.assertIn(key + ":s", keys)
+        src.cli("MIGRATE", "127.0.0.1", str(dst.port), "", "0", "5000", "KEYS", *keys)
+        for r in rc.servers:
+            r.cli("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        # Publishes that meet the move may fail (ERR 7); then the nodes follow the slot.
+        acked, deadline = [], time.monotonic() + 20 * SLOW
+        while len(acked) < 5 and time.monotonic() < deadline:
+            pub.pub(t, b"after", ack=100)
+            f = pub.sync(timeout=10 * SLOW)[0]
+            if f[0] == ACK:
+                acked.append(f[2])
+            else:
+                self.assertEqual(f[:2], [ERR, E_LIMIT])
+                time.sleep(0.2)
+        self.assertEqual(len(acked), 5)
+        self.assertEqual(acked, list(range(acked[0], acked[0] + 5)))
+        self.assertGreaterEqual(acked[0], 6)  # the seq moved with the slot
+        self.assertEqual(dst.cli("GET", key + ":s"), str(acked[-1]))
+        seen = check_seen_or_gapped(self, sub, acked)
+        self.assertEqual(seen[-1], acked[-1])  # the subscriber follows the slot too
+        for b in self.nodes:
+            self.assertIn("reading the slot map again", b.log_text())
 
 
 class Workers(Nodes):
@@ -772,23 +832,7 @@ class Restart(unittest.TestCase):
         self.assertTrue(all(e == "no answer" or e[1] == E_LIMIT for e in errs), errs)
         self.assertNotIn("no answer", errs)
         # The subscriber saw every acked seq, or a GAP naming it; never one out of order.
-        seen, gaps = [], []
-        deadline = time.monotonic() + 5 * SLOW
-        while time.monotonic() < deadline and (not seen or seen[-1] < acks[-1]):
-            try:
-                f = sub.recv(0.5)
-            except Timeout:
-                continue
-            if f[0] == MSG:
-                seen.append(f[3])
-            elif f[0] == GAP:
-                gaps.append((f[3], f[4]))
-        self.assertEqual(seen, sorted(seen))
-        self.assertEqual(len(set(seen)), len(seen))
-        covered = set(seen)
-        for a, b in gaps:
-            covered.update(range(a, b + 1))
-        self.assertEqual([s for s in acks if s not in covered], [])
+        check_seen_or_gapped(self, sub, acks, timeout=5)
         self.assertEqual(self.conn(1).welcome["epoch"], epoch)  # Redis kept its data
 
     def test_restart_without_persistence_changes_epoch(self):
