@@ -419,7 +419,13 @@ static void confirmed(redis_t *e);
 static void send_op(redis_t *e, op_t *op)
 {
     if (redisAsyncFormattedCommand(e->cmd, on_reply, op, op->cmd, op->len) != REDIS_OK) {
-        list_push(&e->queue, op); /* the connection is going: it waits for the next one */
+        /* The connection is going (hiredis is freeing it; its disconnect callback follows):
+         * the op waits for the next one, first in line, and nothing more is sent. */
+        e->cmd_ready = 0;
+        op->next = e->queue.head;
+        e->queue.head = op;
+        if (!e->queue.tail)
+            e->queue.tail = op;
         return;
     }
     if (op->kind != OP_REPLAY || op->w) { /* an exact replay is asked again after a reconnect */
