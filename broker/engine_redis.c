@@ -84,7 +84,8 @@ static const char PUB_LUA[] =
     "if not ek then ek, qwk, wik = ARGV[10], ARGV[11], ARGV[12] end\n"
     "local ep = redis.call('GET', ek)\n"
     "if not ep then\n"
-    "  local t = redis.call('TIME'); ep = ARGV[1] .. '.' .. t[1] .. '.' .. t[2]\n"
+    "  local t = redis.call('TIME')\n"
+    "  ep = string.sub(redis.sha1hex(ARGV[1] .. '.' .. t[1] .. '.' .. t[2]), 1, 16)\n"
     "  redis.call('SET', ek, ep)\n"
     "end\n"
     "local seq = redis.call('INCR', KEYS[1])\n"
@@ -157,7 +158,6 @@ static const char REPLAY_LUA[] =
     "local hs, since = ARGV[1] == '1', tonumber(ARGV[2])\n"
     "local gap = 0\n"
     "if ARGV[5] == '1' and ARGV[6] ~= ep then gap = 1; hs = true; since = 0 end\n"
-    "if hs and since > seq then gap = 1; since = 0 end\n"
     "local start, bysince = seq + 1, hs\n"
     "if hs then start = since + 1 end\n"
     "if ARGV[3] == '1' then\n"
@@ -175,13 +175,14 @@ static const char REPLAY_LUA[] =
     "end\n"
     "return out\n";
 
-/* KEYS: epoch. ARGV: this node's id. The epoch, made once by whichever node asks first: the
- * node's id and Redis's clock, so an epoch made again after Redis lost its data always differs
- * from the one before, whichever node makes it. */
+/* KEYS: epoch. ARGV: this node's id. The epoch, made once by whichever node asks first: 16 hex
+ * digits of a digest of the node's id and Redis's clock, so an epoch made again after Redis
+ * lost its data differs from the one before, whichever node makes it. */
 static const char EPOCH_LUA[] =
     "local ep = redis.call('GET', KEYS[1])\n"
     "if not ep then\n"
-    "  local t = redis.call('TIME'); ep = ARGV[1] .. '.' .. t[1] .. '.' .. t[2]\n"
+    "  local t = redis.call('TIME')\n"
+    "  ep = string.sub(redis.sha1hex(ARGV[1] .. '.' .. t[1] .. '.' .. t[2]), 1, 16)\n"
     "  redis.call('SET', KEYS[1], ep)\n"
     "end\n"
     "return ep\n";
@@ -210,6 +211,7 @@ typedef struct op_s {
     void *arg;
     wreplay_t *w; /* wildcard replay this op belongs to */
     uint64_t hash;
+    uint64_t seq; /* a publish waiting for its echo: its seq */
     size_t tlen;
     char topic[]; /* the topic (or pattern) it concerns */
 } op_t;
@@ -232,6 +234,12 @@ struct wreplay_s {
 typedef struct oplist_s {
     op_t *head, *tail;
 } oplist_t;
+
+/* A publish answered by Redis whose message this node also wants: its completion waits
+ * until the message came back through the subscription (see echo_wait). */
+typedef struct echo_s {
+    uint64_t seq;
+} echo_t;
 
 typedef struct waiter_s {
     struct waiter_s *next;
@@ -279,6 +287,9 @@ typedef struct redis_s {
     hr_map_t wpats;              /* patterns registered in wikey -> local interest count */
     hr_map_t *lastp;  /* the last seqs (the cluster's, shared by its shards, or `last`) */
     hr_map_t *exactp; /* topics with exact interest on this node (the cluster's, or channels) */
+    hr_map_t *patp;   /* the patterns this node PSUBSCRIBEd (a cluster's first shard's) */
+    oplist_t echo;    /* publishes sequenced, waiting for their message to come back */
+    oplist_t *echop;  /* where they wait (the cluster's, shared by its shards, or `echo`) */
     void (*on_epoch)(void *arg); /* a shard's epoch changed (the cluster recomputes its own) */
     void *epoch_arg;
     hr_map_t groups;  /* "pattern\0queue" -> local members (as an integer) */
@@ -558,6 +569,70 @@ static void op_drop(op_t *op)
 
 static void wreplay_step(redis_t *e, wreplay_t *w);
 static void reply_op(redis_t *e, op_t *op, redisReply *r);
+
+typedef struct want_s {
+    const char *topic;
+    size_t n;
+    int found;
+} want_t;
+
+static void want_cb(void *arg, const void *k, size_t kl, void *val)
+{
+    want_t *w = arg;
+    (void)val;
+    if (!w->found && hr_topic_match(k, kl, w->topic, w->n))
+        w->found = 1;
+}
+
+/* Whether this node has local interest in `topic` (a channel, or a pattern it subscribed). */
+static int node_wants(redis_t *e, const char *topic, size_t n)
+{
+    if (hr__map_get(e->exactp, topic, n))
+        return 1;
+    want_t w = {topic, n, 0};
+    if (e->patp && e->patp->count)
+        hr__map_each(e->patp, want_cb, &w);
+    return w.found;
+}
+
+/*
+ * A publish is answered on the command connection, its message arrives on the subscriber
+ * connection, in either order. When this node wants the message, the publish completes (its
+ * ACK, the PONG behind it) only once the message came back, so that a client that published
+ * to a topic it subscribes to, then got its PONG, has its own message too, as with one broker.
+ * Returns 1 when `op` now waits.
+ */
+static int echo_wait(redis_t *e, op_t *op)
+{
+    uint64_t last = (uint64_t)(uintptr_t)hr__map_get(e->lastp, op->topic, op->tlen);
+    if (!e->sub_connected || (last && last >= op->seq) || !node_wants(e, op->topic, op->tlen))
+        return 0;
+    e->queued_bytes += op->len;
+    op->t0 = now_ms(e);
+    list_push(e->echop, op);
+    return 1;
+}
+
+/* Completes the publishes waiting for messages of `topic` up to `seq` (all: `topic` NULL). */
+static void echo_done(redis_t *e, const char *topic, size_t tn, uint64_t seq, uint64_t older)
+{
+    op_t **pp = &e->echop->head, *prev = NULL;
+    while (*pp) {
+        op_t *op = *pp;
+        if (topic ? !(op->tlen == tn && memcmp(op->topic, topic, tn) == 0 && op->seq <= seq)
+                  : op->t0 > older) {
+            prev = op;
+            pp = &op->next;
+            continue;
+        }
+        *pp = op->next;
+        if (e->echop->tail == op)
+            e->echop->tail = prev;
+        e->queued_bytes -= op->len < e->queued_bytes ? op->len : e->queued_bytes;
+        op->pub_cb(op->arg, HR_OK, (hr_slice_t){op->topic, op->tlen}, op->hash, op->seq, NULL);
+        op_free(op);
+    }
+}
 static void wreplay_finish(redis_t *e, wreplay_t *w, int status, uint64_t topics);
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -591,8 +666,10 @@ static void reply_op(redis_t *e, op_t *op, redisReply *r)
             r->element[0]->type == REDIS_REPLY_INTEGER &&
             r->element[1]->type == REDIS_REPLY_STRING) {
             set_epoch(e, r->element[1]->str, r->element[1]->len);
-            op->pub_cb(op->arg, HR_OK, (hr_slice_t){op->topic, op->tlen}, op->hash,
-                       (uint64_t)r->element[0]->integer, NULL);
+            op->seq = (uint64_t)r->element[0]->integer;
+            if (echo_wait(e, op))
+                return;
+            op->pub_cb(op->arg, HR_OK, (hr_slice_t){op->topic, op->tlen}, op->hash, op->seq, NULL);
         } else {
             if (r && r->type == REDIS_REPLY_ERROR)
                 HR_LOG(HR_LOG_WARN, 0, "redis engine: publish failed: %s", r->str);
@@ -817,7 +894,12 @@ static void register_groups(redis_t *e, int counted)
 
 static void on_renew(uv_timer_t *t)
 {
-    register_groups(t->data, 0);
+    redis_t *e = t->data;
+    register_groups(e, 0);
+    /* A message that never came back (its subscription went meanwhile) holds its publish at
+     * most a few seconds; a cluster's first shard sweeps the list its shards share. */
+    if (e->echop == &e->echo || e->patp == &e->patterns)
+        echo_done(e, NULL, 0, 0, now_ms(e) - 2000);
 }
 
 int hr__engine_redis_group_here(const hr_qchoice_t *qc, const char *pattern, size_t pn,
@@ -1017,6 +1099,8 @@ static void on_message(redis_t *e, const redisReply *data, int by_pattern)
     }
     hr__map_put(lm, topic.p, topic.n, (void *)(uintptr_t)seq);
     e->hooks.deliver(e->hooks.arg, topic, h, seq, m, origin, own && (p[16] & 1), &qc);
+    if (own && e->echop->head)
+        echo_done(e, topic.p, topic.n, seq, 0);
     hr_msg_unref(&m);
 }
 
@@ -1187,7 +1271,8 @@ static void link_down(redis_t *e, const char *why)
     e->cmd_ready = 0;
     e->pending_confirms = 0;
     close_both(e);
-    wake_waiters(e); /* a PONG does not wait for a Redis that is away */
+    wake_waiters(e);                      /* a PONG does not wait for a Redis that is away */
+    echo_done(e, NULL, 0, 0, UINT64_MAX); /* sequenced; what was lost shows as a GAP */
     e->tearing = 0;
     if (e->retired) {
         fail_queued(e);
@@ -1620,6 +1705,7 @@ static void r_destroy(hr_engine_t *base)
     /* Wildcard replays still waiting for their per-topic answers were freed with nothing. */
     free_list(&e->queue);
     free_list(&e->inflight);
+    free_list(&e->echo);
     while (e->waiters) {
         waiter_t *w = e->waiters;
         e->waiters = w->next;
@@ -1775,6 +1861,8 @@ static int redis_init(redis_t *e, uv_loop_t *loop, const hr_redis_opts_t *o, con
     hr__map_init(&e->wpats);
     e->lastp = &e->last;
     e->exactp = &e->channels;
+    e->patp = &e->patterns;
+    e->echop = &e->echo;
     e->pub_src = cat(tag ? XSLOT : "", PUB_LUA);
     e->replay_src = cat(tag ? XSLOT : "", REPLAY_LUA);
     if (!e->pub_src || !e->replay_src)
@@ -1924,6 +2012,7 @@ typedef struct cluster_s {
     uint8_t slot_shard[16384]; /* shard index + 1; 0: no master known */
     uint8_t rnd[16];           /* the node's id and epoch candidate, shared by its shards */
     hr_map_t last, exact;      /* shared by the shards (see on_message) */
+    oplist_t echo;             /* shared by the shards (see echo_wait) */
     hr_map_t subs;             /* every local subscription with interest (pointer -> 1) */
     char epoch[65];
     int have_epoch, destroying;
@@ -1961,8 +2050,8 @@ static void cl_on_epoch(void *arg)
         n += l;
     }
     SHA1((const unsigned char *)all, n, md);
-    char ep[33];
-    for (int i = 0; i < 16; i++)
+    char ep[17];
+    for (int i = 0; i < 8; i++)
         snprintf(ep + 2 * i, 3, "%02x", md[i]);
     if (c->have_epoch && strcmp(ep, c->epoch) == 0)
         return;
@@ -2106,6 +2195,8 @@ static int build_shards(cluster_t *c, const redisReply *r, const char *seed_host
                    e->port);
         e->lastp = &c->last; /* redis_init points them at its own */
         e->exactp = &c->exact;
+        e->patp = &c->shard[0]->patterns;
+        e->echop = &c->echo;
     }
     for (int k = 0; k < c->n; k++)
         c->shard[k]->on_moved = cl_moved;
@@ -2375,6 +2466,7 @@ static void cl_destroy(hr_engine_t *base)
         r_destroy(&c->shard[i]->base);
     for (int i = 0; i < c->nretired; i++)
         r_destroy(&c->retired[i]->base);
+    free_list(&c->echo);
     uv_close((uv_handle_t *)&c->retry, cl_retry_closed);
     uv_run(c->loop, UV_RUN_NOWAIT);
 }

@@ -313,6 +313,15 @@ class CrossNode(Nodes):
             self.assertEqual([f[3] for f in got if f[1] == sid], list(range(1, 21)))
         self.assertEqual(tcp.poll(0.2), [])  # no second copy of anything
 
+    def test_own_message_comes_before_the_ack_and_pong(self):
+        t = self.topic("own")
+        c = self.conn(0)
+        c.sub(1, t)
+        c.sub(2, t.rsplit(".", 1)[0] + ".*")
+        c.pub(t, b"x", ack=5)  # no PING between: SUB, SUB, PUB, PING in one go
+        frames = c.sync()
+        self.assertEqual([(f[0], f[1]) for f in frames], [(MSG, 1), (MSG, 2), (ACK, 5)])
+
     def test_seq_contiguous_with_publishers_on_every_node(self):
         t = self.topic()
         sub = self.conn(1)
