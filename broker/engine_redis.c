@@ -940,9 +940,9 @@ static void reg_count(redis_t *e, hr_map_t *m, const char *k, size_t kn, int del
             register_one(e, k, kn, REG_LAPSE_S, 1, wi);
     } else if (n > 1) {
         hr__map_put(m, k, kn, (void *)(n - 1));
-    } else if (n == 1) {
+    } else if (n == 1) { /* counted too: after an UNSUB's answer Redis no longer picks it */
         hr__map_del(m, k, kn);
-        register_one(e, k, kn, "0", 0, wi);
+        register_one(e, k, kn, "0", 1, wi);
     }
 }
 

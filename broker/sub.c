@@ -293,8 +293,9 @@ static void on_interest_in_effect(void *arg)
     hr__conn_reply_fill(slot, 0);
 }
 
-/* An engine that confirms new interest later (Redis) holds the SUB's place among the answers
- * until it has: a PONG after a SUB then means messages published anywhere reach it. */
+/* An engine that confirms interest changes later (Redis) holds the SUB's (or UNSUB's) place
+ * among the answers until it has: a PONG after a SUB then means messages published anywhere
+ * reach it, and after an UNSUB that its queue groups no longer count on this process. */
 static void await_interest(hr_conn_t *c)
 {
     hr_engine_t *e = c->srv->engine;
@@ -417,6 +418,7 @@ void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
     sub_erase(c, slot);
     hr__policy_forget(c, sid);
     sub_release(c->srv, sub, 1);
+    await_interest(c);
 }
 
 void hr__subs_drop(hr_conn_t *c)
