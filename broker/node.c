@@ -91,6 +91,11 @@ int hr__node_engine_new(hr_server_t *s, hr_engine_t **out)
                 cfg->engine);
         return HR_EINVAL;
     }
+    if (strpbrk(cfg->redis_prefix, "{}")) { /* the keys' hash tags are the topics' */
+        fprintf(stderr, "herald: setting 'redis-prefix': '%s' must not contain '{' or '}'\n",
+                cfg->redis_prefix);
+        return HR_EINVAL;
+    }
     hr_redis_opts_t o = {
         .url = cfg->engine,
         .prefix = cfg->redis_prefix,

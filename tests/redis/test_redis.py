@@ -877,6 +877,12 @@ class Startup(unittest.TestCase):
             self.assertEqual(out.returncode, 1, out.stderr)
             self.assertIn("setting 'engine'", out.stderr)
             self.assertIn(words, out.stderr)
+        out = subprocess.run([os.environ["HERALD_BIN"], "--workers", "1", "--port", "0",
+                              "--ws-port", "0", "--engine", "redis://127.0.0.1:1",
+                              "--redis-prefix", "a{b}:"],
+                             capture_output=True, text=True, timeout=10 * SLOW)
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("setting 'redis-prefix'", out.stderr)
 
     def with_late_redis(self, body, *args):
         """Runs body(node, conn, start_redis) on a node whose Redis is not started yet."""
