@@ -1701,6 +1701,10 @@ static void r_destroy(hr_engine_t *base)
 {
     redis_t *e = (redis_t *)base;
     e->destroying = 1;
+    /* The loop has ended: what the last turn queued (a leaving node's unregistrations from its
+     * queue groups) is written once more without waiting, so Redis stops picking this node. */
+    if (e->cmd && e->cmd_ready)
+        redisAsyncHandleWrite(e->cmd);
     close_both(e); /* the callbacks of commands in flight run with no reply and are dropped */
     /* Wildcard replays still waiting for their per-topic answers were freed with nothing. */
     free_list(&e->queue);

@@ -884,6 +884,35 @@ class Startup(unittest.TestCase):
         self.assertEqual(out.returncode, 1, out.stderr)
         self.assertIn("setting 'redis-prefix'", out.stderr)
 
+    def test_a_node_that_stops_leaves_its_queue_groups(self):
+        if not REDIS or not REDIS_CLI:
+            self.skipTest("redis-server is not installed")
+        r = RedisServer()
+        a = b = None
+        try:
+            a, b = (Broker("--engine", r.url, "--redis-prefix", "hl:") for _ in range(2))
+            ma, mb = Conn(a.port), Conn(b.port)
+            for m in (ma, mb):
+                m.hello()
+                m.sub(1, "work.t", queue="q")
+                m.sync()
+            self.assertEqual(a.stop(), 0, a.log_text())  # graceful: ERR 9 to its clients
+            p = Conn(b.port)
+            p.hello()
+            for i in range(20):
+                p.pub("work.t", b"%d" % i)
+            p.sync()
+            self.assertEqual(len(msgs(mb, 20)), 20)  # none given to the node that left
+            p.close()
+            mb.close()
+            ma.close()
+        finally:
+            for x in (a, b):
+                if x:
+                    self.assertEqual(x.stop(), 0, x.log_text())
+                    x.cleanup()
+            r.cleanup()
+
     def with_late_redis(self, body, *args):
         """Runs body(node, conn, start_redis) on a node whose Redis is not started yet."""
         if not REDIS or not REDIS_CLI:
