@@ -273,7 +273,8 @@ typedef struct redis_s {
     int resolving;
     uint64_t backoff;
     int tearing, destroying;
-    int logged_down; /* the "unreachable" line was logged for this outage */
+    int logged_down;                /* the "unreachable" line was logged for this outage */
+    uint64_t warned_ms, warn_quiet; /* warn_error(): the last line logged, errors since */
     char pub_sha[41], replay_sha[41], reg_sha[41];
     char node_hex[17]; /* the node's id in group registrations and choices */
     char ekey[160];    /* the epoch */
@@ -657,6 +658,21 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     retire_check(e);
 }
 
+/* An error Redis answered, logged at most once a second (a Redis out of memory or a cluster
+ * that is down answers every command so), with the count of those not logged. */
+static void warn_error(redis_t *e, const char *what, const char *err)
+{
+    uint64_t now = now_ms(e);
+    if (e->warned_ms && now - e->warned_ms < 1000) {
+        e->warn_quiet++;
+        return;
+    }
+    HR_LOG(HR_LOG_WARN, 0, "redis engine: %s failed: %s (%llu more errors not logged)", what, err,
+           (unsigned long long)e->warn_quiet);
+    e->warned_ms = now;
+    e->warn_quiet = 0;
+}
+
 /* Completes `op` with reply `r` (NULL: the connection went). */
 static void reply_op(redis_t *e, op_t *op, redisReply *r)
 {
@@ -672,7 +688,7 @@ static void reply_op(redis_t *e, op_t *op, redisReply *r)
             op->pub_cb(op->arg, HR_OK, (hr_slice_t){op->topic, op->tlen}, op->hash, op->seq, NULL);
         } else {
             if (r && r->type == REDIS_REPLY_ERROR)
-                HR_LOG(HR_LOG_WARN, 0, "redis engine: publish failed: %s", r->str);
+                warn_error(e, "publish", r->str);
             /* A publish whose answer was lost may or may not have been sequenced: the
              * publisher is told it failed, never that it succeeded. */
             op->pub_cb(op->arg, HR_ENOTCONN, (hr_slice_t){op->topic, op->tlen}, op->hash, 0, NULL);
@@ -750,7 +766,7 @@ static void reply_op(redis_t *e, op_t *op, redisReply *r)
     }
     case OP_REG:
         if (r && r->type == REDIS_REPLY_ERROR)
-            HR_LOG(HR_LOG_WARN, 0, "redis engine: queue group registration: %s", r->str);
+            warn_error(e, "queue group registration", r->str);
         if (op->arg) /* a registration a SUB's answer waits for */
             confirmed(e);
         op_free(op);
