@@ -193,6 +193,7 @@ enum { OP_PUB, OP_REPLAY, OP_SCAN, OP_CTL, OP_REG };
  * (they are: the shard's own epoch and registries, whose hash tag was chosen for it). */
 #define XSLOT "#!lua flags=allow-cross-slot-keys\n"
 
+#define STALL_MS 10000    /* a command unanswered this long, or connections not up: reconnect */
 #define REG_LAPSE_S "20"  /* a registration not renewed for this long lapses (a dead node) */
 #define REG_RENEW_MS 5000 /* how often a node renews its registrations */
 
@@ -204,7 +205,8 @@ typedef struct op_s {
     int kind;
     char *cmd; /* the formatted command (hiredis), owned until sent */
     size_t len;
-    uint64_t t0; /* loop time it was issued */
+    uint64_t t0;   /* loop time it was issued */
+    uint64_t sent; /* loop time it was written to Redis */
     hr_engine_pub_cb pub_cb;
     hr_engine_msg_cb msg_cb;
     hr_engine_done_cb done_cb;
@@ -275,6 +277,7 @@ typedef struct redis_s {
     int tearing, destroying;
     int logged_down;                /* the "unreachable" line was logged for this outage */
     uint64_t warned_ms, warn_quiet; /* warn_error(): the last line logged, errors since */
+    uint64_t attempt_ms;            /* when the current connections were opened */
     char pub_sha[41], replay_sha[41], reg_sha[41];
     char node_hex[17]; /* the node's id in group registrations and choices */
     char ekey[160];    /* the epoch */
@@ -444,6 +447,7 @@ static void send_op(redis_t *e, op_t *op)
         redisFreeCommand(op->cmd);
         op->cmd = NULL;
     }
+    op->sent = now_ms(e);
     list_push(&e->inflight, op);
 }
 
@@ -911,6 +915,16 @@ static void register_groups(redis_t *e, int counted)
 static void on_renew(uv_timer_t *t)
 {
     redis_t *e = t->data;
+    uint64_t now = now_ms(e);
+    /* A watchdog: connections that do not come up, or a Redis that stopped answering without
+     * closing them, are closed and opened again rather than waited for. */
+    int ready = e->cmd_ready && e->sub_connected && !e->pending_confirms;
+    if (!e->retired && (e->cmd || e->sub) &&
+        ((!ready && now - e->attempt_ms > STALL_MS) ||
+         (e->inflight.head && now - e->inflight.head->sent > STALL_MS))) {
+        link_down(e, "Redis does not answer");
+        return;
+    }
     register_groups(e, 0);
     /* A message that never came back (its subscription went meanwhile) holds its publish at
      * most a few seconds; a cluster's first shard sweeps the list its shards share. */
@@ -1300,6 +1314,7 @@ static void link_down(redis_t *e, const char *why)
 
 static void connect_ip(redis_t *e)
 {
+    e->attempt_ms = now_ms(e);
     e->connects++;
     if (e->connects > 1)
         e->reconnects++;

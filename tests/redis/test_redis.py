@@ -913,6 +913,38 @@ class Startup(unittest.TestCase):
                     x.cleanup()
             r.cleanup()
 
+    def test_a_redis_that_stops_answering_is_left(self):
+        if not REDIS or not REDIS_CLI:
+            self.skipTest("redis-server is not installed")
+        r = RedisServer()
+        b = Broker("--engine", r.url, "--redis-prefix", "hw:")
+        try:
+            c = Conn(b.port)
+            c.hello()
+            c.pub("w.t", b"1", ack=1)
+            self.assertEqual(c.sync()[0][:3], [ACK, 1, 1])
+            r.proc.send_signal(signal.SIGSTOP)  # connections stay open, nothing answers
+            try:
+                c.pub("w.t", b"2", ack=2)
+                t0 = time.monotonic()
+                f = c.sync(timeout=30 * SLOW)[0]
+                # The watchdog gives up on it (10 to 15 s) instead of waiting for ever.
+                self.assertEqual(f[:2], [ERR, E_LIMIT])
+                self.assertEqual(f[3], 2)
+                self.assertLess(time.monotonic() - t0, 25 * SLOW)
+            finally:
+                r.proc.send_signal(signal.SIGCONT)
+            wait_for(lambda: metrics(b)["herald_engine_up"] == 1, timeout=20, what="Redis again")
+            c.pub("w.t", b"3", ack=3)
+            f = c.sync(timeout=10 * SLOW)[0]
+            self.assertEqual(f[:2], [ACK, 3])
+            self.assertIn(f[2], (2, 3))  # the one that met the stall may have been sequenced
+            c.close()
+        finally:
+            self.assertEqual(b.stop(), 0, b.log_text())
+            b.cleanup()
+            r.cleanup()
+
     def with_late_redis(self, body, *args):
         """Runs body(node, conn, start_redis) on a node whose Redis is not started yet."""
         if not REDIS or not REDIS_CLI:
