@@ -79,6 +79,7 @@ struct hb_run_s {
     const hb_target_t *t;
     const hb_adapter_t *ad;
     struct sockaddr_in addr, ws_addr;
+    struct sockaddr_in sub_addr, sub_ws_addr; /* where subscribers connect (another node) */
     int nthreads;
     hb_thread_t *th;
     hb_conn_t *conns;
@@ -956,8 +957,10 @@ static void build_conns(hb_run_t *run)
 static int conn_start(hb_run_t *run, hb_conn_t *c)
 {
     char err[128];
-    c->fd =
-        dial(c->ws ? &run->ws_addr : &run->addr, (c->role & HB_STALL) ? 16384 : 0, err, sizeof err);
+    int sub_only = (c->role & (HB_SUB | HB_STALL)) && !(c->role & HB_PUB);
+    const struct sockaddr_in *to = c->ws ? (sub_only ? &run->sub_ws_addr : &run->ws_addr)
+                                         : (sub_only ? &run->sub_addr : &run->addr);
+    c->fd = dial(to, (c->role & HB_STALL) ? 16384 : 0, err, sizeof err);
     if (c->fd < 0) {
         char msg[160];
         snprintf(msg, sizeof msg, "connection %d: %s", c->idx, err);
@@ -1325,7 +1328,9 @@ int hb_run(const hb_plan_t *pl, const hb_target_t *t, hb_result_t *r)
     run->plan = pl;
     run->t = t;
     run->ad = t->ad;
-    if (resolve(t->host, t->port, &run->addr) || resolve(t->host, t->ws_port, &run->ws_addr)) {
+    if (resolve(t->host, t->port, &run->addr) || resolve(t->host, t->ws_port, &run->ws_addr) ||
+        resolve(t->host, t->sub_port ? t->sub_port : t->port, &run->sub_addr) ||
+        resolve(t->host, t->sub_ws_port ? t->sub_ws_port : t->ws_port, &run->sub_ws_addr)) {
         snprintf(r->error, sizeof r->error, "cannot resolve %s", t->host);
         return -1;
     }

@@ -170,8 +170,9 @@ typedef struct hb_target_s {
     const hb_adapter_t *ad;
     char host[64];
     int port;
-    int ws_port; /* 0: none */
-    int pid;     /* broker pid for CPU/RSS, 0: unknown */
+    int ws_port;               /* 0: none */
+    int sub_port, sub_ws_port; /* subscribers connect here instead (another node); 0: same */
+    int pid;                   /* broker pid for CPU/RSS, 0: unknown */
     char version[64];
     char name[32];    /* the column's name in reports ("" : the adapter's, e.g. herald) */
     char tls_ca[256]; /* TLS to both ports, verifying the broker against this CA ("": plain) */

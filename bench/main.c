@@ -29,7 +29,9 @@ static void usage(FILE *f)
         "                        herald://HOST:PORT[?ws=PORT&pid=PID&version=V&name=COLUMN\n"
         "                                           &tls=CAFILE]  (tls: both ports speak TLS)\n"
         "                        nats://HOST:PORT[?pid=PID]   redis://HOST:PORT[?pid=PID]\n"
-        "                        (default herald://127.0.0.1:7400?ws=7401)\n"
+        "                        (default herald://127.0.0.1:7400?ws=7401); a herald target\n"
+        "                        with &sub=PORT&subws=PORT puts its subscribers on another\n"
+        "                        node (scale-out engines)\n"
         "      --broker-pid PID  pid of the last target: its CPU and RSS are reported\n"
         "      --pubs N          publishers (requesters in reqrep)\n"
         "      --subs N          subscribers\n"
@@ -93,6 +95,10 @@ static int parse_target(const char *url, hb_target_t *t)
         size_t n = amp ? (size_t)(amp - q) : strlen(q);
         if (!strncmp(q, "ws=", 3))
             t->ws_port = atoi(q + 3);
+        else if (!strncmp(q, "sub=", 4))
+            t->sub_port = atoi(q + 4);
+        else if (!strncmp(q, "subws=", 6))
+            t->sub_ws_port = atoi(q + 6);
         else if (!strncmp(q, "pid=", 4))
             t->pid = atoi(q + 4);
         else if (!strncmp(q, "name=", 5) && n - 5 < sizeof t->name)

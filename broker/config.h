@@ -56,6 +56,10 @@ typedef struct hr_config_s {
     /* engine */
     int64_t topic_tombstones;
     int64_t engine_delay_ms;
+    char engine[1024]; /* "memory" or a redis:// URL (engine_redis.c) */
+    char redis_prefix[128];
+    int64_t redis_history_ttl;
+    int64_t redis_queue_max;
     /* presence.c */
     int64_t presence_interval_ms;
     int64_t presence_list_max;

@@ -430,6 +430,22 @@ static const fam_t families[] = {
      1, L_NONE, M_GAUGE, 0},
     {"herald_history_messages", "gauge", "Retained history messages.", W(hist_msgs), 1, L_NONE,
      M_GAUGE, 0},
+    {"herald_engine_up", "gauge",
+     "1 while the engine serves (a Redis engine: connected to Redis and subscribed).", W(engine_up),
+     1, L_NONE, M_GAUGE, 0},
+    {"herald_engine_queued_bytes", "gauge",
+     "Bytes of publishes and replays waiting for the engine's store (Redis).", W(engine_queued), 1,
+     L_NONE, M_GAUGE, 0},
+    {"herald_engine_lag_seconds", "gauge",
+     "Age of the oldest command the engine's store (Redis) has not answered.", W(engine_lag_ms), 1,
+     L_NONE, M_GAUGE | M_SECONDS, 0},
+    {"herald_engine_reconnects_total", "counter", "Connections to the engine's store made again.",
+     W(engine_reconnects), 1, L_NONE, 0, 0},
+    {"herald_engine_gaps_total", "counter",
+     "Seq holes live subscriptions saw while the engine's store was out of reach (sent as GAP).",
+     W(engine_gaps), 1, L_NONE, 0, 0},
+    {"herald_engine_resets_total", "counter",
+     "Times the engine's store lost its data (a new epoch).", W(engine_resets), 1, L_NONE, 0, 0},
 };
 
 /* The process: after herald_build_info. The usual names, read from /proc/self (Linux). */

@@ -7,6 +7,7 @@
 #include "cluster.h"
 #include "link.h"
 #include "log.h"
+#include "node.h"
 #include "server.h"
 #include "ws.h"
 
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
     }
     srv.argc = argc;
     srv.argv = argv;
+    hr__node_wait_ready(&srv, 3000); /* a Redis engine learns the shared epoch first */
     /* A worker listens once the others told it what they subscribe to. */
     while (worker && !hr__link_synced() && uv_run(loop, UV_RUN_ONCE))
         ;

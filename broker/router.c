@@ -92,8 +92,8 @@ static void fan_group(void *arg, hr_qgroup_t *g)
 {
     fan_t *f = arg;
     uint64_t skip = f->no_echo ? f->origin : 0;
-    if (f->local_only)
-        return;
+    if (f->local_only || (f->s->group_here && !f->s->group_here(f->s->group_arg, g)))
+        return; /* (another node takes it: the scale-out engine chose) */
     hr_sub_t *fallback = NULL;
     size_t fb_backlog = 0;
     for (uint32_t tries = 0; tries < g->n; tries++) {
@@ -182,9 +182,10 @@ static void on_sequenced(void *arg, int status, hr_slice_t topic, uint64_t h, ui
                          hr_msg_t *body)
 {
     pubctx_t *x = arg;
-    if (status == HR_OK) {
-        hr_delivery_t d = {body, topic, h, seq, x->origin, x->no_echo};
+    if (status == HR_OK)
         x->s->stats.msgs_in++;
+    if (status == HR_OK && body) { /* without a body the engine delivers it (fans_out) */
+        hr_delivery_t d = {body, topic, h, seq, x->origin, x->no_echo};
         hr__router_fanout(x->s, &d);
     }
     if (x->done)
@@ -200,7 +201,7 @@ int hr__router_publish(hr_server_t *s, const hr_pub_cmd_t *p, uint64_t origin_ci
     uint16_t owner = hr__route(s, h);
     if (owner != s->worker && s->peer)
         return s->peer->forward(s->peer_arg, owner, p, origin_cid, origin_no_echo, done, arg);
-    hr_epub_t ep = {p->topic, h, p->payload, p->reply, p->headers};
+    hr_epub_t ep = {p->topic, h, p->payload, p->reply, p->headers, origin_cid, origin_no_echo};
     if (s->engine->ops->sync) { /* the hot path: no allocation per publish */
         pubctx_t x = {s, origin_cid, origin_no_echo, 0, done, arg};
         return hr__engine_publish(s->engine, &ep, on_sequenced, &x);
@@ -234,7 +235,12 @@ static int pub_answer(hr_conn_t *c, const pubans_t *a, int status, uint64_t seq)
     const char *why = status == HR_ELIMIT ? "topic limit reached" : "out of memory";
     if (status == HR_EREJECTED)
         why = a->why ? a->why : "rejected by the publish pipeline";
-    unsigned code = hr_status_to_wire(status == HR_ENOMEM ? HR_ELIMIT : status);
+    if (status == HR_ENOTCONN) /* a scale-out engine that lost its store, with the message */
+        why = "not published: the engine's store (Redis) is unreachable";
+    if (status == HR_EBUFFULL)
+        why = "not published: redis-queue-max reached (the engine's store is slow or away)";
+    int local = status == HR_ENOMEM || status == HR_ENOTCONN || status == HR_EBUFFULL;
+    unsigned code = hr_status_to_wire(local ? HR_ELIMIT : status);
     if (code < sizeof(s->stats.errors) / sizeof(s->stats.errors[0]))
         s->stats.errors[code]++;
     return hr_enc_err(&s->scratch, code, why, a->has_ack, a->ack) == HR_OK;

@@ -12,6 +12,7 @@
 #include "auth.h"
 #include "presence.h"
 #include "log.h"
+#include "node.h"
 #include "pipeline.h"
 #include "server.h"
 #include "policy.h"
@@ -190,7 +191,13 @@ int hr__server_init(hr_server_t *s, uv_loop_t *loop, const hr_config_t *cfg)
     };
     hr_buf_init(&s->scratch);
     hr__limits_init(s);
-    if (hr__index_init(&s->index) != 0 || !(s->engine = hr__engine_mem_new(&lim))) {
+    if (hr__index_init(&s->index) != 0) {
+        r = HR_ENOMEM;
+        goto fail;
+    }
+    if ((r = hr__node_engine_new(s, &s->engine)) != HR_OK) /* prints why */
+        goto fail;
+    if (!s->engine && !(s->engine = hr__engine_mem_new(&lim))) {
         r = HR_ENOMEM;
         goto fail;
     }

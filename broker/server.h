@@ -161,7 +161,10 @@ struct hr_server_s {
     void (*on_stop)(hr_server_t *s);  /* closes what others opened on the loop (cluster links) */
     void (*on_flush)(hr_server_t *s); /* once per loop turn, before output is written */
     void (*on_ping)(hr_server_t *s);  /* before a PONG: deliver what other workers sent */
-    int argc;                         /* the command line, read again on SIGHUP */
+    /* node.c: while a scale-out engine delivers a message, which queue groups take it here */
+    int (*group_here)(void *arg, const hr_qgroup_t *g);
+    void *group_arg;
+    int argc; /* the command line, read again on SIGHUP */
     char **argv;
     hr_buf_t scratch;                /* control frame encoding */
     uv_timer_t xtimer;               /* xsub.c: conflate windows and batches that come due */

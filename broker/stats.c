@@ -167,6 +167,12 @@ void hr__stats_collect(const hr_server_t *s, hr_wstats_t *w, int fds)
     w->pipe_restarts = ps.restarts;
     w->pipe_late = ps.late;
     w->pipe_inflight = ps.inflight;
+    w->engine_up = es.remote ? es.remote_up : 1;
+    w->engine_queued = es.queued_bytes;
+    w->engine_lag_ms = es.lag_ms;
+    w->engine_reconnects = es.reconnects;
+    w->engine_gaps = es.gaps;
+    w->engine_resets = es.resets;
     if (s->cstats && s->cstats->lc) {
         hr_link_counters_t lc = {0};
         s->cstats->lc(s, &lc);

@@ -28,10 +28,14 @@ typedef struct hr_wstats_s {
     uint64_t ring_full; /* records that found a ring to another worker full and waited */
     uint64_t pipe_passed, pipe_rewritten, pipe_rejected, pipe_failed, pipe_timeouts;
     uint64_t pipe_restarts, pipe_late; /* publish pipelines (pipeline.c) */
+    uint64_t engine_reconnects, engine_gaps, engine_resets; /* a scale-out engine's */
     /* gauges */
     uint64_t subs, patterns, topics, tombstones, hist_bytes, hist_msgs, outq, inflight;
     uint64_t ring_backlog;  /* bytes waiting for room in the rings */
     uint64_t pipe_inflight; /* messages in publish pipeline stages */
+    uint64_t engine_up;     /* 1: the engine serves (always, for the in-memory one) */
+    uint64_t engine_queued; /* bytes of commands waiting for the engine's store */
+    uint64_t engine_lag_ms; /* age of the oldest of them */
     uint64_t rss, vm, open_fds, max_fds;
     uint64_t start_unix_ms; /* wall clock, ms since the epoch */
     uint64_t start_mono_ms; /* monotonic clock (the loop's), for uptime */

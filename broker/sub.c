@@ -284,6 +284,29 @@ static void start_replay(hr_conn_t *c, hr_sub_t *sub, const hr_sub_cmd_t *cmd)
 
 /* ---- SUB and UNSUB ------------------------------------------------------------------ */
 
+static void on_interest_in_effect(void *arg)
+{
+    hr_reply_t *slot = arg;
+    hr_conn_t *c = hr__reply_conn(slot);
+    if (c)
+        hr__conn_ops_end(c);
+    hr__conn_reply_fill(slot, 0);
+}
+
+/* An engine that confirms interest changes later (Redis) holds the SUB's (or UNSUB's) place
+ * among the answers until it has: a PONG after a SUB then means messages published anywhere
+ * reach it, and after an UNSUB that its queue groups no longer count on this process. */
+static void await_interest(hr_conn_t *c)
+{
+    hr_engine_t *e = c->srv->engine;
+    hr_reply_t *slot;
+    if (!e->ops->barrier || !(slot = hr__conn_reply_later(c)))
+        return;
+    hr__conn_ops_begin(c);
+    if (e->ops->barrier(e, on_interest_in_effect, slot) == 0)
+        on_interest_in_effect(slot);
+}
+
 /* Unlinks `sub` from everything and frees it; a replay in flight forgets it. */
 static void sub_release(hr_server_t *s, hr_sub_t *sub, int indexed)
 {
@@ -359,6 +382,7 @@ void hr__cmd_subscribe(hr_conn_t *c, const hr_sub_cmd_t *cmd)
         return;
     }
     s->engine->ops->interest_add(s->engine, sub);
+    await_interest(c);
     hr__presence_sub_added(c, sub, pres, info); /* before a replaced one leaves: no flap */
     if (slot) {                                 /* an active sid is replaced */
         hr__policy_forget(c, cmd->sid);
@@ -394,6 +418,7 @@ void hr__cmd_unsubscribe(hr_conn_t *c, uint64_t sid)
     sub_erase(c, slot);
     hr__policy_forget(c, sid);
     sub_release(c->srv, sub, 1);
+    await_interest(c);
 }
 
 void hr__subs_drop(hr_conn_t *c)

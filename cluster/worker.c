@@ -127,7 +127,9 @@ static void on_stop(hr_server_t *s)
 
 int hr__worker_attach(hr_server_t *s)
 {
-    int r = hr__link_attach(s);
+    /* With a scale-out engine (Redis) each worker is a node of its own: topics, deliveries
+     * and queue groups go through the engine, not the rings. */
+    int r = s->engine->ops->fans_out ? HR_OK : hr__link_attach(s);
     s->on_stop = on_stop;
     if (r != HR_OK)
         return r;

@@ -5,8 +5,8 @@
 set -euo pipefail
 
 core=(build-essential cmake pkg-config libuv1-dev libwslay-dev libmsgpack-dev check
-      libhttp-parser-dev libssl-dev libjwt-dev clang-format)
-test=(python3 python3-websockets python3-msgpack clang libclang-rt-14-dev procps openssl)
+      libhttp-parser-dev libssl-dev libjwt-dev libhiredis-dev clang-format)
+test=(python3 python3-websockets python3-msgpack clang libclang-rt-14-dev procps openssl redis-server)
 bench=(redis-server nats-server gnuplot-nox linux-perf)
 browser=(chromium nodejs npm libnss3-tools)
 

@@ -36,7 +36,7 @@ static uint64_t publish(hr_engine_t *e, const char *topic, size_t plen)
 {
     static char payload[4096];
     pubres_t r = {0, 0, 0};
-    hr_epub_t p = {S(topic), hr__hash(topic, strlen(topic)), {payload, plen}, {0}, {0}};
+    hr_epub_t p = {S(topic), hr__hash(topic, strlen(topic)), {payload, plen}, {0}, {0}, 0, 0};
     int st = hr__engine_publish(e, &p, on_pub, &r);
     if (st < 0) {
         ck_assert_int_eq(r.calls, 0); /* a refused call never calls back */
@@ -272,7 +272,7 @@ START_TEST(reclaim_keeps_seq)
     e = hr__engine_mem_new(&lim);
     interested = "x";
     publish(e, "x", 10);
-    hr_epub_t p = {S("y"), hr__hash("y", 1), S("p"), {0}, {0}};
+    hr_epub_t p = {S("y"), hr__hash("y", 1), S("p"), {0}, {0}, 0, 0};
     pubres_t r = {0, 0, 0};
     ck_assert_int_eq(hr__engine_publish(e, &p, on_pub, &r), HR_ELIMIT);
     ck_assert_int_eq(r.calls, 0);
