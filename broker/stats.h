@@ -27,7 +27,7 @@ typedef struct hr_wstats_s {
     uint64_t ring_in;   /* records read from the rings of other workers */
     uint64_t ring_full; /* records that found a ring to another worker full and waited */
     uint64_t pipe_passed, pipe_rewritten, pipe_rejected, pipe_failed, pipe_timeouts;
-    uint64_t pipe_restarts, pipe_late; /* publish pipelines (pipeline.c) */
+    uint64_t pipe_restarts, pipe_late;                      /* publish pipelines (pipeline.c) */
     uint64_t engine_reconnects, engine_gaps, engine_resets; /* a scale-out engine's */
     /* gauges */
     uint64_t subs, patterns, topics, tombstones, hist_bytes, hist_msgs, outq, inflight;
