@@ -64,6 +64,8 @@ typedef struct conflate_s {
     uint64_t until; /* end of the current window; no window before it */
     cslot_t *slots;
     uint32_t capslots; /* st.fill: slots in use */
+    uint32_t *index;   /* open addressing by key hash: slot number + 1, 0 empty */
+    uint32_t nindex;   /* a power of two, at least twice the slots in use; 0: none yet */
     size_t bytes;      /* of the bodies and keys the slots hold */
 } conflate_t;
 
@@ -292,6 +294,8 @@ static void conflate_flush(conflate_t *cf, uint64_t now)
         return;
     qsort(cf->slots, n, sizeof(*cf->slots), slot_cmp);
     cf->st.fill = 0;
+    if (cf->nindex)
+        memset(cf->index, 0, cf->nindex * sizeof(*cf->index));
     cf->bytes = 0;
     cf->until = now + cf->xs->x->conflate_ms;
     for (uint32_t i = 0; i < n; i++) {
@@ -300,6 +304,35 @@ static void conflate_flush(conflate_t *cf, uint64_t now)
         hr_msg_unref(&cf->slots[i].m);
         free(cf->slots[i].key);
     }
+}
+
+/* Indexes the slot just added, growing (and rebuilding) the index to keep it at most half
+ * full. Out of memory, the slot stays unindexed: a later message with the same key then gets
+ * a slot of its own, so both go out when the window ends (one more delivery, nothing lost). */
+static void index_add(conflate_t *cf)
+{
+    uint32_t n = (uint32_t)cf->st.fill;
+    if (2 * n > cf->nindex) {
+        uint32_t cap = cf->nindex ? cf->nindex * 2 : 16;
+        uint32_t *ix = calloc(cap, sizeof(*ix));
+        if (ix) {
+            free(cf->index);
+            cf->index = ix;
+            cf->nindex = cap;
+            for (uint32_t i = 0; i + 1 < n; i++) {
+                uint32_t j = (uint32_t)cf->slots[i].h & (cap - 1);
+                while (ix[j])
+                    j = (j + 1) & (cap - 1);
+                ix[j] = i + 1;
+            }
+        }
+    }
+    if (n >= cf->nindex) /* no index, or no room left in it */
+        return;
+    uint32_t mask = cf->nindex - 1, j = (uint32_t)cf->slots[n - 1].h & mask;
+    while (cf->index[j])
+        j = (j + 1) & mask;
+    cf->index[j] = n;
 }
 
 static void conflate_keep(conflate_t *cf, const xitem_t *it)
@@ -318,8 +351,9 @@ static void conflate_keep(conflate_t *cf, const xitem_t *it)
     if (kv.n)
         memcpy(key + topic.n + 1, kv.p, kv.n);
     uint64_t h = hr__hash(key, klen);
-    for (uint32_t i = 0; i < cf->st.fill; i++) {
-        cslot_t *sl = &cf->slots[i];
+    uint32_t mask = cf->nindex - 1, j = cf->nindex ? (uint32_t)h & mask : 0;
+    for (; cf->nindex && cf->index[j]; j = (j + 1) & mask) {
+        cslot_t *sl = &cf->slots[cf->index[j] - 1];
         if (sl->h == h && sl->klen == klen && memcmp(sl->key, key, klen) == 0) {
             cf->bytes = cf->bytes - sl->m->len + it->m->len;
             hr_msg_unref(&sl->m);
@@ -354,6 +388,7 @@ static void conflate_keep(conflate_t *cf, const xitem_t *it)
         memcpy(own, stack, klen);
     cf->slots[cf->st.fill++] = (cslot_t){h, it->seq, hr_msg_ref(it->m), klen, own};
     cf->bytes += it->m->len + klen;
+    index_add(cf);
     arm(xs);
 }
 
@@ -384,6 +419,7 @@ static void conflate_destroy(hr_stage_t *st)
         free(cf->slots[i].key);
     }
     free(cf->slots);
+    free(cf->index);
     free(cf);
 }
 

@@ -339,7 +339,10 @@ body (shared by the 100 subscribers), \`rate\` counts against a limit it never r
 \`conflate\` (1 ms, keyed by a field unique to each message) keeps, sorts and re-emits every
 message, and \`batch\` (64 messages or 1 ms) sends BATCH frames. With a transform the
 payloads are 30-byte MessagePack maps, so "nothing, map payloads" is the baseline the ratios
-compare with.
+compare with. This \`conflate\` is its worst case: every message has a key of its own, so every
+message costs each subscriber a slot (a copy of its key) and a place in the sort when the
+window ends (a chat room's typing indicators have a handful of keys); the filter's cost is
+each of the 100 subscribers evaluating its own expression on every message.
 
 $XFORM_TXT
 
