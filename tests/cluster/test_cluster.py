@@ -19,8 +19,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
 
 from herald_wire import (  # noqa: E402
-    ACK, E_GAP, E_SHUTDOWN, ERR, MSG, TIMEOUT, Broker, BrokerCase, Closed, Conn, Timeout, WsConn,
-    msg_opts)
+    ACK, E_GAP, E_SHUTDOWN, ERR, MSG, TIMEOUT, Broker, BrokerCase, Closed, Conn, WsConn,
+    msg_opts, msgs)
 
 
 def worker_pids(b):
@@ -47,15 +47,7 @@ class Cluster(BrokerCase):
         self.fail("no connection landed on worker %d in 400 tries" % k)
 
     def msgs(self, c, n, timeout=TIMEOUT):
-        out, deadline = [], time.monotonic() + timeout
-        while len(out) < n and time.monotonic() < deadline:
-            try:
-                f = c.recv(max(0.01, deadline - time.monotonic()))
-            except Timeout:
-                break
-            if f[0] == MSG:
-                out.append(f)
-        return out
+        return msgs(c, n, timeout)
 
     def test_welcome_names_worker_and_unique_ids(self):
         seen, ids = set(), set()

@@ -485,6 +485,20 @@ def _mask_fast(payload, key):
     return (int.from_bytes(payload, "big") ^ k).to_bytes(n, "big")
 
 
+def msgs(c, n, timeout=TIMEOUT, before=()):
+    """Up to n MSG frames from `c`: those in `before` (what a sync() returned), then what
+    comes within `timeout`; other frames are skipped."""
+    out, deadline = [f for f in before if f[0] == MSG], time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        try:
+            f = c.recv(max(0.01, deadline - time.monotonic()))
+        except Timeout:
+            break
+        if f[0] == MSG:
+            out.append(f)
+    return out
+
+
 def http_get(port, path, timeout=TIMEOUT):
     """A plain HTTP/1.1 GET on the WebSocket port. Returns (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:

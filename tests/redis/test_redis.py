@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "conformance"))
 
 from herald_wire import (  # noqa: E402
     ACK, E_GAP, E_LIMIT, E_SHUTDOWN, ERR, GAP, MSG, SLOW, TIMEOUT, Broker, Closed, Conn, Timeout,
-    WsConn, http_get, msg_opts)
+    WsConn, http_get, msg_opts, msgs)
 
 REDIS = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
@@ -185,19 +185,6 @@ def wait_for(pred, timeout=10.0, what="condition"):
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting for " + what)
-
-
-def msgs(c, n, timeout=TIMEOUT, before=()):
-    """Up to n MSG frames: those in `before` (what a sync() returned), then what comes."""
-    out, deadline = [f for f in before if f[0] == MSG], time.monotonic() + timeout
-    while len(out) < n and time.monotonic() < deadline:
-        try:
-            f = c.recv(max(0.01, deadline - time.monotonic()))
-        except Timeout:
-            break
-        if f[0] == MSG:
-            out.append(f)
-    return out
 
 
 def check_seen_or_gapped(test, sub, acked, timeout=10.0):
