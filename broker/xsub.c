@@ -164,36 +164,6 @@ static void out_write(hr_stage_t *st, hr_item_t *it)
 
 /* ---- batch ---------------------------------------------------------------------------- */
 
-/* Appends a msgpack uint (smallest form) or array header of `n` elements. */
-static void put_head(hr_buf_t *b, uint8_t fix, uint8_t fixmax, const uint8_t *wide, uint64_t v)
-{
-    uint8_t t[9];
-    size_t n;
-    if (v <= fixmax) {
-        t[0] = (uint8_t)(fix + v);
-        n = 1;
-    } else {
-        int w = v < 256 && wide[0] ? 1 : v < 65536 ? 2 : v <= UINT32_MAX ? 4 : 8;
-        t[0] = wide[w == 1 ? 0 : w == 2 ? 1 : w == 4 ? 2 : 3];
-        for (int i = 0; i < w; i++)
-            t[1 + i] = (uint8_t)(v >> (8 * (w - 1 - i)));
-        n = 1 + (size_t)w;
-    }
-    hr_buf_append(b, t, n);
-}
-
-static void put_uint(hr_buf_t *b, uint64_t v)
-{
-    static const uint8_t wide[4] = {0xcc, 0xcd, 0xce, 0xcf};
-    put_head(b, 0, 127, wide, v);
-}
-
-static void put_array(hr_buf_t *b, uint32_t n)
-{
-    static const uint8_t wide[4] = {0, 0xdc, 0xdd, 0xdd};
-    put_head(b, 0x90, 15, wide, n);
-}
-
 /*
  * Sends the batch as one BATCH frame, [21, sid, [[topic, seq, payload,
  * opts?], ...]]: each entry is a delivery body after its sid, so it is
@@ -212,10 +182,12 @@ static void batch_flush(batch_t *bt)
     if (!(c->flags & HR_C_CLOSING)) {
         hr_buf_t *b = &s->scratch;
         hr_buf_reset(b);
-        put_array(b, 3);
-        put_uint(b, HR_OP_BATCH);
-        put_uint(b, xs->sub->sid);
-        put_array(b, n);
+        uint8_t h[5 + 1 + 9 + 5];
+        size_t k = hr__mp_put_array(h, 3);
+        k += hr__mp_put_uint(h + k, HR_OP_BATCH);
+        k += hr__mp_put_uint(h + k, xs->sub->sid);
+        k += hr__mp_put_array(h + k, n);
+        hr_buf_append(b, h, k);
         for (uint32_t i = 0; i < n; i++) {
             uint8_t arr = (uint8_t)(bt->q[i]->arr - 2); /* MSG without opcode and sid */
             hr_buf_append(b, &arr, 1);
