@@ -553,8 +553,7 @@ static int parse_one(hr_server_t *s, const char *spec, size_t n, hr_pipeline_t *
     if (r == HR_OK && !q)
         r = HR_ENOMEM;
     if (r != HR_OK) {
-        for (size_t i = 0; i < pl->nstages; i++)
-            pl->stages[i]->next = i + 1 < pl->nstages ? pl->stages[i + 1] : NULL;
+        hr__stage_chain(pl->stages, pl->nstages); /* so pipeline_free() reaches every stage */
         pipeline_free(pl);
         return r;
     }
